@@ -1,0 +1,35 @@
+"""Pure-PyTorch reference of the ELSA operator, for tests and benchmarks only.
+
+It follows the definition in ELSA-SWIN-FACTS.md literally, through ``F.unfold``: simple to read
+and independent of the native kernels, but it materialises a (B, C, K*K, Ho, Wo) temporary, which
+is exactly what the kernels exist to avoid. Run it in float64 to get a trustworthy reference.
+"""
+import torch
+import torch.nn.functional as F
+
+
+def elsa_reference(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dilation=1,
+                   stride=1):
+    """out[b,c,i,j] = sum_{u,v} x[b,c,i*s+(u-K//2)*d, j*s+(v-K//2)*d]
+    * (ghost_mul[c,u,v] * attn[b, c // (C/G), u*K+v, i, j] + ghost_add[c,u,v]).
+
+    Args:
+        x: (B, C, H, W) values.
+        attn: (B, G, K*K, Ho, Wo) attention, C % G == 0.
+        ghost_mul, ghost_add: (C, K, K) or None (ones / zeros).
+    Returns:
+        (B, C, Ho, Wo) with Ho = (H - 1) // stride + 1.
+    """
+    B, C, H, W = x.shape
+    K, d, s = kernel_size, dilation, stride
+    G = attn.shape[1]
+    Ho, Wo = (H - 1) // s + 1, (W - 1) // s + 1
+    cols = F.unfold(x, K, dilation=d, padding=(K // 2) * d, stride=s)
+    cols = cols.view(B, C, K * K, Ho, Wo)
+    a = attn.reshape(B, G, 1, K * K, Ho, Wo).expand(B, G, C // G, K * K, Ho, Wo)
+    a = a.reshape(B, C, K * K, Ho, Wo)
+    if ghost_mul is not None:
+        a = a * ghost_mul.reshape(1, C, K * K, 1, 1)
+    if ghost_add is not None:
+        a = a + ghost_add.reshape(1, C, K * K, 1, 1)
+    return (cols * a).sum(dim=2)

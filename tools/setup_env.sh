@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Set up mmelsa on a machine that has never seen it, or bring an existing set-up up to date.
+#
+#   bash tools/setup_env.sh
+#
+# Makes a virtual environment in the checkout (.venv, or $MMELSA_VENV) and installs:
+#   torch (torch==2.13.0 unless $TORCH_SPEC says otherwise; a torch already in the venv is kept),
+#   mmcv 2.1.0 built from source with its ops (the slow step: ~35 min on 2 cores the first time,
+#   pip's wheel cache makes later installs take seconds), mmengine 0.10.7, mmdet 3.3.0,
+#   mmsegmentation 1.2.2 and what they need on numpy 2, then mmelsa itself (editable).
+# Idempotent: each step first checks whether its result is already there.
+# On a CUDA machine set FORCE_CUDA=1 (and TORCH_CUDA_ARCH_LIST) to build the CUDA kernels of mmcv
+# and mmelsa; see README.md.
+set -eEuo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${MMELSA_VENV:-$ROOT/.venv}
+BASE_PYTHON=${PYTHON:-python3}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+MMCV_VERSION=2.1.0
+STACK=(mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 'pycocotools>=2.0.8' ftfy regex pytest)
+START=$SECONDS
+
+say() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+die() { printf '[setup] FAILED: %s\n' "$*" >&2; exit 1; }
+trap 'die "step \"$BASH_COMMAND\" exited with an error (line $LINENO); see the output above"' ERR
+
+cd "$ROOT"
+command -v "$BASE_PYTHON" >/dev/null || die "no '$BASE_PYTHON' on PATH: install Python 3.9-3.12 (3.11 is tested) or set PYTHON=/path/to/python"
+
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating the virtual environment $VENV"
+  "$BASE_PYTHON" -m venv "$VENV" || die "could not create a venv with $BASE_PYTHON (on Debian/Ubuntu: apt-get install python3-venv)"
+fi
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip --disable-pip-version-check)
+say "python: $("$PY" -c 'import sys; print(sys.version.split()[0], sys.executable)')"
+
+# True when every requirement given is installed at a version it allows (no network, no pip).
+have() {
+  "$PY" - "$@" <<'PYEOF' 2>/dev/null
+import sys
+from importlib.metadata import version, PackageNotFoundError
+from packaging.requirements import Requirement
+for spec in sys.argv[1:]:
+    req = Requirement(spec)
+    try:
+        if not req.specifier.contains(version(req.name), prereleases=True):
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)
+PYEOF
+}
+
+# 1. Build tools. setuptools<80: mmcv 2.1.0's setup.py still imports pkg_resources.
+if ! have 'setuptools<80' wheel ninja packaging numpy; then
+  say "installing build tools (setuptools<80, wheel, ninja, packaging, numpy)"
+  "${PIP[@]}" install -q 'setuptools<80' wheel ninja packaging numpy
+fi
+
+# 2. torch: keep the one the user chose.
+if "$PY" -c 'import torch' 2>/dev/null; then
+  say "torch $("$PY" -c 'import torch; print(torch.__version__)') already installed: kept"
+else
+  say "installing $TORCH_SPEC"
+  "${PIP[@]}" install -q "$TORCH_SPEC"
+fi
+
+# 3. mmcv with its compiled ops, from source (PyPI has no wheel for today's torch).
+if have "mmcv==$MMCV_VERSION" && "$PY" -c 'import mmcv.ops' 2>/dev/null; then
+  say "mmcv $MMCV_VERSION with ops already installed"
+else
+  say "building mmcv $MMCV_VERSION with ops from source (about 35 min on 2 cores the first time; seconds when pip's wheel cache has it)"
+  t0=$SECONDS
+  MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" install --no-build-isolation "mmcv==$MMCV_VERSION" \
+    || die "mmcv $MMCV_VERSION did not build; the compiler output above says why"
+  say "mmcv build/install took $((SECONDS - t0)) s"
+  "$PY" -c 'import mmcv.ops' || die "mmcv installed but mmcv.ops does not import (was it built without MMCV_WITH_OPS=1?)"
+fi
+
+# 4. The rest of the pinned OpenMMLab stack.
+if have "${STACK[@]}"; then
+  say "mmengine, mmdet, mmsegmentation and their extras already installed"
+else
+  say "installing ${STACK[*]}"
+  "${PIP[@]}" install -q "${STACK[@]}"
+fi
+
+# 5. mmelsa itself (editable). Rebuilt only when its sources or the torch it builds against change.
+stamp="$VENV/.mmelsa-build-stamp"
+fingerprint=$( { "$PY" -c 'import torch; print(torch.__version__, torch.version.cuda)'; \
+                 echo "FORCE_CUDA=${FORCE_CUDA:-} ARCH=${TORCH_CUDA_ARCH_LIST:-}"; \
+                 cat setup.py; find csrc -type f | sort | xargs cat; } | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fingerprint" ] && "$PY" -c 'import mmelsa._ext' 2>/dev/null; then
+  say "mmelsa extension up to date"
+else
+  say "building and installing mmelsa (editable)"
+  t0=$SECONDS
+  MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" install -q --no-build-isolation --no-deps -e . \
+    || die "mmelsa did not build; the compiler output above says why"
+  echo "$fingerprint" > "$stamp"
+  say "mmelsa build took $((SECONDS - t0)) s"
+fi
+
+say "checking the environment"
+"$PY" - <<'PYEOF'
+import torch, mmcv, mmcv.ops, mmengine, mmdet, mmseg, mmelsa
+from mmelsa.ops import info
+print('  torch %s | mmengine %s | mmcv %s | mmdet %s | mmseg %s | mmelsa %s' % (
+    torch.__version__, mmengine.__version__, mmcv.__version__, mmdet.__version__,
+    mmseg.__version__, mmelsa.__version__))
+print('  mmelsa ops:', info())
+PYEOF
+trap - ERR
+say "done in $((SECONDS - START)) s; activate with: source ${VENV#$ROOT/}/bin/activate"
