@@ -3,8 +3,9 @@
 mmengine 0.10.7 calls ``torch.load(path)`` with no ``weights_only`` argument. Since torch 2.6
 that means ``weights_only=True``, and mmengine's own checkpoints then fail to load (resume,
 ``tools/test.py``): they hold a ``MessageHub`` state with ``HistoryBuffer`` objects and numpy
-arrays, which the restricted unpickler refuses. We replace mmengine's local-file loader with
-one that allows exactly those types and still loads with ``weights_only=True``. A file that
+arrays (and the buffers' statistics methods, pickled through ``getattr``), which the restricted
+unpickler refuses. We replace mmengine's local-file loader with one that allows exactly those
+and still loads with ``weights_only=True``. A file that
 needs more than that (an old checkpoint pickled with arbitrary objects) is loaded with
 ``weights_only=False`` after a warning that names the file and the refused global.
 
@@ -21,12 +22,28 @@ import torch
 _applied = False
 
 
+def _history_buffer_getattr(obj, name):
+    """Stands in for ``builtins.getattr`` while unpickling, and only for what mmengine needs.
+
+    A pickled ``HistoryBuffer`` carries its statistics methods, which pickle writes as
+    ``getattr(HistoryBuffer, 'mean')``. Allowing the real ``getattr`` would let a checkpoint
+    reach any attribute of any allowed object, so this resolves those method names alone.
+    """
+    from mmengine.logging import HistoryBuffer
+
+    allowed = {'min', 'max', 'current', 'mean'} | set(HistoryBuffer._statistics_methods)
+    if obj is HistoryBuffer and name in allowed:
+        return getattr(obj, name)
+    raise pickle.UnpicklingError(
+        f'getattr({obj!r}, {name!r}) is not allowed while loading an mmengine checkpoint')
+
+
 def mmengine_safe_globals():
-    """The non-tensor types that mmengine 0.10.7 writes into its checkpoints."""
+    """The non-tensor globals that mmengine 0.10.7 writes into its checkpoints."""
     import numpy as np
     from mmengine.logging import HistoryBuffer
 
-    safe = [HistoryBuffer, np.ndarray, np.dtype]
+    safe = [HistoryBuffer, np.ndarray, np.dtype, (_history_buffer_getattr, 'builtins.getattr')]
     # numpy arrays and scalars pickle through these helpers; numpy 2 moved them from numpy.core
     # to numpy._core, and a pickle names the module of the numpy that wrote it.
     with warnings.catch_warnings():

@@ -10,17 +10,19 @@ mmengine = pytest.importorskip('mmengine')
 from mmengine.model import BaseModel  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-import mmelsa  # noqa: E402,F401  (applies mmelsa.compat)
+import mmelsa  # noqa: E402  (importing it applies mmelsa.compat)
 
 
 class TinyRegressor(BaseModel):
 
     def __init__(self):
         super().__init__()
-        self.linear = nn.Linear(4, 1)
+        with torch.random.fork_rng():  # the same start for every runner of a test
+            torch.manual_seed(0)
+            self.linear = nn.Linear(4, 1)
 
     def forward(self, inputs, targets, mode='tensor'):
-        pred = self.linear(torch.stack(inputs) if isinstance(inputs, list) else inputs)
+        pred = self.linear(inputs)
         if mode == 'loss':
             return dict(loss=((pred.squeeze(-1) - targets) ** 2).mean())
         return pred
@@ -41,7 +43,8 @@ def make_runner(work_dir, max_iters, resume=False):
         model=TinyRegressor(),
         work_dir=str(work_dir),
         train_dataloader=dict(dataset=LineData(), sampler=dict(type='DefaultSampler', shuffle=True),
-                              batch_size=4, num_workers=0),
+                              batch_size=4, num_workers=0,
+                              collate_fn=dict(type='default_collate')),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
         optim_wrapper=dict(optimizer=dict(type='AdamW', lr=1e-2)),
         param_scheduler=dict(type='LinearLR', start_factor=0.5, by_epoch=False, begin=0, end=8),
@@ -63,24 +66,46 @@ def test_plain_torch_load_refuses_mmengine_checkpoint(tmp_path):
 
 
 def test_mmengine_checkpoint_round_trip_and_resume(tmp_path):
-    first = make_runner(tmp_path, max_iters=3)
+    # test-style load: tools/test.py goes through the same loader as resume
+    first = make_runner(tmp_path / 'interrupted', max_iters=3)
     first.train()
-    saved_weight = first.model.linear.weight.detach().clone()
-    saved_lr = first.optim_wrapper.get_lr()['lr'][0]
-
-    # test-style load: tools/test.py goes through the same loader
-    ckpt = mmengine.runner.checkpoint._load_checkpoint(str(tmp_path / 'iter_3.pth'))
+    ckpt = mmengine.runner.checkpoint._load_checkpoint(str(tmp_path / 'interrupted' / 'iter_3.pth'))
     assert ckpt['meta']['iter'] == 3
-    torch.testing.assert_close(ckpt['state_dict']['linear.weight'], saved_weight)
+    torch.testing.assert_close(ckpt['state_dict']['linear.weight'], first.model.linear.weight)
     assert 'train/loss' in ckpt['message_hub']['log_scalars']
+    # ...and it loads through the restricted unpickler, not the weights_only=False fallback
+    with torch.serialization.safe_globals(mmelsa.compat.mmengine_safe_globals()):
+        strict = torch.load(tmp_path / 'interrupted' / 'iter_3.pth', weights_only=True)
+    assert strict['meta']['iter'] == 3
+    assert strict['message_hub']['log_scalars']['train/loss'].mean() == pytest.approx(
+        ckpt['message_hub']['log_scalars']['train/loss'].mean())
 
-    # resume: the iteration counter, weights, optimizer and scheduler state come back
-    second = make_runner(tmp_path, max_iters=6, resume=True)
-    second.load_or_resume()
-    assert second.iter == 3
-    torch.testing.assert_close(second.model.linear.weight, saved_weight)
-    assert second.optim_wrapper.get_lr()['lr'][0] == pytest.approx(saved_lr)
-    state = second.optim_wrapper.optimizer.state_dict()['state']
-    assert state and all(s['step'] == 3 for s in state.values())
-    second.train()
-    assert second.iter == 6
+    # resume: continuing from iter 3 to 6 must give exactly what an uninterrupted run gives,
+    # which needs the iteration counter, weights, optimizer and scheduler state all restored
+    resumed = make_runner(tmp_path / 'interrupted', max_iters=6, resume=True)
+    resumed.train()
+    straight = make_runner(tmp_path / 'straight', max_iters=6)
+    straight.train()
+    assert resumed.iter == straight.iter == 6
+    adam_steps = [s['step'] for s in resumed.optim_wrapper.optimizer.state_dict()['state'].values()]
+    assert adam_steps and all(int(step) == 6 for step in adam_steps)
+    assert resumed.optim_wrapper.get_lr()['lr'][0] == pytest.approx(
+        straight.optim_wrapper.get_lr()['lr'][0])
+    torch.testing.assert_close(resumed.model.linear.weight, straight.model.linear.weight)
+    torch.testing.assert_close(resumed.model.linear.bias, straight.model.linear.bias)
+
+
+class _ReachesForInit:
+    """Pickles as getattr(HistoryBuffer, '__init__'): more than a statistics method."""
+
+    def __reduce__(self):
+        from mmengine.logging import HistoryBuffer
+        return getattr, (HistoryBuffer, '__init__')
+
+
+def test_restricted_getattr_refuses_other_attributes(tmp_path):
+    path = tmp_path / 'foreign.pth'
+    torch.save({'x': _ReachesForInit()}, path)
+    with torch.serialization.safe_globals(mmelsa.compat.mmengine_safe_globals()):
+        with pytest.raises(pickle.UnpicklingError, match='is not allowed'):
+            torch.load(path, weights_only=True)
