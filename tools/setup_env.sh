@@ -5,7 +5,7 @@
 #
 # Makes a virtual environment in the checkout (.venv, or $MMELSA_VENV) and installs:
 #   torch (torch==2.13.0 unless $TORCH_SPEC says otherwise; a torch already in the venv is kept),
-#   mmcv 2.1.0 built from source with its ops (the slow step: ~35 min on 2 cores the first time,
+#   mmcv 2.1.0 built from source with its ops (the slow step: ~20 min on 2 cores the first time,
 #   pip's wheel cache makes later installs take seconds), mmengine 0.10.7, mmdet 3.3.0,
 #   mmsegmentation 1.2.2 and what they need on numpy 2, then mmelsa itself (editable).
 # Idempotent: each step first checks whether its result is already there.
@@ -70,7 +70,7 @@ fi
 if have "mmcv==$MMCV_VERSION" && "$PY" -c 'import mmcv.ops' 2>/dev/null; then
   say "mmcv $MMCV_VERSION with ops already installed"
 else
-  say "building mmcv $MMCV_VERSION with ops from source (about 35 min on 2 cores the first time; seconds when pip's wheel cache has it)"
+  say "building mmcv $MMCV_VERSION with ops from source (about 20 min on 2 cores the first time; seconds when pip's wheel cache has it)"
   t0=$SECONDS
   MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" install --no-build-isolation "mmcv==$MMCV_VERSION" \
     || die "mmcv $MMCV_VERSION did not build; the compiler output above says why"
