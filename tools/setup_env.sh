@@ -74,8 +74,16 @@ else
   t0=$SECONDS
   MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" install --no-build-isolation "mmcv==$MMCV_VERSION" \
     || die "mmcv $MMCV_VERSION did not build; the compiler output above says why"
+  if ! "$PY" -c 'import mmcv.ops' 2>/dev/null; then
+    # pip's wheel cache does not key on the torch version: a wheel cached for another torch
+    # installs fine and then fails to load. Build it afresh for this torch.
+    say "the installed mmcv.ops does not load with this torch (a cached wheel built for another torch?): rebuilding without pip's cache"
+    MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" install --no-build-isolation \
+      --no-cache-dir --force-reinstall --no-deps "mmcv==$MMCV_VERSION" \
+      || die "mmcv $MMCV_VERSION did not build; the compiler output above says why"
+  fi
   say "mmcv build/install took $((SECONDS - t0)) s"
-  "$PY" -c 'import mmcv.ops' || die "mmcv installed but mmcv.ops does not import (was it built without MMCV_WITH_OPS=1?)"
+  "$PY" -c 'import mmcv.ops' || die "mmcv installed but mmcv.ops does not import; the error is above"
 fi
 
 # 4. The rest of the pinned OpenMMLab stack.
