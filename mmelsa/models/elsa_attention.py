@@ -1,0 +1,172 @@
+"""The ELSA module: Hadamard attention plus ghost head, evaluated by the ELSA operator.
+
+This is the token mixer of ELSA-Swin's first three stages (ELSA-SWIN-FACTS.md, "The ELSA
+block"). The module only prepares the per-pixel attention and the ghost matrices; the
+aggregation of the K x K neighbourhood is done by :func:`mmelsa.ops.elsa_attention`, which never
+materialises the unfolded (B, C, K*K, H, W) tensor.
+"""
+import math
+
+import torch
+import torch.nn as nn
+from torch.nn.init import trunc_normal_
+
+from .. import ops
+from .utils import build_activation
+
+
+def ghost_head_shape(dim, kernel_size, lam, gamma):
+    """Shape of the ``ghost_head`` parameter for the given ``lam``/``gamma`` mode.
+
+    The shapes are those of the official checkpoints, so that they load by name:
+
+    ========  ========  ======================  ===================================
+    lam       gamma     shape                   meaning
+    ========  ========  ======================  ===================================
+    0         != 0      (1, C, K, K)            ghost_add (ghost_mul is all ones)
+    != 0      != 0      (2, 1, C, K, K)         [0] ghost_mul, [1] ghost_add
+    != 0      0         (1, C, K, K)            ghost_mul (ghost_add is all zeros)
+    0         0         None                    no ghost head at all
+    ========  ========  ======================  ===================================
+    """
+    if lam != 0 and gamma != 0:
+        return (2, 1, dim, kernel_size, kernel_size)
+    if lam != 0 or gamma != 0:
+        return (1, dim, kernel_size, kernel_size)
+    return None
+
+
+class ELSAAttention(nn.Module):
+    """Enhanced local self-attention (ELSA, arXiv 2112.12786) on a channels-last feature map.
+
+    Steps (ELSA-SWIN-FACTS.md):
+
+    1. ``pre_proj`` (1x1 conv, C -> 2*dim_qk + C) gives q, k (dim_qk each) and v (C), in that
+       order; ``dim_qk`` is ``(C // 3) * 2`` rounded up to a multiple of ``group_width``.
+    2. Hadamard attention ``h = q * k * qk_scale`` (ELSA-Swin uses ``qk_scale=1``).
+    3. ``attn`` = depth-wise-grouped KxK conv (groups ``dim_qk // group_width``), activation,
+       1x1 conv to ``num_heads * K * K`` channels; head ``g`` owns channels
+       ``[g*K*K, (g+1)*K*K)`` and is softmaxed over them; then attention dropout.
+    4. Ghost head (``lam``/``gamma``, see :func:`ghost_head_shape`): the operator receives
+       ``ghost_mul ** lam`` and ``ghost_add * gamma``.
+    5. ``mmelsa.ops.elsa_attention(v, attn, ghost_mul, ghost_add)``, then ``post_proj``
+       (Linear C -> C) and projection dropout.
+
+    Args:
+        dim (int): Channels C.
+        num_heads (int): Attention heads G; ``dim % num_heads == 0``.
+        kernel_size (int): Odd neighbourhood size K. Default: 7.
+        dilation (int): Neighbourhood dilation. Default: 1.
+        group_width (int): Channels per group of the KxK conv in ``attn``. Default: 8.
+        qk_scale (float): Scale of the Hadamard product. Default: 1.0.
+        lam (float): Exponent of the multiplicative ghost (0 disables it). Default: 0.
+        gamma (float): Weight of the additive ghost (0 disables it). Default: 1.
+        qkv_bias (bool): Bias in ``pre_proj``. Default: True.
+        attn_drop (float): Dropout on the softmaxed attention. Default: 0.
+        proj_drop (float): Dropout after ``post_proj``. Default: 0.
+        act_cfg (dict): Activation between the two convs of ``attn``. Default: GELU.
+
+    Shape:
+        - Input: (B, H, W, C)
+        - Output: (B, H, W, C)
+    """
+
+    def __init__(self,
+                 dim,
+                 num_heads,
+                 kernel_size=7,
+                 dilation=1,
+                 group_width=8,
+                 qk_scale=1.0,
+                 lam=0.,
+                 gamma=1.,
+                 qkv_bias=True,
+                 attn_drop=0.,
+                 proj_drop=0.,
+                 act_cfg=dict(type='GELU')):
+        super().__init__()
+        if kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f'kernel_size must be a positive odd int, got {kernel_size}')
+        if dilation < 1:
+            raise ValueError(f'dilation must be >= 1, got {dilation}')
+        if group_width < 1:
+            raise ValueError(f'group_width must be >= 1, got {group_width}')
+        if num_heads < 1 or dim % num_heads != 0:
+            raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
+        self.dim = dim
+        self.num_heads = num_heads
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+        self.group_width = group_width
+        self.qk_scale = qk_scale
+        self.lam = lam
+        self.gamma = gamma
+        # Two thirds of the channels for q and k, rounded up so the grouped conv divides them.
+        dim_qk = (dim // 3) * 2
+        dim_qk = int(math.ceil(dim_qk / group_width)) * group_width
+        self.dim_qk = dim_qk
+
+        # Registered first so that the state-dict order is that of the official files.
+        shape = ghost_head_shape(dim, kernel_size, lam, gamma)
+        if shape is None:
+            self.register_parameter('ghost_head', None)
+        else:
+            self.ghost_head = nn.Parameter(torch.empty(shape))
+        self.pre_proj = nn.Conv2d(dim, 2 * dim_qk + dim, 1, bias=qkv_bias)
+        kk = kernel_size * kernel_size
+        self.attn = nn.Sequential(
+            nn.Conv2d(dim_qk, dim_qk, kernel_size, padding=(kernel_size // 2) * dilation,
+                      dilation=dilation, groups=dim_qk // group_width),
+            build_activation(act_cfg),
+            nn.Conv2d(dim_qk, kk * num_heads, 1))
+        self.attn_drop = nn.Dropout(attn_drop)
+
+        self.post_proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.reset_ghost_head()
+
+    def reset_ghost_head(self):
+        """ghost_add ~ truncated normal (std 0.02), ghost_mul ~ standard normal."""
+        gh = self.ghost_head
+        if gh is None:
+            return
+        with torch.no_grad():
+            if self.lam != 0 and self.gamma != 0:
+                nn.init.normal_(gh[0])
+                trunc_normal_(gh[1], std=.02)
+            elif self.lam != 0:
+                nn.init.normal_(gh)
+            else:
+                trunc_normal_(gh, std=.02)
+
+    def ghosts(self):
+        """Return ``(ghost_mul ** lam, ghost_add * gamma)``, each (C, K, K) or None."""
+        gh = self.ghost_head
+        if gh is None:
+            return None, None
+        if self.lam != 0 and self.gamma != 0:
+            return gh[0, 0] ** self.lam, gh[1, 0] * self.gamma
+        if self.lam != 0:
+            return gh[0] ** self.lam, None
+        return None, gh[0] * self.gamma
+
+    def forward(self, x):
+        """x: (B, H, W, C) -> (B, H, W, C)."""
+        B, H, W, C = x.shape
+        x = self.pre_proj(x.permute(0, 3, 1, 2))
+        q, k, v = torch.split(x, [self.dim_qk, self.dim_qk, C], dim=1)
+        attn = self.attn(q * k * self.qk_scale)
+        kk = self.kernel_size * self.kernel_size
+        attn = attn.reshape(B, self.num_heads, kk, H, W).softmax(dim=2)
+        attn = self.attn_drop(attn)
+        ghost_mul, ghost_add = self.ghosts()
+        out = ops.elsa_attention(
+            v.contiguous(), attn, ghost_mul, ghost_add, kernel_size=self.kernel_size,
+            dilation=self.dilation, stride=1)
+        out = self.post_proj(out.permute(0, 2, 3, 1))
+        return self.proj_drop(out)
+
+    def extra_repr(self):
+        return (f'dim={self.dim}, num_heads={self.num_heads}, kernel_size={self.kernel_size}, '
+                f'dilation={self.dilation}, group_width={self.group_width}, '
+                f'dim_qk={self.dim_qk}, lam={self.lam}, gamma={self.gamma}')

@@ -1,0 +1,630 @@
+"""ELSA-Swin: Swin Transformer whose first three stages use ELSA instead of window attention.
+
+A drop-in replacement for mmdet's / mmseg's ``SwinTransformer`` backbone (same constructor
+arguments, same outputs), with the state-dict layout of the official ELSA checkpoints
+(ELSA-SWIN-FACTS.md), so those load by name. Feature maps travel channels-last (B, H, W, C)
+between blocks: LayerNorm and Linear want that layout, and only the ELSA convolutions permute.
+"""
+import logging
+import warnings
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmengine.logging import print_log
+from mmengine.model import BaseModule
+from torch.nn.init import trunc_normal_
+
+from .checkpoint import load_official_weights
+from .elsa_attention import ELSAAttention
+from .utils import DropPath, Mlp, build_norm, to_2tuple
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patch embedding: pad right/bottom to a multiple of the patch size,
+    ``proj`` (Conv2d, kernel = stride = patch size), then LayerNorm ``norm``.
+
+    Shape:
+        - Input: (B, C_in, H, W)
+        - Output: (B, ceil(H / p), ceil(W / p), embed_dims)
+    """
+
+    def __init__(self, in_channels=3, embed_dims=96, patch_size=4, norm_cfg=dict(type='LN')):
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_channels, embed_dims, patch_size, stride=patch_size)
+        self.norm = build_norm(norm_cfg, embed_dims) if norm_cfg is not None else None
+
+    def forward(self, x):
+        H, W = x.shape[-2:]
+        p = self.patch_size
+        if H % p or W % p:
+            x = F.pad(x, (0, (-W) % p, 0, (-H) % p))
+        x = self.proj(x).permute(0, 2, 3, 1)
+        if self.norm is not None:
+            x = self.norm(x)
+        return x
+
+
+class PatchMerging(nn.Module):
+    """2x2 patch merging: pad odd H/W by one at the bottom/right, concatenate
+    ``[x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2]]`` along channels, LayerNorm
+    ``norm`` (4C), Linear ``reduction`` (4C -> 2C, no bias).
+
+    Shape:
+        - Input: (B, H, W, C)
+        - Output: (B, ceil(H / 2), ceil(W / 2), 2C)
+    """
+
+    def __init__(self, dim, norm_cfg=dict(type='LN')):
+        super().__init__()
+        self.dim = dim
+        # reduction before norm: the order of the official state dicts
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = build_norm(norm_cfg, 4 * dim) if norm_cfg is not None else None
+
+    def forward(self, x):
+        H, W = x.shape[1:3]
+        if H % 2 or W % 2:
+            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]],
+                      dim=-1)
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.reduction(x)
+
+
+class ELSABlock(nn.Module):
+    """Transformer block with ELSA as token mixer:
+    ``x + drop_path(attn(norm1(x)))``, then ``x + drop_path(mlp(norm2(x)))``.
+
+    Args:
+        dim (int): Channels C.
+        num_heads (int): ELSA heads.
+        kernel_size, dilation, group_width, lam, gamma: see :class:`ELSAAttention`.
+        mlp_ratio (float): MLP hidden width / C.
+        qkv_bias (bool): Bias of ``attn.pre_proj``.
+        drop (float): Dropout after the attention projection and in the MLP.
+        attn_drop (float): Dropout on the attention weights.
+        drop_path (float): Stochastic depth rate of this block.
+        act_cfg, norm_cfg (dict): Activation and norm configs.
+
+    Shape:
+        - Input: (B, H, W, C)
+        - Output: (B, H, W, C)
+    """
+
+    def __init__(self, dim, num_heads, kernel_size=7, dilation=1, group_width=8, lam=0.,
+                 gamma=1., mlp_ratio=4., qkv_bias=True, drop=0., attn_drop=0., drop_path=0.,
+                 act_cfg=dict(type='GELU'), norm_cfg=dict(type='LN')):
+        super().__init__()
+        self.norm1 = build_norm(norm_cfg, dim)
+        self.attn = ELSAAttention(dim, num_heads, kernel_size=kernel_size, dilation=dilation,
+                                  group_width=group_width, qk_scale=1.0, lam=lam, gamma=gamma,
+                                  qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
+                                  act_cfg=act_cfg)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = build_norm(norm_cfg, dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop)
+
+    def forward(self, x):
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+def relative_position_index(window_size):
+    """(w^4,) index into a ((2w-1)^2)-entry table for every (query, key) pair of a window:
+    ``(dy + w - 1) * (2w - 1) + (dx + w - 1)`` with ``dy, dx`` = query minus key position."""
+    w = window_size
+    coords = torch.stack(torch.meshgrid(torch.arange(w), torch.arange(w), indexing='ij'))
+    coords = coords.flatten(1)  # (2, w*w)
+    rel = coords[:, :, None] - coords[:, None, :] + (w - 1)  # (2, N, N)
+    return (rel[0] * (2 * w - 1) + rel[1]).flatten()
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside w x w windows with relative position bias (Swin-v1),
+    with the official ELSA-Swin names and channel order:
+
+    * ``pre_proj`` (Linear C -> 3C) outputs **v, q, k** in that order;
+    * ``rb``: relative position bias table (G, (2w-1)^2); ``relative_id``: (w^4,) buffer;
+    * scale ``qk_scale or head_dim ** -0.5``; ``post_proj`` Linear C -> C.
+
+    Shape:
+        - Input: (num_windows * B, w*w, C) and an optional additive mask (num_windows, N, N)
+        - Output: (num_windows * B, w*w, C)
+    """
+
+    def __init__(self, dim, num_heads, window_size=7, qkv_bias=True, qk_scale=None,
+                 attn_drop=0., proj_drop=0.):
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
+        self.dim = dim
+        self.num_heads = num_heads
+        self.window_size = window_size
+        self.scale = qk_scale or (dim // num_heads)**-0.5
+        self.rb = nn.Parameter(torch.zeros(num_heads, (2 * window_size - 1)**2))
+        self.register_buffer('relative_id', relative_position_index(window_size))
+        self.pre_proj = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.post_proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        trunc_normal_(self.rb, std=.02)
+
+    def forward(self, x, mask=None):
+        Bw, N, C = x.shape
+        G = self.num_heads
+        vqk = self.pre_proj(x).reshape(Bw, N, 3, G, C // G).permute(2, 0, 3, 1, 4)
+        v, q, k = vqk.unbind(0)  # each (Bw, G, N, hd)
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        bias = self.rb[:, self.relative_id].reshape(G, N, N)
+        attn = attn + bias.unsqueeze(0)
+        if mask is not None:
+            nW = mask.shape[0]
+            attn = attn.view(Bw // nW, nW, G, N, N) + mask[None, :, None].to(attn.dtype)
+            attn = attn.view(Bw, G, N, N)
+        attn = self.attn_drop(attn.softmax(dim=-1))
+        x = (attn @ v).transpose(1, 2).reshape(Bw, N, C)
+        return self.proj_drop(self.post_proj(x))
+
+    def extra_repr(self):
+        return f'dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}'
+
+
+def window_partition(x, w):
+    """(B, H, W, C) with H, W multiples of w -> (B * H/w * W/w, w*w, C)."""
+    B, H, W, C = x.shape
+    x = x.view(B, H // w, w, W // w, w, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, w * w, C)
+
+
+def window_reverse(windows, w, H, W):
+    """Inverse of :func:`window_partition`: (B * nW, w*w, C) -> (B, H, W, C)."""
+    C = windows.shape[-1]
+    x = windows.view(-1, H // w, W // w, w, w, C).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, H, W, C)
+
+
+def shifted_window_mask(Hp, Wp, window_size, shift_size, device):
+    """Additive (nW, w*w, w*w) mask for the cyclically shifted windows: -100 between tokens
+    that come from different regions of the padded map, 0 elsewhere."""
+    w, s = window_size, shift_size
+    img = torch.zeros(1, Hp, Wp, 1, device=device)
+    cnt = 0
+    for hs in (slice(0, -w), slice(-w, -s), slice(-s, None)):
+        for ws in (slice(0, -w), slice(-w, -s), slice(-s, None)):
+            img[:, hs, ws, :] = cnt
+            cnt += 1
+    regions = window_partition(img, w).squeeze(-1)  # (nW, N)
+    mask = regions.unsqueeze(1) - regions.unsqueeze(2)
+    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+
+
+class SwinBlock(nn.Module):
+    """Swin-v1 (shifted) window attention block. The map is padded right/bottom with zeros
+    after ``norm1`` to a multiple of the window (as in the Swin detection backbone) and
+    cropped back after attention.
+
+    Shape:
+        - Input: (B, H, W, C)
+        - Output: (B, H, W, C)
+    """
+
+    def __init__(self, dim, num_heads, window_size=7, shift=False, mlp_ratio=4.,
+                 qkv_bias=True, qk_scale=None, drop=0., attn_drop=0., drop_path=0.,
+                 act_cfg=dict(type='GELU'), norm_cfg=dict(type='LN')):
+        super().__init__()
+        self.window_size = window_size
+        self.shift_size = window_size // 2 if shift else 0
+        self.norm1 = build_norm(norm_cfg, dim)
+        self.attn = WindowAttention(dim, num_heads, window_size=window_size, qkv_bias=qkv_bias,
+                                    qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop)
+        self.drop_path = DropPath(drop_path)
+        self.norm2 = build_norm(norm_cfg, dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act_cfg=act_cfg, drop=drop)
+
+    def forward(self, x):
+        B, H, W, C = x.shape
+        w, s = self.window_size, self.shift_size
+        shortcut = x
+        x = self.norm1(x)
+        Hp, Wp = H + (-H) % w, W + (-W) % w
+        if Hp != H or Wp != W:
+            x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
+        mask = None
+        if s > 0:
+            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
+            mask = shifted_window_mask(Hp, Wp, w, s, x.device)
+        x = window_reverse(self.attn(window_partition(x, w), mask), w, Hp, Wp)
+        if s > 0:
+            x = torch.roll(x, shifts=(s, s), dims=(1, 2))
+        x = x[:, :H, :W]
+        x = shortcut + self.drop_path(x)
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class ELSASwinStage(nn.Module):
+    """One stage: ``blocks`` (ELSA or Swin blocks) then an optional ``downsample``.
+
+    Returns the stage output before merging (for the pyramid) and after it (for the next stage).
+
+    Shape:
+        - Input: (B, H, W, C)
+        - Output: (B, H, W, C), (B, ceil(H/2), ceil(W/2), 2C) (the input to the next stage; the
+          same tensor as the first when there is no ``downsample``)
+    """
+
+    def __init__(self, blocks, downsample=None, with_cp=False):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.downsample = downsample
+        self.with_cp = with_cp
+
+    def forward(self, x):
+        for blk in self.blocks:
+            if self.with_cp and torch.is_grad_enabled():
+                # Recompute the block in backward instead of keeping its activations;
+                # the RNG state is restored, so dropout/drop path masks are identical.
+                x = cp.checkpoint(blk, x, use_reentrant=False)
+            else:
+                x = blk(x)
+        out = x
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return out, x
+
+
+class ELSASwinTransformer(BaseModule):
+    """ELSA-Swin backbone (arXiv 2112.12786) for mmdet and mmseg.
+
+    Accepts every argument of mmdet's / mmseg's ``SwinTransformer`` with the same meaning (and
+    mmdet's positional order), so changing ``type='SwinTransformer'`` to
+    ``type='ELSASwinTransformer'`` in a config is enough. The stages listed in ``elsa_stages``
+    use ELSA blocks, the others Swin window attention (the official model: ELSA in stages 0-2,
+    Swin in stage 3).
+
+    Args:
+        pretrain_img_size (int | tuple[int]): Only used by mmdet's absolute position embedding,
+            which ELSA-Swin does not have; accepted for config compatibility. Default: 224.
+        in_channels (int): Input channels. Default: 3.
+        embed_dims (int): Channels of the first stage. Default: 96.
+        patch_size (int): Patch size of the patch embedding. Default: 4.
+        window_size (int): Window of the Swin stages. Default: 7.
+        mlp_ratio (float): MLP hidden width / channels. Default: 4.
+        depths (Sequence[int]): Blocks per stage. Default: (2, 2, 6, 2).
+        num_heads (Sequence[int]): Heads per stage. Default: (3, 6, 12, 24).
+        strides (Sequence[int]): Patch embedding / merging strides; must be
+            ``(patch_size, 2, 2, ...)`` (merging is always 2x2). Default: (4, 2, 2, 2).
+        out_indices (Sequence[int]): Stages whose (normalised) output is returned.
+            Default: (0, 1, 2, 3).
+        qkv_bias (bool): Bias of the q/k/v projections (``pre_proj``). Default: True.
+        qk_scale (float, optional): Attention scale of the Swin stages; default
+            ``head_dim ** -0.5``. The ELSA stages always use 1 (Hadamard attention).
+        patch_norm (bool): LayerNorm after patch embedding and in patch merging. Default: True.
+        drop_rate (float): Dropout after the patch embedding, attention projections and MLPs.
+        attn_drop_rate (float): Attention-weight dropout. Default: 0.
+        drop_path_rate (float): Stochastic depth, linearly increasing over all blocks.
+            Default: 0.1.
+        use_abs_pos_embed (bool): Must be False: ELSA-Swin has no absolute position embedding.
+        act_cfg (dict): Activation of the MLPs and of the ELSA attention convs.
+            Default: dict(type='GELU').
+        norm_cfg (dict): LayerNorm config ('LN', optional ``eps``, ``requires_grad``).
+        with_cp (bool): Activation checkpointing per block (saves memory, costs a recompute).
+        pretrained (str, optional): Deprecated, as in mmdet: same as
+            ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``.
+        convert_weights (bool): Accepted for compatibility with mmdet's Swin configs. Official
+            ELSA checkpoints (ImageNet, COCO, ADE20K) already use this module's names; their
+            extra keys are always removed on loading, so the flag changes nothing.
+        frozen_stages (int): -1: nothing frozen; 0: patch embedding; i >= 1: patch embedding,
+            stages < i and their output norms (eval mode, no gradients, kept across
+            ``train()``). Default: -1.
+        init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads an
+            official checkpoint (``prefix`` is honoured); other initialisers are applied after
+            the default initialisation.
+        arch (str, optional): 'tiny', 'small' or 'base' (or 't', 's', 'b'): presets for
+            ``embed_dims``, ``depths``, ``num_heads`` and ``group_width``. Giving one of those
+            explicitly with a different value is an error. Default: None (tiny's values, the
+            same defaults as mmdet's SwinTransformer).
+        elsa_kernel_size (int): ELSA neighbourhood K (odd). Default: 7.
+        elsa_dilation (int): ELSA neighbourhood dilation. Default: 1.
+        group_width (int, optional): Channels per group of ELSA's KxK conv. Default: the
+            preset's (tiny 4, small/base 8) when the architecture matches one, else 8.
+        lam (float): ELSA ghost head exponent (0: no multiplicative ghost). Default: 0.
+        gamma (float): ELSA ghost head additive weight (0: none). Default: 1.
+        elsa_stages (Sequence[int]): Stages built from ELSA blocks. Default: (0, 1, 2).
+
+    Shape:
+        - Input: (B, in_channels, H, W), any H, W >= 1
+        - Output: list over ``out_indices`` of (B, embed_dims * 2**i, H_i, W_i) with
+          H_0 = ceil(H / patch_size), H_{i+1} = ceil(H_i / 2) (likewise W)
+    """
+
+    arch_zoo = {
+        'tiny': dict(embed_dims=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
+                     group_width=4),
+        'small': dict(embed_dims=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24),
+                      group_width=8),
+        'base': dict(embed_dims=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32),
+                     group_width=8),
+    }
+    _arch_alias = {'t': 'tiny', 's': 'small', 'b': 'base'}
+    _default_arch = 'tiny'
+
+    def __init__(self,
+                 pretrain_img_size=224,
+                 in_channels=3,
+                 embed_dims=None,
+                 patch_size=4,
+                 window_size=7,
+                 mlp_ratio=4,
+                 depths=None,
+                 num_heads=None,
+                 strides=(4, 2, 2, 2),
+                 out_indices=(0, 1, 2, 3),
+                 qkv_bias=True,
+                 qk_scale=None,
+                 patch_norm=True,
+                 drop_rate=0.,
+                 attn_drop_rate=0.,
+                 drop_path_rate=0.1,
+                 use_abs_pos_embed=False,
+                 act_cfg=dict(type='GELU'),
+                 norm_cfg=dict(type='LN'),
+                 with_cp=False,
+                 pretrained=None,
+                 convert_weights=False,
+                 frozen_stages=-1,
+                 init_cfg=None,
+                 arch=None,
+                 elsa_kernel_size=7,
+                 elsa_dilation=1,
+                 group_width=None,
+                 lam=0.,
+                 gamma=1.,
+                 elsa_stages=(0, 1, 2)):
+        # --- deprecated `pretrained`, as mmdet/mmseg handle it
+        if init_cfg is not None and pretrained is not None:
+            raise ValueError('init_cfg and pretrained cannot be specified at the same time')
+        if isinstance(pretrained, str):
+            warnings.warn('DeprecationWarning: pretrained is deprecated, please use '
+                          '"init_cfg" instead')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        elif pretrained is not None:
+            raise TypeError(f'pretrained must be a str or None, got {type(pretrained)}')
+        super().__init__(init_cfg=init_cfg)
+
+        embed_dims, depths, num_heads, group_width = self._resolve_arch(
+            arch, embed_dims, depths, num_heads, group_width)
+        num_layers = len(depths)
+        out_indices = self._check_args(
+            num_layers=num_layers, num_heads=num_heads, pretrain_img_size=pretrain_img_size,
+            patch_size=patch_size, strides=strides, out_indices=out_indices,
+            use_abs_pos_embed=use_abs_pos_embed, frozen_stages=frozen_stages,
+            window_size=window_size, elsa_stages=elsa_stages, embed_dims=embed_dims,
+            in_channels=in_channels, mlp_ratio=mlp_ratio)
+        patch_size = to_2tuple(patch_size)[0]
+
+        self.arch_settings = dict(embed_dims=embed_dims, depths=depths, num_heads=num_heads,
+                                  group_width=group_width)
+        self.embed_dims = embed_dims
+        self.depths = depths
+        self.num_heads = num_heads
+        self.group_width = group_width
+        self.out_indices = out_indices
+        self.frozen_stages = frozen_stages
+        self.elsa_stages = tuple(sorted(set(int(i) for i in elsa_stages)))
+        self.convert_weights = convert_weights
+        self.use_abs_pos_embed = False
+        self.with_cp = with_cp
+
+        self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size,
+                                      norm_cfg if patch_norm else None)
+        self.drop_after_pos = nn.Dropout(p=drop_rate)
+
+        dpr = [r.item() for r in torch.linspace(0, drop_path_rate, sum(depths))]
+        self.num_features = [int(embed_dims * 2**i) for i in range(num_layers)]
+        self.layers = nn.ModuleList()
+        for i in range(num_layers):
+            dim = self.num_features[i]
+            rates = dpr[sum(depths[:i]):sum(depths[:i + 1])]
+            if i in self.elsa_stages:
+                blocks = [
+                    ELSABlock(dim, num_heads[i], kernel_size=elsa_kernel_size,
+                              dilation=elsa_dilation, group_width=group_width, lam=lam,
+                              gamma=gamma, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                              drop=drop_rate, attn_drop=attn_drop_rate, drop_path=rates[j],
+                              act_cfg=act_cfg, norm_cfg=norm_cfg) for j in range(depths[i])
+                ]
+            else:
+                blocks = [
+                    SwinBlock(dim, num_heads[i], window_size=window_size, shift=j % 2 == 1,
+                              mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
+                              drop=drop_rate, attn_drop=attn_drop_rate, drop_path=rates[j],
+                              act_cfg=act_cfg, norm_cfg=norm_cfg) for j in range(depths[i])
+                ]
+            downsample = None
+            if i < num_layers - 1:
+                downsample = PatchMerging(dim, norm_cfg if patch_norm else None)
+            self.layers.append(ELSASwinStage(blocks, downsample, with_cp=with_cp))
+
+        for i in out_indices:
+            self.add_module(f'norm{i}', build_norm(norm_cfg, self.num_features[i]))
+
+        self._init_default_weights()
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------ arguments
+    @classmethod
+    def _resolve_arch(cls, arch, embed_dims, depths, num_heads, group_width):
+        given = dict(embed_dims=embed_dims, depths=depths, num_heads=num_heads,
+                     group_width=group_width)
+        if arch is not None:
+            if not isinstance(arch, str) or \
+                    cls._arch_alias.get(arch.lower(), arch.lower()) not in cls.arch_zoo:
+                raise ValueError(f'arch must be one of {sorted(cls.arch_zoo)} or None, '
+                                 f'got {arch!r}')
+            preset = cls.arch_zoo[cls._arch_alias.get(arch.lower(), arch.lower())]
+            for name, value in given.items():
+                if value is None:
+                    continue
+                v = tuple(value) if isinstance(value, (list, tuple)) else value
+                if v != preset[name]:
+                    raise ValueError(f'{name}={value!r} conflicts with arch={arch!r} '
+                                     f'({name}={preset[name]!r}); give one or the other')
+            return (preset['embed_dims'], preset['depths'], preset['num_heads'],
+                    preset['group_width'])
+        default = cls.arch_zoo[cls._default_arch]
+        embed_dims = default['embed_dims'] if embed_dims is None else embed_dims
+        depths = tuple(default['depths'] if depths is None else depths)
+        num_heads = tuple(default['num_heads'] if num_heads is None else num_heads)
+        if group_width is None:
+            # A Swin config for one of the official variants gets that variant's group width,
+            # so that e.g. a Swin-T config swapped to ELSA-Swin matches the ELSA-T checkpoint.
+            group_width = 8
+            for preset in cls.arch_zoo.values():
+                if (embed_dims, depths, num_heads) == (preset['embed_dims'], preset['depths'],
+                                                       preset['num_heads']):
+                    group_width = preset['group_width']
+        return int(embed_dims), depths, num_heads, int(group_width)
+
+    @staticmethod
+    def _check_args(num_layers, num_heads, pretrain_img_size, patch_size, strides, out_indices,
+                    use_abs_pos_embed, frozen_stages, window_size, elsa_stages, embed_dims,
+                    in_channels, mlp_ratio):
+        if num_layers < 1:
+            raise ValueError('depths must name at least one stage')
+        if len(num_heads) != num_layers:
+            raise ValueError(f'num_heads ({len(num_heads)} entries) must have one entry per '
+                             f'stage in depths ({num_layers})')
+        for i, g in enumerate(num_heads):
+            if g < 1 or (embed_dims * 2**i) % g:
+                raise ValueError(f'num_heads[{i}]={g} must divide the stage width '
+                                 f'{embed_dims * 2**i}')
+        if embed_dims < 1 or in_channels < 1 or mlp_ratio <= 0:
+            raise ValueError('embed_dims, in_channels and mlp_ratio must be positive')
+        if isinstance(pretrain_img_size, (tuple, list)) and len(pretrain_img_size) not in (1, 2):
+            raise ValueError(f'pretrain_img_size must be an int or have length 1 or 2, got '
+                             f'{pretrain_img_size!r}')
+        if use_abs_pos_embed:
+            raise ValueError('use_abs_pos_embed=True is not supported: ELSA-Swin has no '
+                             'absolute position embedding (ELSA and the relative bias of the '
+                             'Swin stage encode position)')
+        ps = to_2tuple(patch_size)
+        if len(ps) != 2 or ps[0] != ps[1] or not isinstance(ps[0], int) or ps[0] < 1:
+            raise ValueError(f'patch_size must be a positive int (square patches), got '
+                             f'{patch_size!r}')
+        expected = (ps[0], ) + (2, ) * (num_layers - 1)
+        if tuple(strides) != expected:
+            raise ValueError(f'strides={tuple(strides)!r} is not supported: ELSA-Swin embeds '
+                             f'non-overlapping patches (strides[0] == patch_size) and merges '
+                             f'2x2 patches between stages, i.e. strides={expected!r}')
+        if isinstance(out_indices, int):
+            out_indices = (out_indices, )
+        out_indices = tuple(int(i) for i in out_indices)
+        for i in out_indices:
+            if not 0 <= i < num_layers:
+                raise ValueError(f'out_indices: stage {i} does not exist (0..{num_layers - 1})')
+        if len(set(out_indices)) != len(out_indices):
+            raise ValueError(f'out_indices has duplicates: {out_indices}')
+        if not -1 <= frozen_stages <= num_layers:
+            raise ValueError(f'frozen_stages must be in [-1, {num_layers}], got '
+                             f'{frozen_stages}')
+        if window_size < 1:
+            raise ValueError(f'window_size must be >= 1, got {window_size}')
+        for i in elsa_stages:
+            if not 0 <= i < num_layers:
+                raise ValueError(f'elsa_stages: stage {i} does not exist '
+                                 f'(0..{num_layers - 1})')
+        return out_indices
+
+    # ------------------------------------------------------------------ init / weights
+    def _init_default_weights(self):
+        """Linear: truncated normal (std .02), zero bias; LayerNorm: ones/zeros. ``rb`` and the
+        ghost heads are initialised by their modules (trunc normal .02 / standard normal)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                trunc_normal_(m.weight, std=.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.LayerNorm):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, WindowAttention):
+                trunc_normal_(m.rb, std=.02)
+            elif isinstance(m, ELSAAttention):
+                m.reset_ghost_head()
+
+    def _pretrained_cfg(self):
+        cfgs = self.init_cfg if isinstance(self.init_cfg, (list, tuple)) else [self.init_cfg]
+        pretrained = [c for c in cfgs if c is not None and c.get('type') == 'Pretrained']
+        others = [c for c in cfgs if c is not None and c.get('type') != 'Pretrained']
+        if len(pretrained) > 1:
+            raise ValueError('init_cfg: at most one Pretrained entry')
+        return (pretrained[0] if pretrained else None), others
+
+    def init_weights(self):
+        """Default initialisation, then ``init_cfg``: a ``Pretrained`` checkpoint is loaded
+        through the official-checkpoint conversion (missing/unexpected keys are logged);
+        other initialisers go through mmengine."""
+        pretrained, others = self._pretrained_cfg()
+        self._init_default_weights()
+        if others:
+            from mmengine.model import initialize
+            initialize(self, others)
+        if pretrained is not None:
+            if 'checkpoint' not in pretrained:
+                raise ValueError('init_cfg Pretrained needs a "checkpoint"')
+            ckpt = pretrained['checkpoint']
+            prefix = pretrained.get('prefix')
+            if prefix:
+                from .checkpoint import load_checkpoint_file, unwrap_state_dict
+                sd = unwrap_state_dict(load_checkpoint_file(ckpt))
+                prefix = prefix if prefix.endswith('.') else prefix + '.'
+                ckpt = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+            load_official_weights(self, ckpt)
+        else:
+            print_log(f'No pre-trained weights for {self.__class__.__name__}, training from '
+                      f'scratch', logger='current', level=logging.INFO)
+        self._is_init = True
+
+    # ------------------------------------------------------------------ freezing
+    def train(self, mode=True):
+        """Switch mode, keeping the frozen stages in eval mode."""
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def _freeze_stages(self):
+        if self.frozen_stages >= 0:
+            self.patch_embed.eval()
+            self.drop_after_pos.eval()
+            for p in self.patch_embed.parameters():
+                p.requires_grad = False
+        for i in range(1, self.frozen_stages + 1):
+            modules = [self.layers[i - 1]]
+            if (i - 1) in self.out_indices:
+                modules.append(getattr(self, f'norm{i - 1}'))
+            for m in modules:
+                m.eval()
+                for p in m.parameters():
+                    p.requires_grad = False
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x):
+        """x: (B, in_channels, H, W) -> list of (B, C_i, H_i, W_i) for i in out_indices."""
+        if x.dim() != 4:
+            raise ValueError(f'expected a (B, C, H, W) input, got shape {tuple(x.shape)}')
+        x = self.drop_after_pos(self.patch_embed(x))
+        outs = []
+        for i, layer in enumerate(self.layers):
+            out, x = layer(x)
+            if i in self.out_indices:
+                out = getattr(self, f'norm{i}')(out)
+                outs.append(out.permute(0, 3, 1, 2).contiguous())
+        return outs
+
+
+__all__ = ['ELSASwinTransformer', 'ELSABlock', 'SwinBlock', 'WindowAttention', 'PatchEmbed',
+           'PatchMerging', 'ELSASwinStage', 'relative_position_index']

@@ -1,0 +1,338 @@
+"""ELSASwinTransformer: outputs against the independent float64 reference, official layout,
+parameter counts, checkpointing, freezing, argument checks and initialisation."""
+import json
+import os
+
+import pytest
+import torch
+
+from mmelsa.models import ELSASwinTransformer
+from mmelsa.models.elsa_swin import SwinBlock
+from tests.models.elsa_swin_reference import (backbone_ref, random_state_dict,
+                                              swin_block_ref)
+
+OFFICIAL_KEYS = '/work/shared/reference/elsa_swin_official_keys.json'
+_HERE = os.path.dirname(__file__)
+
+
+def _official():
+    for path in (OFFICIAL_KEYS, os.path.join(_HERE, 'data', 'elsa_swin_official_keys.json')):
+        if os.path.isfile(path):
+            with open(path) as f:
+                return json.load(f)
+    pytest.skip('elsa_swin_official_keys.json not available')
+
+
+def small_model(**kwargs):
+    """A narrow ELSA-Swin (embed_dims 24) that runs in well under a second on a CPU."""
+    args = dict(embed_dims=24, depths=(2, 1, 2, 2), num_heads=(1, 2, 2, 4), group_width=4,
+                drop_path_rate=0.)
+    args.update(kwargs)
+    return ELSASwinTransformer(**args)
+
+
+# --------------------------------------------------------------------------- reference
+@pytest.mark.parametrize('kernel_size,window,size,batch', [
+    (7, 7, (45, 61), 1),
+    (5, 3, (97, 131), 2),
+    (5, 7, (33, 30), 1),
+])
+def test_backbone_matches_reference(kernel_size, window, size, batch):
+    torch.manual_seed(0)
+    model = small_model(elsa_kernel_size=kernel_size, window_size=window).double().eval()
+    sd = random_state_dict(model, seed=kernel_size + window)
+    model.load_state_dict(sd, strict=True)
+    img = torch.randn(batch, 3, *size, dtype=torch.float64)
+    with torch.no_grad():
+        outs = model(img)
+    refs = backbone_ref(img, sd, depths=(2, 1, 2, 2), num_heads=(1, 2, 2, 4),
+                        kernel_size=kernel_size, window=window)
+    h, w = size
+    assert len(outs) == 4
+    for i, (o, r) in enumerate(zip(outs, refs)):
+        h, w = (-(-h // 4), -(-w // 4)) if i == 0 else (-(-h // 2), -(-w // 2))
+        assert o.shape == (batch, 24 * 2**i, h, w)
+        torch.testing.assert_close(o, r, rtol=1e-9, atol=1e-9, msg=f'output {i}')
+
+
+@pytest.mark.parametrize('lam,gamma', [(2., 0.5), (1., 0.)])
+def test_backbone_ghost_modes_match_reference(lam, gamma):
+    model = small_model(elsa_kernel_size=5, lam=lam, gamma=gamma, depths=(1, 1, 1, 1),
+                        out_indices=(1, 3)).double().eval()
+    sd = random_state_dict(model, seed=7)
+    model.load_state_dict(sd, strict=True)
+    img = torch.randn(1, 3, 37, 29, dtype=torch.float64)
+    with torch.no_grad():
+        outs = model(img)
+    refs = backbone_ref(img, sd, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), kernel_size=5,
+                        lam=lam, gamma=gamma, out_indices=(1, 3))
+    for o, r in zip(outs, refs):
+        torch.testing.assert_close(o, r, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize('size', [(10, 17), (4, 4), (8, 8)])
+def test_shifted_window_block_matches_reference(size):
+    """Several windows, padding and the shift mask, on one Swin block (window 4, shift 2)."""
+    torch.manual_seed(0)
+    for shift in (False, True):
+        blk = SwinBlock(16, 2, window_size=4, shift=shift).double().eval()
+        sd = random_state_dict(blk, seed=int(shift))
+        blk.load_state_dict(sd)
+        x = torch.randn(2, *size, 16, dtype=torch.float64)
+        ref = swin_block_ref(x, {'b.' + k: v for k, v in sd.items()}, 'b', 2, 4, shift)
+        torch.testing.assert_close(blk(x), ref, rtol=1e-10, atol=1e-10)
+
+
+def test_elsa_stages_and_patch_size_options():
+    # all stages ELSA, patch size 2 (strides follow)
+    model = small_model(elsa_stages=(0, 1, 2, 3), patch_size=2, strides=(2, 2, 2, 2),
+                        depths=(1, 1, 1, 1), elsa_kernel_size=3).double().eval()
+    sd = random_state_dict(model, seed=2)
+    model.load_state_dict(sd)
+    img = torch.randn(1, 3, 21, 18, dtype=torch.float64)
+    with torch.no_grad():
+        outs = model(img)
+    refs = backbone_ref(img, sd, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4), kernel_size=3,
+                        elsa_stages=(0, 1, 2, 3), patch=2)
+    assert outs[0].shape[-2:] == (11, 9)
+    for o, r in zip(outs, refs):
+        torch.testing.assert_close(o, r, rtol=1e-9, atol=1e-9)
+
+
+# --------------------------------------------------------------------------- official layout
+@pytest.mark.parametrize('arch', ['tiny', 'small', 'base'])
+def test_official_state_dict_layout_and_param_count(arch):
+    official = _official()[arch]
+    model = ELSASwinTransformer(arch=arch)
+    assert sum(p.numel() for p in model.parameters()) == official['params']
+    keys = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert list(keys) == list(official['keys'])  # same names, same order
+    assert keys == official['keys']
+
+
+def test_swin_config_values_select_the_official_variant():
+    # A Swin-T/S/B config swapped to ELSA-Swin (no arch, no group_width) gets the official
+    # variant's group width, so the official checkpoints fit.
+    resolve = ELSASwinTransformer._resolve_arch
+    assert resolve(None, 96, [2, 2, 6, 2], [3, 6, 12, 24], None) == \
+        (96, (2, 2, 6, 2), (3, 6, 12, 24), 4)
+    assert resolve(None, 96, [2, 2, 18, 2], [3, 6, 12, 24], None)[3] == 8
+    assert resolve(None, 128, [2, 2, 18, 2], [4, 8, 16, 32], None)[3] == 8
+    assert resolve(None, 192, [2, 2, 18, 2], [6, 12, 24, 48], None)[3] == 8  # Swin-L: 8
+    assert resolve(None, 96, None, None, 2)[3] == 2  # explicit wins
+    assert resolve(None, None, None, None, None) == resolve('tiny', None, None, None, None)
+
+
+# --------------------------------------------------------------------------- training
+def _loss(outs):
+    return sum((o * torch.linspace(-1, 1, o.numel(), device=o.device,
+                                   dtype=o.dtype).view_as(o)).sum() for o in outs)
+
+
+def test_forward_backward_every_parameter_gets_a_gradient():
+    torch.manual_seed(0)
+    model = small_model(drop_path_rate=0.2, drop_rate=0.1, attn_drop_rate=0.1).train()
+    img = torch.randn(1, 3, 50, 43, requires_grad=True)
+    _loss(model(img)).backward()
+    assert torch.isfinite(img.grad).all()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_with_cp_same_outputs_and_gradients():
+    torch.manual_seed(0)
+    ref = small_model(drop_path_rate=0.3, drop_rate=0.1, attn_drop_rate=0.1).double().train()
+    cp_model = small_model(drop_path_rate=0.3, drop_rate=0.1, attn_drop_rate=0.1,
+                           with_cp=True).double().train()
+    cp_model.load_state_dict(ref.state_dict())
+    img = torch.randn(1, 3, 37, 45, dtype=torch.float64)
+    grads = []
+    for model in (ref, cp_model):
+        torch.manual_seed(123)  # same dropout / drop-path draws
+        outs = model(img)
+        _loss(outs).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    for n in grads[0]:
+        torch.testing.assert_close(grads[1][n], grads[0][n], rtol=1e-10, atol=1e-12, msg=n)
+
+
+def _saved_activation_bytes(model, img):
+    """Bytes of the tensors autograd keeps for backward (what with_cp trades for compute)."""
+    seen = {}
+
+    def pack(t):
+        seen[(t.untyped_storage().data_ptr(), t.dtype)] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        outs = model(img)
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    total = sum(b for (ptr, _), b in seen.items() if ptr not in params)
+    return total, outs
+
+
+def test_with_cp_lowers_training_memory():
+    torch.manual_seed(0)
+    img = torch.randn(1, 3, 96, 96)
+    plain = small_model().train()
+    cp_model = small_model(with_cp=True).train()
+    cp_model.load_state_dict(plain.state_dict())
+    b_plain, _ = _saved_activation_bytes(plain, img)
+    b_cp, outs = _saved_activation_bytes(cp_model, img)
+    assert b_cp < 0.25 * b_plain, (b_cp, b_plain)
+    _loss(outs).backward()  # and it still trains
+    assert all(p.grad is not None for p in cp_model.parameters())
+
+
+@pytest.mark.parametrize('frozen_stages', [0, 2])
+def test_frozen_stages(frozen_stages):
+    torch.manual_seed(0)
+    model = small_model(frozen_stages=frozen_stages, drop_path_rate=0.5,
+                        out_indices=(0, 1, 3))
+    model.train()
+    frozen = ['patch_embed.'] + [f'layers.{i}.' for i in range(frozen_stages)] + \
+        [f'norm{i}.' for i in range(frozen_stages)]
+    assert not model.patch_embed.training
+    for i, layer in enumerate(model.layers):
+        assert layer.training == (i >= frozen_stages)
+    img = torch.randn(1, 3, 40, 40)
+    outs = model(img)
+    _loss(outs).backward()
+    for name, p in model.named_parameters():
+        if name.startswith(tuple(frozen)):
+            assert not p.requires_grad and p.grad is None, name
+        else:
+            assert p.requires_grad and p.grad is not None, name
+    if frozen_stages == 2:
+        # frozen stages stay in eval mode across train(): no drop path there
+        model.train()
+        torch.testing.assert_close(model(img)[0], model(img)[0])
+        assert not torch.equal(model(img)[2], model(img)[2])
+
+
+def test_batch_one_tiny_odd_inputs_and_out_indices():
+    model = small_model(out_indices=(1, 2)).eval()
+    for size in [(1, 1), (3, 5), (31, 7), (65, 33)]:
+        outs = model(torch.randn(1, 3, *size))
+        assert [o.shape[1] for o in outs] == [48, 96]
+        h = -(-size[0] // 4)
+        assert outs[0].shape[-2] == -(-h // 2)
+    assert not hasattr(model, 'norm0') and hasattr(model, 'norm1')
+    with pytest.raises(ValueError, match='B, C, H, W'):
+        model(torch.randn(3, 32, 32))
+
+
+# --------------------------------------------------------------------------- arguments
+@pytest.mark.parametrize('kwargs,exc,match', [
+    (dict(use_abs_pos_embed=True), ValueError, 'use_abs_pos_embed'),
+    (dict(strides=(4, 2, 2, 1)), ValueError, 'strides'),
+    (dict(patch_size=2), ValueError, 'strides'),
+    (dict(strides=(4, 2, 2)), ValueError, 'strides'),
+    (dict(out_indices=(0, 4)), ValueError, 'out_indices'),
+    (dict(frozen_stages=5), ValueError, 'frozen_stages'),
+    (dict(norm_cfg=dict(type='BN')), ValueError, 'norm_cfg'),
+    (dict(act_cfg=dict(type='NoSuchAct')), ValueError, 'act_cfg'),
+    (dict(num_heads=(1, 2, 2)), ValueError, 'num_heads'),
+    (dict(num_heads=(5, 2, 2, 4)), ValueError, 'num_heads'),
+    (dict(elsa_kernel_size=4), ValueError, 'kernel_size'),
+    (dict(elsa_stages=(0, 4)), ValueError, 'elsa_stages'),
+    (dict(arch='huge'), ValueError, 'arch'),
+    (dict(arch='tiny'), ValueError, 'embed_dims=24 conflicts with arch'),
+    (dict(pretrained=3), TypeError, 'pretrained'),
+    (dict(pretrained='a.pth', init_cfg=dict(type='Pretrained', checkpoint='b.pth')),
+     ValueError, 'init_cfg and pretrained'),
+    (dict(no_such_argument=1), TypeError, 'no_such_argument'),
+])
+def test_bad_arguments_raise_clear_errors(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        small_model(**kwargs)
+
+
+def test_accepts_every_swin_argument():
+    """Every mmdet/mmseg SwinTransformer argument, with non-default but supported values."""
+    model = ELSASwinTransformer(
+        pretrain_img_size=(384, 384), in_channels=4, embed_dims=24, patch_size=4,
+        window_size=5, mlp_ratio=2, depths=(1, 1, 1, 2), num_heads=(1, 2, 2, 4),
+        strides=(4, 2, 2, 2), out_indices=[3], qkv_bias=False, qk_scale=0.3, patch_norm=False,
+        drop_rate=0.1, attn_drop_rate=0.1, drop_path_rate=0.2, use_abs_pos_embed=False,
+        act_cfg=dict(type='ReLU', inplace=True),
+        norm_cfg=dict(type='LN', eps=1e-6, requires_grad=True),
+        with_cp=True, pretrained=None, convert_weights=True, frozen_stages=1, init_cfg=None,
+        group_width=8)
+    sd = model.state_dict()
+    assert 'patch_embed.norm.weight' not in sd and 'layers.0.downsample.norm.weight' not in sd
+    assert 'layers.0.blocks.0.attn.pre_proj.bias' not in sd
+    assert 'layers.3.blocks.0.attn.pre_proj.bias' not in sd
+    assert model.layers[3].blocks[0].attn.scale == 0.3
+    assert model.layers[0].blocks[0].mlp.fc1.out_features == 48
+    assert model.norm3.eps == 1e-6
+    outs = model(torch.randn(1, 4, 40, 40))
+    assert len(outs) == 1 and outs[0].shape == (1, 192, 2, 2)
+
+
+def test_arch_presets():
+    resolve = ELSASwinTransformer._resolve_arch
+    assert resolve('s', None, None, None, None) == (96, (2, 2, 18, 2), (3, 6, 12, 24), 8)
+    assert resolve('base', None, None, None, None) == (128, (2, 2, 18, 2), (4, 8, 16, 32), 8)
+    # consistent explicit values are fine
+    assert resolve('tiny', 96, [2, 2, 6, 2], None, 4)[3] == 4
+    with pytest.raises(ValueError, match='group_width=8 conflicts'):
+        resolve('tiny', None, None, None, 8)
+
+
+# --------------------------------------------------------------------------- init
+def test_default_initialisation():
+    torch.manual_seed(0)
+    model = ELSASwinTransformer(depths=(1, 1, 2, 2))  # tiny widths, fewer blocks
+    for p in model.parameters():
+        p.data.fill_(0.5)  # init_weights must overwrite everything it owns
+    model.init_weights()
+    lin = model.layers[2].blocks[0].mlp.fc1
+    assert abs(lin.weight.std().item() - 0.02) < 0.002 and lin.weight.abs().max() < 2
+    assert torch.count_nonzero(lin.bias) == 0
+    ln = model.layers[1].blocks[0].norm2
+    assert torch.all(ln.weight == 1) and torch.all(ln.bias == 0)
+    rb = torch.cat([model.layers[3].blocks[i].attn.rb.flatten() for i in range(2)])
+    assert abs(rb.std().item() - 0.02) < 0.004
+    gh = torch.cat([b.attn.ghost_head.flatten() for b in model.layers[2].blocks])
+    assert abs(gh.std().item() - 0.02) < 0.002 and abs(gh.mean().item()) < 0.002
+    # convolutions keep their PyTorch init from construction (init_weights, like mmdet's
+    # Swin, re-initialises only Linear/LayerNorm and the ELSA/Swin-specific tables)
+    assert torch.all(model.layers[0].blocks[0].attn.pre_proj.weight == 0.5)
+    assert torch.equal(model.layers[3].blocks[0].attn.relative_id,
+                       model.layers[3].blocks[1].attn.relative_id)
+
+
+# --------------------------------------------------------------------------- CUDA
+@pytest.mark.cuda
+def test_cuda_matches_reference_amp_and_with_cp_saves_memory():
+    torch.manual_seed(0)
+    model = small_model(elsa_kernel_size=5, window_size=3).double().eval()
+    sd = random_state_dict(model, seed=11)
+    model.load_state_dict(sd)
+    img = torch.randn(2, 3, 97, 131, dtype=torch.float64)
+    refs = backbone_ref(img, sd, depths=(2, 1, 2, 2), num_heads=(1, 2, 2, 4), kernel_size=5,
+                        window=3)
+    with torch.no_grad():
+        outs = model.cuda()(img.cuda())
+    for o, r in zip(outs, refs):
+        torch.testing.assert_close(o.cpu(), r, rtol=1e-9, atol=1e-9)
+
+    # full-size ELSA-Swin-T, mixed precision training step, with and without checkpointing
+    model = ELSASwinTransformer(arch='tiny', drop_path_rate=0.2).cuda().train()
+    x = torch.randn(2, 3, 512, 640, device='cuda')
+    peaks = {}
+    for with_cp in (False, True):
+        for layer in model.layers:
+            layer.with_cp = with_cp
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        with torch.autocast('cuda', dtype=torch.float16):
+            loss = _loss([o.float() for o in model(x)])
+        loss.backward()
+        torch.cuda.synchronize()
+        peaks[with_cp] = torch.cuda.max_memory_allocated() - base
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+        model.zero_grad(set_to_none=True)
+    assert peaks[True] < 0.5 * peaks[False], peaks

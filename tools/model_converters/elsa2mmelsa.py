@@ -1,0 +1,82 @@
+"""Convert an official ELSA checkpoint for use with mmelsa (mmdet 3.x / mmseg 1.x configs).
+
+    python tools/model_converters/elsa2mmelsa.py SRC DST
+
+* mmdet 2.x (COCO) / mmseg 0.x (ADE20K) files: every key is kept (the neck and head names did
+  not change in mmdet 3.x / mmseg 1.x) except ``module.`` prefixes and the backbone's
+  ``attn_mask`` buffers; the result loads strictly into the matching mmelsa detector /
+  segmentor (``load_from=DST``). ``meta`` is kept, and its ``CLASSES`` / ``PALETTE`` are also
+  written as mmengine's ``meta['dataset_meta']`` (``classes`` / ``palette``).
+* ImageNet-1K files: the classifier ``head.*``, the final ``norm.*`` and the ``attn_mask``
+  buffers are removed; the result loads strictly into ``ELSASwinTransformer`` (and is what
+  ``init_cfg=dict(type='Pretrained', checkpoint=DST)`` expects, though the backbone also loads
+  the original file directly).
+
+The source is read with ``torch.load(weights_only=True)``; files that need more (pickled
+objects in ``meta``) are read with a full unpickle after a warning: convert only files you
+trust. DST is always written as plain tensors and containers.
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+import torch
+
+try:
+    from mmelsa.models.checkpoint import convert_model_state_dict, torch_load
+except ImportError:  # run from a checkout without installing mmelsa
+    sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+    from mmelsa.models.checkpoint import convert_model_state_dict, torch_load
+
+
+def _plain_meta(meta):
+    """Copy of ``meta`` reduced to what torch.load(weights_only=True) can read back."""
+    if isinstance(meta, dict):
+        return {str(k): _plain_meta(v) for k, v in meta.items()}
+    if isinstance(meta, (list, tuple)):
+        return type(meta)(_plain_meta(v) for v in meta)
+    if meta is None or isinstance(meta, (str, int, float, bool, torch.Tensor)):
+        return meta
+    return str(meta)
+
+
+def convert(checkpoint):
+    """Converted checkpoint dict ``{'state_dict': ..., 'meta': ...}`` and the dropped keys."""
+    state_dict, dropped = convert_model_state_dict(checkpoint)
+    meta = dict(checkpoint.get('meta') or {}) if isinstance(checkpoint, dict) else {}
+    meta = _plain_meta(meta)
+    dataset_meta = dict(meta.get('dataset_meta') or {})
+    if 'CLASSES' in meta and 'classes' not in dataset_meta:
+        dataset_meta['classes'] = tuple(meta['CLASSES'])
+    if 'PALETTE' in meta and 'palette' not in dataset_meta:
+        dataset_meta['palette'] = [tuple(c) for c in meta['PALETTE']]
+    if dataset_meta:
+        meta['dataset_meta'] = dataset_meta
+    meta['converted_by'] = 'mmelsa tools/model_converters/elsa2mmelsa.py'
+    return dict(state_dict=state_dict, meta=meta), dropped
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Convert an official ELSA (ImageNet / mmdet 2.x / mmseg 0.x) checkpoint '
+        'into one the mmelsa configs load strictly.')
+    parser.add_argument('src', help='official checkpoint')
+    parser.add_argument('dst', help='where to save the converted checkpoint')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    checkpoint = torch_load(args.src, map_location='cpu')
+    converted, dropped = convert(checkpoint)
+    dst_dir = osp.dirname(osp.abspath(args.dst))
+    os.makedirs(dst_dir, exist_ok=True)
+    torch.save(converted, args.dst)
+    print(f'{args.src} -> {args.dst}: {len(converted["state_dict"])} tensors kept, '
+          f'{len(dropped)} dropped' + (f' (e.g. {dropped[:3]})' if dropped else ''))
+    return converted
+
+
+if __name__ == '__main__':
+    main()
