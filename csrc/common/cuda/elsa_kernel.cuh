@@ -1,0 +1,245 @@
+// CUDA kernels of the ELSA operator, templated over the element type and the kernel size.
+//
+//   out[b, c, i, j] = sum_{u, v < K} x[b, c, i*s + u*d - pad, j*s + v*d - pad]
+//                     * (ghost_mul[c, u*K+v] * attn[b, g(c), u*K+v, i, j] + ghost_add[c, u*K+v])
+//
+// KT > 0 is a compile-time kernel size (loops fully unrolled); KT == 0 reads it from dims.K.
+// Every kernel walks a flat index with a grid-stride loop whose fastest dimension is the output
+// column, so neighbouring threads touch neighbouring addresses of out / attn / grad_out (and of x
+// for stride 1). All offsets are int64. Arithmetic is in acc_t (float for half / bfloat16 /
+// float, double for double): inputs are converted explicitly (torch builds with
+// __CUDA_NO_HALF_OPERATORS__).
+//
+// No kernel uses atomics: grad_x is a gather (each element of x sums the outputs it fed),
+// grad_attn sums the channels of its head in a loop, and the ghost gradients are reduced in two
+// deterministic stages (fixed-shape per-block partials, then a fixed-order sum), so every result
+// is bitwise reproducible run to run.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+#include "elsa_utils.h"
+
+namespace mmelsa {
+namespace cuda {
+
+constexpr int kThreads = 256;
+
+// Grid for a grid-stride loop over `total` items: enough blocks to fill the GPU many times
+// over, capped so that the block count stays well inside grid.x's limit.
+inline int64_t blocks_for(int64_t total) {
+  return std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 24);
+}
+
+// Chunks of the B*Ho*Wo positions for the ghost reduction: about 16 items per thread and at
+// most 1024 chunks (grid.y is limited to 65535). Sets *chunk_len, returns the chunk count.
+inline int64_t ghost_chunks(int64_t n_total, int64_t* chunk_len) {
+  const int64_t target = int64_t(kThreads) * 16;
+  int64_t n = std::max<int64_t>(1, std::min<int64_t>((n_total + target - 1) / target, 1024));
+  *chunk_len = std::max<int64_t>(1, (n_total + n - 1) / n);
+  return std::max<int64_t>(1, (n_total + *chunk_len - 1) / *chunk_len);
+}
+
+template <typename acc_t, typename scalar_t>
+__device__ __forceinline__ acc_t ld(const scalar_t* __restrict__ p, int64_t k) {
+  return static_cast<acc_t>(p[k]);
+}
+
+template <int KT>
+__device__ __forceinline__ int kernel_size(const ElsaDims& D) {
+  return KT > 0 ? KT : static_cast<int>(D.K);
+}
+
+// ---------------------------------------------------------------- forward: one thread per output
+template <typename scalar_t, typename acc_t, int KT>
+__global__ void __launch_bounds__(kThreads)
+    elsa_forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ attn,
+                        const scalar_t* __restrict__ gm, const scalar_t* __restrict__ ga,
+                        scalar_t* __restrict__ out, const ElsaDims D, const int64_t total) {
+  const int K = kernel_size<KT>(D);
+  const int64_t HoWo = D.Ho * D.Wo;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t j = idx % D.Wo;
+    const int64_t i = (idx / D.Wo) % D.Ho;
+    const int64_t bc = idx / HoWo;
+    const int64_t c = bc % D.C, b = bc / D.C, g = c / D.cpg;
+    const scalar_t* xp = x + bc * D.H * D.W;
+    const scalar_t* ap = attn + (b * D.G + g) * D.KK * HoWo + i * D.Wo + j;
+    const scalar_t* gmp = gm ? gm + c * D.KK : nullptr;
+    const scalar_t* gap = ga ? ga + c * D.KK : nullptr;
+    const int64_t y0 = i * D.stride - D.pad, x0 = j * D.stride - D.pad;
+    acc_t acc = 0;
+#pragma unroll
+    for (int u = 0; u < K; ++u) {
+      const int64_t y = y0 + u * D.dil;
+      if (y < 0 || y >= D.H) continue;
+      const scalar_t* xrow = xp + y * D.W;
+#pragma unroll
+      for (int v = 0; v < K; ++v) {
+        const int64_t xx = x0 + v * D.dil;
+        if (xx < 0 || xx >= D.W) continue;
+        const int t = u * K + v;
+        acc_t w = ld<acc_t>(ap, t * HoWo);
+        if (gmp) w *= ld<acc_t>(gmp, t);
+        if (gap) w += ld<acc_t>(gap, t);
+        acc += ld<acc_t>(xrow, xx) * w;
+      }
+    }
+    out[idx] = static_cast<scalar_t>(acc);
+  }
+}
+
+// ------------------------------------------------ grad_x: gather, one thread per element of x
+template <typename scalar_t, typename acc_t, int KT>
+__global__ void __launch_bounds__(kThreads)
+    elsa_grad_x_kernel(const scalar_t* __restrict__ gout, const scalar_t* __restrict__ attn,
+                       const scalar_t* __restrict__ gm, const scalar_t* __restrict__ ga,
+                       scalar_t* __restrict__ gx, const ElsaDims D, const int64_t total) {
+  const int K = kernel_size<KT>(D);
+  const int64_t HoWo = D.Ho * D.Wo, HW = D.H * D.W;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t xx = idx % D.W;
+    const int64_t y = (idx / D.W) % D.H;
+    const int64_t bc = idx / HW;
+    const int64_t c = bc % D.C, b = bc / D.C, g = c / D.cpg;
+    const scalar_t* gp = gout + bc * HoWo;
+    const scalar_t* ap = attn + (b * D.G + g) * D.KK * HoWo;
+    const scalar_t* gmp = gm ? gm + c * D.KK : nullptr;
+    const scalar_t* gap = ga ? ga + c * D.KK : nullptr;
+    acc_t acc = 0;
+    // output (i, j) reads x (y, xx) through tap (u, v) iff i*s + u*d - pad == y, likewise j.
+#pragma unroll
+    for (int u = 0; u < K; ++u) {
+      const int64_t ny = y + D.pad - u * D.dil;
+      if (ny < 0 || ny % D.stride != 0) continue;
+      const int64_t i = ny / D.stride;
+      if (i >= D.Ho) continue;
+#pragma unroll
+      for (int v = 0; v < K; ++v) {
+        const int64_t nx = xx + D.pad - v * D.dil;
+        if (nx < 0 || nx % D.stride != 0) continue;
+        const int64_t j = nx / D.stride;
+        if (j >= D.Wo) continue;
+        const int t = u * K + v;
+        const int64_t o = i * D.Wo + j;
+        acc_t w = ld<acc_t>(ap, t * HoWo + o);
+        if (gmp) w *= ld<acc_t>(gmp, t);
+        if (gap) w += ld<acc_t>(gap, t);
+        acc += ld<acc_t>(gp, o) * w;
+      }
+    }
+    gx[idx] = static_cast<scalar_t>(acc);
+  }
+}
+
+// ------------------- grad_attn: one thread per element of attn, sums the channels of its head
+template <typename scalar_t, typename acc_t, int KT>
+__global__ void __launch_bounds__(kThreads)
+    elsa_grad_attn_kernel(const scalar_t* __restrict__ gout, const scalar_t* __restrict__ x,
+                          const scalar_t* __restrict__ gm, scalar_t* __restrict__ gattn,
+                          const ElsaDims D, const int64_t total) {
+  const int K = kernel_size<KT>(D);
+  const int64_t HoWo = D.Ho * D.Wo, HW = D.H * D.W;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t o = idx % HoWo;
+    const int64_t j = o % D.Wo, i = o / D.Wo;
+    const int64_t t = (idx / HoWo) % D.KK;
+    const int64_t bg = idx / (HoWo * D.KK);
+    const int64_t b = bg / D.G, g = bg % D.G;
+    const int u = static_cast<int>(t / K), v = static_cast<int>(t % K);
+    const int64_t y = i * D.stride + u * D.dil - D.pad;
+    const int64_t xx = j * D.stride + v * D.dil - D.pad;
+    acc_t acc = 0;
+    if (y >= 0 && y < D.H && xx >= 0 && xx < D.W) {
+      const int64_t c0 = g * D.cpg;
+      const scalar_t* gp = gout + (b * D.C + c0) * HoWo + o;
+      const scalar_t* xp = x + (b * D.C + c0) * HW + y * D.W + xx;
+      for (int64_t k = 0; k < D.cpg; ++k) {
+        acc_t p = ld<acc_t>(gp, k * HoWo) * ld<acc_t>(xp, k * HW);
+        if (gm) p *= ld<acc_t>(gm, (c0 + k) * D.KK + t);
+        acc += p;
+      }
+    }
+    gattn[idx] = static_cast<scalar_t>(acc);
+  }
+}
+
+// ------------------------------------------------------------- ghost gradients, stage 1
+// Block (c*KK + t, chunk) sums, over the positions n = (b, i, j) of its chunk,
+//   p = grad_out[b, c, i, j] * x[b, c, tap (t) of (i, j)]   -> partial of grad_ghost_add[c, t]
+//   p * attn[b, g(c), t, i, j]                               -> partial of grad_ghost_mul[c, t]
+// and writes one partial each. The reduction tree is fixed, hence deterministic.
+template <typename acc_t>
+__device__ __forceinline__ acc_t block_sum(acc_t v, acc_t* smem) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0) smem[warp] = v;
+  __syncthreads();
+  acc_t r = 0;
+  if (warp == 0) {
+    r = lane < static_cast<int>(blockDim.x >> 5) ? smem[lane] : acc_t(0);
+#pragma unroll
+    for (int off = 16; off > 0; off >>= 1) r += __shfl_down_sync(0xffffffffu, r, off);
+  }
+  __syncthreads();  // smem is reused by the next call
+  return r;         // valid in thread 0
+}
+
+template <typename scalar_t, typename acc_t, int KT>
+__global__ void __launch_bounds__(kThreads)
+    elsa_ghost_partial_kernel(const scalar_t* __restrict__ gout, const scalar_t* __restrict__ x,
+                              const scalar_t* __restrict__ attn, acc_t* __restrict__ part_gm,
+                              acc_t* __restrict__ part_ga, const ElsaDims D,
+                              const int64_t chunk_len, const int64_t n_chunks) {
+  __shared__ acc_t smem[kThreads / 32];
+  const int K = kernel_size<KT>(D);
+  const int64_t HoWo = D.Ho * D.Wo, HW = D.H * D.W;
+  const int64_t ct = blockIdx.x;  // c * KK + t
+  const int64_t c = ct / D.KK, t = ct % D.KK, g = c / D.cpg;
+  const int u = static_cast<int>(t / K), v = static_cast<int>(t % K);
+  const int64_t chunk = blockIdx.y;
+  const int64_t n_total = D.B * HoWo;
+  const int64_t n_begin = chunk * chunk_len;
+  const int64_t n_end = min(n_begin + chunk_len, n_total);
+  acc_t s_t = 0, s_ta = 0;
+  for (int64_t n = n_begin + threadIdx.x; n < n_end; n += blockDim.x) {
+    const int64_t o = n % HoWo, b = n / HoWo;
+    const int64_t i = o / D.Wo, j = o % D.Wo;
+    const int64_t y = i * D.stride + u * D.dil - D.pad;
+    const int64_t xx = j * D.stride + v * D.dil - D.pad;
+    if (y < 0 || y >= D.H || xx < 0 || xx >= D.W) continue;
+    const int64_t bc = b * D.C + c;
+    const acc_t p = ld<acc_t>(gout, bc * HoWo + o) * ld<acc_t>(x, bc * HW + y * D.W + xx);
+    s_t += p;
+    if (part_gm) s_ta += p * ld<acc_t>(attn, ((b * D.G + g) * D.KK + t) * HoWo + o);
+  }
+  if (part_ga) {
+    const acc_t r = block_sum(s_t, smem);
+    if (threadIdx.x == 0) part_ga[ct * n_chunks + chunk] = r;
+  }
+  if (part_gm) {
+    const acc_t r = block_sum(s_ta, smem);
+    if (threadIdx.x == 0) part_gm[ct * n_chunks + chunk] = r;
+  }
+}
+
+// ------------------------------------------------------------- ghost gradients, stage 2
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    elsa_ghost_final_kernel(const acc_t* __restrict__ part, scalar_t* __restrict__ dst,
+                            const int64_t n_rows, const int64_t n_chunks) {
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; r < n_rows;
+       r += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    acc_t acc = 0;
+    for (int64_t k = 0; k < n_chunks; ++k) acc += part[r * n_chunks + k];
+    dst[r] = static_cast<scalar_t>(acc);
+  }
+}
+
+}  // namespace cuda
+}  // namespace mmelsa

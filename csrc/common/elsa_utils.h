@@ -1,0 +1,98 @@
+// Shared pieces of the ELSA operator: argument checks, index math and the per-device entry
+// points. Included by the dispatcher (elsa.cpp), the CPU kernels and the CUDA launchers.
+//
+//   out[b, c, i, j] = sum_{u, v < K} x[b, c, i*s + (u - K/2)*d, j*s + (v - K/2)*d]
+//                     * (ghost_mul[c, u, v] * attn[b, c / (C/G), u*K + v, i, j] + ghost_add[c, u, v])
+//
+// with zero padding (taps outside the image contribute nothing), Ho = (H - 1) / s + 1.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <array>
+#include <cstdint>
+#include <tuple>
+
+namespace mmelsa {
+
+// Problem sizes, all 64-bit so that products used as offsets never overflow.
+struct ElsaDims {
+  int64_t B, C, G, H, W, Ho, Wo;
+  int64_t K, KK, pad, dil, stride;
+  int64_t cpg;  // channels per group, C / G
+};
+
+// Output extent of one spatial axis: "same" padding, so only the stride shrinks the map.
+inline int64_t elsa_out_size(int64_t in, int64_t stride) {
+  return in <= 0 ? 0 : (in - 1) / stride + 1;
+}
+
+// First and one-past-last output index o in [0, out) whose tap o*s + off lands in [0, in).
+// Used by the CPU kernels to hoist the zero-padding test out of the inner loops.
+inline void elsa_valid_range(int64_t off, int64_t in, int64_t out, int64_t s, int64_t* lo,
+                             int64_t* hi) {
+  // o*s + off >= 0  <=>  o >= ceil(-off / s)
+  int64_t l = off >= 0 ? 0 : (-off + s - 1) / s;
+  // o*s + off <= in - 1  <=>  o <= floor((in - 1 - off) / s)
+  int64_t r = in - 1 - off;
+  int64_t h = r < 0 ? 0 : r / s + 1;
+  if (h > out) h = out;
+  if (l > h) l = h;
+  *lo = l;
+  *hi = h;
+}
+
+// Checks every argument (TORCH_CHECK_VALUE / TORCH_CHECK_TYPE, so Python sees ValueError /
+// TypeError naming the argument) and returns the sizes. Shared by both directions.
+ElsaDims elsa_check_args(const at::Tensor& x, const at::Tensor& attn,
+                         const c10::optional<at::Tensor>& ghost_mul,
+                         const c10::optional<at::Tensor>& ghost_add, int64_t kernel_size,
+                         int64_t dilation, int64_t stride);
+
+// ---- per-device implementations (inputs already checked and contiguous) ----
+at::Tensor elsa_forward_cpu(const at::Tensor& x, const at::Tensor& attn,
+                            const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
+                            const ElsaDims& dims);
+
+// Returns (grad_x, grad_attn, grad_ghost_mul, grad_ghost_add); an entry not asked for in
+// output_mask (or whose ghost is absent) is an empty (0,) tensor.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
+    const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& dims,
+    std::array<bool, 4> output_mask);
+
+#ifdef MMELSA_WITH_CUDA
+at::Tensor elsa_forward_cuda(const at::Tensor& x, const at::Tensor& attn,
+                             const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
+                             const ElsaDims& dims);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cuda(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
+    const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& dims,
+    std::array<bool, 4> output_mask);
+#endif
+
+}  // namespace mmelsa
+
+// ---- the operator entries (csrc/pytorch/elsa.cpp), registered in csrc/pytorch/bindings.cpp ----
+namespace mmelsa {
+
+at::Tensor elsa_forward(const at::Tensor& x, const at::Tensor& attn,
+                        const c10::optional<at::Tensor>& ghost_mul,
+                        const c10::optional<at::Tensor>& ghost_add, int64_t kernel_size,
+                        int64_t dilation, int64_t stride);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
+    const c10::optional<at::Tensor>& ghost_mul, const c10::optional<at::Tensor>& ghost_add,
+    int64_t kernel_size, int64_t dilation, int64_t stride, std::array<bool, 4> output_mask);
+
+// Autocast kernel of elsa_forward: casts the floating inputs of `device` to the autocast dtype
+// in force (fp16 or bf16 as the user chose), never to float32.
+template <c10::DeviceType device>
+at::Tensor elsa_forward_autocast(const at::Tensor& x, const at::Tensor& attn,
+                                 const c10::optional<at::Tensor>& ghost_mul,
+                                 const c10::optional<at::Tensor>& ghost_add,
+                                 int64_t kernel_size, int64_t dilation, int64_t stride);
+
+}  // namespace mmelsa

@@ -1,0 +1,74 @@
+// The one place where mmelsa registers with torch: the operator schemas (torch.library,
+// namespace "mmelsa"), their CPU / CUDA / autocast kernels, and a small pybind11 module that
+// says how the extension was built. Autograd and the fake (meta) kernels are registered from
+// Python, in mmelsa/ops/elsa_attention.py.
+#include <torch/extension.h>
+#include <torch/library.h>
+
+#include <string>
+
+#include "elsa_utils.h"
+
+#ifdef MMELSA_WITH_CUDA
+#include <cuda_runtime_api.h>
+#endif
+
+TORCH_LIBRARY(mmelsa, m) {
+  m.def(
+      "elsa_forward(Tensor x, Tensor attn, Tensor? ghost_mul, Tensor? ghost_add, "
+      "int kernel_size, int dilation, int stride) -> Tensor");
+  // output_mask = (x, attn, ghost_mul, ghost_add): gradients not asked for come back as (0,)
+  // tensors (also for an absent ghost).
+  m.def(
+      "elsa_backward(Tensor grad_out, Tensor x, Tensor attn, Tensor? ghost_mul, "
+      "Tensor? ghost_add, int kernel_size, int dilation, int stride, bool[4] output_mask) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(mmelsa, CPU, m) {
+  m.impl("elsa_forward", &mmelsa::elsa_forward);
+  m.impl("elsa_backward", &mmelsa::elsa_backward);
+}
+
+TORCH_LIBRARY_IMPL(mmelsa, AutocastCPU, m) {
+  m.impl("elsa_forward", &mmelsa::elsa_forward_autocast<c10::DeviceType::CPU>);
+}
+
+#ifdef MMELSA_WITH_CUDA
+TORCH_LIBRARY_IMPL(mmelsa, CUDA, m) {
+  m.impl("elsa_forward", &mmelsa::elsa_forward);
+  m.impl("elsa_backward", &mmelsa::elsa_backward);
+}
+#endif
+
+// The autocast kernel is registered for CUDA even in a CPU-only build: it only casts and
+// re-dispatches, so it costs nothing and keeps the dispatch table identical.
+TORCH_LIBRARY_IMPL(mmelsa, AutocastCUDA, m) {
+  m.impl("elsa_forward", &mmelsa::elsa_forward_autocast<c10::DeviceType::CUDA>);
+}
+
+namespace {
+
+bool with_cuda() {
+#ifdef MMELSA_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string cuda_version() {
+#if defined(MMELSA_WITH_CUDA) && defined(CUDART_VERSION)
+  return std::to_string(CUDART_VERSION / 1000) + "." + std::to_string((CUDART_VERSION % 1000) / 10);
+#else
+  return "";
+#endif
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.doc() = "mmelsa native kernels (the ELSA operator is registered as torch.ops.mmelsa.*)";
+  m.def("with_cuda", &with_cuda, "True when the CUDA kernels were compiled in");
+  m.def("cuda_version", &cuda_version, "CUDA runtime version built against, '' when none");
+}

@@ -1,0 +1,295 @@
+// CPU kernels of the ELSA operator (forward and backward), threaded with at::parallel_for.
+//
+// Memory stays proportional to the tensors: no unfolded (K*K times larger) temporary. Each
+// thread keeps at most one output row / one channel plane of accumulators in the accumulation
+// type (float for float / half / bfloat16, double for double).
+//
+// forward      parallel over (b, c): out[b, c] is a sum of K*K shifted, weighted copies of x[b, c].
+// backward A   parallel over (b, c): grad_x[b, c] by a scatter that only this thread writes,
+//              and per-(b, c) partial sums of the ghost gradients.
+// backward B   parallel over (b, g, row i): grad_attn[b, g, :, i, :], summed over the channels of
+//              head g; every task writes a disjoint slice.
+// The ghost gradients are the per-(b, c) partials summed over b in a fixed order: the result
+// does not depend on the number of threads (deterministic).
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "elsa_utils.h"
+
+namespace mmelsa {
+namespace {
+
+// Roughly how many multiply-adds a parallel_for task should hold before it is worth a thread.
+constexpr int64_t kGrainWork = 1 << 15;
+
+int64_t grain_for(int64_t work_per_item) {
+  return std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_item));
+}
+
+// Valid output-column range for every tap column v (the padding test hoisted out of the loops).
+struct TapRanges {
+  std::vector<int64_t> lo, hi, off;
+  TapRanges(int64_t K, int64_t pad, int64_t dil, int64_t in, int64_t out, int64_t s)
+      : lo(K), hi(K), off(K) {
+    for (int64_t v = 0; v < K; ++v) {
+      off[v] = v * dil - pad;
+      elsa_valid_range(off[v], in, out, s, &lo[v], &hi[v]);
+    }
+  }
+};
+
+template <typename scalar_t>
+void forward_kernel(const scalar_t* x, const scalar_t* attn, const scalar_t* gm,
+                    const scalar_t* ga, scalar_t* out, const ElsaDims& D) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t HW = D.H * D.W, HoWo = D.Ho * D.Wo, K = D.K, KK = D.KK, s = D.stride;
+  const TapRanges cols(K, D.pad, D.dil, D.W, D.Wo, s);
+  at::parallel_for(0, D.B * D.C, grain_for(HoWo * KK), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(D.Wo), wm(KK), wa(KK);
+    for (int64_t bc = begin; bc < end; ++bc) {
+      const int64_t b = bc / D.C, c = bc % D.C, g = c / D.cpg;
+      const scalar_t* xp = x + bc * HW;
+      const scalar_t* ap = attn + (b * D.G + g) * KK * HoWo;
+      scalar_t* op = out + bc * HoWo;
+      for (int64_t t = 0; t < KK; ++t) {
+        wm[t] = gm ? static_cast<acc_t>(gm[c * KK + t]) : acc_t(1);
+        wa[t] = ga ? static_cast<acc_t>(ga[c * KK + t]) : acc_t(0);
+      }
+      for (int64_t i = 0; i < D.Ho; ++i) {
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+        for (int64_t u = 0; u < K; ++u) {
+          const int64_t y = i * s + u * D.dil - D.pad;
+          if (y < 0 || y >= D.H) continue;
+          const scalar_t* xrow = xp + y * D.W;
+          for (int64_t v = 0; v < K; ++v) {
+            const int64_t t = u * K + v, off = cols.off[v];
+            const scalar_t* arow = ap + t * HoWo + i * D.Wo;
+            const acc_t m = wm[t], a0 = wa[t];
+            acc_t* accp = acc.data();
+            if (s == 1) {
+              for (int64_t j = cols.lo[v]; j < cols.hi[v]; ++j)
+                accp[j] +=
+                    static_cast<acc_t>(xrow[j + off]) * (m * static_cast<acc_t>(arow[j]) + a0);
+            } else {
+              for (int64_t j = cols.lo[v]; j < cols.hi[v]; ++j)
+                accp[j] += static_cast<acc_t>(xrow[j * s + off]) *
+                           (m * static_cast<acc_t>(arow[j]) + a0);
+            }
+          }
+        }
+        for (int64_t j = 0; j < D.Wo; ++j) op[i * D.Wo + j] = static_cast<scalar_t>(acc[j]);
+      }
+    }
+  });
+}
+
+// Pass A: grad_x[b, c] (scatter into a thread-private plane) and the ghost partials of (b, c).
+template <typename scalar_t>
+void backward_x_ghost_kernel(const scalar_t* gout, const scalar_t* x, const scalar_t* attn,
+                             const scalar_t* gm, const scalar_t* ga, scalar_t* gx,
+                             double* part_gm, double* part_ga, const ElsaDims& D) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t HW = D.H * D.W, HoWo = D.Ho * D.Wo, K = D.K, KK = D.KK, s = D.stride;
+  const TapRanges cols(K, D.pad, D.dil, D.W, D.Wo, s);
+  const bool need_x = gx != nullptr;
+  at::parallel_for(0, D.B * D.C, grain_for(HoWo * KK), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> plane(need_x ? HW : 0), wm(KK), wa(KK);
+    std::vector<acc_t> col_t(part_ga ? KK * D.Wo : 0), col_ta(part_gm ? KK * D.Wo : 0);
+    for (int64_t bc = begin; bc < end; ++bc) {
+      const int64_t b = bc / D.C, c = bc % D.C, g = c / D.cpg;
+      const scalar_t* xp = x + bc * HW;
+      const scalar_t* gp = gout + bc * HoWo;
+      const scalar_t* ap = attn + (b * D.G + g) * KK * HoWo;
+      for (int64_t t = 0; t < KK; ++t) {
+        wm[t] = gm ? static_cast<acc_t>(gm[c * KK + t]) : acc_t(1);
+        wa[t] = ga ? static_cast<acc_t>(ga[c * KK + t]) : acc_t(0);
+      }
+      if (need_x) std::fill(plane.begin(), plane.end(), acc_t(0));
+      std::fill(col_t.begin(), col_t.end(), acc_t(0));
+      std::fill(col_ta.begin(), col_ta.end(), acc_t(0));
+      for (int64_t i = 0; i < D.Ho; ++i) {
+        const scalar_t* grow = gp + i * D.Wo;
+        for (int64_t u = 0; u < K; ++u) {
+          const int64_t y = i * s + u * D.dil - D.pad;
+          if (y < 0 || y >= D.H) continue;
+          const scalar_t* xrow = xp + y * D.W;
+          for (int64_t v = 0; v < K; ++v) {
+            const int64_t t = u * K + v, off = cols.off[v], lo = cols.lo[v], hi = cols.hi[v];
+            const scalar_t* arow = ap + t * HoWo + i * D.Wo;
+            if (need_x) {
+              acc_t* prow = plane.data() + y * D.W;
+              const acc_t m = wm[t], a0 = wa[t];
+              if (s == 1) {  // unit stride: contiguous, vectorisable
+                for (int64_t j = lo; j < hi; ++j)
+                  prow[j + off] +=
+                      static_cast<acc_t>(grow[j]) * (m * static_cast<acc_t>(arow[j]) + a0);
+              } else {
+                for (int64_t j = lo; j < hi; ++j)
+                  prow[j * s + off] +=
+                      static_cast<acc_t>(grow[j]) * (m * static_cast<acc_t>(arow[j]) + a0);
+              }
+            }
+            // Ghost partials: column-wise accumulators (element-wise adds vectorise, a scalar
+            // float reduction would not), summed over the columns in double at the end.
+            if (part_ga) {
+              acc_t* dst = col_t.data() + t * D.Wo;
+              if (s == 1) {
+                  for (int64_t j = lo; j < hi; ++j)
+                  dst[j] += static_cast<acc_t>(grow[j]) * static_cast<acc_t>(xrow[j + off]);
+              } else {
+                for (int64_t j = lo; j < hi; ++j)
+                  dst[j] += static_cast<acc_t>(grow[j]) * static_cast<acc_t>(xrow[j * s + off]);
+              }
+            }
+            if (part_gm) {
+              acc_t* dst = col_ta.data() + t * D.Wo;
+              for (int64_t j = lo; j < hi; ++j)
+                dst[j] += static_cast<acc_t>(grow[j]) * static_cast<acc_t>(xrow[j * s + off]) *
+                          static_cast<acc_t>(arow[j]);
+            }
+          }
+        }
+      }
+      if (need_x) {
+        scalar_t* gxp = gx + bc * HW;
+        for (int64_t k = 0; k < HW; ++k) gxp[k] = static_cast<scalar_t>(plane[k]);
+      }
+      for (int64_t t = 0; t < KK; ++t) {
+        if (part_ga) {
+          double acc = 0.0;
+          for (int64_t j = 0; j < D.Wo; ++j) acc += col_t[t * D.Wo + j];
+          part_ga[bc * KK + t] = acc;
+        }
+        if (part_gm) {
+          double acc = 0.0;
+          for (int64_t j = 0; j < D.Wo; ++j) acc += col_ta[t * D.Wo + j];
+          part_gm[bc * KK + t] = acc;
+        }
+      }
+    }
+  });
+}
+
+// Pass B: grad_attn[b, g, :, i, :] = sum over channels c of head g of
+//         ghost_mul[c, t] * grad_out[b, c, i, :] * x[b, c, tap rows / cols].
+template <typename scalar_t>
+void backward_attn_kernel(const scalar_t* gout, const scalar_t* x, const scalar_t* gm,
+                          scalar_t* gattn, const ElsaDims& D) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t HW = D.H * D.W, HoWo = D.Ho * D.Wo, K = D.K, KK = D.KK, s = D.stride;
+  const TapRanges cols(K, D.pad, D.dil, D.W, D.Wo, s);
+  at::parallel_for(0, D.B * D.G * D.Ho, grain_for(D.cpg * KK * D.Wo),
+                   [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> buf(KK * D.Wo), wm(KK);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t i = task % D.Ho, bg = task / D.Ho, b = bg / D.G, g = bg % D.G;
+      std::fill(buf.begin(), buf.end(), acc_t(0));
+      for (int64_t c = g * D.cpg; c < (g + 1) * D.cpg; ++c) {
+        const int64_t bc = b * D.C + c;
+        const scalar_t* grow = gout + bc * HoWo + i * D.Wo;
+        const scalar_t* xp = x + bc * HW;
+        for (int64_t t = 0; t < KK; ++t)
+          wm[t] = gm ? static_cast<acc_t>(gm[c * KK + t]) : acc_t(1);
+        for (int64_t u = 0; u < K; ++u) {
+          const int64_t y = i * s + u * D.dil - D.pad;
+          if (y < 0 || y >= D.H) continue;
+          const scalar_t* xrow = xp + y * D.W;
+          for (int64_t v = 0; v < K; ++v) {
+            const int64_t t = u * K + v, off = cols.off[v];
+            const acc_t m = wm[t];
+            acc_t* dst = buf.data() + t * D.Wo;
+            if (s == 1) {  // unit stride: contiguous, vectorisable
+              for (int64_t j = cols.lo[v]; j < cols.hi[v]; ++j)
+                dst[j] += m * static_cast<acc_t>(grow[j]) * static_cast<acc_t>(xrow[j + off]);
+            } else {
+              for (int64_t j = cols.lo[v]; j < cols.hi[v]; ++j)
+                dst[j] += m * static_cast<acc_t>(grow[j]) * static_cast<acc_t>(xrow[j * s + off]);
+            }
+          }
+        }
+      }
+      scalar_t* out = gattn + bg * KK * HoWo + i * D.Wo;
+      for (int64_t t = 0; t < KK; ++t)
+        for (int64_t j = 0; j < D.Wo; ++j)
+          out[t * HoWo + j] = static_cast<scalar_t>(buf[t * D.Wo + j]);
+    }
+  });
+}
+
+// Sums the per-(b, c) partials over b in a fixed order into the (C, K, K) ghost gradient.
+template <typename scalar_t>
+void reduce_ghost_partials(const double* part, scalar_t* dst, const ElsaDims& D) {
+  const int64_t CKK = D.C * D.KK;
+  at::parallel_for(0, CKK, grain_for(D.B), [&](int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) {
+      double acc = 0.0;
+      for (int64_t b = 0; b < D.B; ++b) acc += part[b * CKK + k];
+      dst[k] = static_cast<scalar_t>(acc);
+    }
+  });
+}
+
+template <typename scalar_t>
+const scalar_t* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
+}
+
+}  // namespace
+
+at::Tensor elsa_forward_cpu(const at::Tensor& x, const at::Tensor& attn,
+                            const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
+                            const ElsaDims& D) {
+  at::Tensor out = at::empty({D.B, D.C, D.Ho, D.Wo}, x.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "elsa_forward_cpu",
+                                  [&] {
+    forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), attn.const_data_ptr<scalar_t>(),
+                             ptr_or_null<scalar_t>(ghost_mul), ptr_or_null<scalar_t>(ghost_add),
+                             out.mutable_data_ptr<scalar_t>(), D);
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
+    const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& D,
+    std::array<bool, 4> mask) {
+  const bool need_x = mask[0], need_attn = mask[1];
+  const bool need_gm = mask[2] && ghost_mul.defined(), need_ga = mask[3] && ghost_add.defined();
+  // Gradients not asked for are distinct (0,) tensors: outputs of an op must not alias.
+  auto none = [&] { return at::empty({0}, x.options()); };
+  at::Tensor gx = need_x ? at::empty_like(x) : none();
+  at::Tensor gattn = need_attn ? at::empty_like(attn) : none();
+  at::Tensor ggm = need_gm ? at::empty_like(ghost_mul) : none();
+  at::Tensor gga = need_ga ? at::empty_like(ghost_add) : none();
+  const auto dopts = x.options().dtype(at::kDouble);
+  at::Tensor part_gm = need_gm ? at::empty({D.B, D.C, D.KK}, dopts) : at::Tensor();
+  at::Tensor part_ga = need_ga ? at::empty({D.B, D.C, D.KK}, dopts) : at::Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
+                                  "elsa_backward_cpu", [&] {
+    const scalar_t* go = grad_out.const_data_ptr<scalar_t>();
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* ap = attn.const_data_ptr<scalar_t>();
+    const scalar_t* gmp = ptr_or_null<scalar_t>(ghost_mul);
+    const scalar_t* gap = ptr_or_null<scalar_t>(ghost_add);
+    if (need_x || need_gm || need_ga)
+      backward_x_ghost_kernel<scalar_t>(
+          go, xp, ap, gmp, gap, need_x ? gx.mutable_data_ptr<scalar_t>() : nullptr,
+          need_gm ? part_gm.mutable_data_ptr<double>() : nullptr,
+          need_ga ? part_ga.mutable_data_ptr<double>() : nullptr, D);
+    if (need_attn)
+      backward_attn_kernel<scalar_t>(go, xp, gmp, gattn.mutable_data_ptr<scalar_t>(), D);
+    if (need_gm) reduce_ghost_partials<scalar_t>(part_gm.const_data_ptr<double>(),
+                                                 ggm.mutable_data_ptr<scalar_t>(), D);
+    if (need_ga) reduce_ghost_partials<scalar_t>(part_ga.const_data_ptr<double>(),
+                                                 gga.mutable_data_ptr<scalar_t>(), D);
+  });
+  return std::make_tuple(gx, gattn, ggm, gga);
+}
+
+}  // namespace mmelsa

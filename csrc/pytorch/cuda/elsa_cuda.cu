@@ -1,0 +1,149 @@
+// CUDA launchers of the ELSA operator: dtype / kernel-size dispatch, launch geometry, streams.
+// Kernels are in csrc/common/cuda/elsa_kernel.cuh. Everything runs on the current stream of the
+// inputs' device, with no host synchronisation.
+//
+// MMELSA_CUDA_EMULATION is defined only by tools/device/emulation/, which compiles this file as
+// host C++ with a SIMT emulator standing in for the launch, the stream and the device guard, to
+// check the kernels and this launch logic on a machine without a GPU.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+
+#include <algorithm>
+
+#ifndef MMELSA_CUDA_EMULATION
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#define ELSA_DEVICE_GUARD(t) const c10::cuda::CUDAGuard guard((t).device())
+#define ELSA_CURRENT_STREAM() at::cuda::getCurrentCUDAStream().stream()
+#define ELSA_LAUNCH(kernel, grid, block, stream, ...) \
+  do {                                                \
+    kernel<<<grid, block, 0, stream>>>(__VA_ARGS__);  \
+    C10_CUDA_KERNEL_LAUNCH_CHECK();                   \
+  } while (0)
+#endif
+
+#include "elsa_kernel.cuh"
+#include "elsa_utils.h"
+
+namespace mmelsa {
+namespace {
+
+using cuda::blocks_for;
+using cuda::ghost_chunks;
+using cuda::kThreads;
+
+// Calls f(std::integral_constant<int, KT>) with KT = K for the specialised sizes, 0 otherwise.
+template <typename F>
+void dispatch_kernel_size(int64_t K, F&& f) {
+  switch (K) {
+    case 3: f(std::integral_constant<int, 3>()); break;
+    case 5: f(std::integral_constant<int, 5>()); break;
+    case 7: f(std::integral_constant<int, 7>()); break;
+    default: f(std::integral_constant<int, 0>()); break;
+  }
+}
+
+template <typename scalar_t>
+const scalar_t* ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
+}
+
+}  // namespace
+
+at::Tensor elsa_forward_cuda(const at::Tensor& x, const at::Tensor& attn,
+                             const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
+                             const ElsaDims& D) {
+  ELSA_DEVICE_GUARD(x);
+  at::Tensor out = at::empty({D.B, D.C, D.Ho, D.Wo}, x.options());
+  const int64_t total = out.numel();
+  if (total == 0) return out;
+  const cudaStream_t stream = ELSA_CURRENT_STREAM();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_forward_cuda",
+                                  [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    dispatch_kernel_size(D.K, [&](auto kt) {
+      constexpr int KT = decltype(kt)::value;
+      auto* kernel = cuda::elsa_forward_kernel<scalar_t, acc_t, KT>;
+      ELSA_LAUNCH(kernel, blocks_for(total), kThreads, stream, x.const_data_ptr<scalar_t>(),
+                  attn.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
+                  ptr_or_null<scalar_t>(ghost_add), out.mutable_data_ptr<scalar_t>(), D, total);
+    });
+  });
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cuda(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
+    const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& D,
+    std::array<bool, 4> mask) {
+  ELSA_DEVICE_GUARD(x);
+  const bool need_x = mask[0], need_attn = mask[1];
+  const bool need_gm = mask[2] && ghost_mul.defined(), need_ga = mask[3] && ghost_add.defined();
+  // Gradients not asked for are distinct (0,) tensors: outputs of an op must not alias.
+  auto none = [&] { return at::empty({0}, x.options()); };
+  at::Tensor gx = need_x ? at::empty_like(x) : none();
+  at::Tensor gattn = need_attn ? at::empty_like(attn) : none();
+  at::Tensor ggm = need_gm ? at::empty_like(ghost_mul) : none();
+  at::Tensor gga = need_ga ? at::empty_like(ghost_add) : none();
+  const cudaStream_t stream = ELSA_CURRENT_STREAM();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
+                                  "elsa_backward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const scalar_t* go = grad_out.const_data_ptr<scalar_t>();
+    const scalar_t* xp = x.const_data_ptr<scalar_t>();
+    const scalar_t* ap = attn.const_data_ptr<scalar_t>();
+    const scalar_t* gmp = ptr_or_null<scalar_t>(ghost_mul);
+    const scalar_t* gap = ptr_or_null<scalar_t>(ghost_add);
+    dispatch_kernel_size(D.K, [&](auto kt) {
+      constexpr int KT = decltype(kt)::value;
+      if (need_x && gx.numel() > 0) {
+        const int64_t total = gx.numel();
+        auto* kernel = cuda::elsa_grad_x_kernel<scalar_t, acc_t, KT>;
+        ELSA_LAUNCH(kernel, blocks_for(total), kThreads, stream, go, ap, gmp, gap,
+                    gx.mutable_data_ptr<scalar_t>(), D, total);
+      }
+      if (need_attn && gattn.numel() > 0) {
+        const int64_t total = gattn.numel();
+        auto* kernel = cuda::elsa_grad_attn_kernel<scalar_t, acc_t, KT>;
+        ELSA_LAUNCH(kernel, blocks_for(total), kThreads, stream, go, xp, gmp,
+                    gattn.mutable_data_ptr<scalar_t>(), D, total);
+      }
+      if (need_gm || need_ga) {
+        const int64_t rows = D.C * D.KK;
+        const int64_t n_total = D.B * D.Ho * D.Wo;
+        if (n_total == 0 || rows == 0) {
+          if (need_gm) ggm.zero_();
+          if (need_ga) gga.zero_();
+          return;
+        }
+        int64_t chunk_len = 1;
+        const int64_t n_chunks = ghost_chunks(n_total, &chunk_len);
+        const auto popts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+        at::Tensor part_gm = need_gm ? at::empty({rows, n_chunks}, popts) : at::Tensor();
+        at::Tensor part_ga = need_ga ? at::empty({rows, n_chunks}, popts) : at::Tensor();
+        const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(n_chunks));
+        auto* partial = cuda::elsa_ghost_partial_kernel<scalar_t, acc_t, KT>;
+        ELSA_LAUNCH(partial, grid, kThreads, stream, go, xp, ap,
+                    need_gm ? part_gm.mutable_data_ptr<acc_t>() : nullptr,
+                    need_ga ? part_ga.mutable_data_ptr<acc_t>() : nullptr, D, chunk_len,
+                    n_chunks);
+        auto* final_sum = cuda::elsa_ghost_final_kernel<scalar_t, acc_t>;
+        if (need_gm) {
+          ELSA_LAUNCH(final_sum, blocks_for(rows), kThreads, stream,
+                      part_gm.const_data_ptr<acc_t>(), ggm.mutable_data_ptr<scalar_t>(), rows,
+                      n_chunks);
+        }
+        if (need_ga) {
+          ELSA_LAUNCH(final_sum, blocks_for(rows), kThreads, stream,
+                      part_ga.const_data_ptr<acc_t>(), gga.mutable_data_ptr<scalar_t>(), rows,
+                      n_chunks);
+        }
+      }
+    });
+  });
+  return std::make_tuple(gx, gattn, ggm, gga);
+}
+
+}  // namespace mmelsa

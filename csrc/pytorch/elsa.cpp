@@ -1,0 +1,148 @@
+// ELSA operator: argument checks and device dispatch, one entry per direction.
+// The same entries are registered for the CPU and the CUDA dispatch keys (bindings.cpp); the
+// op can be called directly (torch.ops.mmelsa.*), so every argument is checked here as well
+// as in the Python wrapper.
+#include <ATen/autocast_mode.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
+
+#include "elsa_utils.h"
+
+namespace mmelsa {
+namespace {
+
+void check_same(const at::Tensor& t, const char* name, const at::Tensor& x) {
+  TORCH_CHECK_VALUE(t.device() == x.device(), "elsa: ", name, " is on ", t.device(),
+                    " but x is on ", x.device(), "; all tensors must be on one device");
+  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), "elsa: ", name, " has dtype ",
+                   t.scalar_type(), " but x has dtype ", x.scalar_type(),
+                   "; all tensors must share one dtype");
+}
+
+void check_ghost(const c10::optional<at::Tensor>& ghost, const char* name, const at::Tensor& x,
+                 int64_t C, int64_t K) {
+  if (!ghost.has_value() || !ghost->defined()) return;
+  const at::Tensor& t = *ghost;
+  TORCH_CHECK_VALUE(t.dim() == 3 && t.size(0) == C && t.size(1) == K && t.size(2) == K,
+                    "elsa: ", name, " must have shape (C, K, K) = (", C, ", ", K, ", ", K,
+                    "), got ", t.sizes());
+  check_same(t, name, x);
+}
+
+at::Tensor contiguous_or_undefined(const c10::optional<at::Tensor>& t) {
+  return (t.has_value() && t->defined()) ? t->contiguous() : at::Tensor();
+}
+
+}  // namespace
+
+ElsaDims elsa_check_args(const at::Tensor& x, const at::Tensor& attn,
+                         const c10::optional<at::Tensor>& ghost_mul,
+                         const c10::optional<at::Tensor>& ghost_add, int64_t kernel_size,
+                         int64_t dilation, int64_t stride) {
+  TORCH_CHECK_VALUE(kernel_size >= 1 && kernel_size % 2 == 1,
+                    "elsa: kernel_size must be a positive odd integer, got ", kernel_size);
+  TORCH_CHECK_VALUE(dilation >= 1, "elsa: dilation must be >= 1, got ", dilation);
+  TORCH_CHECK_VALUE(stride >= 1, "elsa: stride must be >= 1, got ", stride);
+  TORCH_CHECK_VALUE(x.dim() == 4, "elsa: x must be a 4-D tensor (B, C, H, W), got shape ",
+                    x.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()),
+                   "elsa: x must be a floating-point tensor, got dtype ", x.scalar_type());
+  TORCH_CHECK_VALUE(attn.dim() == 5,
+                    "elsa: attn must be a 5-D tensor (B, G, K*K, Ho, Wo), got shape ",
+                    attn.sizes());
+  check_same(attn, "attn", x);
+  ElsaDims D;
+  D.B = x.size(0);
+  D.C = x.size(1);
+  D.H = x.size(2);
+  D.W = x.size(3);
+  D.G = attn.size(1);
+  D.K = kernel_size;
+  D.KK = kernel_size * kernel_size;
+  D.dil = dilation;
+  D.stride = stride;
+  D.pad = (kernel_size / 2) * dilation;
+  D.Ho = elsa_out_size(D.H, stride);
+  D.Wo = elsa_out_size(D.W, stride);
+  TORCH_CHECK_VALUE(D.G >= 1 && D.C % D.G == 0, "elsa: the channels of x (C = ", D.C,
+                    ") must be divisible by the heads of attn (G = attn.size(1) = ", D.G, ")");
+  D.cpg = D.C / D.G;
+  TORCH_CHECK_VALUE(attn.size(0) == D.B && attn.size(2) == D.KK && attn.size(3) == D.Ho &&
+                        attn.size(4) == D.Wo,
+                    "elsa: attn must have shape (B, G, K*K, Ho, Wo) = (", D.B, ", ", D.G, ", ",
+                    D.KK, ", ", D.Ho, ", ", D.Wo, ") for x of shape ", x.sizes(),
+                    ", kernel_size ", kernel_size, " and stride ", stride, ", got ",
+                    attn.sizes());
+  check_ghost(ghost_mul, "ghost_mul", x, D.C, D.K);
+  check_ghost(ghost_add, "ghost_add", x, D.C, D.K);
+  return D;
+}
+
+at::Tensor elsa_forward(const at::Tensor& x, const at::Tensor& attn,
+                        const c10::optional<at::Tensor>& ghost_mul,
+                        const c10::optional<at::Tensor>& ghost_add, int64_t kernel_size,
+                        int64_t dilation, int64_t stride) {
+  const ElsaDims D = elsa_check_args(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride);
+  const at::Tensor xc = x.contiguous(), ac = attn.contiguous();
+  const at::Tensor gm = contiguous_or_undefined(ghost_mul), ga = contiguous_or_undefined(ghost_add);
+  if (x.is_cuda()) {
+#ifdef MMELSA_WITH_CUDA
+    return elsa_forward_cuda(xc, ac, gm, ga, D);
+#else
+    TORCH_CHECK(false, "elsa: mmelsa._ext was built without CUDA; rebuild with FORCE_CUDA=1");
+#endif
+  }
+  TORCH_CHECK(x.is_cpu(), "elsa: unsupported device ", x.device());
+  return elsa_forward_cpu(xc, ac, gm, ga, D);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
+    const c10::optional<at::Tensor>& ghost_mul, const c10::optional<at::Tensor>& ghost_add,
+    int64_t kernel_size, int64_t dilation, int64_t stride, std::array<bool, 4> output_mask) {
+  const ElsaDims D = elsa_check_args(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride);
+  TORCH_CHECK_VALUE(grad_out.dim() == 4 && grad_out.size(0) == D.B && grad_out.size(1) == D.C &&
+                        grad_out.size(2) == D.Ho && grad_out.size(3) == D.Wo,
+                    "elsa: grad_out must have shape (B, C, Ho, Wo) = (", D.B, ", ", D.C, ", ",
+                    D.Ho, ", ", D.Wo, "), got ", grad_out.sizes());
+  check_same(grad_out, "grad_out", x);
+  const at::Tensor go = grad_out.contiguous(), xc = x.contiguous(), ac = attn.contiguous();
+  const at::Tensor gm = contiguous_or_undefined(ghost_mul), ga = contiguous_or_undefined(ghost_add);
+  if (x.is_cuda()) {
+#ifdef MMELSA_WITH_CUDA
+    return elsa_backward_cuda(go, xc, ac, gm, ga, D, output_mask);
+#else
+    TORCH_CHECK(false, "elsa: mmelsa._ext was built without CUDA; rebuild with FORCE_CUDA=1");
+#endif
+  }
+  TORCH_CHECK(x.is_cpu(), "elsa: unsupported device ", x.device());
+  return elsa_backward_cpu(go, xc, ac, gm, ga, D, output_mask);
+}
+
+template <c10::DeviceType device>
+at::Tensor elsa_forward_autocast(const at::Tensor& x, const at::Tensor& attn,
+                                 const c10::optional<at::Tensor>& ghost_mul,
+                                 const c10::optional<at::Tensor>& ghost_add,
+                                 int64_t kernel_size, int64_t dilation, int64_t stride) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(
+      c10::DispatchKeySet(at::autocast::get_autocast_dispatch_key_from_device_type(device)));
+  const at::ScalarType dtype = at::autocast::get_autocast_dtype(device);
+  // Re-dispatch through the dispatcher (not a direct call) so that autograd still records it.
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("mmelsa::elsa_forward", "")
+                       .typed<decltype(elsa_forward)>();
+  return op.call(at::autocast::cached_cast(dtype, x, device),
+                      at::autocast::cached_cast(dtype, attn, device),
+                      at::autocast::cached_cast(dtype, ghost_mul, device),
+                      at::autocast::cached_cast(dtype, ghost_add, device), kernel_size, dilation,
+                      stride);
+}
+
+template at::Tensor elsa_forward_autocast<c10::DeviceType::CPU>(
+    const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
+    const c10::optional<at::Tensor>&, int64_t, int64_t, int64_t);
+template at::Tensor elsa_forward_autocast<c10::DeviceType::CUDA>(
+    const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
+    const c10::optional<at::Tensor>&, int64_t, int64_t, int64_t);
+
+}  // namespace mmelsa

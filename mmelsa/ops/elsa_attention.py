@@ -1,0 +1,202 @@
+"""The ELSA operator: ``elsa_attention`` and its ``nn.Module`` wrapper.
+
+    out[b, c, i, j] = sum_{u, v < K} x[b, c, i*s + (u - K//2)*d, j*s + (v - K//2)*d]
+                      * (ghost_mul[c, u, v] * attn[b, c // (C/G), u*K + v, i, j] + ghost_add[c, u, v])
+
+with zero padding and Ho = (H - 1) // s + 1 (likewise Wo). The kernels live in the native
+extension ``mmelsa._ext`` (csrc/), which registers two torch.library operators:
+
+* ``torch.ops.mmelsa.elsa_forward(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride)``
+* ``torch.ops.mmelsa.elsa_backward(grad_out, x, attn, ghost_mul, ghost_add, kernel_size,
+  dilation, stride, output_mask) -> (grad_x, grad_attn, grad_ghost_mul, grad_ghost_add)``
+
+together with their CPU / CUDA kernels and an autocast kernel (C++: under autocast the floating
+inputs are cast to the autocast dtype in force, fp16 or bf16, never up to float32). This module
+adds what is best written in Python: argument validation with clear messages, the autograd
+formula (``torch.library.register_autograd``) and the fake kernels used by FakeTensor tracing and
+``torch.compile`` (``torch.library.register_fake``).
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+try:
+    from .. import _ext  # noqa: F401  (importing it registers torch.ops.mmelsa.*)
+    _EXT_ERROR = None
+except ImportError as e:  # the extension was not built
+    _ext = None
+    _EXT_ERROR = e
+
+__all__ = ['elsa_attention', 'ELSAAttentionOp']
+
+
+def _require_ext():
+    if _ext is None:
+        raise RuntimeError(
+            'mmelsa.ops.elsa_attention needs the native extension mmelsa._ext, which could not '
+            'be imported (%s). Build it with `pip install -e . --no-build-isolation` or '
+            '`python setup.py build_ext --inplace` in the repository root.' % _EXT_ERROR)
+
+
+def _check_hyper(kernel_size, dilation, stride):
+    for name, value in (('kernel_size', kernel_size), ('dilation', dilation),
+                        ('stride', stride)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError('elsa_attention: %s must be an int, got %r' % (name, value))
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError('elsa_attention: kernel_size must be a positive odd integer, got %d' %
+                         kernel_size)
+    if dilation < 1:
+        raise ValueError('elsa_attention: dilation must be >= 1, got %d' % dilation)
+    if stride < 1:
+        raise ValueError('elsa_attention: stride must be >= 1, got %d' % stride)
+
+
+def _validate(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride):
+    """Raise TypeError / ValueError naming the faulty argument; returns nothing."""
+    _check_hyper(kernel_size, dilation, stride)
+    for name, t in (('x', x), ('attn', attn)):
+        if not isinstance(t, Tensor):
+            raise TypeError('elsa_attention: %s must be a torch.Tensor, got %s' %
+                            (name, type(t).__name__))
+    for name, t in (('ghost_mul', ghost_mul), ('ghost_add', ghost_add)):
+        if t is not None and not isinstance(t, Tensor):
+            raise TypeError('elsa_attention: %s must be a torch.Tensor or None, got %s' %
+                            (name, type(t).__name__))
+    if x.dim() != 4:
+        raise ValueError('elsa_attention: x must be a 4-D tensor (B, C, H, W), got shape %s' %
+                         (tuple(x.shape), ))
+    if not x.is_floating_point():
+        raise TypeError('elsa_attention: x must be a floating-point tensor, got dtype %s' %
+                        x.dtype)
+    if attn.dim() != 5:
+        raise ValueError('elsa_attention: attn must be a 5-D tensor (B, G, K*K, Ho, Wo), got '
+                         'shape %s' % (tuple(attn.shape), ))
+    B, C, H, W = x.shape
+    G = attn.shape[1]
+    K = kernel_size
+    Ho, Wo = (H - 1) // stride + 1, (W - 1) // stride + 1
+    if G < 1 or C % G != 0:
+        raise ValueError('elsa_attention: the channels of x (C = %d) must be divisible by the '
+                         'heads of attn (G = attn.shape[1] = %d)' % (C, G))
+    expected = (B, G, K * K, Ho, Wo)
+    if tuple(attn.shape) != expected:
+        raise ValueError(
+            'elsa_attention: attn must have shape (B, G, K*K, Ho, Wo) = %s for x of shape %s, '
+            'kernel_size %d and stride %d, got %s' % (expected, tuple(x.shape), K, stride,
+                                                    tuple(attn.shape)))
+    tensors = [('attn', attn)]
+    for name, t in (('ghost_mul', ghost_mul), ('ghost_add', ghost_add)):
+        if t is None:
+            continue
+        if tuple(t.shape) != (C, K, K):
+            raise ValueError('elsa_attention: %s must have shape (C, K, K) = %s, got %s' %
+                             (name, (C, K, K), tuple(t.shape)))
+        tensors.append((name, t))
+    # Under autocast the C++ autocast kernel casts all floating inputs to one dtype, so mixed
+    # dtypes (fp32 parameters with bf16 activations) are expected there.
+    autocast = torch.is_autocast_enabled(x.device.type)
+    for name, t in tensors:
+        if t.device != x.device:
+            raise ValueError('elsa_attention: %s is on %s but x is on %s; all tensors must be on '
+                             'one device' % (name, t.device, x.device))
+        if t.dtype != x.dtype and not (autocast and t.is_floating_point()):
+            raise TypeError('elsa_attention: %s has dtype %s but x has dtype %s; all tensors '
+                            'must share one dtype' % (name, t.dtype, x.dtype))
+
+
+def elsa_attention(x: Tensor,
+                   attn: Tensor,
+                   ghost_mul: Optional[Tensor] = None,
+                   ghost_add: Optional[Tensor] = None,
+                   kernel_size: int = 7,
+                   dilation: int = 1,
+                   stride: int = 1) -> Tensor:
+    """Enhanced local self-attention aggregation (the ELSA operator).
+
+    Args:
+        x: (B, C, H, W) values.
+        attn: (B, G, K*K, Ho, Wo) attention weights, G heads with C % G == 0; taps ordered
+            row-major (u*K + v), as ``F.unfold``.
+        ghost_mul: (C, K, K) multiplicative ghost head, or None (all ones).
+        ghost_add: (C, K, K) additive ghost head, or None (all zeros).
+        kernel_size: odd K >= 1.
+        dilation: tap spacing d >= 1 (zero padding (K // 2) * d).
+        stride: s >= 1; Ho = (H - 1) // s + 1.
+
+    Returns:
+        (B, C, Ho, Wo), in the dtype of the inputs (the autocast dtype under autocast).
+        Differentiable with respect to x, attn, ghost_mul and ghost_add.
+    """
+    _require_ext()
+    _validate(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride)
+    return torch.ops.mmelsa.elsa_forward(x, attn, ghost_mul, ghost_add, kernel_size, dilation,
+                                         stride)
+
+
+class ELSAAttentionOp(nn.Module):
+    """``nn.Module`` form of :func:`elsa_attention` with fixed kernel_size, dilation, stride."""
+
+    def __init__(self, kernel_size: int = 7, dilation: int = 1, stride: int = 1):
+        super().__init__()
+        _check_hyper(kernel_size, dilation, stride)
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+        self.stride = stride
+
+    def forward(self,
+                x: Tensor,
+                attn: Tensor,
+                ghost_mul: Optional[Tensor] = None,
+                ghost_add: Optional[Tensor] = None) -> Tensor:
+        return elsa_attention(x, attn, ghost_mul, ghost_add, self.kernel_size, self.dilation,
+                              self.stride)
+
+    def extra_repr(self) -> str:
+        return 'kernel_size=%d, dilation=%d, stride=%d' % (self.kernel_size, self.dilation,
+                                                          self.stride)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.library registrations done from Python: fake kernels and autograd.
+# ---------------------------------------------------------------------------------------------
+def _fake_forward(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride):
+    B, C, H, W = x.shape
+    Ho, Wo = (H - 1) // stride + 1, (W - 1) // stride + 1
+    return x.new_empty((B, C, Ho, Wo))
+
+
+def _fake_backward(grad_out, x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride,
+                   output_mask):
+    def grad_like(t, wanted):
+        return t.new_empty(t.shape) if (wanted and t is not None) else x.new_empty((0, ))
+
+    return (grad_like(x, output_mask[0]), grad_like(attn, output_mask[1]),
+            grad_like(ghost_mul, output_mask[2]), grad_like(ghost_add, output_mask[3]))
+
+
+def _setup_context(ctx, inputs, output):
+    x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride = inputs
+    ctx.save_for_backward(x, attn, ghost_mul, ghost_add)
+    ctx.hyper = (kernel_size, dilation, stride)
+
+
+def _backward(ctx, grad_out):
+    x, attn, ghost_mul, ghost_add = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    mask = [bool(needs[0]), bool(needs[1]), bool(needs[2]) and ghost_mul is not None,
+            bool(needs[3]) and ghost_add is not None]
+    if not any(mask):
+        return None, None, None, None, None, None, None
+    grads = torch.ops.mmelsa.elsa_backward(grad_out, x, attn, ghost_mul, ghost_add, *ctx.hyper,
+                                           mask)
+    gx, gattn, gmul, gadd = (g if m else None for g, m in zip(grads, mask))
+    return gx, gattn, gmul, gadd, None, None, None
+
+
+if _ext is not None:
+    torch.library.register_fake('mmelsa::elsa_forward', _fake_forward)
+    torch.library.register_fake('mmelsa::elsa_backward', _fake_backward)
+    torch.library.register_autograd('mmelsa::elsa_forward', _backward,
+                                    setup_context=_setup_context)

@@ -1,0 +1,35 @@
+"""Shared builders for the ELSA operator tests."""
+import torch
+
+
+def make_inputs(B, C, G, H, W, K, dilation=1, stride=1, ghost_mul=True, ghost_add=True,
+                dtype=torch.float64, device='cpu', requires_grad=False, seed=0):
+    """Random (x, attn, ghost_mul, ghost_add) on the CPU (reproducible), then moved/cast."""
+    gen = torch.Generator().manual_seed(seed)
+    Ho, Wo = (H - 1) // stride + 1, (W - 1) // stride + 1
+    x = torch.randn(B, C, H, W, generator=gen, dtype=torch.float64)
+    attn = torch.randn(B, G, K * K, Ho, Wo, generator=gen, dtype=torch.float64)
+    gm = torch.randn(C, K, K, generator=gen, dtype=torch.float64) if ghost_mul else None
+    ga = torch.randn(C, K, K, generator=gen, dtype=torch.float64) if ghost_add else None
+    out = []
+    for t in (x, attn, gm, ga):
+        if t is not None:
+            t = t.to(device=device, dtype=dtype).requires_grad_(requires_grad)
+        out.append(t)
+    return tuple(out)
+
+
+def as_double_cpu(tensors, requires_grad=False):
+    """Exact float64 CPU copies (the reference sees the same rounded values as the kernel)."""
+    return tuple(None if t is None else
+                 t.detach().to('cpu', torch.float64).requires_grad_(requires_grad)
+                 for t in tensors)
+
+
+def max_rel_err(actual, expected):
+    """max |a - e| / max(1, max |e|): a scale-aware error measure."""
+    actual = actual.detach().to('cpu', torch.float64)
+    expected = expected.detach().to('cpu', torch.float64)
+    if expected.numel() == 0:
+        return 0.0
+    return ((actual - expected).abs().max() / expected.abs().max().clamp(min=1.0)).item()

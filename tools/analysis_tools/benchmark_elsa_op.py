@@ -1,0 +1,263 @@
+"""Benchmark the native ELSA operator against the pure-PyTorch unfold reference.
+
+For each case (Swin-T stage shapes, K = 7, ghost_add only as ELSA-Swin uses it), dtype and
+direction (fwd, bwd, fwd+bwd) it reports the median time of the native kernel and of the
+reference measured in the same run, the speed-up, and the peak memory each needs beyond its
+inputs; on CUDA also the achieved bandwidth of the native kernel against a measured
+device-to-device copy.
+
+Memory:
+* CUDA: ``torch.cuda.max_memory_allocated()`` minus the memory allocated before the call.
+* CPU: the growth of the process's peak resident set (VmHWM) during one call, after resetting the
+  peak (``/proc/self/clear_refs``, Linux) and setting glibc's mmap threshold to 64 KiB, so every
+  tensor buffer is its own mapping that is returned to the OS when freed: the figure is the
+  memory that was actually touched at the peak of the call, allocator caching excluded.
+
+Minimal bytes (for GB/s): fwd reads x, attn, ghost_add and writes out once; bwd reads
+grad_out, x, attn, ghost_add and writes grad_x, grad_attn, grad_ghost_add once; fwd+bwd is both.
+
+Examples:
+    python tools/analysis_tools/benchmark_elsa_op.py --device cpu --cases coco-s2 coco-s3
+    python tools/analysis_tools/benchmark_elsa_op.py --device cpu --cases in1k-s1 --batch 8
+    python tools/analysis_tools/benchmark_elsa_op.py --device cuda --dtypes float32 float16
+"""
+import argparse
+import ctypes
+import gc
+import os.path as osp
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
+from mmelsa.ops import elsa_attention, info  # noqa: E402
+from tests.reference.elsa_reference import elsa_reference  # noqa: E402
+
+K = 7
+# name: (B, C, H, W, G) -- Swin-T stages 1-3 at ImageNet 224 (batch 64) and COCO 800x1333 (batch 2)
+CASES = {
+    'in1k-s1': (64, 96, 56, 56, 3),
+    'in1k-s2': (64, 192, 28, 28, 6),
+    'in1k-s3': (64, 384, 14, 14, 12),
+    'coco-s1': (2, 96, 200, 334, 3),
+    'coco-s2': (2, 192, 100, 167, 6),
+    'coco-s3': (2, 384, 50, 84, 12),
+}
+DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16,
+          'float64': torch.float64}
+DIRECTIONS = ('fwd', 'bwd', 'fwd+bwd')
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--device', choices=['cpu', 'cuda'], default='cpu')
+    p.add_argument('--dtypes', nargs='+', choices=list(DTYPES), default=None,
+                   help='default: float32 on cpu; float32 float16 bfloat16 on cuda')
+    p.add_argument('--cases', nargs='+', choices=list(CASES), default=None,
+                   help='default: all cases (cuda) or the COCO cases (cpu)')
+    p.add_argument('--batch', type=int, default=None, help='override the batch of every case')
+    p.add_argument('--reps', type=int, default=None, help='timed repetitions (median reported)')
+    p.add_argument('--no-reference', action='store_true', help='time the native kernel only')
+    p.add_argument('--quick', action='store_true',
+                   help='few repetitions and, unless --cases is given, only coco-s3')
+    return p.parse_args()
+
+
+# ------------------------------------------------------------------------------ measurement
+class CpuPeak:
+    """Peak resident-set growth of this process during a block (Linux)."""
+
+    def __init__(self):
+        self.ok = osp.exists('/proc/self/clear_refs')
+        if self.ok:
+            try:
+                ctypes.CDLL('libc.so.6').mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD = 64 KiB
+            except OSError:
+                self.ok = False
+
+    @staticmethod
+    def _status(key):
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(key + ':'):
+                    return int(line.split()[1]) * 1024
+        raise KeyError(key)
+
+    def measure(self, fn):
+        if not self.ok:
+            fn()
+            return float('nan')
+        gc.collect()
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')  # reset VmHWM to the current RSS
+        base = self._status('VmRSS')
+        fn()
+        return self._status('VmHWM') - base
+
+
+def cuda_peak(fn):
+    torch.cuda.synchronize()
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def time_fn(fn, device, reps, warmup):
+    for _ in range(warmup):
+        fn()
+    times = []
+    if device == 'cuda':
+        torch.cuda.synchronize()
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def copy_bandwidth(device):
+    """Device-to-device copy bandwidth in GB/s (read + write counted), 1 GiB buffers."""
+    n = (1 << 30) // 4
+    a = torch.empty(n, dtype=torch.float32, device=device).fill_(1.0)
+    b = torch.empty_like(a)
+    ms = time_fn(lambda: b.copy_(a), device, reps=20, warmup=3)
+    del a, b
+    return 2 * n * 4 / (ms * 1e-3) / 1e9
+
+
+# ------------------------------------------------------------------------------ the work
+def make_inputs(B, C, H, W, G, dtype, device):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(B, C, H, W, generator=gen).to(device, dtype)
+    attn = torch.randn(B, G, K * K, H, W, generator=gen).softmax(2).to(device, dtype)
+    ghost_add = (0.02 * torch.randn(C, K, K, generator=gen)).to(device, dtype)
+    grad = torch.randn(B, C, H, W, generator=gen).to(device, dtype)
+    return x, attn, ghost_add, grad
+
+
+def runners(impl, x, attn, ghost_add, grad):
+    """fwd, bwd, fwd+bwd callables of one implementation (inputs x, attn, ghost_add)."""
+    leaves = [t.detach().requires_grad_(True) for t in (x, attn, ghost_add)]
+
+    def fwd():
+        with torch.no_grad():
+            return impl(x, attn, None, ghost_add, K)
+
+    def fwd_bwd():
+        out = impl(leaves[0], leaves[1], None, leaves[2], K)
+        return torch.autograd.grad(out, leaves, grad)
+
+    if impl is elsa_attention:
+        def bwd():  # exactly what autograd calls
+            return torch.ops.mmelsa.elsa_backward(grad, x, attn, None, ghost_add, K, 1, 1,
+                                                  [True, True, False, True])
+        bwd_setup = None
+    else:
+        state = {}
+
+        def bwd_setup():
+            state['out'] = impl(leaves[0], leaves[1], None, leaves[2], K)
+
+        def bwd():
+            return torch.autograd.grad(state['out'], leaves, grad, retain_graph=True)
+
+    return {'fwd': (None, fwd), 'bwd': (bwd_setup, bwd), 'fwd+bwd': (None, fwd_bwd)}
+
+
+def minimal_bytes(direction, x, attn, ghost_add):
+    e = x.element_size()
+    xs, a, g = x.numel() * e, attn.numel() * e, ghost_add.numel() * e
+    fwd = xs + a + g + xs  # out has the numel of x at stride 1
+    bwd = (xs + xs + a + g) + (xs + a + g)
+    return {'fwd': fwd, 'bwd': bwd, 'fwd+bwd': fwd + bwd}[direction]
+
+
+def main():
+    args = parse_args()
+    dev = args.device
+    if dev == 'cuda' and not torch.cuda.is_available():
+        sys.exit('--device cuda: no GPU visible')
+    if not info()['ext_loaded']:
+        sys.exit('mmelsa._ext is not built')
+    dtypes = args.dtypes or (['float32'] if dev == 'cpu' else ['float32', 'float16', 'bfloat16'])
+    cases = args.cases or (['coco-s3'] if args.quick else
+                           (['coco-s2', 'coco-s3'] if dev == 'cpu' else list(CASES)))
+    reps = args.reps or (3 if args.quick else (5 if dev == 'cpu' else 20))
+    warmup = 1 if (args.quick or dev == 'cpu') else 5
+    cpu_peak = CpuPeak() if dev == 'cpu' else None
+    peak = (lambda fn: cpu_peak.measure(fn)) if dev == 'cpu' else cuda_peak
+
+    if dev == 'cuda':
+        name = torch.cuda.get_device_name()
+        bw = copy_bandwidth(dev)
+        print('# device: %s, torch %s, CUDA %s, D2D copy %.0f GB/s' %
+              (name, torch.__version__, torch.version.cuda, bw))
+    else:
+        bw = None
+        print('# device: cpu (%d threads), torch %s' % (torch.get_num_threads(),
+                                                         torch.__version__))
+    print('# command: python %s' % ' '.join(sys.argv))
+    print('# K=%d, ghost_add only, median of %d runs; peak = memory beyond the inputs' %
+          (K, reps))
+    print()
+    head = ['case', 'shape (B,C,H,W) G', 'dtype', 'dir', 'native ms', 'ref ms', 'speed-up',
+            'native peak MiB', 'ref peak MiB']
+    if dev == 'cuda':
+        head += ['native GB/s', '% of copy']
+    print('| ' + ' | '.join(head) + ' |')
+    print('|' + '---|' * len(head))
+    for case in cases:
+        B, C, H, W, G = CASES[case]
+        if args.batch:
+            B = args.batch
+        for dt in dtypes:
+            dtype = DTYPES[dt]
+            x, attn, ghost_add, grad = make_inputs(B, C, H, W, G, dtype, dev)
+            nat = runners(elsa_attention, x, attn, ghost_add, grad)
+            ref = None if args.no_reference else runners(elsa_reference, x, attn, ghost_add,
+                                                         grad)
+            for direction in DIRECTIONS:
+                row = {}
+                for label, impl in (('native', nat), ('ref', ref)):
+                    if impl is None:
+                        row[label] = (float('nan'), float('nan'))
+                        continue
+                    setup, fn = impl[direction]
+                    if setup:
+                        setup()
+                    try:
+                        mem = peak(fn)
+                        ms = time_fn(fn, dev, reps, warmup)
+                    except torch.cuda.OutOfMemoryError if dev == 'cuda' else MemoryError:
+                        ms, mem = float('nan'), float('nan')
+                    row[label] = (ms, mem)
+                (nms, nmem), (rms, rmem) = row['native'], row['ref']
+                cells = [case, '(%d,%d,%d,%d) %d' % (B, C, H, W, G), dt, direction,
+                         '%.3f' % nms, '%.3f' % rms, '%.1fx' % (rms / nms),
+                         '%.1f' % (nmem / 2**20), '%.1f' % (rmem / 2**20)]
+                if dev == 'cuda':
+                    gbs = minimal_bytes(direction, x, attn, ghost_add) / (nms * 1e-3) / 1e9
+                    cells += ['%.0f' % gbs, '%.0f%%' % (100 * gbs / bw)]
+                print('| ' + ' | '.join(cells) + ' |', flush=True)
+            del nat, ref, x, attn, ghost_add, grad
+            gc.collect()
+            if dev == 'cuda':
+                torch.cuda.empty_cache()
+
+
+if __name__ == '__main__':
+    main()
