@@ -22,18 +22,18 @@ Examples:
     python tools/analysis_tools/benchmark_elsa_op.py --device cuda --dtypes float32 float16
 """
 import argparse
-import ctypes
 import gc
 import os.path as osp
-import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
 from mmelsa.ops import elsa_attention, info  # noqa: E402
 from tests.reference.elsa_reference import elsa_reference  # noqa: E402
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+from bench_utils import CpuPeak, cuda_peak, time_fn  # noqa: E402
 
 K = 7
 # name: (B, C, H, W, G) -- Swin-T stages 1-3 at ImageNet 224 (batch 64) and COCO 800x1333 (batch 2)
@@ -63,70 +63,6 @@ def parse_args():
     p.add_argument('--quick', action='store_true',
                    help='few repetitions and, unless --cases is given, only coco-s3')
     return p.parse_args()
-
-
-# ------------------------------------------------------------------------------ measurement
-class CpuPeak:
-    """Peak resident-set growth of this process during a block (Linux)."""
-
-    def __init__(self):
-        self.ok = osp.exists('/proc/self/clear_refs')
-        if self.ok:
-            try:
-                ctypes.CDLL('libc.so.6').mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD = 64 KiB
-            except OSError:
-                self.ok = False
-
-    @staticmethod
-    def _status(key):
-        with open('/proc/self/status') as f:
-            for line in f:
-                if line.startswith(key + ':'):
-                    return int(line.split()[1]) * 1024
-        raise KeyError(key)
-
-    def measure(self, fn):
-        if not self.ok:
-            fn()
-            return float('nan')
-        gc.collect()
-        with open('/proc/self/clear_refs', 'w') as f:
-            f.write('5')  # reset VmHWM to the current RSS
-        base = self._status('VmRSS')
-        fn()
-        return self._status('VmHWM') - base
-
-
-def cuda_peak(fn):
-    torch.cuda.synchronize()
-    gc.collect()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    return torch.cuda.max_memory_allocated() - base
-
-
-def time_fn(fn, device, reps, warmup):
-    for _ in range(warmup):
-        fn()
-    times = []
-    if device == 'cuda':
-        torch.cuda.synchronize()
-        for _ in range(reps):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-    else:
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
 
 
 def copy_bandwidth(device):

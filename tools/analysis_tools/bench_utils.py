@@ -1,0 +1,88 @@
+"""Timing and peak-memory helpers shared by the benchmark scripts in this folder.
+
+Memory:
+* CUDA: ``torch.cuda.max_memory_allocated()`` minus the memory allocated before the call.
+* CPU: the growth of the process's peak resident set (VmHWM) during one call, after resetting the
+  peak (``/proc/self/clear_refs``, Linux) and setting glibc's mmap threshold to 64 KiB, so every
+  tensor buffer is its own mapping that is returned to the OS when freed: the figure is the
+  memory that was actually touched at the peak of the call, allocator caching excluded.
+"""
+import ctypes
+import gc
+import os.path as osp
+import statistics
+import time
+
+import torch
+
+
+class CpuPeak:
+    """Peak resident-set growth of this process during a call (Linux; NaN elsewhere)."""
+
+    def __init__(self):
+        self.ok = osp.exists('/proc/self/clear_refs')
+        if self.ok:
+            try:
+                ctypes.CDLL('libc.so.6').mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD = 64 KiB
+            except OSError:
+                self.ok = False
+
+    @staticmethod
+    def _status(key):
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(key + ':'):
+                    return int(line.split()[1]) * 1024
+        raise KeyError(key)
+
+    def measure(self, fn):
+        if not self.ok:
+            fn()
+            return float('nan')
+        gc.collect()
+        with open('/proc/self/clear_refs', 'w') as f:
+            f.write('5')  # reset VmHWM to the current RSS
+        base = self._status('VmRSS')
+        fn()
+        return self._status('VmHWM') - base
+
+
+def cuda_peak(fn):
+    """Bytes allocated at the peak of ``fn()`` beyond what was allocated before it."""
+    torch.cuda.synchronize()
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base
+
+
+def peak_memory(fn, device, cpu_peak=None):
+    """Peak extra bytes of one ``fn()`` on ``device`` ('cpu' or 'cuda')."""
+    if device == 'cuda':
+        return cuda_peak(fn)
+    return (cpu_peak or CpuPeak()).measure(fn)
+
+
+def time_fn(fn, device, reps, warmup):
+    """Median milliseconds of ``fn()`` after ``warmup`` calls (CUDA events on the GPU)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    if device == 'cuda':
+        torch.cuda.synchronize()
+        for _ in range(reps):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    else:
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
