@@ -32,7 +32,8 @@ def import_torch():
             'in this Python (' + sys.executable + ').\n'
             'Install it first, e.g. `pip install torch==2.13.0`, then run\n'
             '    pip install -e . --no-build-isolation\n'
-            'or let `bash tools/setup_env.sh` set up everything.')
+            'or let `bash tools/setup_env.sh` set up everything. If torch is installed, pip ran '
+            'this build in an isolated environment: add --no-build-isolation.')
     return torch
 
 

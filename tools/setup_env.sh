@@ -52,11 +52,15 @@ for spec in sys.argv[1:]:
 PYEOF
 }
 
-# 1. Build tools. setuptools<80: mmcv 2.1.0's setup.py still imports pkg_resources.
-if ! have 'setuptools<80' wheel ninja packaging numpy; then
-  say "installing build tools (setuptools<80, wheel, ninja, packaging, numpy)"
-  "${PIP[@]}" install -q 'setuptools<80' wheel ninja packaging numpy
-fi
+# 1. Build tools. setuptools<80: mmcv 2.1.0's setup.py still imports pkg_resources. Checked again
+# before the mmcv build: on a fresh venv a later install was seen to bring setuptools 84.
+ensure_build_tools() {
+  if ! have 'setuptools<80' wheel ninja packaging numpy; then
+    say "installing build tools (setuptools<80, wheel, ninja, packaging, numpy)"
+    "${PIP[@]}" install -q 'setuptools<80' wheel ninja packaging numpy
+  fi
+}
+ensure_build_tools
 
 # 2. torch: keep the one the user chose.
 if "$PY" -c 'import torch' 2>/dev/null; then
@@ -70,6 +74,7 @@ fi
 if have "mmcv==$MMCV_VERSION" && "$PY" -c 'import mmcv.ops' 2>/dev/null; then
   say "mmcv $MMCV_VERSION with ops already installed"
 else
+  ensure_build_tools
   say "building mmcv $MMCV_VERSION with ops from source (about 20 min on 2 cores the first time; seconds when pip's wheel cache has it)"
   t0=$SECONDS
   MMCV_WITH_OPS=1 MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" install --no-build-isolation "mmcv==$MMCV_VERSION" \
