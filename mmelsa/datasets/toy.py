@@ -1,0 +1,323 @@
+"""Seeded generator for the embedded toy datasets.
+
+Two tiny datasets let the whole train -> test loop run on a laptop CPU in minutes, with no
+download:
+
+* ``toy_coco``: COCO-format instance segmentation. Circles, squares and triangles of random
+  colour, size and rotation on textured backgrounds; boxes, polygon masks, categories.
+* ``toy_ade``: ADE20K-format semantic segmentation. A "wall" and a "floor" region with
+  different textures plus the same three shapes. PNG labels hold class indices with 0 meaning
+  "unlabelled" (a thin rim around every shape), so the configs load them with
+  ``reduce_zero_label=True`` exactly as ADE20K's are.
+
+Usage::
+
+    python -m mmelsa.datasets.toy --out data/ [--kind det|seg|all] [--seed 0]
+
+Generation is deterministic for a given seed (every image draws from its own generator seeded
+by ``(seed, split, index)``, so the train set does not change when the val size does), and
+idempotent: a finished dataset carries a stamp file, and a second call with the same seed,
+sizes and generator version does nothing.
+
+Only numpy and OpenCV are used (both come with mmcv/mmengine), and importing this module does
+not touch torch or the OpenMMLab registries.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import shutil
+import sys
+
+import numpy as np
+
+# Bump when the drawing code changes, so stale generated data is regenerated.
+GENERATOR_VERSION = 4
+STAMP = '.toy_dataset.json'
+
+DET_CLASSES = ('circle', 'square', 'triangle')
+# Label value k in the PNGs is SEG_CLASSES[k - 1]; 0 is unlabelled (ignored after
+# reduce_zero_label), as in ADE20K.
+SEG_CLASSES = ('wall', 'floor', 'circle', 'square', 'triangle')
+SEG_PALETTE = ((120, 120, 120), (80, 50, 50), (220, 20, 60), (0, 128, 255), (255, 200, 0))
+
+DET_SIZE = (160, 128)  # (width, height)
+SEG_SIZE = (128, 128)
+SPLITS = (('train', 0), ('val', 1))
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError:  # pragma: no cover - mmcv always brings OpenCV
+        sys.exit('The toy data generator needs OpenCV (pip install opencv-python); it is '
+                 'installed together with mmcv.')
+    return cv2
+
+
+# ----------------------------------------------------------------------------- drawing helpers
+def _smooth_noise(rng, h, w, cells, cv2):
+    """Low-frequency noise in [0, 1]: a coarse random grid upsampled bicubically."""
+    grid = rng.random((cells, cells)).astype(np.float32)
+    out = cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.clip(out, 0.0, 1.0)
+
+
+def _textured_background(rng, h, w, cv2):
+    """A random-colour gradient with blotches, fine stripes and pixel noise.
+
+    The texture is there so the detector cannot solve the task by thresholding a flat colour.
+    """
+    base = rng.uniform(40, 215, size=3)
+    tint = rng.uniform(-50, 50, size=3)
+    noise = _smooth_noise(rng, h, w, int(rng.integers(3, 7)), cv2)[..., None]
+    img = base + tint * (noise - 0.5) * 2
+    # Faint stripes at a random angle and period.
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    theta = rng.uniform(0, np.pi)
+    period = rng.uniform(6, 20)
+    stripes = np.sin((xx * np.cos(theta) + yy * np.sin(theta)) * 2 * np.pi / period)
+    img = img + stripes[..., None] * rng.uniform(4, 14)
+    img = img + rng.normal(0, 6, size=(h, w, 1))
+    return img
+
+
+def _contrasting_colour(rng, ref):
+    """A random colour at least ~80 (L2 in RGB) away from ``ref`` so objects stay visible."""
+    for _ in range(50):
+        colour = rng.uniform(0, 255, size=3)
+        if np.linalg.norm(colour - ref) > 80:
+            return colour
+    return 255.0 - ref
+
+
+def _shape_polygon(rng, kind, cx, cy, size):
+    """Vertices (N, 2) float of a shape with the given centre and outer diameter."""
+    r = size / 2.0
+    rot = rng.uniform(0, 2 * np.pi)
+    if kind == 'circle':
+        # 32 vertices: the polygon stored in the annotation and the drawn disk agree to a
+        # fraction of a pixel at these sizes.
+        n = 32
+        rot = 0.0
+    elif kind == 'square':
+        n = 4
+    else:  # triangle
+        n = 3
+    ang = rot + np.arange(n) * 2 * np.pi / n
+    return np.stack([cx + r * np.cos(ang), cy + r * np.sin(ang)], axis=1)
+
+
+def _fill(mask_or_img, poly, value, cv2):
+    # COCO puts pixel (i, j) at [j, j+1] x [i, i+1]; OpenCV centres it on (j, i). Shift by half
+    # a pixel so the rasterised mask is the annotated polygon's in COCO's convention.
+    # 4 fractional bits keep the vertices sub-pixel.
+    pts = np.round((poly - 0.5) * 16).astype(np.int32)
+    cv2.fillPoly(mask_or_img, [pts], value, lineType=cv2.LINE_8, shift=4)
+
+
+def _place_shapes(rng, h, w, n, min_size, max_size, cv2, margin=2):
+    """Draws up to ``n`` non-overlapping shapes; returns (kind_index, polygon, mask) triples.
+
+    Shapes never overlap, so a shape's polygon is exactly its visible mask (no occlusion
+    bookkeeping needed for the COCO annotations).
+    """
+    occupied = np.zeros((h, w), np.uint8)
+    shapes = []
+    for _ in range(n * 20):
+        if len(shapes) == n:
+            break
+        kind = int(rng.integers(len(DET_CLASSES)))
+        size = rng.uniform(min_size, max_size)
+        r = size / 2.0
+        cx = rng.uniform(r + margin, w - r - margin)
+        cy = rng.uniform(r + margin, h - r - margin)
+        poly = _shape_polygon(rng, DET_CLASSES[kind], cx, cy, size)
+        mask = np.zeros((h, w), np.uint8)
+        _fill(mask, poly, 1, cv2)
+        # Keep a 3-pixel gap between shapes (dilate the new mask before testing).
+        grown = cv2.dilate(mask, np.ones((7, 7), np.uint8))
+        if (grown & occupied).any() or mask.sum() < 30:
+            continue
+        occupied |= mask
+        shapes.append((kind, poly, mask))
+    return shapes
+
+
+def _finish(img):
+    return np.clip(img, 0, 255).astype(np.uint8)[..., ::-1]  # RGB -> BGR for cv2.imwrite
+
+
+# ----------------------------------------------------------------------------- datasets
+def _stamp_matches(root, meta):
+    path = osp.join(root, STAMP)
+    if not osp.isfile(path):
+        return False
+    try:
+        with open(path) as f:
+            return json.load(f) == meta
+    except (OSError, ValueError):
+        return False
+
+
+def _write_stamp(root, meta):
+    with open(osp.join(root, STAMP), 'w') as f:
+        json.dump(meta, f, indent=1, sort_keys=True)
+
+
+def generate_toy_coco(out_root, seed=0, num_train=200, num_val=50, force=False):
+    """Writes ``<out_root>/toy_coco`` and returns its path.
+
+    Layout (the same as COCO's, so mmdet's ``CocoDataset`` reads it unchanged)::
+
+        toy_coco/annotations/instances_{train,val}.json
+        toy_coco/{train,val}/000000.jpg ...
+    """
+    cv2 = _cv2()
+    root = osp.join(out_root, 'toy_coco')
+    meta = dict(kind='det', version=GENERATOR_VERSION, seed=seed, num_train=num_train,
+                num_val=num_val, classes=list(DET_CLASSES))
+    if not force and _stamp_matches(root, meta):
+        print(f'toy_coco: up to date in {root} (seed {seed}), nothing to do')
+        return root
+    if osp.isdir(root):
+        shutil.rmtree(root)
+    os.makedirs(osp.join(root, 'annotations'))
+    w, h = DET_SIZE
+    categories = [dict(id=i + 1, name=n, supercategory='shape') for i, n in enumerate(DET_CLASSES)]
+    counts = dict(train=num_train, val=num_val)
+    for split, split_id in SPLITS:
+        os.makedirs(osp.join(root, split))
+        images, anns = [], []
+        for idx in range(counts[split]):
+            rng = np.random.default_rng([seed, split_id, idx])
+            img = _textured_background(rng, h, w, cv2)
+            # 2-5 objects of 22-56 px: more positives per iteration and shapes large enough to
+            # tell apart, so the from-scratch toy model learns in a few hundred iterations.
+            shapes = _place_shapes(rng, h, w, int(rng.integers(2, 6)), 22, 56, cv2)
+            for kind, poly, mask in shapes:
+                ref = img[mask.astype(bool)].mean(axis=0)
+                colour = _contrasting_colour(rng, ref)
+                # A mild shading gradient over the object so its colour is not a constant.
+                shade = 1 + 0.15 * (_smooth_noise(rng, h, w, 3, cv2)[..., None] - 0.5)
+                img = np.where(mask[..., None].astype(bool), colour * shade, img)
+            img = img + rng.normal(0, 3, size=img.shape)  # sensor noise over everything
+            file_name = f'{idx:06d}.jpg'
+            cv2.imwrite(osp.join(root, split, file_name), _finish(img),
+                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+            image_id = idx + 1
+            images.append(dict(id=image_id, file_name=file_name, width=w, height=h))
+            for kind, poly, mask in shapes:
+                # COCO boxes are the polygon's tight extent (shapes lie inside the image).
+                x0, y0 = poly.min(axis=0)
+                x1, y1 = poly.max(axis=0)
+                anns.append(dict(
+                    id=len(anns) + 1, image_id=image_id, category_id=kind + 1,
+                    bbox=[round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
+                    area=float(mask.sum()),
+                    segmentation=[[round(float(v), 2) for v in poly.reshape(-1)]],
+                    iscrowd=0))
+        coco = dict(info=dict(description='mmelsa toy COCO-format shapes', version=str(
+            GENERATOR_VERSION), seed=seed), licenses=[], images=images, annotations=anns,
+            categories=categories)
+        with open(osp.join(root, 'annotations', f'instances_{split}.json'), 'w') as f:
+            json.dump(coco, f)
+        print(f'toy_coco/{split}: {len(images)} images, {len(anns)} instances')
+    _write_stamp(root, meta)  # last, so an interrupted run is redone next time
+    return root
+
+
+def _region_texture(rng, h, w, vertical, cv2):
+    """Wall: vertical stripes; floor: a checkerboard. Random colours, so the class is told by
+    texture and position, not by a fixed colour."""
+    base = rng.uniform(30, 225, size=3)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    period = rng.uniform(6, 14)
+    amp = rng.uniform(15, 35)
+    if vertical:
+        pattern = np.sign(np.sin(xx * 2 * np.pi / period))
+    else:
+        pattern = np.sign(np.sin(xx * 2 * np.pi / period) * np.sin(yy * 2 * np.pi / period))
+    img = base + amp * pattern[..., None]
+    img = img + 20 * (_smooth_noise(rng, h, w, 4, cv2)[..., None] - 0.5)
+    return img
+
+
+def generate_toy_ade(out_root, seed=0, num_train=200, num_val=50, force=False):
+    """Writes ``<out_root>/toy_ade`` and returns its path.
+
+    Layout (ADEChallengeData2016's)::
+
+        toy_ade/images/{training,validation}/000000.jpg
+        toy_ade/annotations/{training,validation}/000000.png   (uint8 class indices, 0 = none)
+    """
+    cv2 = _cv2()
+    root = osp.join(out_root, 'toy_ade')
+    meta = dict(kind='seg', version=GENERATOR_VERSION, seed=seed, num_train=num_train,
+                num_val=num_val, classes=list(SEG_CLASSES))
+    if not force and _stamp_matches(root, meta):
+        print(f'toy_ade: up to date in {root} (seed {seed}), nothing to do')
+        return root
+    if osp.isdir(root):
+        shutil.rmtree(root)
+    w, h = SEG_SIZE
+    counts = dict(train=num_train, val=num_val)
+    for (split, split_id), folder in zip(SPLITS, ('training', 'validation')):
+        img_dir = osp.join(root, 'images', folder)
+        ann_dir = osp.join(root, 'annotations', folder)
+        os.makedirs(img_dir)
+        os.makedirs(ann_dir)
+        for idx in range(counts[split]):
+            # Offset the split id so seg images are not the det images' random streams.
+            rng = np.random.default_rng([seed, 10 + split_id, idx])
+            # Horizon: a tilted line between 30% and 70% of the height.
+            yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+            y_left, y_right = rng.uniform(0.3 * h, 0.7 * h, size=2)
+            below = yy > y_left + (y_right - y_left) * xx / (w - 1)
+            wall = _region_texture(rng, h, w, True, cv2)
+            floor = _region_texture(rng, h, w, False, cv2)
+            img = np.where(below[..., None], floor, wall)
+            label = np.where(below, 2, 1).astype(np.uint8)
+            shapes = _place_shapes(rng, h, w, int(rng.integers(2, 5)), 24, 56, cv2)
+            for kind, poly, mask in shapes:
+                ref = img[mask.astype(bool)].mean(axis=0)
+                img = np.where(mask[..., None].astype(bool), _contrasting_colour(rng, ref), img)
+                # A 1-pixel unlabelled rim, like ADE20K's unannotated object borders.
+                rim = cv2.dilate(mask, np.ones((3, 3), np.uint8)) - cv2.erode(
+                    mask, np.ones((3, 3), np.uint8))
+                label[mask.astype(bool)] = 3 + kind
+                label[rim.astype(bool)] = 0
+            img = img + rng.normal(0, 4, size=img.shape)
+            cv2.imwrite(osp.join(img_dir, f'{idx:06d}.jpg'), _finish(img),
+                        [cv2.IMWRITE_JPEG_QUALITY, 95])
+            cv2.imwrite(osp.join(ann_dir, f'{idx:06d}.png'), label)
+        print(f'toy_ade/{folder}: {counts[split]} images')
+    _write_stamp(root, meta)
+    return root
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(
+        description='Generate the embedded toy datasets (COCO-format shapes for detection, '
+                    'ADE20K-format scenes for segmentation).')
+    p.add_argument('--out', default='data', help='parent folder (default: data)')
+    p.add_argument('--kind', choices=('det', 'seg', 'all'), default='all')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--num-train', type=int, default=200)
+    p.add_argument('--num-val', type=int, default=50)
+    p.add_argument('--force', action='store_true', help='regenerate even if up to date')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    kw = dict(seed=args.seed, num_train=args.num_train, num_val=args.num_val,
+              force=args.force)
+    if args.kind in ('det', 'all'):
+        generate_toy_coco(args.out, **kw)
+    if args.kind in ('seg', 'all'):
+        generate_toy_ade(args.out, **kw)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,113 @@
+"""Bad inputs to tools/train.py and tools/test.py end in one clear line, not a traceback."""
+import json
+import os.path as osp
+
+import pytest
+
+from .conftest import REPO, needs_stack, run_tool, toy_data_options
+
+DET = 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-12e_toy-coco.py'
+SEG = 'configs/toy/upernet_elsa-swin-toy_1xb8-400i_toy-ade-128x128.py'
+pytestmark = needs_stack
+
+
+def _assert_clear(res, *fragments):
+    out = res.stdout + res.stderr
+    assert res.returncode == 2, out
+    assert 'Traceback' not in out, out
+    for frag in fragments:
+        assert frag in out, out
+
+
+def test_missing_config():
+    res = run_tool(['tools/train.py', 'configs/toy/no-such-config.py'])
+    _assert_clear(res, 'config file not found: configs/toy/no-such-config.py')
+
+
+def test_missing_config_suggests_close_name():
+    res = run_tool(['tools/test.py', DET.replace('12e', '12x'), 'x.pth'])
+    _assert_clear(res, 'config file not found', 'did you mean ' + DET)
+
+
+def test_missing_data_root(tmp_path):
+    missing = str(tmp_path / 'nowhere')
+    res = run_tool(['tools/train.py', DET, '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+                    f'train_dataloader.dataset.data_root={missing}'])
+    _assert_clear(res, f'data root {missing} does not exist',
+                  'python -m mmelsa.datasets.toy')
+
+
+def test_missing_seg_images(tmp_path, toy_root):
+    opts = toy_data_options('seg', toy_root)
+    res = run_tool(['tools/train.py', SEG, '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+                    *opts, 'train_dataloader.dataset.data_prefix.img_path=images/train'])
+    _assert_clear(res, 'data_prefix.img_path folder', 'images/train does not exist')
+
+
+def test_missing_annotation_file(tmp_path, toy_root):
+    opts = toy_data_options('det', toy_root)
+    res = run_tool(['tools/train.py', DET, '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+                    *opts, 'train_dataloader.dataset.ann_file=annotations/instances_x.json'])
+    _assert_clear(res, 'annotation file', 'instances_x.json does not exist')
+
+
+def test_wrong_annotation_file(tmp_path, toy_root):
+    # A JSON file that is not a COCO instances file.
+    wrong = tmp_path / 'not_coco.json'
+    wrong.write_text(json.dumps({'images': []}))
+    opts = toy_data_options('det', toy_root)
+    res = run_tool(['tools/train.py', DET, '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+                    *opts, f'train_dataloader.dataset.ann_file={wrong}'])
+    _assert_clear(res, 'is not a COCO instances file', 'annotations, categories')
+
+
+def test_wrong_evaluator_annotation(tmp_path, toy_root):
+    opts = toy_data_options('det', toy_root)
+    ckpt = tmp_path / 'fake.pth'
+    ckpt.write_bytes(b'')
+    res = run_tool(['tools/test.py', DET, str(ckpt), '--work-dir', str(tmp_path / 'w'),
+                    '--cfg-options', *opts, 'test_evaluator.ann_file=/nope/val.json'])
+    _assert_clear(res, 'test_evaluator: annotation file /nope/val.json does not exist')
+
+
+@pytest.mark.parametrize('key, message', [
+    ('train_cfg.max_epoch=1', 'train_cfg has no "max_epoch"; did you mean "max_epochs"?'),
+    ('model.backbnoe.depths=[1,1,1,1]', 'model has no "backbnoe"; did you mean "backbone"?'),
+    ('trian_dataloader.batch_size=2', 'no top-level "trian_dataloader"; did you mean '
+                                      '"train_dataloader"?'),
+    ('train_cfg.max_epochs.x=1', '"train_cfg.max_epochs" is 12, not a dict'),
+])
+def test_unknown_cfg_option(tmp_path, key, message):
+    res = run_tool(['tools/train.py', DET, '--work-dir', str(tmp_path / 'w'),
+                    '--cfg-options', key])
+    _assert_clear(res, message)
+
+
+def test_new_cfg_key_is_allowed():
+    """Setting a constructor argument the config leaves at its default is not a typo."""
+    import sys
+    sys.path.insert(0, osp.join(REPO, 'tools'))
+    import _common
+    cfg = _common.load_config(osp.join(REPO, DET), {'model.backbone.with_cp': True,
+                                                    'randomness.deterministic': True})
+    assert cfg.model.backbone.with_cp is True
+
+
+def test_missing_checkpoint(tmp_path, toy_root):
+    res = run_tool(['tools/test.py', DET, str(tmp_path / 'none.pth'), '--cfg-options',
+                    *toy_data_options('det', toy_root)])
+    _assert_clear(res, 'none.pth does not exist')
+
+
+def test_missing_pretrained(tmp_path, toy_root):
+    """The full recipes point at a placeholder ImageNet checkpoint: say how to supply it."""
+    cfg = 'configs/elsa_swin/mask-rcnn_elsa-swin-t-p4-w7_fpn_amp-ms-crop-1x_coco.py'
+    opts = [o for o in toy_data_options('det', toy_root)]
+    res = run_tool(['tools/train.py', cfg, '--work-dir', str(tmp_path / 'w'),
+                    '--cfg-options', *opts,
+                    'train_dataloader.dataset.ann_file=annotations/instances_train.json',
+                    'train_dataloader.dataset.data_prefix.img=train/',
+                    'val_dataloader.dataset.ann_file=annotations/instances_val.json',
+                    'val_dataloader.dataset.data_prefix.img=val/'])
+    _assert_clear(res, 'checkpoints/elsa_swin_tiny_in1k.pth does not exist',
+                  'model.backbone.init_cfg.checkpoint=')

@@ -1,0 +1,57 @@
+"""tools/analysis_tools/get_flops.py counts the ELSA operator, which plain tracers miss."""
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+from .conftest import REPO, needs_stack
+
+pytestmark = needs_stack
+DET = osp.join(REPO, 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-12e_toy-coco.py')
+SEG = osp.join(REPO, 'configs/toy/upernet_elsa-swin-toy_1xb8-400i_toy-ade-128x128.py')
+
+
+def _tool():
+    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
+    import get_flops
+    return get_flops
+
+
+def test_elsa_op_flops_match_the_calls(monkeypatch):
+    """The operator column equals K*K*(1 + ghost) per output element summed over the actual
+    calls of mmelsa.ops.elsa_attention (recorded here by wrapping the function)."""
+    gf = _tool()
+    import mmelsa.ops
+    import _common
+    _common.import_mmelsa()
+    calls = []
+    real = mmelsa.ops.elsa_attention
+
+    def spy(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dilation=1, stride=1):
+        calls.append((tuple(x.shape), kernel_size, stride,
+                      ghost_mul is not None or ghost_add is not None))
+        return real(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride)
+
+    monkeypatch.setattr(mmelsa.ops, 'elsa_attention', spy)
+    cfg = _common.load_config(DET)
+    res = gf.count(cfg, (128, 160), backbone_only=True)
+    assert calls, 'the toy backbone has ELSA blocks'
+    # One forward pass calls the operator once per ELSA block.
+    n_elsa_blocks = sum(cfg.model.backbone.depths[:3])
+    assert len(calls) % n_elsa_blocks == 0
+    one_pass = calls[:n_elsa_blocks]
+    expected = sum(gf.elsa_op_flops(s, k, st, g) for s, k, st, g in one_pass)
+    assert res['elsa_flops'] == expected > 0
+    assert res['flops'] > res['elsa_flops']
+
+
+@pytest.mark.slow
+def test_table_for_toy_configs(capsys):
+    gf = _tool()
+    rows = gf.main([DET, SEG, '--shape', '128', '160'])
+    out = capsys.readouterr().out
+    assert 'of which ELSA op' in out and len(rows) == 2
+    for row in rows:
+        assert float(row[2]) > float(row[3]) > 0  # total params > backbone params
+        assert float(row[4]) > float(row[5]) > 0

@@ -1,0 +1,94 @@
+"""Flag handling of tools/train.py and tools/test.py (in process, no training)."""
+import os.path as osp
+import subprocess
+
+import pytest
+
+from .conftest import REPO, needs_stack, toy_data_options
+
+DET = osp.join(REPO, 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-12e_toy-coco.py')
+SEG = osp.join(REPO, 'configs/toy/upernet_elsa-swin-toy_1xb8-400i_toy-ade-128x128.py')
+FULL_DET = osp.join(REPO, 'configs/elsa_swin/'
+                    'mask-rcnn_elsa-swin-t-p4-w7_fpn_amp-ms-crop-3x_coco.py')
+pytestmark = needs_stack
+
+
+@pytest.fixture
+def tools():
+    import sys
+    sys.path.insert(0, osp.join(REPO, 'tools'))
+    import _common
+    import test as test_tool
+    import train as train_tool
+    _common.import_mmelsa()
+    return train_tool, test_tool
+
+
+def test_train_flags(tools, tmp_path):
+    train, _ = tools
+    cfg = train.build_cfg(train.parse_args([DET, '--amp', '--resume', '--work-dir',
+                                            str(tmp_path)]))
+    assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+    assert cfg.resume is True and cfg.load_from is None  # bare --resume: the latest ckpt
+    assert cfg.work_dir == str(tmp_path) and cfg.launcher == 'none'
+    cfg = train.build_cfg(train.parse_args([DET]))
+    assert cfg.work_dir == osp.join('./work_dirs', 'mask-rcnn_elsa-swin-toy_fpn_1xb8-12e_toy-coco')
+    assert not cfg.resume
+
+
+def test_train_resume_from_path(tools, tmp_path):
+    train, _ = tools
+    ckpt = tmp_path / 'epoch_1.pth'
+    ckpt.write_bytes(b'x')
+    cfg = train.build_cfg(train.parse_args([DET, '--resume', str(ckpt)]))
+    assert cfg.resume is True and cfg.load_from == str(ckpt)
+
+
+def test_cpu_distributed_uses_gloo(tools):
+    import torch
+    train, _ = tools
+    cfg = train.build_cfg(train.parse_args([DET, '--launcher', 'pytorch']))
+    want = 'nccl' if torch.cuda.is_available() else 'gloo'
+    assert cfg.env_cfg.dist_cfg.backend == want
+
+
+def test_task_detection(tools):
+    import _common
+    assert _common.task_of(_common.load_config(DET)) == 'det'
+    assert _common.task_of(_common.load_config(SEG)) == 'seg'
+
+
+def test_test_flags_seg_tta_show_out(tools, tmp_path, toy_root):
+    _, test = tools
+    ckpt = tmp_path / 'm.pth'
+    ckpt.write_bytes(b'x')
+    cfg, task = test.build_cfg(test.parse_args([
+        SEG, str(ckpt), '--tta', '--show-dir', 'vis', '--out', str(tmp_path / 'png')]))
+    assert task == 'seg'
+    assert cfg.model.type == 'SegTTAModel' and cfg.model.module.type == 'EncoderDecoder'
+    assert cfg.test_dataloader.dataset.pipeline[1].type == 'TestTimeAug'
+    assert cfg.visualizer.save_dir == osp.join(cfg.work_dir, 'vis')  # under the work dir
+    assert cfg.default_hooks.visualization.draw and cfg.default_hooks.visualization.interval == 1
+    assert cfg.test_evaluator.output_dir == str(tmp_path / 'png')
+    assert cfg.load_from == str(ckpt)
+
+
+def test_test_flags_det(tools, tmp_path):
+    _, test = tools
+    ckpt = tmp_path / 'm.pth'
+    ckpt.write_bytes(b'x')
+    cfg, task = test.build_cfg(test.parse_args([FULL_DET, str(ckpt), '--show-dir', 'vis']))
+    assert task == 'det' and cfg.default_hooks.visualization.test_out_dir == 'vis'
+    # the placeholder ImageNet checkpoint is not needed to test a trained model
+    assert cfg.model.backbone.init_cfg is None
+    import _common
+    with pytest.raises(_common.UsageError, match='merges boxes only'):
+        test.build_cfg(test.parse_args([DET, str(ckpt), '--tta']))
+    with pytest.raises(_common.UsageError, match='.pkl'):
+        test.build_cfg(test.parse_args([DET, str(ckpt), '--out', 'x.json']))
+
+
+@pytest.mark.parametrize('script', ['dist_train.sh', 'dist_test.sh', 'slurm_train.sh',
+                                    'run_toy.sh'])
+def test_shell_scripts_parse(script):
+    subprocess.run(['bash', '-n', osp.join(REPO, 'tools', script)], check=True)

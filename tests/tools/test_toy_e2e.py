@@ -1,0 +1,144 @@
+"""The toy loop end to end: tools/run_toy.sh, --resume after an interruption, and a
+2-process (gloo, CPU) run through tools/dist_train.sh. Short schedules on the small toy sets
+(24 train / 8 val images); they check the plumbing, not the accuracy (docs/benchmarks.md has
+the full toy run's numbers)."""
+import json
+import os
+import os.path as osp
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from .conftest import REPO, needs_stack, python, run_tool, toy_data_options
+
+DET = 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-12e_toy-coco.py'
+SEG = 'configs/toy/upernet_elsa-swin-toy_1xb8-400i_toy-ade-128x128.py'
+pytestmark = [needs_stack, pytest.mark.slow]
+
+
+def _metrics(stdout):
+    lines = [ln for ln in stdout.splitlines() if ln.startswith('mmelsa-metrics: ')]
+    assert lines, stdout[-3000:]
+    return json.loads(lines[-1][len('mmelsa-metrics: '):])
+
+
+def test_run_toy_script(tmp_path, toy_root):
+    """tools/run_toy.sh with a 1-epoch / 10-iteration schedule: trains, tests, reports the
+    metrics and writes prediction pictures for both tasks."""
+    stamp = osp.join(toy_root, 'toy_coco', '.toy_dataset.json')
+    before = os.path.getmtime(stamp)
+    work = tmp_path / 'work'
+    res = run_tool(['bash', 'tools/run_toy.sh'], env=dict(
+        DATA_DIR=toy_root, WORK_DIR=str(work), PYTHON=python(),
+        # the session's small sets: the stamp matches, nothing is regenerated
+        TOY_GEN_ARGS='--num-train 24 --num-val 8',
+        DET_TRAIN_ARGS='--cfg-options train_cfg.max_epochs=1',
+        SEG_TRAIN_ARGS='--cfg-options train_cfg.max_iters=10 train_cfg.val_interval=100'),
+        timeout=900)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-5000:]
+    summary = out[out.index('toy end-to-end results'):]
+    det = json.loads(re.search(r'^det \(\d+s\): (.*)$', summary, re.M).group(1))
+    seg = json.loads(re.search(r'^seg \(\d+s\): (.*)$', summary, re.M).group(1))
+    for k in ('coco/bbox_mAP', 'coco/bbox_mAP_50', 'coco/segm_mAP'):
+        assert 0.0 <= det[k] <= 1.0
+    assert 0.0 <= seg['mIoU'] <= 100.0
+    pics = [f for d, _, fs in os.walk(work) if 'vis' in d for f in fs
+            if f.endswith(('.png', '.jpg'))]
+    assert len(pics) >= 16, pics  # 8 val pictures per task
+    assert 'total wall time' in summary
+    assert os.path.getmtime(stamp) == before  # idempotent: the data was not regenerated
+
+
+def _train_cmd(work, epochs, data_opts, extra=()):
+    return [python(), 'tools/train.py', DET, '--work-dir', str(work), '--cfg-options',
+            f'train_cfg.max_epochs={epochs}', f'train_cfg.val_interval={epochs}',
+            'train_dataloader.batch_size=4', *data_opts, *extra]
+
+
+def test_resume_after_interruption(tmp_path, toy_root):
+    """Kill a 3-epoch run after its first checkpoint; `--resume` (no path) continues from the
+    last checkpoint: same epoch/iteration counters, optimizer and scheduler state."""
+    opts = toy_data_options('det', toy_root)
+    work = tmp_path / 'work'
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS='2')
+    log = open(tmp_path / 'first.log', 'w')
+    proc = subprocess.Popen(_train_cmd(work, 3, opts), cwd=REPO, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    last = work / 'last_checkpoint'
+    deadline = time.time() + 400
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert last.exists(), open(tmp_path / 'first.log').read()[-3000:]
+    time.sleep(0.5)  # the checkpoint file is complete once last_checkpoint names it
+    os.killpg(proc.pid, signal.SIGKILL)  # the group we started (start_new_session)
+    proc.wait()
+    ckpt_path = last.read_text().strip()
+    ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=False)
+    epoch, it = ckpt['meta']['epoch'], ckpt['meta']['iter']
+    assert epoch >= 1 and it == epoch * 6  # 24 images / batch 4
+
+    # In process: the state the Runner resumes with is the checkpoint's.
+    sys.path.insert(0, osp.join(REPO, 'tools'))
+    import train as train_tool
+    args = train_tool.parse_args(_train_cmd(work, 3, opts, ['--resume'])[2:])
+    cfg = train_tool.build_cfg(args)
+    import _common
+    runner = _common.runner_class().from_cfg(cfg)  # what tools/train.py builds
+    runner.load_or_resume()
+    assert (runner.epoch, runner.iter) == (epoch, it)
+    opt = runner.optim_wrapper.state_dict()
+    assert opt['param_groups'] == ckpt['optimizer']['param_groups']
+    for pid, st in ckpt['optimizer']['state'].items():
+        assert torch.equal(opt['state'][pid]['exp_avg'], st['exp_avg'])
+        assert int(opt['state'][pid]['step']) == int(st['step']) == it
+    assert [s.state_dict() for s in runner.param_schedulers] == ckpt['param_schedulers']
+    del runner
+
+    # And the CLI continues to the end from there.
+    res = run_tool(_train_cmd(work, 3, opts, ['--resume'])[1:], timeout=600)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert f'resumed epoch: {epoch}, iter: {it}' in out, out[-3000:]
+    final = torch.load(work / 'epoch_3.pth', map_location='cpu', weights_only=False)
+    assert (final['meta']['epoch'], final['meta']['iter']) == (3, 18)
+
+
+def test_dist_train_two_processes_gloo(tmp_path, toy_root):
+    """tools/dist_train.sh with 2 CPU processes (the tools switch NCCL to gloo without GPUs)."""
+    work = tmp_path / 'dist'
+    res = run_tool(['bash', 'tools/dist_train.sh', DET, '2', '--work-dir', str(work),
+                    '--cfg-options', 'train_cfg.max_epochs=1', 'train_cfg.val_interval=1',
+                    'train_dataloader.batch_size=2', 'val_dataloader.batch_size=2',
+                    *toy_data_options('det', toy_root)],
+                   env=dict(PYTHON=python(), PORT=str(29500 + os.getpid() % 1000),
+                            OMP_NUM_THREADS='1'), timeout=600)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-5000:]
+    # mmengine's runtime-environment log ("GPU number" is its name for the world size)
+    assert 'Distributed training: True' in out and 'GPU number: 2' in out, out[-5000:]
+    assert "backend='gloo'" in out or '"backend": "gloo"' in out or "'backend': 'gloo'" in out
+    ckpt = torch.load(work / 'epoch_1.pth', map_location='cpu', weights_only=False)
+    # 24 images split over 2 ranks with 2 per rank: 6 iterations per epoch.
+    assert ckpt['meta']['iter'] == 6
+    assert 'coco/bbox_mAP' in out
+
+
+def test_test_tool_seg_tta_and_out(tmp_path, toy_root):
+    """tools/test.py --tta (ms + flip) and --out on the segmenter, from a 5-iteration model."""
+    work = tmp_path / 'seg'
+    opts = toy_data_options('seg', toy_root)
+    res = run_tool(['tools/train.py', SEG, '--work-dir', str(work), '--cfg-options',
+                    'train_cfg.max_iters=5', 'train_cfg.val_interval=100', *opts])
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    ckpt = (work / 'last_checkpoint').read_text().strip()
+    res = run_tool(['tools/test.py', SEG, ckpt, '--work-dir', str(work), '--tta',
+                    '--out', str(tmp_path / 'pred'), '--cfg-options', *opts])
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    assert 'mIoU' in _metrics(res.stdout)
+    assert len(os.listdir(tmp_path / 'pred')) == 8

@@ -1,0 +1,307 @@
+"""Shared plumbing of tools/train.py and tools/test.py.
+
+Everything here runs *before* the mmengine Runner is built, so mistakes a user can make on the
+command line (a wrong config path, a dataset that was never generated or downloaded, a typo in
+``--cfg-options``) end in one readable line instead of a traceback from deep inside a dataset
+constructor half a minute later.
+"""
+import difflib
+import json
+import os
+import os.path as osp
+import sys
+
+# Keys that mmengine's Runner.from_cfg (and the det/seg tools) read although a config may not
+# define them; `--cfg-options` may set these even when absent from the config.
+RUNNER_KEYS = {
+    'model', 'work_dir', 'train_dataloader', 'val_dataloader', 'test_dataloader', 'train_cfg',
+    'val_cfg', 'test_cfg', 'auto_scale_lr', 'optim_wrapper', 'param_scheduler', 'val_evaluator',
+    'test_evaluator', 'default_hooks', 'custom_hooks', 'data_preprocessor', 'load_from',
+    'resume', 'launcher', 'env_cfg', 'log_processor', 'log_level', 'visualizer',
+    'default_scope', 'randomness', 'experiment_name', 'cfg', 'compile', 'tta_model',
+    'tta_pipeline', 'custom_imports', 'runner_type', 'model_wrapper_cfg', 'strategy',
+}
+
+
+class UsageError(Exception):
+    """A problem the user can fix from the command line; printed without a traceback."""
+
+
+def fail(msg):
+    """Print ``msg`` as a one-screen error and exit with status 2 (argparse's usage code)."""
+    sys.stderr.write(f'error: {msg}\n')
+    sys.exit(2)
+
+
+def import_mmelsa():
+    """Import mmelsa before anything builds a model or loads a checkpoint.
+
+    Besides registering ELSASwinTransformer into mmdet's / mmseg's MODELS, the import applies
+    mmelsa.compat (mmengine 0.10.7 cannot otherwise load its own checkpoints under torch >= 2.6,
+    whose torch.load defaults to weights_only=True), which `--resume` and tools/test.py need.
+    """
+    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
+    if repo not in sys.path:
+        sys.path.insert(0, repo)  # a source checkout works without `pip install -e .`
+    import mmelsa  # noqa: F401
+    # Binding into mmdet's/mmseg's MODELS is idempotent; importing the module explicitly keeps
+    # the tools working whatever `import mmelsa` itself pulls in.
+    import mmelsa.registry  # noqa: F401
+    return mmelsa
+
+
+def load_config(path, cfg_options=None):
+    from mmengine.config import Config
+    if not osp.isfile(path):
+        hint = ''
+        folder = osp.dirname(path) or '.'
+        if osp.isdir(folder):
+            near = difflib.get_close_matches(osp.basename(path), os.listdir(folder), n=1)
+            if near:
+                hint = f' (did you mean {osp.join(folder, near[0])}?)'
+        raise UsageError(f'config file not found: {path}{hint}')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        check_cfg_options(cfg, cfg_options)
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def _children(node):
+    if isinstance(node, dict):
+        return [str(k) for k in node.keys()]
+    if isinstance(node, (list, tuple)):
+        return [str(i) for i in range(len(node))]
+    return []
+
+
+def check_cfg_options(cfg, options):
+    """Reject `--cfg-options` keys that are almost certainly typos.
+
+    A key may legitimately add something new (``model.backbone.with_cp=True`` sets a
+    constructor argument the config leaves at its default), so a missing key is only an error
+    when (a) its top level is neither in the config nor a key the Runner reads, or (b) a
+    missing component has a close spelling among its existing siblings (``model.backbnoe``),
+    or (c) the path runs into a value that is not a dict or list.
+    """
+    for full_key in options:
+        parts = full_key.split('.')
+        if parts[0] not in cfg and parts[0] not in RUNNER_KEYS:
+            near = difflib.get_close_matches(parts[0], list(cfg.keys()) + sorted(RUNNER_KEYS),
+                                             n=1, cutoff=0.6)
+            hint = f'; did you mean "{near[0]}"?' if near else ''
+            raise UsageError(f'unknown --cfg-options key "{full_key}": the config has no '
+                             f'top-level "{parts[0]}"{hint}')
+        node = cfg._cfg_dict  # the ConfigDict behind the Config (a dict subclass)
+        for depth, part in enumerate(parts):
+            if isinstance(node, (list, tuple)):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise UsageError(
+                        f'bad --cfg-options key "{full_key}": "{".".join(parts[:depth])}" is a '
+                        f'list of {len(node)} items, "{part}" is not an index into it')
+                node = node[int(part)]
+                continue
+            if not isinstance(node, dict):
+                shown = repr(node) if len(repr(node)) < 60 else repr(node)[:57] + '...'
+                raise UsageError(
+                    f'bad --cfg-options key "{full_key}": "{".".join(parts[:depth])}" is '
+                    f'{shown}, not a dict, so it has no "{part}"')
+            if part not in node:
+                near = difflib.get_close_matches(part, _children(node), n=1, cutoff=0.75)
+                if near and near[0] != part:
+                    where = '.'.join(parts[:depth]) or 'the config'
+                    raise UsageError(f'unknown --cfg-options key "{full_key}": {where} has no '
+                                     f'"{part}"; did you mean "{near[0]}"?')
+                break  # a genuinely new key: allowed (it may be a constructor default)
+            node = node[part]
+
+
+def task_of(cfg):
+    """'det' or 'seg' from the config's default_scope, falling back to the model type."""
+    scope = cfg.get('default_scope')
+    if scope in ('mmdet', 'mmseg'):
+        return 'det' if scope == 'mmdet' else 'seg'
+    model_type = str(cfg.get('model', {}).get('type', ''))
+    if model_type.split('.')[-1] in ('EncoderDecoder', 'CascadeEncoderDecoder', 'SegTTAModel'):
+        return 'seg'
+    return 'det'
+
+
+def _is_remote(path):
+    return isinstance(path, str) and '://' in path
+
+
+def _inner_datasets(ds_cfg):
+    """Yield the leaf dataset configs under wrappers (RepeatDataset, ConcatDataset, ...)."""
+    if ds_cfg is None:
+        return
+    if 'datasets' in ds_cfg:
+        for sub in ds_cfg['datasets']:
+            yield from _inner_datasets(sub)
+    elif 'dataset' in ds_cfg:
+        yield from _inner_datasets(ds_cfg['dataset'])
+    else:
+        yield ds_cfg
+
+
+def _join(root, path):
+    if not path:
+        return root
+    if root is None or osp.isabs(path) or _is_remote(path):
+        return path
+    return osp.join(root, path)
+
+
+TOY_HINT = ('generate the toy data with `python -m mmelsa.datasets.toy --out data`, or point '
+            'the config at your copy of the dataset, e.g. --cfg-options '
+            'train_dataloader.dataset.data_root=/path/ (see configs/*/README.md)')
+
+
+def _check_coco_json(path, where):
+    # Parse small files only: a real COCO train json is ~450 MB and the dataset parses it
+    # anyway; the toy and val files are small enough to check here in milliseconds.
+    if os.path.getsize(path) > 64 * 2**20:
+        return
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except ValueError as e:
+        raise UsageError(f'{where}: annotation file {path} is not valid JSON ({e})')
+    missing = [k for k in ('images', 'annotations', 'categories') if k not in data]
+    if not isinstance(data, dict) or missing:
+        raise UsageError(f'{where}: annotation file {path} is not a COCO instances file '
+                         f'(missing {", ".join(missing) or "top-level object"})')
+
+
+def check_datasets(cfg, which):
+    """Check the files the named dataloaders read exist, before the Runner is built."""
+    for loader_key in which:
+        loader = cfg.get(loader_key)
+        if not loader or 'dataset' not in loader:
+            continue
+        for ds in _inner_datasets(loader['dataset']):
+            root = ds.get('data_root')
+            where = f'{loader_key}.dataset ({ds.get("type", "?")}, data_root={root!r})'
+            if _is_remote(root):
+                continue  # object storage (petrel, s3 ...): nothing to check locally
+            if root and not osp.isdir(root):
+                raise UsageError(f'{where}: data root {root} does not exist; {TOY_HINT}')
+            ann = ds.get('ann_file')
+            if ann:
+                ann_path = _join(root, ann)
+                if not osp.isfile(ann_path):
+                    raise UsageError(
+                        f'{where}: annotation file {ann_path} does not exist; {TOY_HINT}')
+                if ann_path.endswith('.json') and 'Coco' in str(ds.get('type', '')):
+                    _check_coco_json(ann_path, where)
+            prefix = ds.get('data_prefix') or {}
+            for name, sub in prefix.items():
+                if not sub or _is_remote(sub):
+                    continue
+                path = _join(root, sub)
+                if not osp.isdir(path):
+                    raise UsageError(f'{where}: data_prefix.{name} folder {path} does not '
+                                     f'exist; {TOY_HINT}')
+                if not os.listdir(path):
+                    raise UsageError(f'{where}: data_prefix.{name} folder {path} is empty')
+    # The COCO evaluator reads its own copy of the val/test annotation path.
+    for ev_key in ('val_evaluator', 'test_evaluator'):
+        if (ev_key == 'val_evaluator') != ('val_dataloader' in which):
+            continue
+        evs = cfg.get(ev_key)
+        for ev in (evs if isinstance(evs, (list, tuple)) else [evs]):
+            if isinstance(ev, dict) and ev.get('ann_file') and not _is_remote(ev['ann_file']):
+                if not osp.isfile(ev['ann_file']):
+                    raise UsageError(f'{ev_key}: annotation file {ev["ann_file"]} does not '
+                                     f'exist; {TOY_HINT}')
+
+
+def check_pretrained(cfg):
+    """A Pretrained init_cfg pointing at a local file that is not there fails late (after
+    the dataloaders are built) with a bare FileNotFoundError; say what to do instead."""
+    backbone = cfg.get('model', {}).get('backbone', {}) or {}
+    if cfg.get('model', {}).get('type') in ('SegTTAModel', 'DetTTAModel'):
+        backbone = cfg.model.get('module', {}).get('backbone', {}) or {}
+    init = backbone.get('init_cfg') or {}
+    ckpt = init.get('checkpoint') if isinstance(init, dict) else None
+    if init.get('type') == 'Pretrained' and ckpt and not _is_remote(ckpt) and \
+            not ckpt.startswith(('torchvision://', 'open-mmlab://', 'mmcls://')) and \
+            not osp.isfile(ckpt):
+        raise UsageError(
+            f'model.backbone.init_cfg.checkpoint {ckpt} does not exist. Download the '
+            'ImageNet-1K ELSA-Swin checkpoint and pass its path with --cfg-options '
+            'model.backbone.init_cfg.checkpoint=/path/to/ckpt.pth (or train from scratch with '
+            'model.backbone.init_cfg=None); see configs/elsa_swin/README.md')
+
+
+def use_gloo_without_cuda(cfg):
+    """Make a CPU-only distributed run (``--launcher pytorch`` without GPUs, e.g. the
+    2-process test of the toy detector) work with mmengine 0.10.7, whose defaults assume GPUs:
+
+    * the OpenMMLab runtimes default to NCCL, which needs GPUs: use gloo;
+    * the Runner wraps the model in DDP with ``device_ids=[LOCAL_RANK]``, which DDP rejects
+      for a CPU module: ask for ``device_ids=None`` through ``model_wrapper_cfg``;
+    * mmengine's ``init_dist`` calls ``torch.cuda.set_device``, which a CPU build of torch
+      lacks: :func:`init_cpu_process_group` creates the process group first (the Runner
+      skips ``init_dist`` when one exists).
+    """
+    import torch
+    if cfg.get('launcher', 'none') == 'none' or torch.cuda.is_available():
+        return
+    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
+    if dist_cfg.get('backend', 'nccl') == 'nccl':
+        dist_cfg['backend'] = 'gloo'
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(
+            type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
+            find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
+def init_cpu_process_group(cfg):
+    """See :func:`use_gloo_without_cuda`; torchrun's env:// variables give rank and size."""
+    import torch
+    import torch.distributed as dist
+    if cfg.get('launcher') != 'pytorch' or torch.cuda.is_available() or \
+            dist.is_initialized():
+        return
+    dist.init_process_group(backend=cfg.env_cfg.dist_cfg.get('backend', 'gloo'),
+                            rank=int(os.environ['RANK']),
+                            world_size=int(os.environ['WORLD_SIZE']))
+
+
+def runner_class():
+    """mmengine's Runner with a fix for resuming the optimizer's hyper-parameters.
+
+    mmengine 0.10.7's ``Runner.resume`` loads the optimizer state and then *builds* the
+    parameter schedulers, and every scheduler steps once in its constructor: a LinearLR
+    warm-up multiplies the restored lr by its ``start_factor`` again, and the chained
+    schedulers that follow (cosine, poly) compute every later lr from that wrong value. The
+    resumed run then trains with an lr up to 1/start_factor too small (upstream report:
+    open-mmlab/mmengine#1542). Here the optimizer's param-group values are put back right
+    after the schedulers are built during a resume (their states are loaded afterwards).
+    tests/tools/test_toy_e2e.py::test_resume_after_interruption checks the result.
+    """
+    from mmengine.runner import Runner
+
+    class ResumeSafeRunner(Runner):
+
+        def resume(self, *args, **kwargs):
+            self._mmelsa_resuming = True
+            try:
+                return super().resume(*args, **kwargs)
+            finally:
+                self._mmelsa_resuming = False
+
+        def build_param_scheduler(self, scheduler):
+            if not getattr(self, '_mmelsa_resuming', False):
+                return super().build_param_scheduler(scheduler)
+            wrappers = (self.optim_wrapper.values() if hasattr(self.optim_wrapper, 'values')
+                        else [self.optim_wrapper])
+            groups = [g for w in wrappers for g in w.optimizer.param_groups]
+            saved = [{k: v for k, v in g.items() if k != 'params'} for g in groups]
+            built = super().build_param_scheduler(scheduler)
+            for group, values in zip(groups, saved):
+                group.update(values)
+            return built
+
+    return ResumeSafeRunner

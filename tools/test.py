@@ -1,0 +1,172 @@
+"""Test (and evaluate) an ELSA-Swin detector or segmenter.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE_OR_DIR] [--show]
+                         [--show-dir DIR] [--tta] [--cfg-options k=v ...] [--launcher ...]
+
+Flags follow mmdet / mmseg. ``--out``: detection dumps raw predictions to a .pkl file
+(mmdet's DumpDetResults); segmentation writes prediction PNGs into the folder (mmseg's
+IoUMetric output_dir). ``--show-dir``: painted predictions go to
+``<work_dir>/<timestamp>/<show-dir>`` (det) or ``<show-dir>/vis_data/vis_image`` (seg), as
+the two toolboxes do. ``--tta``: multi-scale + flip for segmentation (the ADE20K numbers
+are ms+flip), horizontal flip for box-only detectors.
+The metrics are logged and also printed on the last line as JSON (``mmelsa-metrics: {...}``)
+so scripts can pick them up.
+"""
+import argparse
+import copy
+import json
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import _common  # noqa: E402
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description='Test an ELSA-Swin detector or segmenter')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save the evaluation log')
+    parser.add_argument('--out', help='det: dump predictions to this .pkl; seg: save '
+                                      'prediction PNGs into this folder')
+    parser.add_argument('--show', action='store_true', help='show predictions in a window')
+    parser.add_argument('--show-dir', help='save painted predictions into this folder')
+    parser.add_argument('--wait-time', type=float, default=2, help='--show interval (s)')
+    parser.add_argument('--tta', action='store_true', help='test-time augmentation')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, key=value pairs')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def enable_visualization(cfg, args):
+    hooks = cfg.get('default_hooks', {})
+    if 'visualization' not in hooks:
+        raise _common.UsageError('--show/--show-dir need default_hooks.visualization in the '
+                                 'config (DetVisualizationHook / SegVisualizationHook)')
+    vis = hooks['visualization']
+    vis['draw'] = True
+    if args.show:
+        vis['show'] = True
+        vis['wait_time'] = args.wait_time
+    if args.show_dir:
+        if _common.task_of(cfg) == 'det':
+            vis['test_out_dir'] = args.show_dir
+        else:
+            # mmseg's LocalVisBackend writes to <save_dir>/vis_data/vis_image; a relative
+            # --show-dir goes under the work dir (as mmdet's hook does) rather than the cwd.
+            cfg.visualizer['save_dir'] = args.show_dir if osp.isabs(args.show_dir) else \
+                osp.join(cfg.work_dir, args.show_dir)
+            # SegVisualizationHook draws every `interval`-th test image (default 50); a
+            # folder of predictions is asked for here, so draw them all, as mmdet's hook does.
+            vis['interval'] = 1
+
+
+def _leaf_test_dataset(cfg):
+    ds = cfg.test_dataloader.dataset
+    while 'dataset' in ds:
+        ds = ds['dataset']
+    return ds
+
+
+def enable_tta(cfg, task):
+    if task == 'seg':
+        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+            raise _common.UsageError('--tta needs tta_model and tta_pipeline in the config '
+                                     '(mmseg::_base_/datasets/ade20k.py defines them)')
+        _leaf_test_dataset(cfg).pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+        return
+    # Detection: mmdet 3.3's DetTTAModel merges boxes only; with a mask head it would drop
+    # (or mis-merge) the masks, so refuse rather than report a wrong segm AP.
+    roi_head = cfg.model.get('roi_head') or {}
+    if roi_head.get('mask_head'):
+        raise _common.UsageError('--tta for detection: mmdet 3.3 merges boxes only, and this '
+                                 'model predicts masks; test without --tta')
+    if 'tta_model' not in cfg:
+        cfg.tta_model = dict(type='DetTTAModel', tta_cfg=dict(
+            nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
+    if 'tta_pipeline' not in cfg:
+        pipeline = copy.deepcopy(_leaf_test_dataset(cfg).pipeline)
+        pipeline[-1] = dict(type='TestTimeAug', transforms=[
+            [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
+            [dict(type='PackDetInputs', meta_keys=(
+                'img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
+                'flip_direction'))]])
+        cfg.tta_pipeline = pipeline
+    cfg.model = dict(**cfg.tta_model, module=cfg.model)
+    _leaf_test_dataset(cfg).pipeline = cfg.tta_pipeline
+
+
+def build_cfg(args):
+    cfg = _common.load_config(args.config, args.cfg_options)
+    if not osp.isfile(args.checkpoint):
+        raise _common.UsageError(f'checkpoint {args.checkpoint} does not exist')
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    # The trained checkpoint overrides the ImageNet init, so a placeholder pretrained path in
+    # the config must not stop a test run.
+    backbone = cfg.model.get('backbone')
+    if backbone is not None and backbone.get('init_cfg'):
+        backbone.init_cfg = None
+    task = _common.task_of(cfg)
+    if args.show or args.show_dir:
+        enable_visualization(cfg, args)
+    if args.tta:
+        enable_tta(cfg, task)
+    if args.out is not None and task == 'seg':
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+    if args.out is not None and task == 'det' and not args.out.endswith(('.pkl', '.pickle')):
+        raise _common.UsageError('--out for detection must be a .pkl file')
+    _common.use_gloo_without_cuda(cfg)
+    return cfg, task
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        _common.import_mmelsa()  # registers the backbone, applies the torch>=2.6 ckpt patch
+        cfg, task = build_cfg(args)
+        _common.check_datasets(cfg, ['test_dataloader'])
+    except _common.UsageError as e:
+        _common.fail(str(e))
+
+    _common.init_cpu_process_group(cfg)
+    if 'runner_type' in cfg:
+        registry = __import__('mmdet.registry' if task == 'det' else 'mmseg.registry',
+                              fromlist=['RUNNERS'])
+        runner = registry.RUNNERS.build(cfg)
+    else:
+        runner = _common.runner_class().from_cfg(cfg)
+    if args.out is not None and task == 'det':
+        from mmdet.evaluation import DumpDetResults
+        runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+    metrics = runner.test()
+    if runner.rank == 0:
+        print('mmelsa-metrics: ' + json.dumps({k: _plain(v) for k, v in (metrics or {}).items()}),
+              flush=True)
+
+
+def _plain(value):
+    """Metric values come as Python, numpy or torch scalars; JSON wants plain numbers."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+if __name__ == '__main__':
+    main()

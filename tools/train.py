@@ -1,0 +1,114 @@
+"""Train an ELSA-Swin detector (mmdet) or segmenter (mmseg) with the mmengine Runner.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]]
+                          [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+
+The task is read from the config (default_scope mmdet / mmseg), so one tool serves both
+families. The flags are mmdet's / mmseg's.
+"""
+import argparse
+import logging
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
+import _common  # noqa: E402
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description='Train an ELSA-Swin detector or segmenter')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and checkpoints')
+    parser.add_argument('--amp', action='store_true',
+                        help='enable automatic mixed precision (AmpOptimWrapper)')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr by total batch size / auto_scale_lr.base_batch_size')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from CKPT; without a path, from the latest checkpoint in the work dir')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override config settings, key=value pairs merged into the config, e.g. '
+             'train_cfg.max_epochs=1 "model.backbone.depths=[2,2,6,2]"')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    # torch.distributed.launch passes --local-rank (>= 2.0) or --local_rank (older)
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def build_cfg(args):
+    cfg = _common.load_config(args.config, args.cfg_options)
+    cfg.launcher = args.launcher
+    # work_dir priority: CLI > config > ./work_dirs/<config name>
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+
+    if args.amp:
+        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper == 'AmpOptimWrapper':
+            print('info: AMP is already enabled in the config', file=sys.stderr)
+        else:
+            assert wrapper == 'OptimWrapper', (
+                f'--amp only upgrades OptimWrapper, the config uses {wrapper}')
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise _common.UsageError('--auto-scale-lr needs auto_scale_lr.base_batch_size in '
+                                     'the config')
+        cfg.auto_scale_lr.enable = True
+
+    # --resume: with a path resume from it; bare --resume lets the Runner find
+    # <work_dir>/last_checkpoint (mmdet's behaviour).
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        if not osp.isfile(args.resume):
+            raise _common.UsageError(f'--resume checkpoint {args.resume} does not exist')
+        cfg.resume = True
+        cfg.load_from = args.resume
+
+    _common.use_gloo_without_cuda(cfg)
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        _common.import_mmelsa()  # registers the backbone, applies the torch>=2.6 ckpt patch
+        cfg = build_cfg(args)
+        loaders = ['train_dataloader']
+        if cfg.get('val_cfg') and cfg.get('val_dataloader'):
+            loaders.append('val_dataloader')
+        _common.check_datasets(cfg, loaders)
+        if not cfg.get('resume') and not cfg.get('load_from'):
+            _common.check_pretrained(cfg)  # a resumed/fine-tuned run loads over the init
+    except _common.UsageError as e:
+        _common.fail(str(e))
+
+    from mmengine.logging import print_log
+    task = _common.task_of(cfg)
+    _common.init_cpu_process_group(cfg)
+    if 'runner_type' in cfg:
+        registry = __import__('mmdet.registry' if task == 'det' else 'mmseg.registry',
+                              fromlist=['RUNNERS'])
+        runner = registry.RUNNERS.build(cfg)
+    else:
+        runner = _common.runner_class().from_cfg(cfg)
+    print_log(f'mmelsa: {task} training, work dir {osp.abspath(cfg.work_dir)}',
+              logger='current', level=logging.INFO)
+    runner.train()
+
+
+if __name__ == '__main__':
+    main()
