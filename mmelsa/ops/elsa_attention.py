@@ -53,6 +53,15 @@ def _check_hyper(kernel_size, dilation, stride):
         raise ValueError('elsa_attention: stride must be >= 1, got %d' % stride)
 
 
+def _autocast_enabled(device_type):
+    """``torch.is_autocast_enabled`` for any device; it raises for types without autocast
+    (``meta`` in a shape-only trace), which are never under autocast."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:
+        return False
+
+
 def _validate(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride):
     """Raise TypeError / ValueError naming the faulty argument; returns nothing."""
     _check_hyper(kernel_size, dilation, stride)
@@ -96,7 +105,7 @@ def _validate(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride):
         tensors.append((name, t))
     # Under autocast the C++ autocast kernel casts all floating inputs to one dtype, so mixed
     # dtypes (fp32 parameters with bf16 activations) are expected there.
-    autocast = torch.is_autocast_enabled(x.device.type)
+    autocast = _autocast_enabled(x.device.type)
     for name, t in tensors:
         if t.device != x.device:
             raise ValueError('elsa_attention: %s is on %s but x is on %s; all tensors must be on '
@@ -195,8 +204,78 @@ def _backward(ctx, grad_out):
     return gx, gattn, gmul, gadd, None, None, None
 
 
+def _setup_backward_context(ctx, inputs, output):
+    grad_out, x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride, mask = inputs
+    ctx.save_for_backward(grad_out, x, attn, ghost_mul, ghost_add)
+    ctx.hyper = (kernel_size, dilation, stride)
+    ctx.mask = list(mask)
+
+
+def _double_backward(ctx, gg_x, gg_attn, gg_mul, gg_add):
+    """Gradients of ``elsa_backward`` (the second derivative of the op), by its linearity.
+
+    With w = ghost_mul * attn + ghost_add, the backward computes grad_x = A(grad_out, w),
+    grad_attn = S(grad_out * x) ghost_mul (summed over a head's channels), grad_mul =
+    sum(grad_out * x * attn) and grad_add = sum(grad_out * x): each is linear in grad_out and in
+    x, and affine in the attention and ghosts. Every derivative of those is therefore again a
+    forward or a backward of the operator with other arguments, which are themselves
+    differentiable, so third and higher derivatives work the same way.
+    """
+    grad_out, x, attn, ghost_mul, ghost_add = ctx.saved_tensors
+    k, d, s = ctx.hyper
+    mask = ctx.mask
+    # Gradients arrive only for outputs that were computed and used.
+    gg_x = gg_x if mask[0] and gg_x is not None and gg_x.numel() else None
+    gg_attn = gg_attn if mask[1] and gg_attn is not None and gg_attn.numel() else None
+    gg_mul = gg_mul if mask[2] and gg_mul is not None and gg_mul.numel() else None
+    gg_add = gg_add if mask[3] and gg_add is not None and gg_add.numel() else None
+    needs = ctx.needs_input_grad
+    want_go, want_x, want_attn = needs[0], needs[1], needs[2]
+    want_mul = needs[3] and ghost_mul is not None
+    want_add = needs[4] and ghost_add is not None
+    # gg_mul / gg_add as a ghost pair (ghost_mul=None means ones, so a zero stands in for it).
+    ghost_dir = None
+    if gg_mul is not None or gg_add is not None:
+        ghost_dir = (gg_mul if gg_mul is not None else torch.zeros_like(gg_add), gg_add)
+
+    def fwd(*args):
+        return torch.ops.mmelsa.elsa_forward(*args, k, d, s)
+
+    def bwd(values, att, gmul, gadd, out_mask):
+        return torch.ops.mmelsa.elsa_backward(grad_out, values, att, gmul, gadd, k, d, s,
+                                              out_mask)
+
+    def add(total, term):
+        return term if total is None else total + term
+
+    g_go = g_x = g_attn = g_mul = g_add = None
+    if want_go:  # the directional derivative of the forward
+        if gg_x is not None:
+            g_go = add(g_go, fwd(gg_x, attn, ghost_mul, ghost_add))
+        if gg_attn is not None:
+            g_go = add(g_go, fwd(x, gg_attn, ghost_mul, None))
+        if ghost_dir is not None:
+            g_go = add(g_go, fwd(x, attn, *ghost_dir))
+    if gg_x is not None and (want_attn or want_mul or want_add):  # grad_x depends on w
+        grads = bwd(gg_x, attn, ghost_mul, ghost_add, [False, want_attn, want_mul, want_add])
+        g_attn = grads[1] if want_attn else None
+        g_mul = grads[2] if want_mul else None
+        g_add = grads[3] if want_add else None
+    if gg_attn is not None and (want_x or want_mul):  # grad_attn depends on x and ghost_mul
+        grads = bwd(x, gg_attn, ghost_mul, None, [want_x, False, want_mul, False])
+        g_x = add(g_x, grads[0]) if want_x else None
+        g_mul = add(g_mul, grads[2]) if want_mul else None
+    if ghost_dir is not None and (want_x or want_attn):  # grad_mul/grad_add depend on x, attn
+        grads = bwd(x, attn, *ghost_dir, [want_x, want_attn, False, False])
+        g_x = add(g_x, grads[0]) if want_x else None
+        g_attn = add(g_attn, grads[1]) if want_attn else None
+    return g_go, g_x, g_attn, g_mul, g_add, None, None, None, None
+
+
 if _ext is not None:
     torch.library.register_fake('mmelsa::elsa_forward', _fake_forward)
     torch.library.register_fake('mmelsa::elsa_backward', _fake_backward)
     torch.library.register_autograd('mmelsa::elsa_forward', _backward,
                                     setup_context=_setup_context)
+    torch.library.register_autograd('mmelsa::elsa_backward', _double_backward,
+                                    setup_context=_setup_backward_context)
