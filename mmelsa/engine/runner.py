@@ -1,0 +1,141 @@
+"""``SafeRunner``: mmengine's Runner that neither loses nor falsifies a user's work.
+
+Registered in mmengine's root ``RUNNERS`` (which mmdet's and mmseg's child registries search),
+so a config selects it with ``runner_type = 'SafeRunner'`` and mmdet's / mmseg's own
+``tools/train.py`` and ``tools/test.py`` build it; mmelsa's tools always use it. Compared with
+mmengine 0.10.7's Runner it
+
+* refuses a checkpoint that does not fit the model (``load_from``, ``tools/test.py CONFIG
+  CKPT``, ``--resume``): missing or unexpected model keys or wrong shapes are an error naming a
+  few of them, instead of a test that reports the mAP of random weights. ``allow_partial_load =
+  True`` in the config (``--allow-partial-load``) loads what fits, as mmengine does;
+* refuses to train into a work dir that already holds checkpoints unless the run resumes
+  (``--resume``) or the config says ``overwrite_checkpoints = True`` (``--overwrite``);
+* resumes with the learning rate the interrupted run had: mmengine 0.10.7's ``Runner.resume``
+  loads the optimizer state and then *builds* the parameter schedulers, and every scheduler steps
+  once in its constructor, so a LinearLR warm-up multiplies the restored lr by its
+  ``start_factor`` again (open-mmlab/mmengine#1542). The param-group values are put back right
+  after the schedulers are built during a resume (their states are loaded afterwards).
+"""
+import os.path as osp
+import re
+
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from .checkpoint_loader import CheckpointMismatchError
+from .checkpoint_saver import existing_checkpoints
+
+__all__ = ['SafeRunner', 'WorkDirNotEmptyError',
+           'check_checkpoint_fits', 'check_work_dir_is_free']
+
+#: how many keys of each kind an error message names
+_SHOWN = 4
+
+
+class WorkDirNotEmptyError(RuntimeError):
+    """A new training run would overwrite the checkpoints of an earlier one."""
+
+
+def _names(keys):
+    keys = sorted(keys)
+    more = f' and {len(keys) - _SHOWN} more' if len(keys) > _SHOWN else ''
+    return ', '.join(keys[:_SHOWN]) + more
+
+
+def check_checkpoint_fits(model, state_dict, source):
+    """Raise :class:`CheckpointMismatchError` unless ``state_dict`` has exactly the model's
+    keys with the model's shapes. ``source`` names the file in the message."""
+    own = model.state_dict()
+    missing = set(own) - set(state_dict)
+    unexpected = set(state_dict) - set(own)
+    wrong = [f'{k} {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)}'
+             for k in sorted(set(own) & set(state_dict))
+             if hasattr(state_dict[k], 'shape') and state_dict[k].shape != own[k].shape]
+    if not (missing or unexpected or wrong):
+        return
+    parts = []
+    if missing:
+        parts.append(f'{len(missing)} model keys missing from it ({_names(missing)})')
+    if unexpected:
+        parts.append(f'{len(unexpected)} keys the model does not have ({_names(unexpected)})')
+    if wrong:
+        parts.append(f'{len(wrong)} tensors of the wrong shape ({_names(wrong)})')
+    raise CheckpointMismatchError(
+        f'checkpoint {source} does not fit the model {type(model).__name__}: '
+        + '; '.join(parts) + '. Is it a checkpoint of another model or config? To load only '
+        'what fits, pass --allow-partial-load (config: allow_partial_load = True).')
+
+
+def check_work_dir_is_free(work_dir):
+    """Raise :class:`WorkDirNotEmptyError` when ``work_dir`` holds checkpoints."""
+    found = existing_checkpoints(work_dir) if osp.isdir(work_dir) else []
+    if found:
+        shown = ', '.join(osp.basename(p) for p in found[:3])
+        raise WorkDirNotEmptyError(
+            f'work dir {work_dir} already holds checkpoints ({shown}'
+            f'{", ..." if len(found) > 3 else ""}) and training would overwrite them. Pass '
+            '--resume to continue that run, --work-dir DIR to train elsewhere, or --overwrite '
+            '(config: overwrite_checkpoints = True) to replace them.')
+
+
+@RUNNERS.register_module(force=True)
+class SafeRunner(Runner):
+    """See the module docstring. Config keys read on top of mmengine's:
+    ``allow_partial_load`` (default False) and ``overwrite_checkpoints`` (default False)."""
+
+    def _option(self, key):
+        return bool(self.cfg.get(key, False)) if self.cfg is not None else False
+
+    # ----------------------------------------------------------------- loading
+    def load_checkpoint(self, filename, map_location='cpu', strict=False,
+                        revise_keys=[(r'^module.', '')]):  # noqa: B006 (mmengine's signature)
+        from mmengine.model import is_model_wrapper
+        from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
+
+        checkpoint = _load_checkpoint(filename, map_location=map_location)
+        self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
+        model = self.model.module if is_model_wrapper(self.model) else self.model
+        if not strict and not self._option('allow_partial_load'):
+            state_dict = checkpoint.get('state_dict', checkpoint) \
+                if isinstance(checkpoint, dict) else checkpoint
+            if not isinstance(state_dict, dict):
+                raise CheckpointMismatchError(
+                    f'checkpoint {filename} holds no state dict (found '
+                    f'{type(state_dict).__name__})')
+            revised = {}
+            for key, value in state_dict.items():
+                for pattern, repl in revise_keys:
+                    key = re.sub(pattern, repl, key)
+                revised[key] = value
+            check_checkpoint_fits(model, revised, filename)
+        checkpoint = _load_checkpoint_to_model(model, checkpoint, strict,
+                                               revise_keys=revise_keys)
+        self._has_loaded = True
+        self.logger.info(f'Load checkpoint from {filename}')
+        return checkpoint
+
+    # ----------------------------------------------------------------- training
+    def train(self):
+        if not self._resume and not self._option('overwrite_checkpoints'):
+            check_work_dir_is_free(self.work_dir)
+        return super().train()
+
+    def resume(self, *args, **kwargs):
+        self._mmelsa_resuming = True
+        try:
+            return super().resume(*args, **kwargs)
+        finally:
+            self._mmelsa_resuming = False
+
+    def build_param_scheduler(self, scheduler):
+        if not getattr(self, '_mmelsa_resuming', False):
+            return super().build_param_scheduler(scheduler)
+        wrappers = (self.optim_wrapper.values() if hasattr(self.optim_wrapper, 'values') else
+                    [self.optim_wrapper])
+        groups = [g for w in wrappers for g in w.optimizer.param_groups]
+        saved = [{k: v for k, v in g.items() if k != 'params'} for g in groups]
+        built = super().build_param_scheduler(scheduler)
+        for group, values in zip(groups, saved):
+            group.update(values)
+        return built

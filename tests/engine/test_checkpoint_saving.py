@@ -1,0 +1,93 @@
+"""A kill at any point of a checkpoint save costs no checkpoint, and --resume continues from
+the newest intact one (with and without max_keep_ckpts=1). The runs are real training runs of
+a reduced ELSA-Swin; tests/engine/kill_during_save.py forks and kills them."""
+import json
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from mmelsa.engine import atomic_write, checkpoint_problem, find_latest_intact_checkpoint
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
+
+def _step(name):
+    return int(re.match(r'iter_(\d+)\.pth$', name).group(1))
+
+
+@pytest.mark.parametrize('max_keep', [-1, 1])
+def test_kill_during_saves_then_resume(tmp_path, max_keep):
+    res = subprocess.run(
+        [sys.executable, '-m', 'tests.engine.kill_during_save', str(tmp_path), str(max_keep),
+         '10'], cwd=REPO, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert res.returncode == 0, res.stderr[-4000:]
+    report = json.loads(res.stdout.strip().splitlines()[-1])
+    kinds = {kind for _, kind, _ in report['clean_steps']}
+    assert {'write', 'fsync', 'rename'} <= kinds, kinds  # the save is atomic
+    runs = report['runs']
+    assert len(runs) >= 8
+    # the kills cover the checkpoint files, the last_checkpoint pointer and the removals
+    touched = {run['kill_at'][2] for run in runs}
+    assert any('last_checkpoint' in n for n in touched), touched
+    if max_keep == 1:
+        assert any(run['kill_at'][1] == 'remove' for run in runs)
+    for run in runs:
+        n, kind, name = run['kill_at']
+        where = f'kill at step {n} ({kind} {name})'
+        assert run['ended'] == 'killed', where
+        intact = run['intact_after_kill']
+        assert intact, f'{where}: no intact checkpoint left'
+        # iteration 1 finished saving before every kill point (they start with iteration 2)
+        if max_keep == -1:
+            assert 'iter_1.pth' in intact, (where, intact)
+        newest = max(_step(f) for f in intact)
+        ended, resumed = run['resume']
+        assert ended == 'exit 0', (where, resumed)
+        assert resumed['resumed_at'] == newest, (where, resumed, intact)
+        assert resumed['final_iter'] == 3, (where, resumed)
+        assert 'iter_3.pth' in run['intact_at_end'], (where, run['intact_at_end'])
+
+
+def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
+    path = tmp_path / 'epoch_1.pth'
+    torch.save({'w': torch.ones(2)}, path)
+
+    def broken(f):
+        f.write(b'PK\x03\x04 half a zip')
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(str(path), broken)
+    assert torch.equal(torch.load(path)['w'], torch.ones(2))
+    assert os.listdir(tmp_path) == ['epoch_1.pth']  # no temporary file left behind
+
+
+def test_resume_skips_damaged_newest_checkpoint(tmp_path):
+    """A truncated newest checkpoint and an empty last_checkpoint (what mmengine 0.10.7 can
+    leave after a kill) resume from the newest intact file, with a warning."""
+    for i in (1, 2, 3):
+        torch.save({'state_dict': {'w': torch.full((4, ), float(i))}}, tmp_path / f'epoch_{i}.pth')
+    data = (tmp_path / 'epoch_3.pth').read_bytes()
+    (tmp_path / 'epoch_3.pth').write_bytes(data[:len(data) // 2])
+    (tmp_path / 'last_checkpoint').write_text('')
+    assert checkpoint_problem(str(tmp_path / 'epoch_3.pth'))
+    assert find_latest_intact_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_2.pth')
+    (tmp_path / 'last_checkpoint').write_text(str(tmp_path / 'epoch_3.pth'))
+    assert find_latest_intact_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_2.pth')
+    (tmp_path / 'epoch_2.pth').write_bytes(b'')
+    assert find_latest_intact_checkpoint(str(tmp_path)) == str(tmp_path / 'epoch_1.pth')
+
+
+def test_resume_with_nothing_to_resume_says_so(tmp_path, capsys):
+    from mmengine.logging import MMLogger
+    MMLogger.get_instance('mmelsa_test_nothing')
+    assert find_latest_intact_checkpoint(str(tmp_path)) is None
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert 'found no checkpoint to resume' in text and str(tmp_path) in text

@@ -1,0 +1,97 @@
+"""SafeRunner: a checkpoint that does not fit the model is an error (unless a partial load is
+asked for), and a new run never overwrites the checkpoints of an earlier one."""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mmelsa.engine import CheckpointMismatchError, WorkDirNotEmptyError
+from tests.engine.tiny_training import TinyELSARegressor, make_runner
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+TOY_SEG = 'configs/toy/upernet_elsa-swin-toy_1xb8-400i_toy-ade-128x128.py'
+
+
+@pytest.fixture
+def other_model_ckpt(tmp_path):
+    """A checkpoint of another model: a wider backbone (wrong shapes) and a different head."""
+    model = TinyELSARegressor(width=16)
+    model.extra = nn.Linear(2, 2)
+    path = tmp_path / 'other.pth'
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, path)
+    return path
+
+
+def test_load_from_another_model_is_an_error(other_model_ckpt, tmp_path):
+    runner = make_runner(tmp_path / 'w', 1, load_from=str(other_model_ckpt))
+    with pytest.raises(CheckpointMismatchError) as info:
+        runner.load_or_resume()
+    msg = str(info.value)
+    assert str(other_model_ckpt) in msg and 'extra.weight' in msg and 'wrong shape' in msg
+    assert '--allow-partial-load' in msg and '\n' not in msg
+
+
+def test_allow_partial_load_loads_what_fits(other_model_ckpt, tmp_path):
+    runner = make_runner(tmp_path / 'w', 1, load_from=str(other_model_ckpt),
+                         allow_partial_load=True)
+    runner.load_or_resume()
+    saved = torch.load(other_model_ckpt)['state_dict']
+    own = runner.model.state_dict()
+    fitting = [k for k in own if k in saved and saved[k].shape == own[k].shape]
+    assert fitting  # e.g. the Swin stage's relative position tables (width-independent)
+    for k in fitting:
+        torch.testing.assert_close(own[k], saved[k], rtol=0, atol=0)
+
+
+def test_a_fitting_checkpoint_loads(tmp_path):
+    first = make_runner(tmp_path / 'a', 1)
+    first.train()
+    runner = make_runner(tmp_path / 'b', 1, load_from=str(tmp_path / 'a' / 'iter_1.pth'))
+    runner.load_or_resume()
+    for k, v in first.model.state_dict().items():
+        torch.testing.assert_close(runner.model.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_no_silent_overwrite_of_an_earlier_run(tmp_path):
+    make_runner(tmp_path, 2).train()
+    before = (tmp_path / 'iter_2.pth').read_bytes()
+    with pytest.raises(WorkDirNotEmptyError) as info:
+        make_runner(tmp_path, 2).train()
+    msg = str(info.value)
+    assert all(s in msg for s in ('--resume', '--work-dir', '--overwrite', 'iter_2.pth'))
+    assert (tmp_path / 'iter_2.pth').read_bytes() == before
+    make_runner(tmp_path, 3, resume=True).train()  # resuming is allowed
+    make_runner(tmp_path, 1, overwrite_checkpoints=True).train()  # so is an explicit overwrite
+
+
+def _tool(args):
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, PYTHONPATH=REPO))
+
+
+def test_test_tool_refuses_a_checkpoint_of_another_model(other_model_ckpt, tmp_path, toy_root):
+    """Today's failure: exit 0 and an mAP / mIoU of random weights."""
+    from tests.tools.conftest import toy_data_options
+    res = _tool(['tools/test.py', TOY_SEG, str(other_model_ckpt), '--work-dir',
+                 str(tmp_path / 'w'), '--cfg-options', *toy_data_options('seg', toy_root)])
+    assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-3000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: checkpoint') and 'does not fit' in last, last
+    assert 'mIoU' not in res.stdout
+
+
+def test_train_tool_refuses_to_overwrite(tmp_path, toy_root):
+    from tests.tools.conftest import toy_data_options
+    work = tmp_path / 'w'
+    work.mkdir()
+    (work / 'iter_5.pth').write_bytes(b'an earlier run')
+    res = _tool(['tools/train.py', TOY_SEG, '--work-dir', str(work), '--cfg-options',
+                 'train_cfg.max_iters=1', *toy_data_options('seg', toy_root)])
+    assert res.returncode == 2, res.stderr[-3000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert '--resume' in last and '--overwrite' in last and 'iter_5.pth' in last, last
+    assert (work / 'iter_5.pth').read_bytes() == b'an earlier run'
