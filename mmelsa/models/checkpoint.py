@@ -13,68 +13,30 @@ The functions here turn any of them into a backbone state dict (for ``init_cfg=P
 and are shared with ``tools/model_converters/elsa2mmelsa.py`` (for whole-model files).
 """
 import logging
-import os
-import os.path as osp
-import pickle
-import warnings
+import re
 from collections import OrderedDict
 
 import torch
 from mmengine.logging import print_log
 
+from ..engine.checkpoint_loader import CheckpointMismatchError, load_any
+
 # Keys the classification model has and the dense-prediction backbone does not.
 _CLS_ONLY_PREFIXES = ('head.', 'norm.')
 _DROPPED_SUFFIXES = ('attn_mask', )
+# Attention weights of Swin Transformer (official and mmdet naming), which ELSA-Swin has not.
+_SWIN_ATTENTION_KEY = re.compile(
+    r'(\.attn\.(qkv|proj)\.(weight|bias)$|relative_position_bias_table|\.attn\.w_msa\.)')
+# Model keys a file may lack without harm: the per-stage output norms (classification files
+# have none; they keep their initialisation) and the relative position index buffers (derived
+# from the window size, not learned).
+_MAY_BE_MISSING = re.compile(r'^norm\d+\.|\.relative_id$')
 
 
-def torch_load(filename, map_location='cpu'):
-    """``torch.load`` with ``weights_only=True``; falls back to a full unpickle (with a
-    warning) only for files that contain more than tensors and plain containers, e.g. mmengine
-    checkpoints whose ``message_hub`` holds numpy objects. Only load files you trust."""
-    try:
-        return torch.load(filename, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        warnings.warn(
-            f'{filename} cannot be loaded with torch.load(weights_only=True) ({err}). '
-            f'Falling back to weights_only=False, which can run arbitrary code from the file: '
-            f'only do this for checkpoints you trust.', stacklevel=2)
-        return torch.load(filename, map_location=map_location, weights_only=False)
-
-
-def _download(url):
-    """Download ``url`` once into torch hub's checkpoint cache (rank 0 first when distributed)
-    and return the local path."""
-    from urllib.parse import urlparse
-
-    from mmengine.dist import barrier, get_dist_info
-    from torch.hub import download_url_to_file, get_dir
-
-    cached = osp.join(get_dir(), 'checkpoints', osp.basename(urlparse(url).path))
-    rank, world_size = get_dist_info()
-    if rank == 0 and not osp.isfile(cached):
-        os.makedirs(osp.dirname(cached), exist_ok=True)
-        print_log(f'Downloading {url} to {cached}', logger='current')
-        download_url_to_file(url, cached, progress=False)
-    if world_size > 1:
-        barrier()
-    return cached
-
-
-def load_checkpoint_file(filename, map_location='cpu', logger='current'):
-    """Load a checkpoint file with :func:`torch_load` (``weights_only=True`` first): a local
-    path, or an http(s) URL downloaded to torch hub's cache. Other schemes
-    (``open-mmlab://``, object storage, ...) go through mmengine's ``CheckpointLoader``."""
-    filename = str(filename)
-    if filename.startswith(('http://', 'https://')):
-        return torch_load(_download(filename), map_location)
-    local = osp.expanduser(filename)
-    if osp.isfile(local):
-        return torch_load(local, map_location)
-    if '://' not in filename:
-        raise FileNotFoundError(f'checkpoint {filename} not found')
-    from mmengine.runner import CheckpointLoader
-    return CheckpointLoader.load_checkpoint(filename, map_location=map_location,
-                                            logger=logger)
+def load_checkpoint_file(filename, map_location='cpu'):
+    """A local path, an http(s) URL (cached in torch hub's folder) or any scheme mmengine
+    knows, read by mmelsa's one safe loader (:mod:`mmelsa.engine.checkpoint_loader`)."""
+    return load_any(filename, map_location)
 
 
 def unwrap_state_dict(checkpoint):
@@ -156,23 +118,40 @@ def _resize_relative_bias(table, num_entries):
     return grid.reshape(G, s2 * s2).to(table.dtype)
 
 
-def load_official_weights(model, checkpoint, logger='current', strict=False):
+def _refuse(message):
+    raise CheckpointMismatchError(
+        message + ' To initialise from it anyway, ask for a partial initialisation explicitly: '
+        "init_cfg=dict(type='Pretrained', checkpoint=..., allow_partial=True).")
+
+
+def load_official_weights(model, checkpoint, logger='current', strict=False,
+                          allow_partial=False, source=None):
     """Load an official checkpoint (path or already-loaded dict) into a backbone.
 
-    Tensors whose shape does not fit are skipped and reported (a different window size gets
-    its relative position bias ``rb`` resized instead, and keeps its own ``relative_id``);
-    missing and unexpected keys are reported through mmengine's ``print_log``.
+    A different window size gets its relative position bias ``rb`` resized (and keeps its own
+    ``relative_id``). The file must otherwise fit: a Swin Transformer (not ELSA-Swin)
+    checkpoint, tensors of the wrong shape, or model weights the file lacks (other than the
+    per-stage output norms, which classification files do not have) raise
+    :class:`CheckpointMismatchError`, unless ``allow_partial=True``, which loads what fits and
+    logs the rest. The log states exactly how many tensors came from the file. ``source``
+    names a dict's origin in messages.
 
     Returns:
         mmengine-style ``_IncompatibleKeys`` from ``load_state_dict``.
     """
     if isinstance(checkpoint, (str, bytes)) or hasattr(checkpoint, '__fspath__'):
         source = str(checkpoint)
-        checkpoint = load_checkpoint_file(source, logger=logger)
-    else:
+        checkpoint = load_checkpoint_file(source)
+    elif source is None:
         source = 'the given state dict'
     state_dict, dropped = convert_backbone_state_dict(checkpoint)
     own = model.state_dict()
+    swin_keys = [k for k in state_dict if _SWIN_ATTENTION_KEY.search(k) and k not in own]
+    if swin_keys and not allow_partial:
+        _refuse(f'{source} is a Swin Transformer checkpoint, not an ELSA-Swin one (it has '
+                f'{swin_keys[0]}): ELSASwinTransformer has no such attention weights, so only '
+                'the norms, MLPs and patch embedding would load and every attention layer '
+                'would stay random. Use an ELSA-Swin checkpoint (configs/elsa_swin/README.md).')
     mismatched = []
     for key in list(state_dict):
         if key not in own or state_dict[key].shape == own[key].shape:
@@ -189,8 +168,21 @@ def load_official_weights(model, checkpoint, logger='current', strict=False):
             mismatched.append(f'{key}: checkpoint {tuple(value.shape)} vs model '
                               f'{tuple(own[key].shape)}')
             del state_dict[key]
+    loaded = [k for k in state_dict if k in own]
+    lacking = [k for k in own if k not in state_dict and not _MAY_BE_MISSING.search(k)]
+    if not allow_partial:
+        if not loaded:
+            _refuse(f'none of the {len(state_dict)} tensors of {source} fits '
+                    f'{type(model).__name__} (e.g. {list(state_dict)[:3]}).')
+        if mismatched:
+            _refuse(f'{source} does not fit {type(model).__name__}: {len(mismatched)} tensors '
+                    f'have another shape ({"; ".join(mismatched[:3])}). Another model size?')
+        if lacking:
+            _refuse(f'{source} lacks {len(lacking)} of the {len(own)} weights of '
+                    f'{type(model).__name__} (e.g. {lacking[:3]}).')
     result = model.load_state_dict(state_dict, strict=strict)
-    print_log(f'Loaded {len(state_dict)} backbone tensors from {source}', logger=logger)
+    print_log(f'Loaded {len(loaded)} of the {len(own)} backbone tensors from {source}',
+              logger=logger)
     if dropped:
         print_log(f'Ignored {len(dropped)} keys that are not part of the backbone '
                   f'(e.g. {dropped[:3]})', logger=logger)

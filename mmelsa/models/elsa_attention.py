@@ -36,6 +36,18 @@ def ghost_head_shape(dim, kernel_size, lam, gamma):
     return None
 
 
+def _check_lam(lam):
+    """``ghost_mul ** lam`` must be defined for the negative entries ``ghost_mul`` holds."""
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not math.isfinite(lam):
+        raise ValueError(f'lam must be a finite number, got {lam!r}')
+    if lam != int(lam):
+        raise ValueError(
+            f'lam must be a whole number (0 disables the multiplicative ghost), got {lam}: the '
+            'ghost head ghost_mul is signed (initialised from a standard normal, as in the '
+            'official release), and a fractional power of a negative number is NaN, which '
+            'would make every output NaN')
+
+
 class ELSAAttention(nn.Module):
     """Enhanced local self-attention (ELSA, arXiv 2112.12786) on a channels-last feature map.
 
@@ -59,7 +71,8 @@ class ELSAAttention(nn.Module):
         dilation (int): Neighbourhood dilation. Default: 1.
         group_width (int): Channels per group of the KxK conv in ``attn``. Default: 8.
         qk_scale (float): Scale of the Hadamard product. Default: 1.0.
-        lam (float): Exponent of the multiplicative ghost (0 disables it). Default: 0.
+        lam (float): Exponent of the multiplicative ghost, a whole number (0 disables it;
+            fractional powers of the signed ghost are undefined and refused). Default: 0.
         gamma (float): Weight of the additive ghost (0 disables it). Default: 1.
         qkv_bias (bool): Bias in ``pre_proj``. Default: True.
         attn_drop (float): Dropout on the softmaxed attention. Default: 0.
@@ -93,6 +106,7 @@ class ELSAAttention(nn.Module):
             raise ValueError(f'group_width must be >= 1, got {group_width}')
         if num_heads < 1 or dim % num_heads != 0:
             raise ValueError(f'dim ({dim}) must be divisible by num_heads ({num_heads})')
+        _check_lam(lam)
         self.dim = dim
         self.num_heads = num_heads
         self.kernel_size = kernel_size

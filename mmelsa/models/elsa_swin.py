@@ -321,8 +321,9 @@ class ELSASwinTransformer(BaseModule):
             stages < i and their output norms (eval mode, no gradients, kept across
             ``train()``). Default: -1.
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=PATH_OR_URL)`` loads an
-            official checkpoint (``prefix`` is honoured); other initialisers are applied after
-            the default initialisation.
+            official checkpoint (``prefix`` is honoured). A file that does not fit (a plain Swin
+            checkpoint, another model size) is refused unless ``allow_partial=True`` is given
+            in that dict. Other initialisers are applied after the default initialisation.
         arch (str, optional): 'tiny', 'small' or 'base' (or 't', 's', 'b'): presets for
             ``embed_dims``, ``depths``, ``num_heads`` and ``group_width``. Giving one of those
             explicitly with a different value is an error. Default: None (tiny's values, the
@@ -331,7 +332,8 @@ class ELSASwinTransformer(BaseModule):
         elsa_dilation (int): ELSA neighbourhood dilation. Default: 1.
         group_width (int, optional): Channels per group of ELSA's KxK conv. Default: the
             preset's (tiny 4, small/base 8) when the architecture matches one, else 8.
-        lam (float): ELSA ghost head exponent (0: no multiplicative ghost). Default: 0.
+        lam (float): ELSA ghost head exponent, a whole number (0: no multiplicative ghost).
+            Default: 0.
         gamma (float): ELSA ghost head additive weight (0: none). Default: 1.
         elsa_stages (Sequence[int]): Stages built from ELSA blocks. Default: (0, 1, 2).
 
@@ -576,14 +578,15 @@ class ELSASwinTransformer(BaseModule):
         if pretrained is not None:
             if 'checkpoint' not in pretrained:
                 raise ValueError('init_cfg Pretrained needs a "checkpoint"')
-            ckpt = pretrained['checkpoint']
+            ckpt = source = pretrained['checkpoint']
             prefix = pretrained.get('prefix')
             if prefix:
                 from .checkpoint import load_checkpoint_file, unwrap_state_dict
                 sd = unwrap_state_dict(load_checkpoint_file(ckpt))
                 prefix = prefix if prefix.endswith('.') else prefix + '.'
                 ckpt = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-            load_official_weights(self, ckpt)
+            load_official_weights(self, ckpt, source=str(source),
+                                  allow_partial=bool(pretrained.get('allow_partial', False)))
         else:
             print_log(f'No pre-trained weights for {self.__class__.__name__}, training from '
                       f'scratch', logger='current', level=logging.INFO)

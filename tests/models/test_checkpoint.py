@@ -117,7 +117,9 @@ def test_loader_reports_missing_unexpected_and_mismatched(official, monkeypatch)
     sd['layers.0.blocks.0.extra'] = torch.zeros(1)
     sd['layers.1.blocks.0.mlp.fc1.bias'] = torch.zeros(7)
     model = ELSASwinTransformer(**ARCH)
-    result = ckpt_mod.load_official_weights(model, sd)
+    with pytest.raises(ckpt_mod.CheckpointMismatchError, match='another shape'):
+        ckpt_mod.load_official_weights(model, sd)
+    result = ckpt_mod.load_official_weights(model, sd, allow_partial=True)
     text = '\n'.join(logs)
     assert 'layers.0.blocks.0.attn.ghost_head' in result.missing_keys
     assert 'layers.0.blocks.0.extra' in result.unexpected_keys
@@ -145,17 +147,48 @@ def test_window_size_change_resizes_relative_bias(official):
                                official['layers.0.blocks.0.attn.ghost_head'])
 
 
-def test_weights_only_load_and_trusted_fallback(official, tmp_path):
-    plain = tmp_path / 'plain.pth'
-    torch.save(detector_layout(official), plain)
-    with warnings.catch_warnings():
-        warnings.simplefilter('error')  # no fallback needed: nothing but tensors/containers
-        ckpt_mod.torch_load(str(plain))
-    odd = tmp_path / 'odd.pth'
-    torch.save({'state_dict': official, 'args': argparse.Namespace(lr=1)}, odd)
-    with pytest.warns(UserWarning, match='weights_only=False'):
-        loaded = ckpt_mod.torch_load(str(odd))
-    assert loaded['args'].lr == 1
+def swin_layout(sd):
+    """What a plain Swin Transformer checkpoint of the same size looks like: qkv / proj /
+    relative_position_bias_table attention weights instead of ELSA's."""
+    out = {}
+    for k, v in sd.items():
+        if '.attn.' in k:
+            stem = k.split('.attn.')[0]
+            out[f'{stem}.attn.qkv.weight'] = torch.zeros(3, 3)
+            out[f'{stem}.attn.proj.weight'] = torch.zeros(3, 3)
+            out[f'{stem}.attn.relative_position_bias_table'] = torch.zeros(169, 3)
+        else:
+            out[k] = v
+    return out
+
+
+def test_swin_checkpoint_is_refused_unless_partial_is_asked_for(official, tmp_path,
+                                                                monkeypatch):
+    path = tmp_path / 'swin_tiny.pth'
+    torch.save({'model': swin_layout(imagenet_extras(official))}, path)
+    init_cfg = dict(type='Pretrained', checkpoint=str(path))
+    model = ELSASwinTransformer(**ARCH, init_cfg=init_cfg)
+    with pytest.raises(ckpt_mod.CheckpointMismatchError) as info:
+        model.init_weights()
+    msg = str(info.value)
+    assert 'Swin Transformer checkpoint, not an ELSA-Swin one' in msg and str(path) in msg
+    assert 'allow_partial=True' in msg
+    logs = []
+    monkeypatch.setattr(ckpt_mod, 'print_log', lambda m, *a, **k: logs.append(m))
+    model = ELSASwinTransformer(**ARCH, init_cfg=dict(init_cfg, allow_partial=True))
+    model.init_weights()
+    own = model.state_dict()
+    from_file = [k for k in swin_layout(imagenet_extras(official)) if k in own]
+    assert from_file and all('.attn.' not in k for k in from_file)
+    # the log states exactly how many tensors came from the file
+    assert f'Loaded {len(from_file)} of the {len(own)} backbone tensors from {path}' in logs
+
+
+def test_another_model_size_is_refused(official):
+    small = ELSASwinTransformer(embed_dims=32, depths=(2, 1, 1, 2), num_heads=(1, 2, 2, 4),
+                                group_width=4)
+    with pytest.raises(ckpt_mod.CheckpointMismatchError, match='another shape'):
+        ckpt_mod.load_official_weights(small, official)
 
 
 def test_url_checkpoint_is_downloaded_once_and_loaded_weights_only(
