@@ -20,6 +20,8 @@ RUNNER_KEYS = {
     'resume', 'launcher', 'env_cfg', 'log_processor', 'log_level', 'visualizer',
     'default_scope', 'randomness', 'experiment_name', 'cfg', 'compile', 'tta_model',
     'tta_pipeline', 'custom_imports', 'runner_type', 'model_wrapper_cfg', 'strategy',
+    # read by mmelsa's SafeRunner
+    'allow_partial_load', 'overwrite_checkpoints',
 }
 
 
@@ -157,7 +159,12 @@ TOY_HINT = ('generate the toy data with `python -m mmelsa.datasets.toy --out dat
             'train_dataloader.dataset.data_root=/path/ (see configs/*/README.md)')
 
 
-def _check_coco_json(path, where):
+def _json_kind(value):
+    return 'null' if value is None else type(value).__name__
+
+
+def _check_coco_json(path, where, image_folder=None):
+    """The annotation file is a COCO instances object whose images exist in ``image_folder``."""
     # Parse small files only: a real COCO train json is ~450 MB and the dataset parses it
     # anyway; the toy and val files are small enough to check here in milliseconds.
     if os.path.getsize(path) > 64 * 2**20:
@@ -167,10 +174,44 @@ def _check_coco_json(path, where):
             data = json.load(f)
     except ValueError as e:
         raise UsageError(f'{where}: annotation file {path} is not valid JSON ({e})')
+    if not isinstance(data, dict):
+        raise UsageError(f'{where}: annotation file {path} holds a JSON {_json_kind(data)}; '
+                         'expected a COCO instances object with "images", "annotations" and '
+                         '"categories"')
     missing = [k for k in ('images', 'annotations', 'categories') if k not in data]
-    if not isinstance(data, dict) or missing:
+    if missing:
         raise UsageError(f'{where}: annotation file {path} is not a COCO instances file '
-                         f'(missing {", ".join(missing) or "top-level object"})')
+                         f'(missing {", ".join(missing)})')
+    for key in ('images', 'annotations', 'categories'):
+        if not isinstance(data[key], list):
+            raise UsageError(f'{where}: annotation file {path}: "{key}" is a JSON '
+                             f'{_json_kind(data[key])}, expected a list')
+    for i, image in enumerate(data['images']):
+        if not isinstance(image, dict) or not isinstance(image.get('file_name'), str):
+            raise UsageError(f'{where}: annotation file {path}: images[{i}] has no "file_name" '
+                             'string')
+        if image_folder is not None:
+            image_path = osp.join(image_folder, image['file_name'])
+            if not osp.isfile(image_path):
+                raise UsageError(f'{where}: image {image_path} (images[{i}] of {path}) does '
+                                 'not exist')
+            problem = _image_problem(image_path)
+            if problem:
+                raise UsageError(f'{where}: image {image_path} (images[{i}] of {path}) '
+                                 f'{problem}')
+
+
+def _image_problem(path):
+    """Why ``path`` is not a readable image, from its header alone (cheap), else None."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as image:
+            image.size  # noqa: B018 (parsing the header is the check)
+    except UnidentifiedImageError:
+        return 'is not an image file (empty or corrupt)'
+    except OSError as err:
+        return f'cannot be read ({err})'
+    return None
 
 
 def check_datasets(cfg, which):
@@ -193,7 +234,9 @@ def check_datasets(cfg, which):
                     raise UsageError(
                         f'{where}: annotation file {ann_path} does not exist; {TOY_HINT}')
                 if ann_path.endswith('.json') and 'Coco' in str(ds.get('type', '')):
-                    _check_coco_json(ann_path, where)
+                    images = (ds.get('data_prefix') or {}).get('img')
+                    folder = _join(root, images) if images and not _is_remote(images) else None
+                    _check_coco_json(ann_path, where, folder)
             prefix = ds.get('data_prefix') or {}
             for name, sub in prefix.items():
                 if not sub or _is_remote(sub):
@@ -216,13 +259,36 @@ def check_datasets(cfg, which):
                                      f'exist; {TOY_HINT}')
 
 
+def _backbone_cfg(cfg):
+    model = cfg.get('model', {}) or {}
+    if model.get('type') in ('SegTTAModel', 'DetTTAModel'):
+        model = model.get('module', {}) or {}
+    return model.get('backbone') or {}
+
+
+def check_backbone_arguments(cfg):
+    """A misspelt ELSASwinTransformer argument (``embed_dim=``) fails deep inside the model
+    build with a nested TypeError; name it, and the closest real argument, up front."""
+    import inspect
+
+    from mmelsa.models import ELSASwinTransformer
+    backbone = _backbone_cfg(cfg)
+    if str(backbone.get('type', '')).split('.')[-1] != 'ELSASwinTransformer':
+        return
+    accepted = [p for p in inspect.signature(ELSASwinTransformer.__init__).parameters
+                if p != 'self']
+    for key in backbone:
+        if key in ('type', '_scope_') or key in accepted:
+            continue
+        near = difflib.get_close_matches(key, accepted, n=1, cutoff=0.6)
+        hint = f'; did you mean "{near[0]}"?' if near else ''
+        raise UsageError(f'model.backbone: ELSASwinTransformer has no argument "{key}"{hint}')
+
+
 def check_pretrained(cfg):
     """A Pretrained init_cfg pointing at a local file that is not there fails late (after
     the dataloaders are built) with a bare FileNotFoundError; say what to do instead."""
-    backbone = cfg.get('model', {}).get('backbone', {}) or {}
-    if cfg.get('model', {}).get('type') in ('SegTTAModel', 'DetTTAModel'):
-        backbone = cfg.model.get('module', {}).get('backbone', {}) or {}
-    init = backbone.get('init_cfg') or {}
+    init = _backbone_cfg(cfg).get('init_cfg') or {}
     ckpt = init.get('checkpoint') if isinstance(init, dict) else None
     if init.get('type') == 'Pretrained' and ckpt and not _is_remote(ckpt) and \
             not ckpt.startswith(('torchvision://', 'open-mmlab://', 'mmcls://')) and \
@@ -269,39 +335,47 @@ def init_cpu_process_group(cfg):
                             world_size=int(os.environ['WORLD_SIZE']))
 
 
-def runner_class():
-    """mmengine's Runner with a fix for resuming the optimizer's hyper-parameters.
+def build_runner(cfg):
+    """The Runner a config asks for (``runner_type``), else mmelsa's :class:`SafeRunner`."""
+    from mmelsa.engine import SafeRunner
+    if 'runner_type' in cfg:
+        from mmengine.registry import RUNNERS
+        return RUNNERS.build(cfg)
+    return SafeRunner.from_cfg(cfg)
 
-    mmengine 0.10.7's ``Runner.resume`` loads the optimizer state and then *builds* the
-    parameter schedulers, and every scheduler steps once in its constructor: a LinearLR
-    warm-up multiplies the restored lr by its ``start_factor`` again, and the chained
-    schedulers that follow (cosine, poly) compute every later lr from that wrong value. The
-    resumed run then trains with an lr up to 1/start_factor too small (upstream report:
-    open-mmlab/mmengine#1542). Here the optimizer's param-group values are put back right
-    after the schedulers are built during a resume (their states are loaded afterwards).
-    tests/tools/test_toy_e2e.py::test_resume_after_interruption checks the result.
-    """
-    from mmengine.runner import Runner
 
-    class ResumeSafeRunner(Runner):
+def run_guarded(action):
+    """Run ``action()``; a checkpoint that cannot be used or a work dir that would be
+    overwritten ends in one line (exit 2) instead of a traceback."""
+    from mmelsa.engine import CheckpointError, WorkDirNotEmptyError
+    try:
+        return action()
+    except (CheckpointError, WorkDirNotEmptyError, FileNotFoundError) as err:
+        fail(str(err))
 
-        def resume(self, *args, **kwargs):
-            self._mmelsa_resuming = True
-            try:
-                return super().resume(*args, **kwargs)
-            finally:
-                self._mmelsa_resuming = False
 
-        def build_param_scheduler(self, scheduler):
-            if not getattr(self, '_mmelsa_resuming', False):
-                return super().build_param_scheduler(scheduler)
-            wrappers = (self.optim_wrapper.values() if hasattr(self.optim_wrapper, 'values')
-                        else [self.optim_wrapper])
-            groups = [g for w in wrappers for g in w.optimizer.param_groups]
-            saved = [{k: v for k, v in g.items() if k != 'params'} for g in groups]
-            built = super().build_param_scheduler(scheduler)
-            for group, values in zip(groups, saved):
-                group.update(values)
-            return built
+def add_checkpoint_flags(parser, overwrite=False):
+    """The flags of tools/train.py and tools/test.py that relax a safety check, each for one
+    run and named for what it allows."""
+    parser.add_argument(
+        '--allow-partial-load', action='store_true',
+        help='load a checkpoint that does not fit the model (missing, unexpected or '
+             'wrong-shape keys): only what fits is loaded. Default: such a checkpoint is an error')
+    parser.add_argument(
+        '--trust-checkpoint', action='append', default=[], metavar='CKPT',
+        help='allow a full unpickle of this checkpoint file, which can run code stored in it; '
+             'only for files you trust (repeatable; env: MMELSA_TRUSTED_CHECKPOINTS)')
+    if overwrite:
+        parser.add_argument(
+            '--overwrite', action='store_true',
+            help='train into a work dir that already holds checkpoints, replacing them')
 
-    return ResumeSafeRunner
+
+def apply_checkpoint_flags(cfg, args):
+    from mmelsa.engine import trust_checkpoint
+    for path in args.trust_checkpoint:
+        trust_checkpoint(path)
+    if args.allow_partial_load:
+        cfg.allow_partial_load = True
+    if getattr(args, 'overwrite', False):
+        cfg.overwrite_checkpoints = True

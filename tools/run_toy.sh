@@ -56,7 +56,9 @@ run_task() {  # task config extra-train-args
     mapfile -t opts < <(data_opts "$task")
     stamp "training $task: $cfg -> $wd"
     # shellcheck disable=SC2086  # $extra is a list of arguments on purpose
-    "$PYTHON" tools/train.py "$cfg" --work-dir "$wd" ${opts[@]:+--cfg-options "${opts[@]}"} $extra
+    # --overwrite: this script owns $WORK_DIR and retrains from scratch on every run (the
+    # train tool refuses to replace an earlier run's checkpoints without being told to).
+    "$PYTHON" tools/train.py "$cfg" --work-dir "$wd" --overwrite ${opts[@]:+--cfg-options "${opts[@]}"} $extra
     ckpt=$(cat "$wd/last_checkpoint")
     stamp "testing $task: $ckpt (pictures of the predictions -> $wd/vis)"
     "$PYTHON" tools/test.py "$cfg" "$ckpt" --work-dir "$wd" --show-dir vis \

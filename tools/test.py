@@ -2,6 +2,7 @@
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE_OR_DIR] [--show]
                          [--show-dir DIR] [--tta] [--cfg-options k=v ...] [--launcher ...]
+                         [--allow-partial-load] [--trust-checkpoint CKPT]
 
 Flags follow mmdet / mmseg. ``--out``: detection dumps raw predictions to a .pkl file
 (mmdet's DumpDetResults); segmentation writes prediction PNGs into the folder (mmseg's
@@ -10,7 +11,8 @@ IoUMetric output_dir). ``--show-dir``: painted predictions go to
 the two toolboxes do. ``--tta``: multi-scale + flip for segmentation (the ADE20K numbers
 are ms+flip), horizontal flip for box-only detectors.
 The metrics are logged and also printed on the last line as JSON (``mmelsa-metrics: {...}``)
-so scripts can pick them up.
+so scripts can pick them up. A checkpoint that does not fit the model is an error (it would
+report the metrics of random weights) unless ``--allow-partial-load`` is given.
 """
 import argparse
 import copy
@@ -39,6 +41,7 @@ def parse_args(argv=None):
                         help='override config settings, key=value pairs')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
+    _common.add_checkpoint_flags(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -131,6 +134,7 @@ def build_cfg(args):
         cfg.test_evaluator['keep_results'] = True
     if args.out is not None and task == 'det' and not args.out.endswith(('.pkl', '.pickle')):
         raise _common.UsageError('--out for detection must be a .pkl file')
+    _common.apply_checkpoint_flags(cfg, args)
     _common.use_gloo_without_cuda(cfg)
     return cfg, task
 
@@ -141,20 +145,16 @@ def main(argv=None):
         _common.import_mmelsa()  # registers the backbone, applies the torch>=2.6 ckpt patch
         cfg, task = build_cfg(args)
         _common.check_datasets(cfg, ['test_dataloader'])
+        _common.check_backbone_arguments(cfg)
     except _common.UsageError as e:
         _common.fail(str(e))
 
     _common.init_cpu_process_group(cfg)
-    if 'runner_type' in cfg:
-        registry = __import__('mmdet.registry' if task == 'det' else 'mmseg.registry',
-                              fromlist=['RUNNERS'])
-        runner = registry.RUNNERS.build(cfg)
-    else:
-        runner = _common.runner_class().from_cfg(cfg)
+    runner = _common.build_runner(cfg)
     if args.out is not None and task == 'det':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    metrics = runner.test()
+    metrics = _common.run_guarded(runner.test)
     if runner.rank == 0:
         print('mmelsa-metrics: ' + json.dumps({k: _plain(v) for k, v in (metrics or {}).items()}),
               flush=True)

@@ -1,10 +1,12 @@
 """Train an ELSA-Swin detector (mmdet) or segmenter (mmseg) with the mmengine Runner.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]]
+    python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]] [--overwrite]
                           [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
+                          [--allow-partial-load] [--trust-checkpoint CKPT]
 
 The task is read from the config (default_scope mmdet / mmseg), so one tool serves both
-families. The flags are mmdet's / mmseg's.
+families. The flags are mmdet's / mmseg's, plus the safety switches of mmelsa's SafeRunner:
+a work dir that holds checkpoints is not trained into without ``--resume`` or ``--overwrite``.
 """
 import argparse
 import logging
@@ -34,6 +36,7 @@ def parse_args(argv=None):
              'train_cfg.max_epochs=1 "model.backbone.depths=[2,2,6,2]"')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
+    _common.add_checkpoint_flags(parser, overwrite=True)
     # torch.distributed.launch passes --local-rank (>= 2.0) or --local_rank (older)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
@@ -75,9 +78,15 @@ def build_cfg(args):
     elif args.resume is not None:
         if not osp.isfile(args.resume):
             raise _common.UsageError(f'--resume checkpoint {args.resume} does not exist')
+        from mmelsa.engine import checkpoint_problem
+        problem = checkpoint_problem(args.resume)
+        if problem:
+            raise _common.UsageError(f'--resume checkpoint {args.resume} is damaged ({problem}); '
+                                     'a bare --resume takes the newest intact checkpoint')
         cfg.resume = True
         cfg.load_from = args.resume
 
+    _common.apply_checkpoint_flags(cfg, args)
     _common.use_gloo_without_cuda(cfg)
     return cfg
 
@@ -91,23 +100,22 @@ def main(argv=None):
         if cfg.get('val_cfg') and cfg.get('val_dataloader'):
             loaders.append('val_dataloader')
         _common.check_datasets(cfg, loaders)
+        _common.check_backbone_arguments(cfg)
         if not cfg.get('resume') and not cfg.get('load_from'):
             _common.check_pretrained(cfg)  # a resumed/fine-tuned run loads over the init
+        if not cfg.get('resume') and not cfg.get('overwrite_checkpoints'):
+            from mmelsa.engine import check_work_dir_is_free
+            _common.run_guarded(lambda: check_work_dir_is_free(cfg.work_dir))
     except _common.UsageError as e:
         _common.fail(str(e))
 
     from mmengine.logging import print_log
     task = _common.task_of(cfg)
     _common.init_cpu_process_group(cfg)
-    if 'runner_type' in cfg:
-        registry = __import__('mmdet.registry' if task == 'det' else 'mmseg.registry',
-                              fromlist=['RUNNERS'])
-        runner = registry.RUNNERS.build(cfg)
-    else:
-        runner = _common.runner_class().from_cfg(cfg)
+    runner = _common.build_runner(cfg)
     print_log(f'mmelsa: {task} training, work dir {osp.abspath(cfg.work_dir)}',
               logger='current', level=logging.INFO)
-    runner.train()
+    _common.run_guarded(runner.train)
 
 
 if __name__ == '__main__':

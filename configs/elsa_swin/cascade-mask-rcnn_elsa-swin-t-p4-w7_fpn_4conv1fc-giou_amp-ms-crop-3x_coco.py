@@ -5,6 +5,9 @@
 _base_ = 'mmdet::convnext/cascade-mask-rcnn_convnext-t-p4-w7_fpn_4conv1fc-giou_amp-ms-crop-3x_coco.py'  # noqa
 # Replaces the base's mmpretrain import (its ConvNeXt backbone is deleted below).
 custom_imports = dict(imports=['mmelsa'], allow_failed_imports=False)
+# mmelsa's Runner: refuses checkpoints that do not fit and work dirs it would overwrite
+# (mmelsa/engine/runner.py); mmdet's / mmseg's own tools build it from this key too.
+runner_type = 'SafeRunner'
 
 pretrained = 'checkpoints/elsa_swin_tiny_in1k.pth'  # placeholder, see README.md
 model = dict(

@@ -3,6 +3,9 @@
 # with the backbone swapped; ELSA's published: 47.5 box AP / 42.7 mask AP.
 _base_ = 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_amp-ms-crop-3x_coco.py'
 custom_imports = dict(imports=['mmelsa'], allow_failed_imports=False)
+# mmelsa's Runner: refuses checkpoints that do not fit and work dirs it would overwrite
+# (mmelsa/engine/runner.py); mmdet's / mmseg's own tools build it from this key too.
+runner_type = 'SafeRunner'
 
 # Placeholder: put the official ImageNet-1K ELSA-Swin-T checkpoint here (official key names
 # are converted on load), or pass model.backbone.init_cfg.checkpoint=... (see README.md).

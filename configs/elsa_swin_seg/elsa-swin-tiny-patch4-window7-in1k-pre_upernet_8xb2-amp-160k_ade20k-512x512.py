@@ -3,6 +3,9 @@
 # with the backbone swapped and AMP. Published (ms+flip, i.e. tools/test.py --tta): 47.9 mIoU.
 _base_ = 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_8xb2-160k_ade20k-512x512.py'
 custom_imports = dict(imports=['mmelsa'], allow_failed_imports=False)
+# mmelsa's Runner: refuses checkpoints that do not fit and work dirs it would overwrite
+# (mmelsa/engine/runner.py); mmdet's / mmseg's own tools build it from this key too.
+runner_type = 'SafeRunner'
 
 # Placeholder: the official ImageNet-1K ELSA-Swin-T checkpoint (see README.md).
 pretrained = 'checkpoints/elsa_swin_tiny_in1k.pth'

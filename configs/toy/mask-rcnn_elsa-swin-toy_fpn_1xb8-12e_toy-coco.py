@@ -9,6 +9,9 @@ _base_ = [
     'mmdet::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['mmelsa'], allow_failed_imports=False)
+# mmelsa's Runner: refuses checkpoints that do not fit and work dirs it would overwrite
+# (mmelsa/engine/runner.py); mmdet's / mmseg's own tools build it from this key too.
+runner_type = 'SafeRunner'
 
 data_root = 'data/toy_coco/'
 classes = ('circle', 'square', 'triangle')  # mmelsa.datasets.toy.DET_CLASSES

@@ -6,6 +6,9 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
 ]
 custom_imports = dict(imports=['mmelsa'], allow_failed_imports=False)
+# mmelsa's Runner: refuses checkpoints that do not fit and work dirs it would overwrite
+# (mmelsa/engine/runner.py); mmdet's / mmseg's own tools build it from this key too.
+runner_type = 'SafeRunner'
 
 data_root = 'data/toy_ade'
 crop_size = (128, 128)

@@ -111,3 +111,49 @@ def test_missing_pretrained(tmp_path, toy_root):
                     'val_dataloader.dataset.data_prefix.img=val/'])
     _assert_clear(res, 'checkpoints/elsa_swin_tiny_in1k.pth does not exist',
                   'model.backbone.init_cfg.checkpoint=')
+
+
+@pytest.mark.parametrize('content, message', [
+    ('42', 'holds a JSON int; expected a COCO instances object'),
+    ('null', 'holds a JSON null; expected a COCO instances object'),
+    ('{"images": {}, "annotations": [], "categories": []}', '"images" is a JSON dict, expected '
+     'a list'),
+    ('{"images": [{"id": 1}], "annotations": [], "categories": []}', 'images[0] has no '
+     '"file_name"'),
+])
+def test_malformed_annotation_json(tmp_path, toy_root, content, message):
+    bad = tmp_path / 'bad.json'
+    bad.write_text(content)
+    opts = toy_data_options('det', toy_root)
+    res = run_tool(['tools/train.py', DET, '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+                    *opts, f'train_dataloader.dataset.ann_file={bad}'])
+    _assert_clear(res, str(bad), message)
+
+
+@pytest.mark.parametrize('damage', ['missing', 'corrupt'])
+def test_referenced_image_missing_or_corrupt(tmp_path, toy_root, damage):
+    import shutil
+    root = tmp_path / 'toy_coco'
+    shutil.copytree(osp.join(toy_root, 'toy_coco'), root)
+    ann = json.loads((root / 'annotations' / 'instances_train.json').read_text())
+    image = root / 'train' / ann['images'][3]['file_name']
+    if damage == 'missing':
+        image.unlink()
+    else:
+        image.write_bytes(b'\x00' * 100)
+    opts = [o.replace(osp.join(toy_root, 'toy_coco'), str(root))
+            for o in toy_data_options('det', toy_root)]
+    res = run_tool(['tools/train.py', DET, '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+                    *opts])
+    _assert_clear(res, str(image), 'images[3]',
+                  'does not exist' if damage == 'missing' else 'is not an image file')
+
+
+def test_misspelt_backbone_argument_in_a_config(tmp_path, toy_root):
+    config = tmp_path / 'my_config.py'
+    config.write_text(f'_base_ = {osp.join(REPO, DET)!r}\n'
+                      'model = dict(backbone=dict(embed_dim=48))\n')
+    res = run_tool(['tools/train.py', str(config), '--work-dir', str(tmp_path / 'w'),
+                    '--cfg-options', *toy_data_options('det', toy_root)])
+    _assert_clear(res, 'ELSASwinTransformer has no argument "embed_dim"',
+                  'did you mean "embed_dims"')

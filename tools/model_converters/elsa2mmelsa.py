@@ -1,6 +1,6 @@
 """Convert an official ELSA checkpoint for use with mmelsa (mmdet 3.x / mmseg 1.x configs).
 
-    python tools/model_converters/elsa2mmelsa.py SRC DST
+    python tools/model_converters/elsa2mmelsa.py SRC DST [--trust-checkpoint] [--overwrite]
 
 * mmdet 2.x (COCO) / mmseg 0.x (ADE20K) files: every key is kept (the neck and head names did
   not change in mmdet 3.x / mmseg 1.x) except ``module.`` prefixes and the backbone's
@@ -12,22 +12,24 @@
   ``init_cfg=dict(type='Pretrained', checkpoint=DST)`` expects, though the backbone also loads
   the original file directly).
 
-The source is read with ``torch.load(weights_only=True)``; files that need more (pickled
-objects in ``meta``) are read with a full unpickle after a warning: convert only files you
-trust. DST is always written as plain tensors and containers.
+The source is read by mmelsa's safe loader (``torch.load(weights_only=True)`` and mmengine's
+allowlist); a file that needs more (pickled objects in ``meta``) is refused unless you pass
+``--trust-checkpoint`` for a file you trust. DST is written as plain tensors and containers,
+atomically, and an existing DST is replaced only with ``--overwrite``.
 """
 import argparse
-import os
 import os.path as osp
 import sys
 
 import torch
 
 try:
-    from mmelsa.models.checkpoint import convert_model_state_dict, torch_load
+    import mmelsa  # noqa: F401
 except ImportError:  # run from a checkout without installing mmelsa
     sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
-    from mmelsa.models.checkpoint import convert_model_state_dict, torch_load
+from mmelsa.engine import (CheckpointError, atomic_write, load_checkpoint_file,  # noqa: E402
+                           trust_checkpoint)
+from mmelsa.models.checkpoint import convert_model_state_dict  # noqa: E402
 
 
 def _plain_meta(meta):
@@ -63,16 +65,25 @@ def parse_args(argv=None):
         'into one the mmelsa configs load strictly.')
     parser.add_argument('src', help='official checkpoint')
     parser.add_argument('dst', help='where to save the converted checkpoint')
+    parser.add_argument('--trust-checkpoint', action='store_true',
+                        help='SRC is a file you trust: allow a full unpickle, which can run '
+                             'code stored in it')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing DST')
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    checkpoint = torch_load(args.src, map_location='cpu')
+    if osp.exists(args.dst) and not args.overwrite:
+        sys.exit(f'error: {args.dst} exists; pass --overwrite to replace it')
+    if args.trust_checkpoint:
+        trust_checkpoint(args.src)
+    try:
+        checkpoint = load_checkpoint_file(args.src, map_location='cpu')
+    except (CheckpointError, FileNotFoundError) as err:
+        sys.exit(f'error: {err}')
     converted, dropped = convert(checkpoint)
-    dst_dir = osp.dirname(osp.abspath(args.dst))
-    os.makedirs(dst_dir, exist_ok=True)
-    torch.save(converted, args.dst)
+    atomic_write(args.dst, lambda f: torch.save(converted, f))
     print(f'{args.src} -> {args.dst}: {len(converted["state_dict"])} tensors kept, '
           f'{len(dropped)} dropped' + (f' (e.g. {dropped[:3]})' if dropped else ''))
     return converted
