@@ -37,7 +37,13 @@ def _import_registry(module_name):
 
 
 def register_all():
-    """Register :data:`BACKBONES` into every importable downstream registry (idempotent)."""
+    """Register :data:`BACKBONES` into every importable downstream registry and into
+    mmengine's root ``MODELS`` (idempotent). The root entry serves builds made while the
+    default scope is 'mmengine' (e.g. after a plain mmengine Runner was created in the same
+    process), where mmdet's / mmseg's registries look only in the root."""
+    from mmengine.registry import MODELS as ROOT_MODELS
+    for cls in BACKBONES:
+        ROOT_MODELS.register_module(module=cls, force=True)
     for module_name in DOWNSTREAM_REGISTRIES:
         registry = _import_registry(module_name)
         if registry is None:

@@ -127,7 +127,8 @@ def _refused_global(err):
 
 def _unsafe_error(filename, err):
     name = _refused_global(err)
-    what = f'the global {name}' if name else f'an object the safe loader refuses ({_first_line(err)})'
+    what = (f'the global {name}' if name else
+            f'an object the safe loader refuses ({_first_line(err)})')
     return UnsafeCheckpointError(
         f'refusing to load {filename}: it needs {what}, and unpickling that can run code from '
         f'the file. If you trust this file, allow it explicitly: {TRUST_ENV}={filename} (or '

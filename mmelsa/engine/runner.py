@@ -90,7 +90,7 @@ class SafeRunner(Runner):
     # ----------------------------------------------------------------- loading
     def load_checkpoint(self, filename, map_location='cpu', strict=False,
                         revise_keys=[(r'^module.', '')]):  # noqa: B006 (mmengine's signature)
-        from mmengine.model import is_model_wrapper
+        from mmengine.model import BaseTTAModel, is_model_wrapper
         from mmengine.runner.checkpoint import _load_checkpoint, _load_checkpoint_to_model
 
         checkpoint = _load_checkpoint(filename, map_location=map_location)
@@ -108,7 +108,9 @@ class SafeRunner(Runner):
                 for pattern, repl in revise_keys:
                     key = re.sub(pattern, repl, key)
                 revised[key] = value
-            check_checkpoint_fits(model, revised, filename)
+            # mmengine loads a test-time-augmentation model's weights into the model it wraps
+            inner = model.module if isinstance(model, BaseTTAModel) else model
+            check_checkpoint_fits(inner, revised, filename)
         checkpoint = _load_checkpoint_to_model(model, checkpoint, strict,
                                                revise_keys=revise_keys)
         self._has_loaded = True

@@ -67,7 +67,8 @@ def test_mmengine_load_checkpoint_in_a_user_script(planted):
 def test_init_cfg_pretrained(planted):
     path, marker = planted
     model = ELSASwinTransformer(embed_dims=8, depths=(1, 1), num_heads=(1, 2), group_width=4,
-                                strides=(4, 2), elsa_stages=(0, ), window_size=4, out_indices=(1, ),
+                                strides=(4, 2), elsa_stages=(0, ), window_size=4,
+                                out_indices=(1, ),
                                 init_cfg=dict(type='Pretrained', checkpoint=str(path)))
     with pytest.raises(UnsafeCheckpointError):
         model.init_weights()

@@ -1,9 +1,7 @@
 """Official checkpoints (ImageNet, mmdet 2.x, mmseg 0.x layouts) through the loader
 (init_cfg Pretrained / deprecated pretrained) and through tools/model_converters/elsa2mmelsa.py."""
-import argparse
 import importlib.util
 import os.path as osp
-import warnings
 
 import pytest
 import torch

@@ -338,19 +338,20 @@ def test_cuda_matches_reference_amp_and_with_cp_saves_memory():
     assert peaks[True] < 0.5 * peaks[False], peaks
 
 
+def _two_stage(**kwargs):
+    return ELSASwinTransformer(embed_dims=8, depths=(1, 1), num_heads=(1, 2), group_width=4,
+                               strides=(4, 2), window_size=4, elsa_stages=(0, ),
+                               out_indices=(0, 1), **kwargs)
+
+
 @pytest.mark.parametrize('lam', [0.5, -1.5, float('nan'), float('inf')])
 def test_lam_that_cannot_work_is_refused(lam):
     """ghost_mul is signed (standard normal init): ghost_mul ** 0.5 made every output NaN."""
     with pytest.raises(ValueError, match='lam'):
-        ELSASwinTransformer(embed_dims=8, depths=(1, 1), num_heads=(1, 2), group_width=4,
-                            strides=(4, 2), window_size=4, elsa_stages=(0, ), out_indices=(0, 1),
-                                lam=lam)
+        _two_stage(lam=lam)
 
 
 @pytest.mark.parametrize('lam', [1, 2, -1])
 def test_whole_lam_gives_finite_outputs(lam):
-    model = ELSASwinTransformer(embed_dims=8, depths=(1, 1), num_heads=(1, 2), group_width=4,
-                                strides=(4, 2), window_size=4, elsa_stages=(0, ), out_indices=(0, 1),
-                                lam=lam)
-    outs = model(torch.randn(1, 3, 32, 32))
+    outs = _two_stage(lam=lam)(torch.randn(1, 3, 32, 32))
     assert all(torch.isfinite(o).all() for o in outs)

@@ -88,3 +88,14 @@ def test_importing_mmelsa_registers():
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          cwd=ROOT)
     assert res.returncode == 0, res.stderr[-2000:]
+
+
+def test_builds_while_the_default_scope_is_mmengine():
+    """After a plain mmengine Runner exists, the current default scope is 'mmengine', and
+    mmdet's MODELS.build looks only in mmengine's root registry."""
+    pytest.importorskip('mmdet')
+    from mmdet.registry import MODELS
+    from mmengine.registry import DefaultScope
+    DefaultScope.get_instance('mmelsa_test_root_scope', scope_name='mmengine')
+    model = MODELS.build(dict(SMALL))
+    assert isinstance(model, ELSASwinTransformer)
