@@ -95,3 +95,17 @@ def test_train_tool_refuses_to_overwrite(tmp_path, toy_root):
     last = res.stderr.strip().splitlines()[-1]
     assert '--resume' in last and '--overwrite' in last and 'iter_5.pth' in last, last
     assert (work / 'iter_5.pth').read_bytes() == b'an earlier run'
+
+
+def test_mmdet_own_test_tool_refuses_too(other_model_ckpt, tmp_path, toy_root):
+    """mmdet's installed tools/test.py builds the SafeRunner our configs select."""
+    import mmdet
+    from tests.tools.conftest import toy_data_options
+    tool = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'test.py')
+    det = 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-12e_toy-coco.py'
+    res = _tool([tool, det, str(other_model_ckpt), '--work-dir', str(tmp_path / 'w'),
+                 '--cfg-options', *toy_data_options('det', toy_root)])
+    assert res.returncode != 0, res.stdout[-3000:]
+    assert 'CheckpointMismatchError' in res.stderr and 'does not fit' in res.stderr, \
+        res.stderr[-3000:]
+    assert 'coco/bbox_mAP' not in res.stdout

@@ -38,10 +38,14 @@ def test_train_flags(tools, tmp_path):
 
 def test_train_resume_from_path(tools, tmp_path):
     train, _ = tools
+    import torch
     ckpt = tmp_path / 'epoch_1.pth'
-    ckpt.write_bytes(b'x')
+    torch.save({'state_dict': {}}, ckpt)
     cfg = train.build_cfg(train.parse_args([DET, '--resume', str(ckpt)]))
     assert cfg.resume is True and cfg.load_from == str(ckpt)
+    ckpt.write_bytes(ckpt.read_bytes()[:20])  # a save cut short
+    with pytest.raises(train._common.UsageError, match='is damaged'):
+        train.build_cfg(train.parse_args([DET, '--resume', str(ckpt)]))
 
 
 def test_cpu_distributed_uses_gloo(tools):
