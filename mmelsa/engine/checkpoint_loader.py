@@ -230,5 +230,6 @@ def install():
     # '' is mmengine's scheme for plain paths; force=True replaces its own loaders.
     loader.register_scheme(prefixes='', loader=load_from_local, force=True)
     loader.register_scheme(prefixes=('http://', 'https://'), loader=load_from_http, force=True)
-    # The model-zoo schemes (open-mmlab://, torchvision://, ...) call this module global.
+    # The model-zoo schemes (open-mmlab://, torchvision://, ...) call these module globals.
     mm_checkpoint.load_from_http = load_from_http
+    mm_checkpoint.load_from_local = load_from_local

@@ -112,7 +112,7 @@ def _step_of(path):
 def existing_checkpoints(folder):
     """The ``epoch_*.pth`` / ``iter_*.pth`` files in ``folder``, newest (highest step) first."""
     found = [p for p in glob.glob(osp.join(folder, '*.pth')) if _step_of(p) >= 0]
-    return sorted(found, key=lambda p: (_step_of(p), osp.getmtime(p)), reverse=True)
+    return sorted(found, key=_step_of, reverse=True)
 
 
 def _log(msg, level=logging.INFO):
