@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-mmengine = pytest.importorskip('mmengine')
+import mmengine  # noqa: F401,E402  (a dependency: missing fails, never skips)
 from mmengine.model import BaseModel  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 

@@ -21,8 +21,7 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import _common  # noqa: E402
+from mmelsa.engine import cli, preflight
 
 
 def parse_args(argv=None):
@@ -41,7 +40,7 @@ def parse_args(argv=None):
                         help='override config settings, key=value pairs')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
-    _common.add_checkpoint_flags(parser)
+    cli.add_checkpoint_flags(parser)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
     if 'LOCAL_RANK' not in os.environ:
@@ -52,7 +51,7 @@ def parse_args(argv=None):
 def enable_visualization(cfg, args):
     hooks = cfg.get('default_hooks', {})
     if 'visualization' not in hooks:
-        raise _common.UsageError('--show/--show-dir need default_hooks.visualization in the '
+        raise preflight.UsageError('--show/--show-dir need default_hooks.visualization in the '
                                  'config (DetVisualizationHook / SegVisualizationHook)')
     vis = hooks['visualization']
     vis['draw'] = True
@@ -60,7 +59,7 @@ def enable_visualization(cfg, args):
         vis['show'] = True
         vis['wait_time'] = args.wait_time
     if args.show_dir:
-        if _common.task_of(cfg) == 'det':
+        if preflight.task_of(cfg) == 'det':
             vis['test_out_dir'] = args.show_dir
         else:
             # mmseg's LocalVisBackend writes to <save_dir>/vis_data/vis_image; a relative
@@ -82,7 +81,7 @@ def _leaf_test_dataset(cfg):
 def enable_tta(cfg, task):
     if task == 'seg':
         if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
-            raise _common.UsageError('--tta needs tta_model and tta_pipeline in the config '
+            raise preflight.UsageError('--tta needs tta_model and tta_pipeline in the config '
                                      '(mmseg::_base_/datasets/ade20k.py defines them)')
         _leaf_test_dataset(cfg).pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
@@ -92,7 +91,7 @@ def enable_tta(cfg, task):
     # (or mis-merge) the masks, so refuse rather than report a wrong segm AP.
     roi_head = cfg.model.get('roi_head') or {}
     if roi_head.get('mask_head'):
-        raise _common.UsageError('--tta for detection: mmdet 3.3 merges boxes only, and this '
+        raise preflight.UsageError('--tta for detection: mmdet 3.3 merges boxes only, and this '
                                  'model predicts masks; test without --tta')
     if 'tta_model' not in cfg:
         cfg.tta_model = dict(type='DetTTAModel', tta_cfg=dict(
@@ -110,9 +109,9 @@ def enable_tta(cfg, task):
 
 
 def build_cfg(args):
-    cfg = _common.load_config(args.config, args.cfg_options)
+    cfg = preflight.load_config(args.config, args.cfg_options)
     if not osp.isfile(args.checkpoint):
-        raise _common.UsageError(f'checkpoint {args.checkpoint} does not exist')
+        raise preflight.UsageError(f'checkpoint {args.checkpoint} does not exist')
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
@@ -124,7 +123,7 @@ def build_cfg(args):
     backbone = cfg.model.get('backbone')
     if backbone is not None and backbone.get('init_cfg'):
         backbone.init_cfg = None
-    task = _common.task_of(cfg)
+    task = preflight.task_of(cfg)
     if args.show or args.show_dir:
         enable_visualization(cfg, args)
     if args.tta:
@@ -133,28 +132,25 @@ def build_cfg(args):
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
     if args.out is not None and task == 'det' and not args.out.endswith(('.pkl', '.pickle')):
-        raise _common.UsageError('--out for detection must be a .pkl file')
-    _common.apply_checkpoint_flags(cfg, args)
-    _common.use_gloo_without_cuda(cfg)
+        raise preflight.UsageError('--out for detection must be a .pkl file')
+    cli.apply_checkpoint_flags(cfg, args)
     return cfg, task
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        _common.import_mmelsa()  # registers the backbone, applies the torch>=2.6 ckpt patch
         cfg, task = build_cfg(args)
-        _common.check_datasets(cfg, ['test_dataloader'])
-        _common.check_backbone_arguments(cfg)
-    except _common.UsageError as e:
-        _common.fail(str(e))
+        preflight.check_datasets(cfg, ['test_dataloader'])
+        preflight.check_backbone_arguments(cfg)
+    except preflight.UsageError as e:
+        cli.fail(str(e))
 
-    _common.init_cpu_process_group(cfg)
-    runner = _common.build_runner(cfg)
+    runner = cli.build_runner(cfg)
     if args.out is not None and task == 'det':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
-    metrics = _common.run_guarded(runner.test)
+    metrics = cli.run_guarded(runner.test)
     if runner.rank == 0:
         print('mmelsa-metrics: ' + json.dumps({k: _plain(v) for k, v in (metrics or {}).items()}),
               flush=True)

@@ -14,8 +14,7 @@ import os
 import os.path as osp
 import sys
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-import _common  # noqa: E402
+from mmelsa.engine import check_work_dir_is_free, cli, preflight
 
 
 def parse_args(argv=None):
@@ -36,7 +35,7 @@ def parse_args(argv=None):
              'train_cfg.max_epochs=1 "model.backbone.depths=[2,2,6,2]"')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
                         default='none', help='job launcher')
-    _common.add_checkpoint_flags(parser, overwrite=True)
+    cli.add_checkpoint_flags(parser, overwrite=True)
     # torch.distributed.launch passes --local-rank (>= 2.0) or --local_rank (older)
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
@@ -46,7 +45,7 @@ def parse_args(argv=None):
 
 
 def build_cfg(args):
-    cfg = _common.load_config(args.config, args.cfg_options)
+    cfg = preflight.load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     # work_dir priority: CLI > config > ./work_dirs/<config name>
     if args.work_dir is not None:
@@ -66,7 +65,7 @@ def build_cfg(args):
 
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise _common.UsageError('--auto-scale-lr needs auto_scale_lr.base_batch_size in '
+            raise preflight.UsageError('--auto-scale-lr needs auto_scale_lr.base_batch_size in '
                                      'the config')
         cfg.auto_scale_lr.enable = True
 
@@ -76,46 +75,36 @@ def build_cfg(args):
         cfg.resume = True
         cfg.load_from = None
     elif args.resume is not None:
-        if not osp.isfile(args.resume):
-            raise _common.UsageError(f'--resume checkpoint {args.resume} does not exist')
-        from mmelsa.engine import checkpoint_problem
-        problem = checkpoint_problem(args.resume)
-        if problem:
-            raise _common.UsageError(f'--resume checkpoint {args.resume} is damaged ({problem}); '
-                                     'a bare --resume takes the newest intact checkpoint')
+        preflight.check_resume_checkpoint(args.resume)
         cfg.resume = True
         cfg.load_from = args.resume
 
-    _common.apply_checkpoint_flags(cfg, args)
-    _common.use_gloo_without_cuda(cfg)
+    cli.apply_checkpoint_flags(cfg, args)
     return cfg
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        _common.import_mmelsa()  # registers the backbone, applies the torch>=2.6 ckpt patch
         cfg = build_cfg(args)
         loaders = ['train_dataloader']
         if cfg.get('val_cfg') and cfg.get('val_dataloader'):
             loaders.append('val_dataloader')
-        _common.check_datasets(cfg, loaders)
-        _common.check_backbone_arguments(cfg)
+        preflight.check_datasets(cfg, loaders)
+        preflight.check_backbone_arguments(cfg)
         if not cfg.get('resume') and not cfg.get('load_from'):
-            _common.check_pretrained(cfg)  # a resumed/fine-tuned run loads over the init
+            preflight.check_pretrained(cfg)  # a resumed/fine-tuned run loads over the init
         if not cfg.get('resume') and not cfg.get('overwrite_checkpoints'):
-            from mmelsa.engine import check_work_dir_is_free
-            _common.run_guarded(lambda: check_work_dir_is_free(cfg.work_dir))
-    except _common.UsageError as e:
-        _common.fail(str(e))
+            cli.run_guarded(lambda: check_work_dir_is_free(cfg.work_dir))
+    except preflight.UsageError as e:
+        cli.fail(str(e))
 
     from mmengine.logging import print_log
-    task = _common.task_of(cfg)
-    _common.init_cpu_process_group(cfg)
-    runner = _common.build_runner(cfg)
+    task = preflight.task_of(cfg)
+    runner = cli.build_runner(cfg)
     print_log(f'mmelsa: {task} training, work dir {osp.abspath(cfg.work_dir)}',
               logger='current', level=logging.INFO)
-    _common.run_guarded(runner.train)
+    cli.run_guarded(runner.train)
 
 
 if __name__ == '__main__':

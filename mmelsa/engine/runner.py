@@ -11,12 +11,15 @@ mmengine 0.10.7's Runner it
   True`` in the config (``--allow-partial-load``) loads what fits, as mmengine does;
 * refuses to train into a work dir that already holds checkpoints unless the run resumes
   (``--resume``) or the config says ``overwrite_checkpoints = True`` (``--overwrite``);
+* runs distributed on CPU-only machines (gloo, DDP without device ids;
+  :mod:`mmelsa.engine.distributed`);
 * resumes with the learning rate the interrupted run had: mmengine 0.10.7's ``Runner.resume``
   loads the optimizer state and then *builds* the parameter schedulers, and every scheduler steps
   once in its constructor, so a LinearLR warm-up multiplies the restored lr by its
   ``start_factor`` again (open-mmlab/mmengine#1542). The param-group values are put back right
   after the schedulers are built during a resume (their states are loaded afterwards).
 """
+import copy
 import os.path as osp
 import re
 
@@ -83,6 +86,14 @@ def check_work_dir_is_free(work_dir):
 class SafeRunner(Runner):
     """See the module docstring. Config keys read on top of mmengine's:
     ``allow_partial_load`` (default False) and ``overwrite_checkpoints`` (default False)."""
+
+    @classmethod
+    def from_cfg(cls, cfg):
+        from .distributed import init_cpu_process_group, use_gloo_without_cuda
+        cfg = copy.deepcopy(cfg)
+        use_gloo_without_cuda(cfg)
+        init_cpu_process_group(cfg)
+        return super().from_cfg(cfg)
 
     def _option(self, key):
         return bool(self.cfg.get(key, False)) if self.cfg is not None else False

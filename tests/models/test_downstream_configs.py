@@ -55,7 +55,7 @@ def _converted_checkpoint_loads_strictly(model, tmp_path, meta):
 
 
 def test_mmdet_mask_rcnn_swin_t_config(tmp_path):
-    mmdet = pytest.importorskip('mmdet')
+    import mmdet
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
     from mmengine.structures import InstanceData
@@ -111,7 +111,7 @@ def test_mmdet_mask_rcnn_swin_t_config(tmp_path):
 
 
 def test_mmseg_upernet_swin_t_config(tmp_path):
-    mmseg = pytest.importorskip('mmseg')
+    import mmseg
     from mmengine.config import Config
     from mmengine.registry import DefaultScope
     from mmengine.structures import PixelData

@@ -11,16 +11,13 @@ from mmelsa.models.elsa_swin import SwinBlock
 from tests.models.elsa_swin_reference import (backbone_ref, random_state_dict,
                                               swin_block_ref)
 
-OFFICIAL_KEYS = '/work/shared/reference/elsa_swin_official_keys.json'
-_HERE = os.path.dirname(__file__)
+# Every key and shape of the official checkpoints (tiny / small / base), kept with the tests.
+OFFICIAL_KEYS = os.path.join(os.path.dirname(__file__), 'data', 'elsa_swin_official_keys.json')
 
 
 def _official():
-    for path in (OFFICIAL_KEYS, os.path.join(_HERE, 'data', 'elsa_swin_official_keys.json')):
-        if os.path.isfile(path):
-            with open(path) as f:
-                return json.load(f)
-    pytest.skip('elsa_swin_official_keys.json not available')
+    with open(OFFICIAL_KEYS) as f:
+        return json.load(f)
 
 
 def small_model(**kwargs):

@@ -1,59 +1,17 @@
-"""Registration of ELSASwinTransformer into mmdet's and mmseg's MODELS registries."""
+"""Registration of ELSASwinTransformer: once, into mmengine's root MODELS, where mmdet's and
+mmseg's child registries find it, with either toolbox absent."""
 import os.path as osp
-import types
+import subprocess
+import sys
 
 import pytest
 import torch
-from mmengine.registry import Registry
 
-import mmelsa.registry as elsa_registry
 from mmelsa.models import ELSASwinTransformer
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 SMALL = dict(type='ELSASwinTransformer', embed_dims=24, depths=(1, 1, 1, 2),
              num_heads=(1, 2, 2, 4), group_width=4, out_indices=(0, 3))
-
-
-def _fake_importer(modules):
-    """import_module stand-in: ``modules`` maps a name to a module or to an exception."""
-
-    def import_module(name):
-        found = modules[name]
-        if isinstance(found, BaseException):
-            raise found
-        return found
-
-    return import_module
-
-
-def test_missing_package_is_skipped_silently(monkeypatch, recwarn):
-    fake_det = types.SimpleNamespace(MODELS=Registry('fake_det_models'))
-    missing = ModuleNotFoundError("No module named 'mmseg'", name='mmseg')
-    monkeypatch.setattr(elsa_registry.importlib, 'import_module',
-                        _fake_importer({'mmdet.registry': fake_det, 'mmseg.registry': missing}))
-    monkeypatch.setattr(elsa_registry, 'REGISTERED_INTO', [])
-    assert elsa_registry.register_all() == ['mmdet.registry']
-    assert fake_det.MODELS.get('ELSASwinTransformer') is ELSASwinTransformer
-    assert not [w for w in recwarn if 'mmelsa' in str(w.message)]
-    # idempotent: registering again (e.g. a second import) is fine
-    assert elsa_registry.register_all() == ['mmdet.registry']
-
-
-def test_broken_package_warns_but_does_not_block_the_other(monkeypatch):
-    fake_seg = types.SimpleNamespace(MODELS=Registry('fake_seg_models'))
-    broken = AssertionError('MMCV==9.9 is used but incompatible')
-    monkeypatch.setattr(elsa_registry.importlib, 'import_module',
-                        _fake_importer({'mmdet.registry': broken, 'mmseg.registry': fake_seg}))
-    monkeypatch.setattr(elsa_registry, 'REGISTERED_INTO', [])
-    with pytest.warns(UserWarning, match='mmdet.registry could not be imported'):
-        assert elsa_registry.register_all() == ['mmseg.registry']
-    assert fake_seg.MODELS.get('ELSASwinTransformer') is ELSASwinTransformer
-    # a dependency of the package missing is a broken install too, not an absent one
-    dep = ModuleNotFoundError("No module named 'ftfy'", name='ftfy')
-    monkeypatch.setattr(elsa_registry.importlib, 'import_module',
-                        _fake_importer({'mmdet.registry': fake_seg, 'mmseg.registry': dep}))
-    with pytest.warns(UserWarning, match='ftfy'):
-        elsa_registry.register_all()
 
 
 def _forward_backward(model):
@@ -67,33 +25,65 @@ def _forward_backward(model):
 
 @pytest.mark.parametrize('package', ['mmdet', 'mmseg'])
 def test_build_through_downstream_registry(package):
-    pytest.importorskip(package)
     import importlib
+
+    from mmengine.registry import init_default_scope
+    import mmelsa  # noqa: F401
     registry = importlib.import_module(package + '.registry').MODELS
-    elsa_registry.register_all()
     assert registry.get('ELSASwinTransformer') is ELSASwinTransformer
+    init_default_scope(package)
     model = registry.build(dict(SMALL))
     assert isinstance(model, ELSASwinTransformer)
     _forward_backward(model)
 
 
-def test_importing_mmelsa_registers():
-    """``custom_imports=dict(imports=['mmelsa'])`` must be enough: importing the package alone
-    (in a fresh interpreter) imports mmelsa.registry, which binds the backbone."""
-    import subprocess
-    import sys
-    code = ('import sys, mmelsa; '
-            'assert "mmelsa.registry" in sys.modules, "mmelsa does not import registry"; '
-            'assert "mmelsa.models" in sys.modules')
+def _fresh_python(code):
     res = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
                          cwd=ROOT)
-    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.returncode == 0, res.stderr[-3000:]
+    return res.stdout
+
+
+def test_importing_mmelsa_registers_without_importing_the_toolboxes():
+    """``custom_imports=dict(imports=['mmelsa'])`` is enough, and costs no mmdet / mmseg
+    import."""
+    _fresh_python(
+        'import sys, mmelsa\n'
+        'from mmengine.registry import MODELS\n'
+        'assert MODELS.get("ELSASwinTransformer") is mmelsa.models.ELSASwinTransformer\n'
+        'assert "mmdet" not in sys.modules and "mmseg" not in sys.modules, '
+        '[m for m in sys.modules if m.startswith(("mmdet", "mmseg"))]\n')
+
+
+@pytest.mark.parametrize('present, absent', [('mmdet', 'mmseg'), ('mmseg', 'mmdet')])
+def test_drop_in_swap_with_the_other_toolbox_absent(present, absent, tmp_path):
+    """The Swin config of one toolbox builds with the ELSA backbone while the other toolbox
+    cannot be imported at all."""
+    swin_cfg = {'mmdet': 'mmdet::swin/mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py',
+                'mmseg': 'mmseg::swin/swin-tiny-patch4-window7-in1k-pre_upernet_'
+                         '8xb2-160k_ade20k-512x512.py'}[present]
+    config = tmp_path / 'swap.py'
+    config.write_text(f'_base_ = {swin_cfg!r}\n')
+    _fresh_python(
+        'import sys\n'
+        f'sys.modules[{absent!r}] = None  # "import {absent}" now raises ImportError\n'
+        'import mmelsa\n'
+        'from mmengine.config import Config\n'
+        'from mmengine.registry import init_default_scope\n'
+        f'cfg = Config.fromfile({str(config)!r})\n'
+        'cfg.model.backbone.type = "ELSASwinTransformer"\n'
+        'cfg.model.backbone.init_cfg = None\n'
+        f'init_default_scope({present!r})\n'
+        f'from {present}.registry import MODELS\n'
+        f'from {present}.utils import register_all_modules\n'
+        'register_all_modules(init_default_scope=False)\n'
+        'model = MODELS.build(cfg.model)\n'
+        'assert type(model.backbone).__name__ == "ELSASwinTransformer"\n')
 
 
 def test_builds_while_the_default_scope_is_mmengine():
     """After a plain mmengine Runner exists, the current default scope is 'mmengine', and
     mmdet's MODELS.build looks only in mmengine's root registry."""
-    pytest.importorskip('mmdet')
     from mmdet.registry import MODELS
     from mmengine.registry import DefaultScope
     DefaultScope.get_instance('mmelsa_test_root_scope', scope_name='mmengine')

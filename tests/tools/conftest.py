@@ -9,7 +9,6 @@ import pytest
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 TOOLS = osp.join(REPO, 'tools')
-sys.path.insert(0, TOOLS)  # tools/_common.py
 
 
 def have(module):
@@ -29,14 +28,19 @@ def have_stack():
         from mmdet.registry import MODELS
         from mmdet.utils import register_all_modules
         register_all_modules(init_default_scope=False)
-        import mmelsa.registry  # noqa: F401
         return MODELS.get('ELSASwinTransformer') is not None
     except Exception:  # noqa: BLE001
         return False
 
 
-needs_stack = pytest.mark.skipif(not have_stack(), reason='needs mmdet, mmseg and the '
-                                 'ELSASwinTransformer backbone')
+@pytest.fixture(scope='session')
+def stack():
+    """The OpenMMLab stack is a dependency, not an option: a broken install fails here."""
+    assert have_stack(), ('mmdet / mmseg cannot be imported or do not find '
+                          'ELSASwinTransformer: run tools/setup_env.sh')
+
+
+needs_stack = pytest.mark.usefixtures('stack')
 
 
 @pytest.fixture(scope='session')
@@ -61,7 +65,7 @@ def _leaves(ds):
 
 def point_at_toy(cfg, toy_root):
     """Rewrite every dataset/evaluator path of ``cfg`` to the toy data under ``toy_root``."""
-    from _common import task_of
+    from mmelsa.engine.preflight import task_of
     det = task_of(cfg) == 'det'
     for split in ('train', 'val', 'test'):
         loader = cfg.get(f'{split}_dataloader')

@@ -85,11 +85,9 @@ def test_unknown_cfg_option(tmp_path, key, message):
 
 def test_new_cfg_key_is_allowed():
     """Setting a constructor argument the config leaves at its default is not a typo."""
-    import sys
-    sys.path.insert(0, osp.join(REPO, 'tools'))
-    import _common
-    cfg = _common.load_config(osp.join(REPO, DET), {'model.backbone.with_cp': True,
-                                                    'randomness.deterministic': True})
+    from mmelsa.engine import preflight
+    cfg = preflight.load_config(osp.join(REPO, DET), {'model.backbone.with_cp': True,
+                                                      'randomness.deterministic': True})
     assert cfg.model.backbone.with_cp is True
 
 

@@ -19,17 +19,16 @@ def _ids(paths):
 
 
 def load(path, toy_root):
-    import _common
-    _common.import_mmelsa()
-    cfg = _common.load_config(path)
+    from mmelsa.engine import preflight
+    cfg = preflight.load_config(path)
     return point_at_toy(cfg, toy_root)
 
 
 def build_model(cfg):
     from mmengine.registry import init_default_scope
-    import _common
+    from mmelsa.engine import preflight
     init_default_scope(cfg.default_scope)
-    if _common.task_of(cfg) == 'det':
+    if preflight.task_of(cfg) == 'det':
         from mmdet.registry import MODELS
     else:
         from mmseg.registry import MODELS
@@ -116,9 +115,8 @@ def test_no_decay_keys_match_real_parameters(path, toy_root):
 
 def test_toy_backbone_is_small():
     """The embedded default must stay cheap: a few hundred thousand backbone parameters."""
-    import _common
-    _common.import_mmelsa()
-    cfg = _common.load_config(osp.join(REPO, 'configs/toy/'
+    from mmelsa.engine import preflight
+    cfg = preflight.load_config(osp.join(REPO, 'configs/toy/'
                                        'mask-rcnn_elsa-swin-toy_fpn_1xb8-12e_toy-coco.py'))
     model = build_model(cfg)
     n = sum(p.numel() for p in model.backbone.parameters())

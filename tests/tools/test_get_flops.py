@@ -23,8 +23,8 @@ def test_elsa_op_flops_match_the_calls(monkeypatch):
     calls of mmelsa.ops.elsa_attention (recorded here by wrapping the function)."""
     gf = _tool()
     import mmelsa.ops
-    import _common
-    _common.import_mmelsa()
+    from mmelsa.engine import preflight
+    from mmelsa.ops.flops import elsa_op_flops
     calls = []
     real = mmelsa.ops.elsa_attention
 
@@ -34,14 +34,14 @@ def test_elsa_op_flops_match_the_calls(monkeypatch):
         return real(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride)
 
     monkeypatch.setattr(mmelsa.ops, 'elsa_attention', spy)
-    cfg = _common.load_config(DET)
+    cfg = preflight.load_config(DET)
     res = gf.count(cfg, (128, 160), backbone_only=True)
     assert calls, 'the toy backbone has ELSA blocks'
     # One forward pass calls the operator once per ELSA block.
     n_elsa_blocks = sum(cfg.model.backbone.depths[:3])
     assert len(calls) % n_elsa_blocks == 0
     one_pass = calls[:n_elsa_blocks]
-    expected = sum(gf.elsa_op_flops(s, k, st, g) for s, k, st, g in one_pass)
+    expected = sum(elsa_op_flops(s, k, st, g) for s, k, st, g in one_pass)
     assert res['elsa_flops'] == expected > 0
     assert res['flops'] > res['elsa_flops']
 
@@ -55,3 +55,38 @@ def test_table_for_toy_configs(capsys):
     for row in rows:
         assert float(row[2]) > float(row[3]) > 0  # total params > backbone params
         assert float(row[4]) > float(row[5]) > 0
+
+
+def test_mmengine_complexity_info_counts_the_elsa_op(recwarn):
+    """mmengine's own entry point (what mmdet's get_flops.py calls) counts the operator,
+    without an "unsupported operator" warning for it, and agrees with our tool."""
+    import logging
+
+    from mmengine.analysis import get_model_complexity_info
+    from mmengine.logging import MMLogger
+
+    from mmelsa.engine import preflight
+    from mmelsa.models import ELSASwinTransformer
+    gf = _tool()
+    records = []
+
+    class Keep(logging.Handler):
+
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler = Keep()
+    MMLogger.get_current_instance().addHandler(handler)
+    try:
+        cfg = preflight.load_config(DET)
+        backbone_cfg = dict(cfg.model.backbone)
+        backbone_cfg.pop('type')
+        model = ELSASwinTransformer(**backbone_cfg).eval()
+        info = get_model_complexity_info(model, input_shape=(3, 128, 160), show_table=False,
+                                         show_arch=False)
+    finally:
+        MMLogger.get_current_instance().removeHandler(handler)
+    text = '\n'.join(records + [str(w.message) for w in recwarn])
+    assert 'elsa_forward' not in text, text
+    ours = gf.count(cfg, (128, 160), backbone_only=True)
+    assert info['flops'] == ours['flops'] and ours['elsa_flops'] > 0

@@ -17,10 +17,8 @@ pytestmark = needs_stack
 def tools():
     import sys
     sys.path.insert(0, osp.join(REPO, 'tools'))
-    import _common
     import test as test_tool
     import train as train_tool
-    _common.import_mmelsa()
     return train_tool, test_tool
 
 
@@ -44,22 +42,29 @@ def test_train_resume_from_path(tools, tmp_path):
     cfg = train.build_cfg(train.parse_args([DET, '--resume', str(ckpt)]))
     assert cfg.resume is True and cfg.load_from == str(ckpt)
     ckpt.write_bytes(ckpt.read_bytes()[:20])  # a save cut short
-    with pytest.raises(train._common.UsageError, match='is damaged'):
+    from mmelsa.engine import preflight
+    with pytest.raises(preflight.UsageError, match='is damaged'):
         train.build_cfg(train.parse_args([DET, '--resume', str(ckpt)]))
 
 
 def test_cpu_distributed_uses_gloo(tools):
+    """What SafeRunner.from_cfg applies to a distributed config (every tool that builds it)."""
     import torch
+
+    from mmelsa.engine.distributed import use_gloo_without_cuda
     train, _ = tools
     cfg = train.build_cfg(train.parse_args([DET, '--launcher', 'pytorch']))
-    want = 'nccl' if torch.cuda.is_available() else 'gloo'
-    assert cfg.env_cfg.dist_cfg.backend == want
+    use_gloo_without_cuda(cfg)
+    cuda = torch.cuda.is_available()
+    assert cfg.env_cfg.dist_cfg.backend == ('nccl' if cuda else 'gloo')
+    if not cuda:
+        assert cfg.model_wrapper_cfg.device_ids is None
 
 
 def test_task_detection(tools):
-    import _common
-    assert _common.task_of(_common.load_config(DET)) == 'det'
-    assert _common.task_of(_common.load_config(SEG)) == 'seg'
+    from mmelsa.engine import preflight
+    assert preflight.task_of(preflight.load_config(DET)) == 'det'
+    assert preflight.task_of(preflight.load_config(SEG)) == 'seg'
 
 
 def test_test_flags_seg_tta_show_out(tools, tmp_path, toy_root):
@@ -85,10 +90,10 @@ def test_test_flags_det(tools, tmp_path):
     assert task == 'det' and cfg.default_hooks.visualization.test_out_dir == 'vis'
     # the placeholder ImageNet checkpoint is not needed to test a trained model
     assert cfg.model.backbone.init_cfg is None
-    import _common
-    with pytest.raises(_common.UsageError, match='merges boxes only'):
+    from mmelsa.engine import preflight
+    with pytest.raises(preflight.UsageError, match='merges boxes only'):
         test.build_cfg(test.parse_args([DET, str(ckpt), '--tta']))
-    with pytest.raises(_common.UsageError, match='.pkl'):
+    with pytest.raises(preflight.UsageError, match='.pkl'):
         test.build_cfg(test.parse_args([DET, str(ckpt), '--out', 'x.json']))
 
 

@@ -4,15 +4,9 @@
                                              [--backbone-only] [--cfg-options k=v ...]
 
 FLOPs are counted with mmengine's jit-tracing FlopAnalyzer (fvcore's convention: one fused
-multiply-add = one FLOP). The tracer only knows aten operators, so it would silently skip the
-ELSA aggregation (the custom operator ``mmelsa::elsa_forward`` that
-``mmelsa.ops.elsa_attention`` dispatches to). We register a counting handle for it:
-
-    per output element (B * C * Ho * Wo of them):  K*K multiply-adds (the weighted sum)
-                                                  + K*K for the ghost head when present
-                                                    (ghost_mul * attn + ghost_add per tap)
-
-The same figure is printed in its own column so the operator's share is visible.
+multiply-add = one FLOP). ``import mmelsa`` registers the ELSA operator's cost with it (:mod:`mmelsa.ops.flops`), so
+mmengine's ``get_model_complexity_info`` and mmdet's own ``get_flops.py`` count it too; the
+operator's share is printed in its own column.
 
 Default input: 800x1280 for detection (as the Swin/ELSA papers report), 512x2048 for
 segmentation (ADE20K's test resolution). The whole model is traced through its ``_forward``
@@ -20,46 +14,16 @@ segmentation (ADE20K's test resolution). The whole model is traced through its `
 proposals); ``--backbone-only`` counts the backbone alone.
 """
 import argparse
-from collections import Counter
 import os.path as osp
 import sys
 
 import torch
 
-sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))
-import _common  # noqa: E402
-
-ELSA_OP = 'mmelsa::elsa_forward'
-ELSA_KEY = 'elsa_attention'
-
-
-def elsa_flop_handle(inputs, outputs):
-    """FlopAnalyzer handle for ``mmelsa::elsa_forward``.
-
-    Arguments of the operator: (x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride).
-    """
-    from mmengine.analysis.jit_handles import get_shape
-    out_shape = get_shape(outputs[0])
-    attn_shape = get_shape(inputs[1])
-    kk = attn_shape[2]  # attn is (B, G, K*K, Ho, Wo)
-    elems = 1
-    for s in out_shape:
-        elems *= s
-    has_ghost = any(v.type().kind() != 'NoneType' for v in inputs[2:4])
-    # A Counter with our own key: a bare number would be filed under the op's name with the
-    # namespace stripped ('elsa_forward'), which is easy to confuse.
-    return Counter({ELSA_KEY: elems * kk * (2 if has_ghost else 1)})
-
-
-def elsa_op_flops(x_shape, kernel_size, stride=1, ghost=True):
-    """Closed form of the handle above, for callers that know the call's shapes."""
-    b, c, h, w = x_shape
-    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
-    return b * c * ho * wo * kernel_size**2 * (2 if ghost else 1)
-
+from mmelsa.engine import cli, preflight
+from mmelsa.ops.flops import ELSA_KEY
 
 def build_model(cfg):
-    task = _common.task_of(cfg)
+    task = preflight.task_of(cfg)
     if task == 'det':
         from mmdet.registry import MODELS
         from mmdet.utils import register_all_modules
@@ -109,7 +73,6 @@ def count(cfg, shape, backbone_only, flops=True):
     wrapper = _Forward(model, task, backbone_only, shape)
     x = torch.randn(1, 3, *shape)
     analyzer = FlopAnalyzer(wrapper, (x, ))
-    analyzer.set_op_handle(ELSA_OP, elsa_flop_handle)
     analyzer.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
     with torch.no_grad():
         total = analyzer.total()
@@ -141,15 +104,14 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        _common.import_mmelsa()
-        cfgs = [_common.load_config(c, args.cfg_options) for c in args.configs]
-    except _common.UsageError as e:
-        _common.fail(str(e))
+        cfgs = [preflight.load_config(c, args.cfg_options) for c in args.configs]
+    except preflight.UsageError as e:
+        cli.fail(str(e))
     rows = []
     for path, cfg in zip(args.configs, cfgs):
         if cfg.model.get('backbone', {}).get('init_cfg'):
             cfg.model.backbone.init_cfg = None  # no checkpoint needed to count
-        task = _common.task_of(cfg)
+        task = preflight.task_of(cfg)
         shape = tuple(args.shape) if args.shape else ((800, 1280) if task == 'det' else
                                                       (512, 2048))
         res = count(cfg, shape, args.backbone_only, flops=not args.params_only)

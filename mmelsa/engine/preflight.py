@@ -1,18 +1,16 @@
-"""Shared plumbing of tools/train.py and tools/test.py.
+"""Pre-flight checks of a config, run before the Runner is built.
 
-Everything here runs *before* the mmengine Runner is built, so mistakes a user can make on the
-command line (a wrong config path, a dataset that was never generated or downloaded, a typo in
-``--cfg-options``) end in one readable line instead of a traceback from deep inside a dataset
-constructor half a minute later.
+Mistakes a user can make (a wrong config path, a dataset that was never generated or
+downloaded, a malformed annotation file, a missing image, a typo in ``--cfg-options`` or in a
+backbone argument) end in one readable line (:class:`UsageError`) instead of a traceback from deep
+inside a dataset or model constructor half a minute later. mmelsa's tools run them; they are
+plain functions so that any script can.
 """
 import difflib
 import json
 import os
 import os.path as osp
-import sys
 
-# Keys that mmengine's Runner.from_cfg (and the det/seg tools) read although a config may not
-# define them; `--cfg-options` may set these even when absent from the config.
 RUNNER_KEYS = {
     'model', 'work_dir', 'train_dataloader', 'val_dataloader', 'test_dataloader', 'train_cfg',
     'val_cfg', 'test_cfg', 'auto_scale_lr', 'optim_wrapper', 'param_scheduler', 'val_evaluator',
@@ -28,28 +26,6 @@ RUNNER_KEYS = {
 class UsageError(Exception):
     """A problem the user can fix from the command line; printed without a traceback."""
 
-
-def fail(msg):
-    """Print ``msg`` as a one-screen error and exit with status 2 (argparse's usage code)."""
-    sys.stderr.write(f'error: {msg}\n')
-    sys.exit(2)
-
-
-def import_mmelsa():
-    """Import mmelsa before anything builds a model or loads a checkpoint.
-
-    Besides registering ELSASwinTransformer into mmdet's / mmseg's MODELS, the import applies
-    mmelsa.compat (mmengine 0.10.7 cannot otherwise load its own checkpoints under torch >= 2.6,
-    whose torch.load defaults to weights_only=True), which `--resume` and tools/test.py need.
-    """
-    repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
-    if repo not in sys.path:
-        sys.path.insert(0, repo)  # a source checkout works without `pip install -e .`
-    import mmelsa  # noqa: F401
-    # Binding into mmdet's/mmseg's MODELS is idempotent; importing the module explicitly keeps
-    # the tools working whatever `import mmelsa` itself pulls in.
-    import mmelsa.registry  # noqa: F401
-    return mmelsa
 
 
 def load_config(path, cfg_options=None):
@@ -300,82 +276,12 @@ def check_pretrained(cfg):
             'model.backbone.init_cfg=None); see configs/elsa_swin/README.md')
 
 
-def use_gloo_without_cuda(cfg):
-    """Make a CPU-only distributed run (``--launcher pytorch`` without GPUs, e.g. the
-    2-process test of the toy detector) work with mmengine 0.10.7, whose defaults assume GPUs:
-
-    * the OpenMMLab runtimes default to NCCL, which needs GPUs: use gloo;
-    * the Runner wraps the model in DDP with ``device_ids=[LOCAL_RANK]``, which DDP rejects
-      for a CPU module: ask for ``device_ids=None`` through ``model_wrapper_cfg``;
-    * mmengine's ``init_dist`` calls ``torch.cuda.set_device``, which a CPU build of torch
-      lacks: :func:`init_cpu_process_group` creates the process group first (the Runner
-      skips ``init_dist`` when one exists).
-    """
-    import torch
-    if cfg.get('launcher', 'none') == 'none' or torch.cuda.is_available():
-        return
-    dist_cfg = cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})
-    if dist_cfg.get('backend', 'nccl') == 'nccl':
-        dist_cfg['backend'] = 'gloo'
-    if cfg.get('model_wrapper_cfg') is None:
-        cfg.model_wrapper_cfg = dict(
-            type='MMDistributedDataParallel', device_ids=None, broadcast_buffers=False,
-            find_unused_parameters=cfg.get('find_unused_parameters', False))
-
-
-def init_cpu_process_group(cfg):
-    """See :func:`use_gloo_without_cuda`; torchrun's env:// variables give rank and size."""
-    import torch
-    import torch.distributed as dist
-    if cfg.get('launcher') != 'pytorch' or torch.cuda.is_available() or \
-            dist.is_initialized():
-        return
-    dist.init_process_group(backend=cfg.env_cfg.dist_cfg.get('backend', 'gloo'),
-                            rank=int(os.environ['RANK']),
-                            world_size=int(os.environ['WORLD_SIZE']))
-
-
-def build_runner(cfg):
-    """The Runner a config asks for (``runner_type``), else mmelsa's :class:`SafeRunner`."""
-    from mmelsa.engine import SafeRunner
-    if 'runner_type' in cfg:
-        from mmengine.registry import RUNNERS
-        return RUNNERS.build(cfg)
-    return SafeRunner.from_cfg(cfg)
-
-
-def run_guarded(action):
-    """Run ``action()``; a checkpoint that cannot be used or a work dir that would be
-    overwritten ends in one line (exit 2) instead of a traceback."""
-    from mmelsa.engine import CheckpointError, WorkDirNotEmptyError
-    try:
-        return action()
-    except (CheckpointError, WorkDirNotEmptyError, FileNotFoundError) as err:
-        fail(str(err))
-
-
-def add_checkpoint_flags(parser, overwrite=False):
-    """The flags of tools/train.py and tools/test.py that relax a safety check, each for one
-    run and named for what it allows."""
-    parser.add_argument(
-        '--allow-partial-load', action='store_true',
-        help='load a checkpoint that does not fit the model (missing, unexpected or '
-             'wrong-shape keys): only what fits is loaded. Default: such a checkpoint is an error')
-    parser.add_argument(
-        '--trust-checkpoint', action='append', default=[], metavar='CKPT',
-        help='allow a full unpickle of this checkpoint file, which can run code stored in it; '
-             'only for files you trust (repeatable; env: MMELSA_TRUSTED_CHECKPOINTS)')
-    if overwrite:
-        parser.add_argument(
-            '--overwrite', action='store_true',
-            help='train into a work dir that already holds checkpoints, replacing them')
-
-
-def apply_checkpoint_flags(cfg, args):
-    from mmelsa.engine import trust_checkpoint
-    for path in args.trust_checkpoint:
-        trust_checkpoint(path)
-    if args.allow_partial_load:
-        cfg.allow_partial_load = True
-    if getattr(args, 'overwrite', False):
-        cfg.overwrite_checkpoints = True
+def check_resume_checkpoint(path):
+    """``--resume CKPT`` names a file that exists and is a complete checkpoint."""
+    from .checkpoint_saver import checkpoint_problem
+    if not osp.isfile(path):
+        raise UsageError(f'--resume checkpoint {path} does not exist')
+    problem = checkpoint_problem(path)
+    if problem:
+        raise UsageError(f'--resume checkpoint {path} is damaged ({problem}); a bare --resume '
+                         'takes the newest intact checkpoint')

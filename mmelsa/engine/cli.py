@@ -1,0 +1,58 @@
+"""What mmelsa's command-line tools share: one-line errors, the Runner, and the flags that
+relax a safety check for one run."""
+import sys
+
+from .preflight import UsageError  # noqa: F401  (re-exported for the tools)
+
+
+def fail(msg):
+    """Print ``msg`` as a one-screen error and exit with status 2 (argparse's usage code)."""
+    sys.stderr.write(f'error: {msg}\n')
+    sys.exit(2)
+
+
+def build_runner(cfg):
+    """The Runner a config asks for (``runner_type``), else mmelsa's :class:`SafeRunner`."""
+    from .runner import SafeRunner
+    if 'runner_type' in cfg:
+        from mmengine.registry import RUNNERS
+        return RUNNERS.build(cfg)
+    return SafeRunner.from_cfg(cfg)
+
+
+def run_guarded(action):
+    """Run ``action()``; a checkpoint that cannot be used or a work dir that would be
+    overwritten ends in one line (exit 2) instead of a traceback."""
+    from .checkpoint_loader import CheckpointError
+    from .runner import WorkDirNotEmptyError
+    try:
+        return action()
+    except (CheckpointError, WorkDirNotEmptyError, FileNotFoundError) as err:
+        fail(str(err))
+
+
+def add_checkpoint_flags(parser, overwrite=False):
+    """The flags of tools/train.py and tools/test.py that relax a safety check, each for one
+    run and named for what it allows."""
+    parser.add_argument(
+        '--allow-partial-load', action='store_true',
+        help='load a checkpoint that does not fit the model (missing, unexpected or '
+             'wrong-shape keys): only what fits is loaded. Default: such a checkpoint is an error')
+    parser.add_argument(
+        '--trust-checkpoint', action='append', default=[], metavar='CKPT',
+        help='allow a full unpickle of this checkpoint file, which can run code stored in it; '
+             'only for files you trust (repeatable; env: MMELSA_TRUSTED_CHECKPOINTS)')
+    if overwrite:
+        parser.add_argument(
+            '--overwrite', action='store_true',
+            help='train into a work dir that already holds checkpoints, replacing them')
+
+
+def apply_checkpoint_flags(cfg, args):
+    from .checkpoint_loader import trust_checkpoint
+    for path in args.trust_checkpoint:
+        trust_checkpoint(path)
+    if args.allow_partial_load:
+        cfg.allow_partial_load = True
+    if getattr(args, 'overwrite', False):
+        cfg.overwrite_checkpoints = True
