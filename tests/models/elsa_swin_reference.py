@@ -4,7 +4,7 @@ Plain PyTorch functions that read the weights by their official state-dict names
 shared with ``mmelsa.models``. Where the model has a fast formulation, this file uses a
 different, literal one on purpose (explicit per-window loops, masks from region membership,
 position bias from coordinates, merging by reshapes), so that a mistake is unlikely to be made
-twice. The ELSA operator itself comes from ``tests/reference/elsa_reference.py`` (unfold).
+twice. The ELSA operator itself comes from ``mmelsa/ops/reference.py`` (unfold).
 Run it in float64.
 """
 import math
@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from tests.reference.elsa_reference import elsa_reference
+from mmelsa.ops.reference import elsa_reference
 
 
 def layer_norm(x, sd, name):

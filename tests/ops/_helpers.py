@@ -1,6 +1,8 @@
 """Shared builders for the ELSA operator tests."""
 import torch
 
+from mmelsa.ops.reference import max_rel_err  # noqa: F401  (shared by the op tests)
+
 
 def make_inputs(B, C, G, H, W, K, dilation=1, stride=1, ghost_mul=True, ghost_add=True,
                 dtype=torch.float64, device='cpu', requires_grad=False, seed=0):
@@ -24,12 +26,3 @@ def as_double_cpu(tensors, requires_grad=False):
     return tuple(None if t is None else
                  t.detach().to('cpu', torch.float64).requires_grad_(requires_grad)
                  for t in tensors)
-
-
-def max_rel_err(actual, expected):
-    """max |a - e| / max(1, max |e|): a scale-aware error measure."""
-    actual = actual.detach().to('cpu', torch.float64)
-    expected = expected.detach().to('cpu', torch.float64)
-    if expected.numel() == 0:
-        return 0.0
-    return ((actual - expected).abs().max() / expected.abs().max().clamp(min=1.0)).item()

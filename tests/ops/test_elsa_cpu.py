@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from mmelsa.ops import ELSAAttentionOp, elsa_attention, info
-from tests.reference.elsa_reference import elsa_reference
+from mmelsa.ops.reference import elsa_reference
 
 from ._helpers import as_double_cpu, make_inputs, max_rel_err
 

@@ -4,7 +4,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 from mmelsa.ops import elsa_attention
-from tests.reference.elsa_reference import elsa_reference
+from mmelsa.ops.reference import elsa_reference
 
 from ._helpers import as_double_cpu, make_inputs, max_rel_err
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mmelsa.ops import elsa_attention
-from tests.reference.elsa_reference import elsa_reference
+from mmelsa.ops.reference import elsa_reference
 
 from ._helpers import make_inputs
 

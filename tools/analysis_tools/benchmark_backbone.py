@@ -21,8 +21,7 @@ import sys
 
 import torch
 
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from bench_utils import CpuPeak, peak_memory, time_fn  # noqa: E402
+from mmelsa.utils.benchmark import CpuPeak, peak_memory, time_fn
 
 SWIN_T = dict(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
               mlp_ratio=4, qkv_bias=True, drop_path_rate=0.2, patch_norm=True,

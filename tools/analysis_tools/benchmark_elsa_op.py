@@ -23,17 +23,13 @@ Examples:
 """
 import argparse
 import gc
-import os.path as osp
 import sys
 
 import torch
 
-sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
-from mmelsa.ops import elsa_attention, info  # noqa: E402
-from tests.reference.elsa_reference import elsa_reference  # noqa: E402
-
-sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from bench_utils import CpuPeak, cuda_peak, time_fn  # noqa: E402
+from mmelsa.ops import elsa_attention, info
+from mmelsa.ops.reference import elsa_reference
+from mmelsa.utils.benchmark import CpuPeak, cuda_peak, time_fn
 
 K = 7
 # name: (B, C, H, W, G) -- Swin-T stages 1-3 at ImageNet 224 (batch 64) and COCO 800x1333 (batch 2)

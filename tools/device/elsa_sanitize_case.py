@@ -4,9 +4,8 @@ import sys
 
 import torch
 
-sys.path.insert(0, '.')
-from mmelsa.ops import elsa_attention  # noqa: E402
-from tests.reference.elsa_reference import elsa_reference  # noqa: E402
+from mmelsa.ops import elsa_attention
+from mmelsa.ops.reference import elsa_reference
 
 
 def run(B, C, G, H, W, K, d, s, dtype, ghosts):

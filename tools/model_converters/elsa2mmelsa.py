@@ -23,13 +23,9 @@ import sys
 
 import torch
 
-try:
-    import mmelsa  # noqa: F401
-except ImportError:  # run from a checkout without installing mmelsa
-    sys.path.insert(0, osp.abspath(osp.join(osp.dirname(__file__), '..', '..')))
-from mmelsa.engine import (CheckpointError, atomic_write, load_checkpoint_file,  # noqa: E402
+from mmelsa.engine import (CheckpointError, atomic_write, load_checkpoint_file,
                            trust_checkpoint)
-from mmelsa.models.checkpoint import convert_model_state_dict  # noqa: E402
+from mmelsa.models.checkpoint import convert_model_state_dict
 
 
 def _plain_meta(meta):

@@ -1,4 +1,4 @@
-"""Timing and peak-memory helpers shared by the benchmark scripts in this folder.
+"""Timing and peak-memory helpers shared by the benchmark scripts (tools/analysis_tools).
 
 Memory:
 * CUDA: ``torch.cuda.max_memory_allocated()`` minus the memory allocated before the call.

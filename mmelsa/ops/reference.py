@@ -1,4 +1,5 @@
-"""Pure-PyTorch reference of the ELSA operator, for tests and benchmarks only.
+"""Pure-PyTorch reference of the ELSA operator, shipped with the package (as NATTEN ships its
+reference backend) so that tests, benchmarks and tools compare against one implementation.
 
 It follows the definition in ELSA-SWIN-FACTS.md literally, through ``F.unfold``: simple to read
 and independent of the native kernels, but it materialises a (B, C, K*K, Ho, Wo) temporary, which
@@ -33,3 +34,12 @@ def elsa_reference(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dilat
     if ghost_add is not None:
         a = a + ghost_add.reshape(1, C, K * K, 1, 1)
     return (cols * a).sum(dim=2)
+
+
+def max_rel_err(actual, expected):
+    """max |a - e| / max(1, max |e|), in float64 on the CPU: a scale-aware error measure."""
+    actual = actual.detach().to('cpu', torch.float64)
+    expected = expected.detach().to('cpu', torch.float64)
+    if expected.numel() == 0:
+        return 0.0
+    return ((actual - expected).abs().max() / expected.abs().max().clamp(min=1.0)).item()
