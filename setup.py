@@ -76,6 +76,13 @@ def make_extensions():
                          define_macros=define_macros, extra_compile_args=extra_compile_args)]
 
 
+def torch_requirement():
+    """The compiled extension works only with the torch it was built against (C++ ABI), so the
+    built package declares exactly that release (any local build tag, +cpu / +cu130, matches)."""
+    torch = import_torch()
+    return 'torch==' + torch.__version__.split('+')[0]
+
+
 def build_ext_class():
     from torch.utils.cpp_extension import BuildExtension
     return BuildExtension.with_options(use_ninja=True)
@@ -91,7 +98,7 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.9',
     packages=find_packages(include=['mmelsa', 'mmelsa.*']),
-    install_requires=['numpy', 'mmengine>=0.10.7'],
+    install_requires=['numpy', 'mmengine>=0.10.7', torch_requirement()],
     extras_require={
         'det': ['mmdet==3.3.0', 'mmcv==2.1.0'],
         'seg': ['mmsegmentation==1.2.2', 'mmcv==2.1.0', 'ftfy', 'regex'],

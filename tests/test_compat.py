@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
-import mmengine  # noqa: F401,E402  (a dependency: missing fails, never skips)
+import mmengine  # a dependency: a missing mmengine fails these tests, never skips them
 from mmengine.model import BaseModel  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
@@ -42,7 +42,8 @@ def make_runner(work_dir, max_iters, resume=False):
     return Runner(
         model=TinyRegressor(),
         work_dir=str(work_dir),
-        train_dataloader=dict(dataset=LineData(), sampler=dict(type='DefaultSampler', shuffle=True),
+        train_dataloader=dict(dataset=LineData(),
+                              sampler=dict(type='DefaultSampler', shuffle=True),
                               batch_size=4, num_workers=0,
                               collate_fn=dict(type='default_collate')),
         train_cfg=dict(by_epoch=False, max_iters=max_iters),
@@ -69,7 +70,8 @@ def test_mmengine_checkpoint_round_trip_and_resume(tmp_path):
     # test-style load: tools/test.py goes through the same loader as resume
     first = make_runner(tmp_path / 'interrupted', max_iters=3)
     first.train()
-    ckpt = mmengine.runner.checkpoint._load_checkpoint(str(tmp_path / 'interrupted' / 'iter_3.pth'))
+    ckpt = mmengine.runner.checkpoint._load_checkpoint(
+        str(tmp_path / 'interrupted' / 'iter_3.pth'))
     assert ckpt['meta']['iter'] == 3
     torch.testing.assert_close(ckpt['state_dict']['linear.weight'], first.model.linear.weight)
     assert 'train/loss' in ckpt['message_hub']['log_scalars']
@@ -87,7 +89,8 @@ def test_mmengine_checkpoint_round_trip_and_resume(tmp_path):
     straight = make_runner(tmp_path / 'straight', max_iters=6)
     straight.train()
     assert resumed.iter == straight.iter == 6
-    adam_steps = [s['step'] for s in resumed.optim_wrapper.optimizer.state_dict()['state'].values()]
+    states = resumed.optim_wrapper.optimizer.state_dict()['state'].values()
+    adam_steps = [s['step'] for s in states]
     assert adam_steps and all(int(step) == 6 for step in adam_steps)
     assert resumed.optim_wrapper.get_lr()['lr'][0] == pytest.approx(
         straight.optim_wrapper.get_lr()['lr'][0])

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: set up (fast when already done), compile-check the CUDA sources, run pytest.
+# The test command: set up (fast when already done), lint, compile-check the CUDA sources, run
+# pytest.
 #
 #   bash tools/run_tests.sh [PYTEST_ARGS...]
 #
@@ -10,6 +11,9 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 bash tools/setup_env.sh || { echo "[tests] set-up failed: not running the tests" >&2; exit 1; }
+
+lint_rc=0
+bash tools/ci/lint.sh || lint_rc=$?
 
 cuda_rc=0
 if [ "${MMELSA_SKIP_CUDA_CHECK:-0}" = 1 ]; then
@@ -22,8 +26,9 @@ fi
 pytest_rc=$?
 [ $pytest_rc -eq 5 ] && echo "[tests] pytest collected no tests: that is a failure" >&2
 
-if [ $cuda_rc -ne 0 ] || [ $pytest_rc -ne 0 ]; then
-  echo "[tests] FAILED (CUDA compile check exit $cuda_rc, pytest exit $pytest_rc)" >&2
+if [ $lint_rc -ne 0 ] || [ $cuda_rc -ne 0 ] || [ $pytest_rc -ne 0 ]; then
+  echo "[tests] FAILED (lint exit $lint_rc, CUDA compile check exit $cuda_rc," \
+       "pytest exit $pytest_rc)" >&2
   exit 1
 fi
 echo "[tests] all passed"

@@ -19,7 +19,6 @@ import copy
 import json
 import os
 import os.path as osp
-import sys
 
 from mmelsa.engine import cli, preflight
 

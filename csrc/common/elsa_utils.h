@@ -2,7 +2,8 @@
 // points. Included by the dispatcher (elsa.cpp), the CPU kernels and the CUDA launchers.
 //
 //   out[b, c, i, j] = sum_{u, v < K} x[b, c, i*s + (u - K/2)*d, j*s + (v - K/2)*d]
-//                     * (ghost_mul[c, u, v] * attn[b, c / (C/G), u*K + v, i, j] + ghost_add[c, u, v])
+//                     * (ghost_mul[c, u, v] * attn[b, c / (C/G), u*K + v, i, j] + ghost_add[c, u,
+//                     v])
 //
 // with zero padding (taps outside the image contribute nothing), Ho = (H - 1) / s + 1.
 #pragma once
@@ -92,7 +93,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward(
 template <c10::DeviceType device>
 at::Tensor elsa_forward_autocast(const at::Tensor& x, const at::Tensor& attn,
                                  const c10::optional<at::Tensor>& ghost_mul,
-                                 const c10::optional<at::Tensor>& ghost_add,
-                                 int64_t kernel_size, int64_t dilation, int64_t stride);
+                                 const c10::optional<at::Tensor>& ghost_add, int64_t kernel_size,
+                                 int64_t dilation, int64_t stride);
 
 }  // namespace mmelsa

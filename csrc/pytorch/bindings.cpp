@@ -59,7 +59,8 @@ bool with_cuda() {
 
 std::string cuda_version() {
 #if defined(MMELSA_WITH_CUDA) && defined(CUDART_VERSION)
-  return std::to_string(CUDART_VERSION / 1000) + "." + std::to_string((CUDART_VERSION % 1000) / 10);
+  return std::to_string(CUDART_VERSION / 1000) + "." +
+         std::to_string((CUDART_VERSION % 1000) / 10);
 #else
   return "";
 #endif

@@ -67,12 +67,11 @@ ElsaDims elsa_check_args(const at::Tensor& x, const at::Tensor& attn,
   TORCH_CHECK_VALUE(D.G >= 1 && D.C % D.G == 0, "elsa: the channels of x (C = ", D.C,
                     ") must be divisible by the heads of attn (G = attn.size(1) = ", D.G, ")");
   D.cpg = D.C / D.G;
-  TORCH_CHECK_VALUE(attn.size(0) == D.B && attn.size(2) == D.KK && attn.size(3) == D.Ho &&
-                        attn.size(4) == D.Wo,
-                    "elsa: attn must have shape (B, G, K*K, Ho, Wo) = (", D.B, ", ", D.G, ", ",
-                    D.KK, ", ", D.Ho, ", ", D.Wo, ") for x of shape ", x.sizes(),
-                    ", kernel_size ", kernel_size, " and stride ", stride, ", got ",
-                    attn.sizes());
+  TORCH_CHECK_VALUE(
+      attn.size(0) == D.B && attn.size(2) == D.KK && attn.size(3) == D.Ho && attn.size(4) == D.Wo,
+      "elsa: attn must have shape (B, G, K*K, Ho, Wo) = (", D.B, ", ", D.G, ", ", D.KK, ", ", D.Ho,
+      ", ", D.Wo, ") for x of shape ", x.sizes(), ", kernel_size ", kernel_size, " and stride ",
+      stride, ", got ", attn.sizes());
   check_ghost(ghost_mul, "ghost_mul", x, D.C, D.K);
   check_ghost(ghost_add, "ghost_add", x, D.C, D.K);
   return D;
@@ -84,7 +83,8 @@ at::Tensor elsa_forward(const at::Tensor& x, const at::Tensor& attn,
                         int64_t dilation, int64_t stride) {
   const ElsaDims D = elsa_check_args(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride);
   const at::Tensor xc = x.contiguous(), ac = attn.contiguous();
-  const at::Tensor gm = contiguous_or_undefined(ghost_mul), ga = contiguous_or_undefined(ghost_add);
+  const at::Tensor gm = contiguous_or_undefined(ghost_mul),
+                   ga = contiguous_or_undefined(ghost_add);
   if (x.is_cuda()) {
 #ifdef MMELSA_WITH_CUDA
     return elsa_forward_cuda(xc, ac, gm, ga, D);
@@ -107,7 +107,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward(
                     D.Ho, ", ", D.Wo, "), got ", grad_out.sizes());
   check_same(grad_out, "grad_out", x);
   const at::Tensor go = grad_out.contiguous(), xc = x.contiguous(), ac = attn.contiguous();
-  const at::Tensor gm = contiguous_or_undefined(ghost_mul), ga = contiguous_or_undefined(ghost_add);
+  const at::Tensor gm = contiguous_or_undefined(ghost_mul),
+                   ga = contiguous_or_undefined(ghost_add);
   if (x.is_cuda()) {
 #ifdef MMELSA_WITH_CUDA
     return elsa_backward_cuda(go, xc, ac, gm, ga, D, output_mask);
@@ -122,8 +123,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward(
 template <c10::DeviceType device>
 at::Tensor elsa_forward_autocast(const at::Tensor& x, const at::Tensor& attn,
                                  const c10::optional<at::Tensor>& ghost_mul,
-                                 const c10::optional<at::Tensor>& ghost_add,
-                                 int64_t kernel_size, int64_t dilation, int64_t stride) {
+                                 const c10::optional<at::Tensor>& ghost_add, int64_t kernel_size,
+                                 int64_t dilation, int64_t stride) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(
       c10::DispatchKeySet(at::autocast::get_autocast_dispatch_key_from_device_type(device)));
   const at::ScalarType dtype = at::autocast::get_autocast_dtype(device);
@@ -131,18 +132,21 @@ at::Tensor elsa_forward_autocast(const at::Tensor& x, const at::Tensor& attn,
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("mmelsa::elsa_forward", "")
                        .typed<decltype(elsa_forward)>();
-  return op.call(at::autocast::cached_cast(dtype, x, device),
-                      at::autocast::cached_cast(dtype, attn, device),
-                      at::autocast::cached_cast(dtype, ghost_mul, device),
-                      at::autocast::cached_cast(dtype, ghost_add, device), kernel_size, dilation,
-                      stride);
+  return op.call(
+      at::autocast::cached_cast(dtype, x, device), at::autocast::cached_cast(dtype, attn, device),
+      at::autocast::cached_cast(dtype, ghost_mul, device),
+      at::autocast::cached_cast(dtype, ghost_add, device), kernel_size, dilation, stride);
 }
 
-template at::Tensor elsa_forward_autocast<c10::DeviceType::CPU>(
-    const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
-    const c10::optional<at::Tensor>&, int64_t, int64_t, int64_t);
-template at::Tensor elsa_forward_autocast<c10::DeviceType::CUDA>(
-    const at::Tensor&, const at::Tensor&, const c10::optional<at::Tensor>&,
-    const c10::optional<at::Tensor>&, int64_t, int64_t, int64_t);
+template at::Tensor elsa_forward_autocast<c10::DeviceType::CPU>(const at::Tensor&,
+                                                                const at::Tensor&,
+                                                                const c10::optional<at::Tensor>&,
+                                                                const c10::optional<at::Tensor>&,
+                                                                int64_t, int64_t, int64_t);
+template at::Tensor elsa_forward_autocast<c10::DeviceType::CUDA>(const at::Tensor&,
+                                                                 const at::Tensor&,
+                                                                 const c10::optional<at::Tensor>&,
+                                                                 const c10::optional<at::Tensor>&,
+                                                                 int64_t, int64_t, int64_t);
 
 }  // namespace mmelsa

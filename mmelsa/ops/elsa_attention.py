@@ -1,7 +1,8 @@
 """The ELSA operator: ``elsa_attention`` and its ``nn.Module`` wrapper.
 
     out[b, c, i, j] = sum_{u, v < K} x[b, c, i*s + (u - K//2)*d, j*s + (v - K//2)*d]
-                      * (ghost_mul[c, u, v] * attn[b, c // (C/G), u*K + v, i, j] + ghost_add[c, u, v])
+                      * (ghost_mul[c, u, v] * attn[b, c // (C/G), u*K + v, i, j]
+                         + ghost_add[c, u, v])
 
 with zero padding and Ho = (H - 1) // s + 1 (likewise Wo). The kernels live in the native
 extension ``mmelsa._ext`` (csrc/), which registers two torch.library operators:

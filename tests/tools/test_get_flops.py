@@ -3,7 +3,6 @@ import os.path as osp
 import sys
 
 import pytest
-import torch
 
 from .conftest import REPO, needs_stack
 

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from .conftest import REPO, needs_stack, toy_data_options
+from .conftest import REPO, needs_stack
 
 DET = osp.join(REPO, 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-12e_toy-coco.py')
 SEG = osp.join(REPO, 'configs/toy/upernet_elsa-swin-toy_1xb8-400i_toy-ade-128x128.py')

@@ -4,7 +4,6 @@ import os
 import os.path as osp
 
 import numpy as np
-import pytest
 
 from mmelsa.datasets import toy
 

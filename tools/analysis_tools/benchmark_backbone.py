@@ -101,7 +101,8 @@ def detector_run(swap, args, amp):
             m[y1:y2, x1:x2] = 1
         s = DetDataSample(metainfo=dict(img_shape=(H, W), ori_shape=(H, W),
                                         pad_shape=(H, W), scale_factor=(1., 1.)))
-        s.gt_instances = InstanceData(bboxes=boxes, labels=torch.randint(0, 80, (4, ), generator=g),
+        labels = torch.randint(0, 80, (4, ), generator=g)
+        s.gt_instances = InstanceData(bboxes=boxes, labels=labels,
                                       masks=BitmapMasks(masks, H, W))
         samples.append(s)
     data = model.data_preprocessor(dict(inputs=inputs, data_samples=samples), training=True)
@@ -149,7 +150,8 @@ def main(argv=None):
             del step
 
     dev = torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'
-    print(f'\n# {dev}, torch {torch.__version__}, batch {args.batch}, {args.size[0]}x{args.size[1]},'
+    print(f'\n# {dev}, torch {torch.__version__}, batch {args.batch}, '
+          f'{args.size[0]}x{args.size[1]},'
           f' AMP {amp_dtype}, with_cp={args.with_cp}, median of {args.reps}')
     print('| mode | Swin-T ms | ELSA-Swin-T ms | time ratio | Swin-T peak GB | '
           'ELSA-Swin-T peak GB | memory ratio |')

@@ -67,7 +67,6 @@ def copy_bandwidth(device):
     a = torch.empty(n, dtype=torch.float32, device=device).fill_(1.0)
     b = torch.empty_like(a)
     ms = time_fn(lambda: b.copy_(a), device, reps=20, warmup=3)
-    del a, b
     return 2 * n * 4 / (ms * 1e-3) / 1e9
 
 

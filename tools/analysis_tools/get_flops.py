@@ -4,8 +4,9 @@
                                              [--backbone-only] [--cfg-options k=v ...]
 
 FLOPs are counted with mmengine's jit-tracing FlopAnalyzer (fvcore's convention: one fused
-multiply-add = one FLOP). ``import mmelsa`` registers the ELSA operator's cost with it (:mod:`mmelsa.ops.flops`), so
-mmengine's ``get_model_complexity_info`` and mmdet's own ``get_flops.py`` count it too; the
+multiply-add = one FLOP). ``import mmelsa`` registers the ELSA operator's cost with it
+(:mod:`mmelsa.ops.flops`), so mmengine's ``get_model_complexity_info`` and mmdet's own
+``get_flops.py`` count it too; the
 operator's share is printed in its own column.
 
 Default input: 800x1280 for detection (as the Swin/ELSA papers report), 512x2048 for
@@ -20,7 +21,7 @@ import sys
 import torch
 
 from mmelsa.engine import cli, preflight
-from mmelsa.ops.flops import ELSA_KEY
+from mmelsa.ops.flops import ELSA_KEY, ELSA_OP
 
 def build_model(cfg):
     task = preflight.task_of(cfg)

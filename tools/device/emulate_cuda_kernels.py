@@ -17,8 +17,9 @@ import time
 import torch
 from torch.utils.cpp_extension import load
 
-ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 from mmelsa.ops.reference import elsa_reference, max_rel_err
+
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 2.5e-2}
 # (B, C, G, H, W, K, dilation, stride)

@@ -4,8 +4,8 @@
 // thread keeps at most one output row / one channel plane of accumulators in the accumulation
 // type (float for float / half / bfloat16, double for double).
 //
-// forward      parallel over (b, c): out[b, c] is a sum of K*K shifted, weighted copies of x[b, c].
-// backward A   parallel over (b, c): grad_x[b, c] by a scatter that only this thread writes,
+// forward      parallel over (b, c): out[b, c] is a sum of K*K shifted, weighted copies of x[b,
+// c]. backward A   parallel over (b, c): grad_x[b, c] by a scatter that only this thread writes,
 //              and per-(b, c) partial sums of the ghost gradients.
 // backward B   parallel over (b, g, row i): grad_attn[b, g, :, i, :], summed over the channels of
 //              head g; every task writes a disjoint slice.
@@ -76,8 +76,8 @@ void forward_kernel(const scalar_t* x, const scalar_t* attn, const scalar_t* gm,
                     static_cast<acc_t>(xrow[j + off]) * (m * static_cast<acc_t>(arow[j]) + a0);
             } else {
               for (int64_t j = cols.lo[v]; j < cols.hi[v]; ++j)
-                accp[j] += static_cast<acc_t>(xrow[j * s + off]) *
-                           (m * static_cast<acc_t>(arow[j]) + a0);
+                accp[j] +=
+                    static_cast<acc_t>(xrow[j * s + off]) * (m * static_cast<acc_t>(arow[j]) + a0);
             }
           }
         }
@@ -90,8 +90,8 @@ void forward_kernel(const scalar_t* x, const scalar_t* attn, const scalar_t* gm,
 // Pass A: grad_x[b, c] (scatter into a thread-private plane) and the ghost partials of (b, c).
 template <typename scalar_t>
 void backward_x_ghost_kernel(const scalar_t* gout, const scalar_t* x, const scalar_t* attn,
-                             const scalar_t* gm, const scalar_t* ga, scalar_t* gx,
-                             double* part_gm, double* part_ga, const ElsaDims& D) {
+                             const scalar_t* gm, const scalar_t* ga, scalar_t* gx, double* part_gm,
+                             double* part_ga, const ElsaDims& D) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t HW = D.H * D.W, HoWo = D.Ho * D.Wo, K = D.K, KK = D.KK, s = D.stride;
   const TapRanges cols(K, D.pad, D.dil, D.W, D.Wo, s);
@@ -138,7 +138,7 @@ void backward_x_ghost_kernel(const scalar_t* gout, const scalar_t* x, const scal
             if (part_ga) {
               acc_t* dst = col_t.data() + t * D.Wo;
               if (s == 1) {
-                  for (int64_t j = lo; j < hi; ++j)
+                for (int64_t j = lo; j < hi; ++j)
                   dst[j] += static_cast<acc_t>(grow[j]) * static_cast<acc_t>(xrow[j + off]);
               } else {
                 for (int64_t j = lo; j < hi; ++j)
@@ -182,42 +182,43 @@ void backward_attn_kernel(const scalar_t* gout, const scalar_t* x, const scalar_
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t HW = D.H * D.W, HoWo = D.Ho * D.Wo, K = D.K, KK = D.KK, s = D.stride;
   const TapRanges cols(K, D.pad, D.dil, D.W, D.Wo, s);
-  at::parallel_for(0, D.B * D.G * D.Ho, grain_for(D.cpg * KK * D.Wo),
-                   [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> buf(KK * D.Wo), wm(KK);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t i = task % D.Ho, bg = task / D.Ho, b = bg / D.G, g = bg % D.G;
-      std::fill(buf.begin(), buf.end(), acc_t(0));
-      for (int64_t c = g * D.cpg; c < (g + 1) * D.cpg; ++c) {
-        const int64_t bc = b * D.C + c;
-        const scalar_t* grow = gout + bc * HoWo + i * D.Wo;
-        const scalar_t* xp = x + bc * HW;
-        for (int64_t t = 0; t < KK; ++t)
-          wm[t] = gm ? static_cast<acc_t>(gm[c * KK + t]) : acc_t(1);
-        for (int64_t u = 0; u < K; ++u) {
-          const int64_t y = i * s + u * D.dil - D.pad;
-          if (y < 0 || y >= D.H) continue;
-          const scalar_t* xrow = xp + y * D.W;
-          for (int64_t v = 0; v < K; ++v) {
-            const int64_t t = u * K + v, off = cols.off[v];
-            const acc_t m = wm[t];
-            acc_t* dst = buf.data() + t * D.Wo;
-            if (s == 1) {  // unit stride: contiguous, vectorisable
-              for (int64_t j = cols.lo[v]; j < cols.hi[v]; ++j)
-                dst[j] += m * static_cast<acc_t>(grow[j]) * static_cast<acc_t>(xrow[j + off]);
-            } else {
-              for (int64_t j = cols.lo[v]; j < cols.hi[v]; ++j)
-                dst[j] += m * static_cast<acc_t>(grow[j]) * static_cast<acc_t>(xrow[j * s + off]);
+  at::parallel_for(
+      0, D.B * D.G * D.Ho, grain_for(D.cpg * KK * D.Wo), [&](int64_t begin, int64_t end) {
+        std::vector<acc_t> buf(KK * D.Wo), wm(KK);
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t i = task % D.Ho, bg = task / D.Ho, b = bg / D.G, g = bg % D.G;
+          std::fill(buf.begin(), buf.end(), acc_t(0));
+          for (int64_t c = g * D.cpg; c < (g + 1) * D.cpg; ++c) {
+            const int64_t bc = b * D.C + c;
+            const scalar_t* grow = gout + bc * HoWo + i * D.Wo;
+            const scalar_t* xp = x + bc * HW;
+            for (int64_t t = 0; t < KK; ++t)
+              wm[t] = gm ? static_cast<acc_t>(gm[c * KK + t]) : acc_t(1);
+            for (int64_t u = 0; u < K; ++u) {
+              const int64_t y = i * s + u * D.dil - D.pad;
+              if (y < 0 || y >= D.H) continue;
+              const scalar_t* xrow = xp + y * D.W;
+              for (int64_t v = 0; v < K; ++v) {
+                const int64_t t = u * K + v, off = cols.off[v];
+                const acc_t m = wm[t];
+                acc_t* dst = buf.data() + t * D.Wo;
+                if (s == 1) {  // unit stride: contiguous, vectorisable
+                  for (int64_t j = cols.lo[v]; j < cols.hi[v]; ++j)
+                    dst[j] += m * static_cast<acc_t>(grow[j]) * static_cast<acc_t>(xrow[j + off]);
+                } else {
+                  for (int64_t j = cols.lo[v]; j < cols.hi[v]; ++j)
+                    dst[j] +=
+                        m * static_cast<acc_t>(grow[j]) * static_cast<acc_t>(xrow[j * s + off]);
+                }
+              }
             }
           }
+          scalar_t* out = gattn + bg * KK * HoWo + i * D.Wo;
+          for (int64_t t = 0; t < KK; ++t)
+            for (int64_t j = 0; j < D.Wo; ++j)
+              out[t * HoWo + j] = static_cast<scalar_t>(buf[t * D.Wo + j]);
         }
-      }
-      scalar_t* out = gattn + bg * KK * HoWo + i * D.Wo;
-      for (int64_t t = 0; t < KK; ++t)
-        for (int64_t j = 0; j < D.Wo; ++j)
-          out[t * HoWo + j] = static_cast<scalar_t>(buf[t * D.Wo + j]);
-    }
-  });
+      });
 }
 
 // Sums the per-(b, c) partials over b in a fixed order into the (C, K, K) ghost gradient.
@@ -245,12 +246,13 @@ at::Tensor elsa_forward_cpu(const at::Tensor& x, const at::Tensor& attn,
                             const ElsaDims& D) {
   at::Tensor out = at::empty({D.B, D.C, D.Ho, D.Wo}, x.options());
   if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "elsa_forward_cpu",
-                                  [&] {
-    forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), attn.const_data_ptr<scalar_t>(),
-                             ptr_or_null<scalar_t>(ghost_mul), ptr_or_null<scalar_t>(ghost_add),
-                             out.mutable_data_ptr<scalar_t>(), D);
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, x.scalar_type(), "elsa_forward_cpu", [&] {
+        forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), attn.const_data_ptr<scalar_t>(),
+                                 ptr_or_null<scalar_t>(ghost_mul),
+                                 ptr_or_null<scalar_t>(ghost_add),
+                                 out.mutable_data_ptr<scalar_t>(), D);
+      });
   return out;
 }
 
@@ -270,25 +272,27 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cpu(
   at::Tensor part_gm = need_gm ? at::empty({D.B, D.C, D.KK}, dopts) : at::Tensor();
   at::Tensor part_ga = need_ga ? at::empty({D.B, D.C, D.KK}, dopts) : at::Tensor();
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(),
-                                  "elsa_backward_cpu", [&] {
-    const scalar_t* go = grad_out.const_data_ptr<scalar_t>();
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const scalar_t* ap = attn.const_data_ptr<scalar_t>();
-    const scalar_t* gmp = ptr_or_null<scalar_t>(ghost_mul);
-    const scalar_t* gap = ptr_or_null<scalar_t>(ghost_add);
-    if (need_x || need_gm || need_ga)
-      backward_x_ghost_kernel<scalar_t>(
-          go, xp, ap, gmp, gap, need_x ? gx.mutable_data_ptr<scalar_t>() : nullptr,
-          need_gm ? part_gm.mutable_data_ptr<double>() : nullptr,
-          need_ga ? part_ga.mutable_data_ptr<double>() : nullptr, D);
-    if (need_attn)
-      backward_attn_kernel<scalar_t>(go, xp, gmp, gattn.mutable_data_ptr<scalar_t>(), D);
-    if (need_gm) reduce_ghost_partials<scalar_t>(part_gm.const_data_ptr<double>(),
-                                                 ggm.mutable_data_ptr<scalar_t>(), D);
-    if (need_ga) reduce_ghost_partials<scalar_t>(part_ga.const_data_ptr<double>(),
-                                                 gga.mutable_data_ptr<scalar_t>(), D);
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, x.scalar_type(), "elsa_backward_cpu", [&] {
+        const scalar_t* go = grad_out.const_data_ptr<scalar_t>();
+        const scalar_t* xp = x.const_data_ptr<scalar_t>();
+        const scalar_t* ap = attn.const_data_ptr<scalar_t>();
+        const scalar_t* gmp = ptr_or_null<scalar_t>(ghost_mul);
+        const scalar_t* gap = ptr_or_null<scalar_t>(ghost_add);
+        if (need_x || need_gm || need_ga)
+          backward_x_ghost_kernel<scalar_t>(
+              go, xp, ap, gmp, gap, need_x ? gx.mutable_data_ptr<scalar_t>() : nullptr,
+              need_gm ? part_gm.mutable_data_ptr<double>() : nullptr,
+              need_ga ? part_ga.mutable_data_ptr<double>() : nullptr, D);
+        if (need_attn)
+          backward_attn_kernel<scalar_t>(go, xp, gmp, gattn.mutable_data_ptr<scalar_t>(), D);
+        if (need_gm)
+          reduce_ghost_partials<scalar_t>(part_gm.const_data_ptr<double>(),
+                                          ggm.mutable_data_ptr<scalar_t>(), D);
+        if (need_ga)
+          reduce_ghost_partials<scalar_t>(part_ga.const_data_ptr<double>(),
+                                          gga.mutable_data_ptr<scalar_t>(), D);
+      });
   return std::make_tuple(gx, gattn, ggm, gga);
 }
 

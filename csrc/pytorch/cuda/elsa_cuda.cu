@@ -37,10 +37,18 @@ using cuda::kThreads;
 template <typename F>
 void dispatch_kernel_size(int64_t K, F&& f) {
   switch (K) {
-    case 3: f(std::integral_constant<int, 3>()); break;
-    case 5: f(std::integral_constant<int, 5>()); break;
-    case 7: f(std::integral_constant<int, 7>()); break;
-    default: f(std::integral_constant<int, 0>()); break;
+    case 3:
+      f(std::integral_constant<int, 3>());
+      break;
+    case 5:
+      f(std::integral_constant<int, 5>());
+      break;
+    case 7:
+      f(std::integral_constant<int, 7>());
+      break;
+    default:
+      f(std::integral_constant<int, 0>());
+      break;
   }
 }
 
@@ -59,17 +67,18 @@ at::Tensor elsa_forward_cuda(const at::Tensor& x, const at::Tensor& attn,
   const int64_t total = out.numel();
   if (total == 0) return out;
   const cudaStream_t stream = ELSA_CURRENT_STREAM();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_forward_cuda",
-                                  [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    dispatch_kernel_size(D.K, [&](auto kt) {
-      constexpr int KT = decltype(kt)::value;
-      auto* kernel = cuda::elsa_forward_kernel<scalar_t, acc_t, KT>;
-      ELSA_LAUNCH(kernel, blocks_for(total), kThreads, stream, x.const_data_ptr<scalar_t>(),
-                  attn.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
-                  ptr_or_null<scalar_t>(ghost_add), out.mutable_data_ptr<scalar_t>(), D, total);
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_forward_cuda", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        dispatch_kernel_size(D.K, [&](auto kt) {
+          constexpr int KT = decltype(kt)::value;
+          auto* kernel = cuda::elsa_forward_kernel<scalar_t, acc_t, KT>;
+          ELSA_LAUNCH(kernel, blocks_for(total), kThreads, stream, x.const_data_ptr<scalar_t>(),
+                      attn.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
+                      ptr_or_null<scalar_t>(ghost_add), out.mutable_data_ptr<scalar_t>(), D,
+                      total);
+        });
+      });
   return out;
 }
 
@@ -88,61 +97,61 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cuda(
   at::Tensor gga = need_ga ? at::empty_like(ghost_add) : none();
   const cudaStream_t stream = ELSA_CURRENT_STREAM();
 
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(),
-                                  "elsa_backward_cuda", [&] {
-    using acc_t = at::opmath_type<scalar_t>;
-    const scalar_t* go = grad_out.const_data_ptr<scalar_t>();
-    const scalar_t* xp = x.const_data_ptr<scalar_t>();
-    const scalar_t* ap = attn.const_data_ptr<scalar_t>();
-    const scalar_t* gmp = ptr_or_null<scalar_t>(ghost_mul);
-    const scalar_t* gap = ptr_or_null<scalar_t>(ghost_add);
-    dispatch_kernel_size(D.K, [&](auto kt) {
-      constexpr int KT = decltype(kt)::value;
-      if (need_x && gx.numel() > 0) {
-        const int64_t total = gx.numel();
-        auto* kernel = cuda::elsa_grad_x_kernel<scalar_t, acc_t, KT>;
-        ELSA_LAUNCH(kernel, blocks_for(total), kThreads, stream, go, ap, gmp, gap,
-                    gx.mutable_data_ptr<scalar_t>(), D, total);
-      }
-      if (need_attn && gattn.numel() > 0) {
-        const int64_t total = gattn.numel();
-        auto* kernel = cuda::elsa_grad_attn_kernel<scalar_t, acc_t, KT>;
-        ELSA_LAUNCH(kernel, blocks_for(total), kThreads, stream, go, xp, gmp,
-                    gattn.mutable_data_ptr<scalar_t>(), D, total);
-      }
-      if (need_gm || need_ga) {
-        const int64_t rows = D.C * D.KK;
-        const int64_t n_total = D.B * D.Ho * D.Wo;
-        if (n_total == 0 || rows == 0) {
-          if (need_gm) ggm.zero_();
-          if (need_ga) gga.zero_();
-          return;
-        }
-        int64_t chunk_len = 1;
-        const int64_t n_chunks = ghost_chunks(n_total, &chunk_len);
-        const auto popts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
-        at::Tensor part_gm = need_gm ? at::empty({rows, n_chunks}, popts) : at::Tensor();
-        at::Tensor part_ga = need_ga ? at::empty({rows, n_chunks}, popts) : at::Tensor();
-        const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(n_chunks));
-        auto* partial = cuda::elsa_ghost_partial_kernel<scalar_t, acc_t, KT>;
-        ELSA_LAUNCH(partial, grid, kThreads, stream, go, xp, ap,
-                    need_gm ? part_gm.mutable_data_ptr<acc_t>() : nullptr,
-                    need_ga ? part_ga.mutable_data_ptr<acc_t>() : nullptr, D, chunk_len,
-                    n_chunks);
-        auto* final_sum = cuda::elsa_ghost_final_kernel<scalar_t, acc_t>;
-        if (need_gm) {
-          ELSA_LAUNCH(final_sum, blocks_for(rows), kThreads, stream,
-                      part_gm.const_data_ptr<acc_t>(), ggm.mutable_data_ptr<scalar_t>(), rows,
-                      n_chunks);
-        }
-        if (need_ga) {
-          ELSA_LAUNCH(final_sum, blocks_for(rows), kThreads, stream,
-                      part_ga.const_data_ptr<acc_t>(), gga.mutable_data_ptr<scalar_t>(), rows,
-                      n_chunks);
-        }
-      }
-    });
-  });
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_backward_cuda", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const scalar_t* go = grad_out.const_data_ptr<scalar_t>();
+        const scalar_t* xp = x.const_data_ptr<scalar_t>();
+        const scalar_t* ap = attn.const_data_ptr<scalar_t>();
+        const scalar_t* gmp = ptr_or_null<scalar_t>(ghost_mul);
+        const scalar_t* gap = ptr_or_null<scalar_t>(ghost_add);
+        dispatch_kernel_size(D.K, [&](auto kt) {
+          constexpr int KT = decltype(kt)::value;
+          if (need_x && gx.numel() > 0) {
+            const int64_t total = gx.numel();
+            auto* kernel = cuda::elsa_grad_x_kernel<scalar_t, acc_t, KT>;
+            ELSA_LAUNCH(kernel, blocks_for(total), kThreads, stream, go, ap, gmp, gap,
+                        gx.mutable_data_ptr<scalar_t>(), D, total);
+          }
+          if (need_attn && gattn.numel() > 0) {
+            const int64_t total = gattn.numel();
+            auto* kernel = cuda::elsa_grad_attn_kernel<scalar_t, acc_t, KT>;
+            ELSA_LAUNCH(kernel, blocks_for(total), kThreads, stream, go, xp, gmp,
+                        gattn.mutable_data_ptr<scalar_t>(), D, total);
+          }
+          if (need_gm || need_ga) {
+            const int64_t rows = D.C * D.KK;
+            const int64_t n_total = D.B * D.Ho * D.Wo;
+            if (n_total == 0 || rows == 0) {
+              if (need_gm) ggm.zero_();
+              if (need_ga) gga.zero_();
+              return;
+            }
+            int64_t chunk_len = 1;
+            const int64_t n_chunks = ghost_chunks(n_total, &chunk_len);
+            const auto popts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+            at::Tensor part_gm = need_gm ? at::empty({rows, n_chunks}, popts) : at::Tensor();
+            at::Tensor part_ga = need_ga ? at::empty({rows, n_chunks}, popts) : at::Tensor();
+            const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(n_chunks));
+            auto* partial = cuda::elsa_ghost_partial_kernel<scalar_t, acc_t, KT>;
+            ELSA_LAUNCH(partial, grid, kThreads, stream, go, xp, ap,
+                        need_gm ? part_gm.mutable_data_ptr<acc_t>() : nullptr,
+                        need_ga ? part_ga.mutable_data_ptr<acc_t>() : nullptr, D, chunk_len,
+                        n_chunks);
+            auto* final_sum = cuda::elsa_ghost_final_kernel<scalar_t, acc_t>;
+            if (need_gm) {
+              ELSA_LAUNCH(final_sum, blocks_for(rows), kThreads, stream,
+                          part_gm.const_data_ptr<acc_t>(), ggm.mutable_data_ptr<scalar_t>(), rows,
+                          n_chunks);
+            }
+            if (need_ga) {
+              ELSA_LAUNCH(final_sum, blocks_for(rows), kThreads, stream,
+                          part_ga.const_data_ptr<acc_t>(), gga.mutable_data_ptr<scalar_t>(), rows,
+                          n_chunks);
+            }
+          }
+        });
+      });
   return std::make_tuple(gx, gattn, ggm, gga);
 }
 

@@ -37,15 +37,15 @@ at::Tensor or_undef(const c10::optional<at::Tensor>& t) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("forward", [](at::Tensor x, at::Tensor attn, c10::optional<at::Tensor> gm,
                       c10::optional<at::Tensor> ga, int64_t K, int64_t d, int64_t s) {
-    return mmelsa::elsa_forward_cuda(x.contiguous(), attn.contiguous(), or_undef(gm),
-                                     or_undef(ga), dims(x, attn, K, d, s));
+    return mmelsa::elsa_forward_cuda(x.contiguous(), attn.contiguous(), or_undef(gm), or_undef(ga),
+                                     dims(x, attn, K, d, s));
   });
-  m.def("backward", [](at::Tensor go, at::Tensor x, at::Tensor attn,
-                       c10::optional<at::Tensor> gm, c10::optional<at::Tensor> ga, int64_t K,
-                       int64_t d, int64_t s, std::vector<bool> mask) {
-    return mmelsa::elsa_backward_cuda(go.contiguous(), x.contiguous(), attn.contiguous(),
-                                      or_undef(gm), or_undef(ga), dims(x, attn, K, d, s),
-                                      {mask[0], mask[1], mask[2], mask[3]});
-  });
+  m.def("backward",
+        [](at::Tensor go, at::Tensor x, at::Tensor attn, c10::optional<at::Tensor> gm,
+           c10::optional<at::Tensor> ga, int64_t K, int64_t d, int64_t s, std::vector<bool> mask) {
+          return mmelsa::elsa_backward_cuda(go.contiguous(), x.contiguous(), attn.contiguous(),
+                                            or_undef(gm), or_undef(ga), dims(x, attn, K, d, s),
+                                            {mask[0], mask[1], mask[2], mask[3]});
+        });
   m.def("launches", [] { return emu::launches; });
 }
