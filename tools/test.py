@@ -51,7 +51,7 @@ def enable_visualization(cfg, args):
     hooks = cfg.get('default_hooks', {})
     if 'visualization' not in hooks:
         raise preflight.UsageError('--show/--show-dir need default_hooks.visualization in the '
-                                 'config (DetVisualizationHook / SegVisualizationHook)')
+                                   'config (DetVisualizationHook / SegVisualizationHook)')
     vis = hooks['visualization']
     vis['draw'] = True
     if args.show:
@@ -81,7 +81,7 @@ def enable_tta(cfg, task):
     if task == 'seg':
         if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
             raise preflight.UsageError('--tta needs tta_model and tta_pipeline in the config '
-                                     '(mmseg::_base_/datasets/ade20k.py defines them)')
+                                       '(mmseg::_base_/datasets/ade20k.py defines them)')
         _leaf_test_dataset(cfg).pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
@@ -91,7 +91,7 @@ def enable_tta(cfg, task):
     roi_head = cfg.model.get('roi_head') or {}
     if roi_head.get('mask_head'):
         raise preflight.UsageError('--tta for detection: mmdet 3.3 merges boxes only, and this '
-                                 'model predicts masks; test without --tta')
+                                   'model predicts masks; test without --tta')
     if 'tta_model' not in cfg:
         cfg.tta_model = dict(type='DetTTAModel', tta_cfg=dict(
             nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))

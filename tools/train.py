@@ -66,7 +66,7 @@ def build_cfg(args):
     if args.auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise preflight.UsageError('--auto-scale-lr needs auto_scale_lr.base_batch_size in '
-                                     'the config')
+                                       'the config')
         cfg.auto_scale_lr.enable = True
 
     # --resume: with a path resume from it; bare --resume lets the Runner find
