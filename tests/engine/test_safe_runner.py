@@ -109,3 +109,32 @@ def test_mmdet_own_test_tool_refuses_too(other_model_ckpt, tmp_path, toy_root):
     assert 'CheckpointMismatchError' in res.stderr and 'does not fit' in res.stderr, \
         res.stderr[-3000:]
     assert 'coco/bbox_mAP' not in res.stdout
+
+
+def test_mmdet_own_train_tool_resumes_with_the_uninterrupted_lr(tmp_path, toy_root):
+    """mmdet's installed tools/train.py builds SafeRunner from our toy config, so a run
+    interrupted after epoch 1 and resumed ends epoch 2 with the learning rate of a run that was
+    never interrupted (mmengine 0.10.7 alone re-applies the warm-up factor on resume)."""
+    import mmdet
+    from tests.tools.conftest import toy_data_options
+    tool = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'train.py')
+    det = 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-12e_toy-coco.py'
+
+    def train(work, epochs, *extra):
+        # 24 images, batch 4: 6 iterations an epoch, inside the 25-iteration warm-up
+        res = _tool([tool, det, '--work-dir', str(work), *extra, '--cfg-options',
+                     f'train_cfg.max_epochs={epochs}', 'train_cfg.val_interval=100',
+                     'train_dataloader.batch_size=4', *toy_data_options('det', toy_root)])
+        assert res.returncode == 0, res.stderr[-3000:]
+
+    train(tmp_path / 'straight', 2)
+    train(tmp_path / 'resumed', 1)
+    train(tmp_path / 'resumed', 2, '--resume')
+
+    def lrs(work):
+        ckpt = torch.load(work / 'epoch_2.pth', map_location='cpu', weights_only=False)
+        assert ckpt['meta']['iter'] == 12
+        return [g['lr'] for g in ckpt['optimizer']['param_groups']]
+
+    straight, resumed = lrs(tmp_path / 'straight'), lrs(tmp_path / 'resumed')
+    assert resumed == pytest.approx(straight, rel=1e-6)
