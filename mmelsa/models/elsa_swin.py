@@ -186,12 +186,19 @@ class WindowAttention(nn.Module):
         return f'dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}'
 
 
+def _size_tensor(n, device):
+    """A size as a 0-d int64 tensor. Index arithmetic with a size that is symbolic (torch.export)
+    then records tensor ops, which the ONNX exporter translates; ``tensor % SymInt`` is not."""
+    return torch.full((), n, dtype=torch.long, device=device)
+
+
 def _window_token_index(Hp, Wp, w, shift, device):
     """(Hp*Wp,) flat pixel of each window token of the map rolled by ``-shift``: token
     (wy, wx, r, c) (window row, window column, row and column in the window, in that order)
     holds pixel ((wy*w + r + shift) % Hp, (wx*w + c + shift) % Wp). Pure 1-D arithmetic, no
     views, so nothing depends on a size being 1."""
     token = torch.arange(Hp * Wp, device=device)
+    Hp, Wp = _size_tensor(Hp, device), _size_tensor(Wp, device)
     per_row_of_windows = (Wp // w) * w * w
     wy, rest = token // per_row_of_windows, token % per_row_of_windows
     wx, rest = rest // (w * w), rest % (w * w)
@@ -202,8 +209,8 @@ def _window_token_index(Hp, Wp, w, shift, device):
 def _pixel_window_index(H, W, Wp, w, shift, device):
     """(H*W,) inverse of :func:`_window_token_index` restricted to the unpadded H x W pixels:
     the window token holding pixel (i, j), row-major."""
-    Hp = round_up(H, w)
     pixel = torch.arange(H * W, device=device)
+    Hp, W, Wp = (_size_tensor(n, device) for n in (round_up(H, w), W, Wp))
     i = (pixel // W - shift) % Hp  # the pixel's row in the rolled map
     j = (pixel % W - shift) % Wp
     window = (i // w) * (Wp // w) + j // w
@@ -248,6 +255,7 @@ def shifted_window_mask(Hp, Wp, window_size, shift_size, device):
     w, s = window_size, shift_size
     rows = torch.arange(Hp, device=device)
     cols = torch.arange(Wp, device=device)
+    Hp, Wp = _size_tensor(Hp, device), _size_tensor(Wp, device)
     row_region = (rows >= Hp - w).long() + (rows >= Hp - s).long()
     col_region = (cols >= Wp - w).long() + (cols >= Wp - s).long()
     img = (3 * row_region[:, None] + col_region[None, :]).to(torch.get_default_dtype())
