@@ -11,8 +11,8 @@ The graph built here (opset >= 18) is, for zero padding p = (K // 2) * d:
 The additive ghost does not depend on the attention, so its term is exactly a depth-wise
 convolution and costs one Conv instead of K*K extra multiply-adds. Slice ends are
 ``shape(x)[2:] + offset``, computed in the graph, so batch, height and width stay dynamic; only
-K, dilation, stride and the channel count C are fixed at export. At most one tap (B, C, Ho, Wo)
-is live besides the accumulator: nothing of size K*K x the output is materialised.
+K, dilation, stride and the channel count C are fixed at export. Only tap-sized temporaries
+(B, C, Ho, Wo) exist besides the accumulator: nothing of size K*K x the output is materialised.
 
 Both exporters are covered by the same graph-building code:
 
