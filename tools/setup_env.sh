@@ -19,7 +19,7 @@ BASE_PYTHON=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 MMCV_VERSION=2.1.0
 STACK=(mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 'pycocotools>=2.0.8' ftfy regex pytest
-       ruff clang-format)
+       ruff clang-format onnx onnxscript onnxruntime)
 START=$SECONDS
 
 say() { printf '[setup %s] %s\n' "$(date +%H:%M:%S)" "$*"; }

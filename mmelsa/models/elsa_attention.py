@@ -169,7 +169,12 @@ class ELSAAttention(nn.Module):
         B, H, W, C = x.shape
         x = self.pre_proj(x.permute(0, 3, 1, 2))
         q, k, v = torch.split(x, [self.dim_qk, self.dim_qk, C], dim=1)
-        attn = self.attn(q * k * self.qk_scale)
+        # q, k are channel slices of a channels-last map. Made dense (same layout, so the same
+        # conv kernel runs) because torch.export cannot reason about the strides of a product
+        # of such slices with a symbolic width: it would specialise W.
+        cl = torch.channels_last
+        attn = self.attn(q.contiguous(memory_format=cl) * k.contiguous(memory_format=cl) *
+                         self.qk_scale)
         kk = self.kernel_size * self.kernel_size
         attn = attn.reshape(B, self.num_heads, kk, H, W).softmax(dim=2)
         attn = self.attn_drop(attn)

@@ -21,6 +21,16 @@ from .elsa_attention import ELSAAttention
 from .utils import DropPath, Mlp, build_norm, to_2tuple
 
 
+def ceil_div(n, d):
+    """ceil(n / d) for an int or a symbolic size (torch.export), without a branch."""
+    return (n + d - 1) // d
+
+
+def round_up(n, d):
+    """The smallest multiple of d that is >= n."""
+    return ceil_div(n, d) * d
+
+
 class PatchEmbed(nn.Module):
     """Non-overlapping patch embedding: pad right/bottom to a multiple of the patch size,
     ``proj`` (Conv2d, kernel = stride = patch size), then LayerNorm ``norm``.
@@ -39,8 +49,9 @@ class PatchEmbed(nn.Module):
     def forward(self, x):
         H, W = x.shape[-2:]
         p = self.patch_size
-        if H % p or W % p:
-            x = F.pad(x, (0, (-W) % p, 0, (-H) % p))
+        # Pad to p * ceil(H / p) unconditionally (a zero-width pad is a no-op). Written as a
+        # rounded-up size rather than `if H % p`, so torch.export / ONNX keep H, W symbolic.
+        x = F.pad(x, (0, round_up(W, p) - W, 0, round_up(H, p) - H))
         x = self.proj(x).permute(0, 2, 3, 1)
         if self.norm is not None:
             x = self.norm(x)
@@ -65,11 +76,13 @@ class PatchMerging(nn.Module):
         self.norm = build_norm(norm_cfg, 4 * dim) if norm_cfg is not None else None
 
     def forward(self, x):
-        H, W = x.shape[1:3]
-        if H % 2 or W % 2:
-            x = F.pad(x, (0, 0, 0, W % 2, 0, H % 2))
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]],
-                      dim=-1)
+        B, H, W, C = x.shape
+        H2, W2 = ceil_div(H, 2), ceil_div(W, 2)
+        x = F.pad(x, (0, 0, 0, 2 * W2 - W, 0, 2 * H2 - H))
+        # The concatenation [x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2]] as a
+        # view: (row parity, column parity) become two axes, column parity outermost. Same
+        # values as strided slicing, whose lengths a symbolic tracer cannot prove equal.
+        x = x.view(B, H2, 2, W2, 2, C).permute(0, 1, 3, 4, 2, 5).reshape(B, H2, W2, 4 * C)
         if self.norm is not None:
             x = self.norm(x)
         return self.reduction(x)
@@ -173,31 +186,80 @@ class WindowAttention(nn.Module):
         return f'dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}'
 
 
-def window_partition(x, w):
-    """(B, H, W, C) with H, W multiples of w -> (B * H/w * W/w, w*w, C)."""
-    B, H, W, C = x.shape
-    x = x.view(B, H // w, w, W // w, w, C).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, w * w, C)
+def _size_tensor(n, device):
+    """A size as a 0-d int64 tensor. Index arithmetic with a size that is symbolic (torch.export)
+    then records tensor ops, which the ONNX exporter translates; ``tensor % SymInt`` is not."""
+    return torch.full((), n, dtype=torch.long, device=device)
 
 
-def window_reverse(windows, w, H, W):
-    """Inverse of :func:`window_partition`: (B * nW, w*w, C) -> (B, H, W, C)."""
+def _window_token_index(Hp, Wp, w, shift, device):
+    """(Hp*Wp,) flat pixel of each window token of the map rolled by ``-shift``: token
+    (wy, wx, r, c) (window row, window column, row and column in the window, in that order)
+    holds pixel ((wy*w + r + shift) % Hp, (wx*w + c + shift) % Wp). Pure 1-D arithmetic, no
+    views, so nothing depends on a size being 1."""
+    token = torch.arange(Hp * Wp, device=device)
+    Hp, Wp = _size_tensor(Hp, device), _size_tensor(Wp, device)
+    per_row_of_windows = (Wp // w) * w * w
+    wy, rest = token // per_row_of_windows, token % per_row_of_windows
+    wx, rest = rest // (w * w), rest % (w * w)
+    r, c = rest // w, rest % w
+    return ((wy * w + r + shift) % Hp) * Wp + (wx * w + c + shift) % Wp
+
+
+def _pixel_window_index(H, W, Wp, w, shift, device):
+    """(H*W,) inverse of :func:`_window_token_index` restricted to the unpadded H x W pixels:
+    the window token holding pixel (i, j), row-major."""
+    pixel = torch.arange(H * W, device=device)
+    Hp, W, Wp = (_size_tensor(n, device) for n in (round_up(H, w), W, Wp))
+    i = (pixel // W - shift) % Hp  # the pixel's row in the rolled map
+    j = (pixel % W - shift) % Wp
+    window = (i // w) * (Wp // w) + j // w
+    return window * (w * w) + (i % w) * w + j % w
+
+
+def to_windows(x, w, shift):
+    """Cyclic shift by ``-shift``, then window partition: (B, Hp, Wp, C), Hp and Wp multiples
+    of w -> (B * nW, w*w, C); the same values as ``window_partition(torch.roll(x, (-shift,
+    -shift), (1, 2)), w)`` with the usual Swin partition ``x.view(B, Hp/w, w, Wp/w, w, C)``
+    ``.permute(0, 1, 3, 2, 4, 5).reshape(-1, w*w, C)``.
+
+    One gather with indices computed from the (possibly symbolic) sizes instead of a roll and
+    a 6-D permute: whether those are views or copies depends on sizes being 1 (a single
+    window) or paddings being 0, which torch.export would freeze into the exported program.
+    """
+    B, Hp, Wp, C = x.shape
+    index = _window_token_index(Hp, Wp, w, shift, x.device)
+    return x.reshape(B, Hp * Wp, C).index_select(1, index).view(-1, w * w, C)
+
+
+def from_windows(windows, w, shift, H, W):
+    """Inverse of :func:`to_windows` followed by the crop to the unpadded H x W:
+    (B * nW, w*w, C) -> (B, H, W, C), one gather (see :func:`to_windows`)."""
     C = windows.shape[-1]
-    x = windows.view(-1, H // w, W // w, w, w, C).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, H, W, C)
+    Wp = round_up(W, w)
+    index = _pixel_window_index(H, W, Wp, w, shift, windows.device)
+    nW_tokens = round_up(H, w) * Wp
+    out = windows.reshape(-1, nW_tokens, C).index_select(1, index)
+    return out.view(-1, H, W, C)
 
 
 def shifted_window_mask(Hp, Wp, window_size, shift_size, device):
     """Additive (nW, w*w, w*w) mask for the cyclically shifted windows: -100 between tokens
-    that come from different regions of the padded map, 0 elsewhere."""
+    that come from different regions of the padded map, 0 elsewhere.
+
+    Rows ``[0, Hp - w)``, ``[Hp - w, Hp - s)`` and ``[Hp - s, Hp)`` are regions 0, 1, 2 (columns
+    likewise) and a pixel's region is ``3 * row region + column region``. Computed with
+    comparisons on ``arange`` rather than slice assignments, so that Hp, Wp may be symbolic
+    (torch.export, ONNX with dynamic height and width).
+    """
     w, s = window_size, shift_size
-    img = torch.zeros(1, Hp, Wp, 1, device=device)
-    cnt = 0
-    for hs in (slice(0, -w), slice(-w, -s), slice(-s, None)):
-        for ws in (slice(0, -w), slice(-w, -s), slice(-s, None)):
-            img[:, hs, ws, :] = cnt
-            cnt += 1
-    regions = window_partition(img, w).squeeze(-1)  # (nW, N)
+    rows = torch.arange(Hp, device=device)
+    cols = torch.arange(Wp, device=device)
+    Hp, Wp = _size_tensor(Hp, device), _size_tensor(Wp, device)
+    row_region = (rows >= Hp - w).long() + (rows >= Hp - s).long()
+    col_region = (cols >= Wp - w).long() + (cols >= Wp - s).long()
+    img = (3 * row_region[:, None] + col_region[None, :]).to(torch.get_default_dtype())
+    regions = to_windows(img[None, :, :, None], w, 0).squeeze(-1)  # (nW, N)
     mask = regions.unsqueeze(1) - regions.unsqueeze(2)
     return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
 
@@ -230,17 +292,11 @@ class SwinBlock(nn.Module):
         w, s = self.window_size, self.shift_size
         shortcut = x
         x = self.norm1(x)
-        Hp, Wp = H + (-H) % w, W + (-W) % w
-        if Hp != H or Wp != W:
-            x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
-        mask = None
-        if s > 0:
-            x = torch.roll(x, shifts=(-s, -s), dims=(1, 2))
-            mask = shifted_window_mask(Hp, Wp, w, s, x.device)
-        x = window_reverse(self.attn(window_partition(x, w), mask), w, Hp, Wp)
-        if s > 0:
-            x = torch.roll(x, shifts=(s, s), dims=(1, 2))
-        x = x[:, :H, :W]
+        Hp, Wp = round_up(H, w), round_up(W, w)
+        x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))  # unconditional, see PatchEmbed.forward
+        mask = shifted_window_mask(Hp, Wp, w, s, x.device) if s > 0 else None
+        # roll by -s, partition, attention, reverse, roll by +s, crop to H x W
+        x = from_windows(self.attn(to_windows(x, w, s), mask), w, s, H, W)
         x = shortcut + self.drop_path(x)
         return x + self.drop_path(self.mlp(self.norm2(x)))
 

@@ -1,0 +1,6 @@
+"""Deployment helpers: ONNX export of ELSA-Swin models (see :mod:`.onnx_export`)."""
+from .onnx_export import (OnnxRunner, TensorModeModel, build_from_config, export_onnx,
+                          load_image, median_latency, min_dynamic_size)
+
+__all__ = ['build_from_config', 'TensorModeModel', 'min_dynamic_size', 'export_onnx',
+           'load_image', 'OnnxRunner', 'median_latency']

@@ -1,0 +1,178 @@
+"""Export ELSA-Swin models to ONNX and check them in ONNX Runtime against PyTorch.
+
+What is exported (``part``):
+
+* ``'backbone'``: the ELSASwinTransformer alone, (B, 3, H, W) -> its feature maps;
+* ``'model'``: the whole model in mmengine's tensor mode, without post-processing: for a
+  segmentor ``model(x, mode='tensor')``, the decode head's logits (B, classes, H/4, W/4); for a
+  detector its ``extract_feat``, backbone + neck (the FPN maps; the RPN / RoI heads with their
+  data-dependent proposal counts stay in PyTorch).
+
+The ELSA operator is written out in standard ONNX ops (:mod:`mmelsa.ops.onnx`), so the file runs
+in a stock ONNX Runtime. ``dynamic=True`` keeps batch, height and width symbolic.
+"""
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from ..ops.onnx import ONNX_OPSET, custom_translation_table
+
+__all__ = ['build_from_config', 'TensorModeModel', 'min_dynamic_size', 'export_onnx',
+           'load_image', 'OnnxRunner', 'median_latency']
+
+
+class TensorModeModel(nn.Module):
+    """A model as one tensor-in / tensors-out callable (what the exporters trace).
+
+    Shape: (B, 3, H, W) normalised image -> tuple of tensors (see the module docstring).
+    """
+
+    def __init__(self, model, part):
+        super().__init__()
+        self.model = model
+        self.part = part
+
+    def forward(self, x):
+        if self.part == 'backbone':
+            return tuple(self.model(x))
+        if hasattr(self.model, 'decode_head'):  # a segmentor: the logits, one tensor
+            return (self.model(x, mode='tensor'), )
+        return tuple(self.model.extract_feat(x))  # a detector: backbone + neck
+
+
+def build_from_config(cfg, checkpoint=None, part='model'):
+    """Build the config's model (eval mode, float32 CPU), load ``checkpoint`` if given, and
+    wrap it for export. Returns ``(TensorModeModel, normalisation dict)``."""
+    import mmelsa  # noqa: F401  (registers the backbone)
+    scope = cfg.get('default_scope', 'mmdet')
+    if scope == 'mmseg':
+        from mmseg.registry import MODELS
+        from mmseg.utils import register_all_modules
+    else:
+        from mmdet.registry import MODELS
+        from mmdet.utils import register_all_modules
+    register_all_modules(init_default_scope=True)
+    model = MODELS.build(cfg.model)
+    if checkpoint:
+        from mmengine.runner import load_checkpoint
+        load_checkpoint(model, checkpoint, map_location='cpu')
+    else:
+        model.init_weights()
+    model = model.eval().float()
+    if part == 'backbone':
+        model = model.backbone
+    norm = dict(cfg.model.get('data_preprocessor', {}) or {})
+    return TensorModeModel(model, part).eval(), norm
+
+
+def min_dynamic_size(module):
+    """Smallest H (and W) a dynamic dynamo export of ``module`` (a :class:`TensorModeModel`)
+    covers: torch.export specialises a dimension of size 1, so every feature map must be at
+    least 2 pixels, the backbone's last stage (stride patch * 2**(stages - 1)) and each extra
+    stride-2 level a detector's neck adds on top (FPN's P6)."""
+    model = module.model
+    backbone = model if module.part == 'backbone' else model.backbone
+    halvings = len(backbone.layers) - 1
+    neck = getattr(model, 'neck', None) if module.part != 'backbone' else None
+    if neck is not None and hasattr(neck, 'num_outs') and hasattr(neck, 'in_channels'):
+        halvings += max(0, neck.num_outs - len(neck.in_channels))
+    return backbone.patch_embed.patch_size * 2**halvings + 1
+
+
+def export_onnx(module, example, path, dynamic=True, dynamo=True, max_size=4096):
+    """Export ``module`` (one (B, 3, H, W) input) to ``path``; returns ``path``.
+
+    dynamo=True uses ``torch.onnx.export(dynamo=True)`` with ELSA's onnxscript translation,
+    dynamo=False the TorchScript exporter with ELSA's registered symbolic. With ``dynamic``
+    batch, height and width are symbolic (height and width >= :func:`min_dynamic_size` for
+    the dynamo exporter).
+    """
+    table = custom_translation_table()  # also registers the legacy symbolic
+    with torch.no_grad():
+        outputs = module(example)
+    output_names = ['out%d' % i for i in range(len(outputs))]
+    if dynamo:
+        dynamic_shapes = None
+        if dynamic:
+            if example.shape[0] == 1:  # a batch of 1 would be specialised like any size 1
+                example = example.repeat(2, 1, 1, 1)
+            low = min_dynamic_size(module)
+            dims = torch.export.Dim
+            dynamic_shapes = {'x': {0: dims('batch', min=1, max=256),
+                                    2: dims('height', min=low, max=max_size),
+                                    3: dims('width', min=low, max=max_size)}}
+        torch.onnx.export(module, (example, ), path, dynamo=True, opset_version=ONNX_OPSET,
+                          input_names=['x'], output_names=output_names,
+                          dynamic_shapes=dynamic_shapes, custom_translation_table=table,
+                          external_data=False, verbose=False)
+    else:
+        dynamic_axes = None
+        if dynamic:
+            dynamic_axes = {'x': {0: 'batch', 2: 'height', 3: 'width'}}
+            dynamic_axes.update({n: {0: 'batch', 2: n + '_h', 3: n + '_w'}
+                                 for n in output_names})
+        torch.onnx.export(module, (example, ), path, dynamo=False, opset_version=ONNX_OPSET,
+                          input_names=['x'], output_names=output_names,
+                          dynamic_axes=dynamic_axes)
+    import onnx
+    proto = onnx.load(path)
+    onnx.checker.check_model(proto, full_check=True)
+    if dynamic and not _has_dynamic_height_width(proto):
+        # torch.onnx falls back to a static trace when torch.export refuses dynamic sizes
+        raise RuntimeError(
+            'the model could not be exported with a dynamic height and width (a layer needs '
+            'static sizes, e.g. the adaptive pooling of UPerNet\'s pyramid pooling module); '
+            'export without --dynamic')
+    return path
+
+
+def _has_dynamic_height_width(proto):
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    return all(dims[i].dim_param and not dims[i].HasField('dim_value') for i in (2, 3))
+
+
+def load_image(path, size, norm):
+    """A (1, 3, H, W) float tensor from an image file, resized to ``size`` = (H, W) and
+    normalised as the config's data preprocessor does (mean, std, BGR -> RGB)."""
+    import mmcv
+    img = mmcv.imread(path)  # BGR, (h, w, 3)
+    if img is None:
+        raise FileNotFoundError('cannot read image %s' % path)
+    img = mmcv.imresize(img, (size[1], size[0]))
+    x = torch.from_numpy(img).float().permute(2, 0, 1)
+    return normalise(x[None], norm)
+
+
+def normalise(x, norm):
+    """(B, 3, H, W) 0-255 BGR -> the model's input, per the data preprocessor config."""
+    if norm.get('bgr_to_rgb') or norm.get('rgb_to_bgr'):
+        x = x.flip(1)
+    mean = torch.tensor(norm.get('mean', [0., 0., 0.])).view(1, -1, 1, 1)
+    std = torch.tensor(norm.get('std', [1., 1., 1.])).view(1, -1, 1, 1)
+    return ((x - mean) / std).contiguous()
+
+
+class OnnxRunner:
+    """An ONNX Runtime CPU session: ``runner(x)`` -> list of numpy arrays."""
+
+    def __init__(self, path):
+        import onnxruntime as ort
+        self.session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, x):
+        return self.session.run(None, {self.input_name: x.numpy()})
+
+
+def median_latency(fn, reps=5, warmup=1):
+    """Median wall-clock seconds of ``fn()`` over ``reps`` runs after ``warmup`` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

@@ -1,0 +1,157 @@
+"""ONNX translation of the ELSA operator (``torch.ops.mmelsa.elsa_forward``).
+
+ONNX Runtime has no ELSA kernel, so the exporters must spell the operator in standard ONNX ops.
+The graph built here (opset >= 18) is, for zero padding p = (K // 2) * d:
+
+    xp      = Pad(x, p)                                 viewed as (B, G, C/G, H + 2p, W + 2p)
+    tap t   = (u, v):  x_t = xp[..., u*d : u*d + H : s, v*d : v*d + W : s]   (B, G, C/G, Ho, Wo)
+    out     = sum_t x_t * ghost_mul[:, t] * attn[:, :, t]  (attention broadcast over a head's
+              C/G channels)  +  depthwise Conv(x, ghost_add) (K x K, dilation d, stride s)
+
+The additive ghost does not depend on the attention, so its term is exactly a depth-wise
+convolution and costs one Conv instead of K*K extra multiply-adds. Slice ends are
+``shape(x)[2:] + offset``, computed in the graph, so batch, height and width stay dynamic; only
+K, dilation, stride and the channel count C are fixed at export. Only tap-sized temporaries
+(B, C, Ho, Wo) exist besides the accumulator: nothing of size K*K x the output is materialised.
+
+Both exporters are covered by the same graph-building code:
+
+* ``torch.onnx.export(..., dynamo=True, custom_translation_table=custom_translation_table())``
+* ``torch.onnx.export(..., dynamo=False)`` after :func:`register_legacy_symbolic` (or
+  :func:`custom_translation_table`, which registers it too).
+"""
+import torch
+
+__all__ = ['ONNX_OPSET', 'custom_translation_table', 'register_legacy_symbolic',
+           'elsa_forward_onnxscript']
+
+# Opset of the graph built here: Pad with inputs (>= 11), Shape with start/end (>= 15).
+ONNX_OPSET = 18
+_LEGACY_OPSET_MIN = 15
+
+
+class _OnnxscriptEmitter:
+    """Emits nodes through onnxscript (the dynamo exporter traces the calls)."""
+
+    def __init__(self):
+        import onnxscript
+        self._op = onnxscript.opset18
+
+    def __call__(self, name, *inputs, **attrs):
+        return getattr(self._op, name)(*inputs, **attrs)
+
+    def ints(self, values):
+        return self._op.Constant(value_ints=list(values))
+
+    @staticmethod
+    def static_dim(value, axis):
+        shape = getattr(value, 'shape', None)
+        dim = None if shape is None else shape[axis]
+        return dim if isinstance(dim, int) else None
+
+
+class _TorchScriptEmitter:
+    """Emits nodes into the legacy (TorchScript) exporter's graph context ``g``."""
+
+    def __init__(self, g):
+        self._g = g
+
+    def __call__(self, name, *inputs, **attrs):
+        # every attribute used here is an int or a list of ints: the '_i' suffix
+        return self._g.op(name, *inputs, **{k + '_i': v for k, v in attrs.items()})
+
+    def ints(self, values):
+        return self._g.op('Constant', value_t=torch.tensor(list(values), dtype=torch.int64))
+
+    @staticmethod
+    def static_dim(value, axis):
+        sizes = value.type().sizes() if value.type().kind() == 'TensorType' else None
+        return sizes[axis] if sizes and isinstance(sizes[axis], int) else None
+
+
+def _build_elsa_graph(emit, x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride):
+    """The ELSA graph described in the module docstring; returns the (B, C, Ho, Wo) value.
+
+    x (B, C, H, W), attn (B, G, K*K, Ho, Wo), ghosts (C, K, K) or None.
+    """
+    K, d, s = kernel_size, dilation, stride
+    pad = (K // 2) * d
+    xp = emit('Pad', x, emit.ints([0, 0, pad, pad, 0, 0, pad, pad]))
+    # (B, C, Hp, Wp) -> (B, G, C/G, Hp, Wp): a tap's attention then broadcasts over a head.
+    heads = emit('Shape', attn, start=1, end=2)
+    grouped = emit('Concat', emit('Shape', xp, start=0, end=1), heads, emit.ints([-1]),
+                   emit('Shape', xp, start=2, end=4), axis=0)
+    xp = emit('Reshape', xp, grouped)
+    height_width = emit('Shape', x, start=2, end=4)
+    tap_axes, tap_steps = emit.ints([3, 4]), emit.ints([s, s])
+    if ghost_mul is not None:
+        # (C, K, K) -> (K*K, G, C/G, 1, 1): tap t's multiplier for every channel of every head
+        by_head = emit('Concat', heads, emit.ints([-1, K * K]), axis=0)
+        ghost_mul = emit('Transpose', emit('Reshape', ghost_mul, by_head), perm=[2, 0, 1])
+        ghost_mul = emit('Unsqueeze', ghost_mul, emit.ints([3, 4]))
+
+    total = None
+    for u in range(K):
+        for v in range(K):
+            t = u * K + v
+            begin = emit.ints([u * d, v * d])
+            x_tap = emit('Slice', xp, begin, emit('Add', height_width, begin), tap_axes,
+                         tap_steps)  # (B, G, C/G, Ho, Wo)
+            if ghost_mul is not None:
+                x_tap = emit('Mul', x_tap, emit('Gather', ghost_mul, emit.ints([t]), axis=0))
+            attn_tap = emit('Slice', attn, emit.ints([t]), emit.ints([t + 1]),
+                            emit.ints([2]))  # (B, G, 1, Ho, Wo)
+            term = emit('Mul', x_tap, attn_tap)
+            total = term if total is None else emit('Add', total, term)
+
+    merged = emit('Concat', emit('Shape', total, start=0, end=1), emit.ints([-1]),
+                  emit('Shape', total, start=3, end=5), axis=0)
+    out = emit('Reshape', total, merged)
+    if ghost_add is not None:
+        channels = emit.static_dim(ghost_add, 0)
+        if channels is None:
+            raise RuntimeError('ELSA ONNX export: the channel count of ghost_add must be known '
+                               'at export time (it is a parameter of shape (C, K, K))')
+        weight = emit('Unsqueeze', ghost_add, emit.ints([1]))  # (C, 1, K, K)
+        out = emit('Add', out, emit('Conv', x, weight, group=channels, kernel_shape=[K, K],
+                                    pads=[pad] * 4, dilations=[d, d], strides=[s, s]))
+    return out
+
+
+def elsa_forward_onnxscript(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7,
+                            dilation=1, stride=1):
+    """onnxscript translation of ``mmelsa::elsa_forward`` for the dynamo exporter."""
+    return _build_elsa_graph(_OnnxscriptEmitter(), x, attn, ghost_mul, ghost_add,
+                             kernel_size, dilation, stride)
+
+
+def _elsa_forward_symbolic(g, x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride):
+    from torch.onnx import symbolic_helper as sh
+    k, d, s = (sh._get_const(v, 'i', name)
+               for v, name in ((kernel_size, 'kernel_size'), (dilation, 'dilation'),
+                               (stride, 'stride')))
+    ghost_mul = None if sh._is_none(ghost_mul) else ghost_mul
+    ghost_add = None if sh._is_none(ghost_add) else ghost_add
+    return _build_elsa_graph(_TorchScriptEmitter(g), x, attn, ghost_mul, ghost_add, k, d, s)
+
+
+_registered = False
+
+
+def register_legacy_symbolic():
+    """Teach the TorchScript exporter (``dynamo=False``) ``mmelsa::elsa_forward``; idempotent.
+    Export with ``opset_version >= 15`` (:data:`ONNX_OPSET` recommended)."""
+    global _registered
+    if not _registered:
+        torch.onnx.register_custom_op_symbolic('mmelsa::elsa_forward', _elsa_forward_symbolic,
+                                               _LEGACY_OPSET_MIN)
+        _registered = True
+
+
+def custom_translation_table():
+    """``{torch.ops.mmelsa.elsa_forward.default: translation}`` for ``torch.onnx.export(...,
+    dynamo=True, custom_translation_table=...)``. Also registers the legacy symbolic."""
+    from .elsa_attention import _require_ext
+    _require_ext()
+    register_legacy_symbolic()
+    return {torch.ops.mmelsa.elsa_forward.default: elsa_forward_onnxscript}

@@ -1,0 +1,216 @@
+"""ONNX export of the ELSA operator and of ELSA-Swin models, checked in ONNX Runtime against
+PyTorch eager (or the float64 reference) at the export size and at other sizes; torch.export
+of the backbone with a dynamic height and width.
+
+onnx / onnxruntime are imported plainly: without them these tests fail, they never skip.
+"""
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import onnx
+import onnxruntime  # noqa: F401  (a missing install must fail here)
+import pytest
+import torch
+from torch import nn
+
+import mmelsa  # noqa: F401
+from mmelsa.deployment import (OnnxRunner, TensorModeModel, build_from_config, export_onnx,
+                               load_image, min_dynamic_size)
+from mmelsa.models import ELSASwinTransformer
+from mmelsa.ops import elsa_attention
+from mmelsa.ops.onnx import ONNX_OPSET, custom_translation_table
+from tests.ops._helpers import make_inputs, max_rel_err
+from mmelsa.ops.reference import elsa_reference
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+DET = osp.join(REPO, 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-12e_toy-coco.py')
+SEG = osp.join(REPO, 'configs/toy/upernet_elsa-swin-toy_1xb8-400i_toy-ade-128x128.py')
+TOL = 1e-4  # max |onnx - expected| / max(1, max |expected|), float32
+
+
+class ElsaOp(nn.Module):
+    """The operator with fixed ghosts (parameters, as in the model); inputs x and attn."""
+
+    def __init__(self, channels, kernel_size, dilation, stride, ghost_mul, ghost_add):
+        super().__init__()
+        gen = torch.Generator().manual_seed(1)
+        shape = (channels, kernel_size, kernel_size)
+        self.ghost_mul = nn.Parameter(torch.randn(shape, generator=gen)) if ghost_mul else None
+        self.ghost_add = nn.Parameter(torch.randn(shape, generator=gen)) if ghost_add else None
+        self.hyper = (kernel_size, dilation, stride)
+
+    def forward(self, x, attn):
+        return elsa_attention(x, attn, self.ghost_mul, self.ghost_add, *self.hyper)
+
+
+def _export_op(module, x, attn, path, dynamo):
+    if dynamo:
+        auto = torch.export.Dim.AUTO  # attn's Ho, Wo follow H, W through the stride
+        torch.onnx.export(module, (x, attn), path, dynamo=True, opset_version=ONNX_OPSET,
+                          input_names=['x', 'attn'],
+                          dynamic_shapes={'x': {0: auto, 2: auto, 3: auto},
+                                          'attn': {0: auto, 3: auto, 4: auto}},
+                          custom_translation_table=custom_translation_table())
+    else:
+        custom_translation_table()  # registers the legacy symbolic
+        torch.onnx.export(module, (x, attn), path, dynamo=False, opset_version=ONNX_OPSET,
+                          input_names=['x', 'attn'], output_names=['out'],
+                          dynamic_axes={'x': {0: 'b', 2: 'h', 3: 'w'},
+                                        'attn': {0: 'b', 3: 'ho', 4: 'wo'},
+                                        'out': {0: 'b', 2: 'ho', 3: 'wo'}})
+    onnx.checker.check_model(onnx.load(path), full_check=True)
+
+
+@pytest.mark.parametrize('dynamo', [True, False], ids=['dynamo', 'legacy'])
+@pytest.mark.parametrize('kernel_size,dilation,stride,ghost_mul,ghost_add', [
+    (3, 1, 1, True, True),
+    (5, 2, 2, False, True),
+    (1, 1, 1, True, False),
+    (3, 1, 3, False, False),
+    (7, 1, 1, False, True),  # ELSA-Swin's setting
+])
+def test_elsa_op_matches_reference(tmp_path, dynamo, kernel_size, dilation, stride, ghost_mul,
+                                   ghost_add):
+    C, G = 8, 2
+    module = ElsaOp(C, kernel_size, dilation, stride, ghost_mul, ghost_add).eval()
+    x, attn, _, _ = make_inputs(2, C, G, 12, 10, kernel_size, dilation, stride, False, False,
+                                dtype=torch.float32)
+    path = str(tmp_path / 'elsa.onnx')
+    _export_op(module, x, attn, path, dynamo)
+    runner = OnnxRunner(path)
+    names = [i.name for i in runner.session.get_inputs()]
+    ghosts = [None if g is None else g.detach().double()
+              for g in (module.ghost_mul, module.ghost_add)]
+    for batch, height, width in [(2, 12, 10), (1, 7, 13), (3, 17, 9)]:  # export size first
+        x, attn, _, _ = make_inputs(batch, C, G, height, width, kernel_size, dilation, stride,
+                                    False, False, dtype=torch.float32, seed=height)
+        got = runner.session.run(None, {names[0]: x.numpy(), names[1]: attn.numpy()})[0]
+        expected = elsa_reference(x.double(), attn.double(), *ghosts, kernel_size, dilation,
+                                  stride)
+        assert got.shape == tuple(expected.shape)
+        assert max_rel_err(torch.from_numpy(got), expected) < TOL, (batch, height, width)
+
+
+def small_backbone():
+    torch.manual_seed(0)
+    # depth 2 in the last (window-attention) stage: a plain and a shifted block
+    return ELSASwinTransformer(embed_dims=16, depths=(1, 1, 2, 2), num_heads=(1, 2, 2, 4),
+                               window_size=7, elsa_kernel_size=5, group_width=4,
+                               drop_path_rate=0.).eval()
+
+
+def _assert_outputs_close(got, expected):
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert g.shape == tuple(e.shape)
+        assert max_rel_err(torch.from_numpy(g), e) < TOL
+
+
+@pytest.mark.parametrize('dynamo', [True, False], ids=['dynamo', 'legacy'])
+def test_backbone_dynamic_onnx(tmp_path, dynamo):
+    module = TensorModeModel(small_backbone(), 'backbone').eval()
+    path = export_onnx(module, torch.randn(1, 3, 64, 96), str(tmp_path / 'backbone.onnx'),
+                       dynamic=True, dynamo=dynamo)
+    runner = OnnxRunner(path)
+    # the export size, odd sizes, and one where the last stage has several (shifted) windows
+    for shape in [(1, 3, 64, 96), (2, 3, 37, 53), (1, 3, 233, 263)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            expected = module(x)
+        _assert_outputs_close(runner(x), expected)
+
+
+def test_torch_export_dynamic_height_width():
+    model = small_backbone()
+    dims = torch.export.Dim
+    low = min_dynamic_size(TensorModeModel(model, 'backbone'))
+    program = torch.export.export(
+        model, (torch.randn(2, 3, 64, 96), ),
+        dynamic_shapes={'x': {0: dims('b', max=64), 2: dims('h', min=low, max=1024),
+                              3: dims('w', min=low, max=1024)}})
+    exported = program.module()
+    for shape in [(1, 3, 37, 53), (3, 3, 129, 71)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            expected = model(x)
+            got = exported(x)
+        for g, e in zip(got, expected):
+            torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope='module')
+def toy_images(tmp_path_factory):
+    from mmelsa.datasets.toy import generate_toy_ade, generate_toy_coco
+    root = str(tmp_path_factory.mktemp('toy'))
+    ade = generate_toy_ade(root, seed=0, num_train=1, num_val=1)
+    coco = generate_toy_coco(root, seed=0, num_train=1, num_val=1)
+    return (osp.join(ade, 'images', 'validation', os.listdir(
+        osp.join(ade, 'images', 'validation'))[0]),
+            osp.join(coco, 'val', os.listdir(osp.join(coco, 'val'))[0]))
+
+
+def _config(path):
+    from mmengine.config import Config
+    return Config.fromfile(path)
+
+
+def test_toy_segmenter_whole_model_argmax(tmp_path, toy_images):
+    module, norm = build_from_config(_config(SEG), part='model')
+    x = load_image(toy_images[0], (128, 128), norm)
+    path = export_onnx(module, x, str(tmp_path / 'seg.onnx'), dynamic=False, dynamo=True)
+    with torch.no_grad():
+        (expected, ) = module(x)
+    (got, ) = OnnxRunner(path)(x)
+    assert got.shape == tuple(expected.shape)
+    agree = (got.argmax(1) == expected.argmax(1).numpy()).mean()
+    assert agree >= 0.999, agree
+
+
+def test_toy_detector_backbone_and_neck(tmp_path, toy_images):
+    module, norm = build_from_config(_config(DET), part='model')
+    x = load_image(toy_images[1], (128, 160), norm)
+    path = export_onnx(module, x, str(tmp_path / 'det.onnx'), dynamic=True, dynamo=True)
+    runner = OnnxRunner(path)
+    with torch.no_grad():
+        expected = module(x)
+    assert len(expected) == 5  # FPN P2-P6
+    _assert_outputs_close(runner(x), expected)
+    x = load_image(toy_images[1], (97, 131), norm)  # another, odd, size
+    with torch.no_grad():
+        expected = module(x)
+    _assert_outputs_close(runner(x), expected)
+
+
+def _run_tool(*args):
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    return subprocess.run([sys.executable, osp.join(REPO, 'tools/deployment/pytorch2onnx.py'),
+                           *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_tool_exports_and_compares(tmp_path, toy_images):
+    out = str(tmp_path / 'bb.onnx')
+    res = _run_tool(DET, '--part', 'backbone', '--shape', '64', '80', '--dynamic', '--legacy',
+                    '--image', toy_images[1], '--out', out, '--benchmark', '--reps', '2')
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert 'onnx.checker: OK' in res.stdout
+    diffs = [float(line.split('= ')[1].split()[0]) for line in res.stdout.splitlines()
+             if 'max |onnxruntime - pytorch|' in line]
+    assert len(diffs) == 4 and max(diffs) < 1e-3, res.stdout
+    assert 'onnxruntime' in res.stdout.splitlines()[-1] and ' ms' in res.stdout
+    assert osp.isfile(out)
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--shape', '0', '64'], '--shape must be positive'),
+    (['--shape', '64', '64', '--image', 'no/such.jpg'], 'image not found: no/such.jpg'),
+    (['missing.pth', '--shape', '64', '64'], 'checkpoint not found: missing.pth'),
+    (['--shape', '40', '40', '--dynamic'], 'needs --shape of at least 65 65'),
+])
+def test_tool_bad_arguments(args, message):
+    res = _run_tool(DET, *args)
+    out = res.stdout + res.stderr
+    assert res.returncode == 2, out
+    assert 'Traceback' not in out and message in out, out

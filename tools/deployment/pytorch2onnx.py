@@ -1,0 +1,119 @@
+"""Export an ELSA-Swin model to ONNX, check it, and compare ONNX Runtime with PyTorch.
+
+Exports the backbone alone (--part backbone) or the whole model in tensor mode (--part model,
+the default: a segmentor's logits; a detector's backbone + neck features), checks the file with
+onnx.checker, runs it in ONNX Runtime next to PyTorch on one image (--image, resized to
+--shape, else a random one) and prints the largest absolute difference per output; with
+--benchmark also the median latency of both.
+
+Examples:
+    python tools/deployment/pytorch2onnx.py \\
+        configs/toy/upernet_elsa-swin-toy_1xb8-400i_toy-ade-128x128.py work_dirs/seg.pth \\
+        --shape 128 128 --image data/toy_ade/images/validation/000000.jpg --benchmark
+    python tools/deployment/pytorch2onnx.py \\
+        configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-12e_toy-coco.py --shape 128 160 \\
+        --dynamic --legacy --out det.onnx
+"""
+import argparse
+import os
+import os.path as osp
+
+from mmelsa.engine.cli import fail
+from mmelsa.engine.preflight import UsageError, load_config
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument('config', help='mmdet / mmseg config with an ELSASwinTransformer backbone')
+    p.add_argument('checkpoint', nargs='?', default=None,
+                   help='checkpoint to load (default: the config\'s initialisation)')
+    p.add_argument('--shape', type=int, nargs=2, required=True, metavar=('H', 'W'),
+                   help='input height and width of the export (and of the comparison)')
+    p.add_argument('--part', choices=['model', 'backbone'], default='model',
+                   help='the whole model in tensor mode (default) or the backbone alone')
+    p.add_argument('--dynamic', action='store_true',
+                   help='symbolic batch, height and width in the ONNX file')
+    p.add_argument('--out', default=None, help='ONNX file (default: <config name>.onnx)')
+    p.add_argument('--image', default=None, help='image to compare on (default: random)')
+    p.add_argument('--benchmark', action='store_true',
+                   help='also print the median latency of ONNX Runtime and PyTorch')
+    p.add_argument('--reps', type=int, default=10, help='timed runs for --benchmark')
+    exporter = p.add_mutually_exclusive_group()
+    exporter.add_argument('--dynamo', dest='dynamo', action='store_true', default=True,
+                          help='torch.onnx.export(dynamo=True) (default)')
+    exporter.add_argument('--legacy', dest='dynamo', action='store_false',
+                          help='the TorchScript exporter, torch.onnx.export(dynamo=False)')
+    return p.parse_args(argv)
+
+
+def check_args(args):
+    if min(args.shape) < 1:
+        raise UsageError(f'--shape must be positive, got {args.shape[0]} {args.shape[1]}')
+    if args.checkpoint and not osp.isfile(args.checkpoint):
+        raise UsageError(f'checkpoint not found: {args.checkpoint}')
+    if args.image and not osp.isfile(args.image):
+        raise UsageError(f'image not found: {args.image}')
+    if args.reps < 1:
+        raise UsageError(f'--reps must be >= 1, got {args.reps}')
+    out_dir = osp.dirname(osp.abspath(args.out)) if args.out else '.'
+    if not osp.isdir(out_dir):
+        raise UsageError(f'folder of --out does not exist: {out_dir}')
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        check_args(args)
+        cfg = load_config(args.config)
+        backbone = (cfg.get('model', {}) or {}).get('backbone', {}) or {}
+        if str(backbone.get('type', '')).split('.')[-1] != 'ELSASwinTransformer':
+            raise UsageError(f'{args.config}: model.backbone is not an ELSASwinTransformer')
+    except UsageError as err:
+        fail(str(err))
+
+    import numpy as np
+    import torch
+
+    from mmelsa.deployment import (OnnxRunner, build_from_config, export_onnx, load_image,
+                                   median_latency, min_dynamic_size)
+    torch.manual_seed(0)
+    module, norm = build_from_config(cfg, args.checkpoint, part=args.part)
+    low = min_dynamic_size(module)
+    if args.dynamic and args.dynamo and min(args.shape) < low:
+        fail(f'--dynamic with the dynamo exporter needs --shape of at least {low} {low} for '
+             f'this model (torch.export specialises feature maps of size 1); use a larger '
+             f'--shape or --legacy')
+    H, W = args.shape
+    x = load_image(args.image, (H, W), norm) if args.image else torch.randn(1, 3, H, W)
+    out = args.out or osp.splitext(osp.basename(args.config))[0] + '.onnx'
+    try:
+        export_onnx(module, x, out, dynamic=args.dynamic, dynamo=args.dynamo)
+    except RuntimeError as err:
+        fail(str(err).splitlines()[0])
+    what = 'backbone' if args.part == 'backbone' else 'model (tensor mode)'
+    print(f'exported the {what} to {out} ({"dynamo" if args.dynamo else "legacy"} exporter, '
+          f'{"dynamic" if args.dynamic else "static"} shape, {os.path.getsize(out) / 2**20:.1f}'
+          f' MiB); onnx.checker: OK')
+
+    runner = OnnxRunner(out)
+    with torch.no_grad():
+        expected = module(x)
+    got = runner(x)
+    for i, (g, e) in enumerate(zip(got, expected)):
+        diff = float(np.abs(g - e.numpy()).max())
+        print(f'output {i} {tuple(e.shape)}: max |onnxruntime - pytorch| = {diff:.3e} '
+              f'(max |pytorch| = {float(e.abs().max()):.3g})')
+    if args.benchmark:
+        def run_torch():
+            with torch.no_grad():
+                module(x)
+
+        t_torch = median_latency(run_torch, reps=args.reps)
+        t_ort = median_latency(lambda: runner(x), reps=args.reps)
+        print(f'latency, median of {args.reps} runs, input {tuple(x.shape)}, '
+              f'{torch.get_num_threads()} torch threads: pytorch {t_torch * 1e3:.1f} ms, '
+              f'onnxruntime {t_ort * 1e3:.1f} ms ({t_torch / t_ort:.2f}x)')
+
+
+if __name__ == '__main__':
+    main()
