@@ -109,15 +109,15 @@ def _is_remote(path):
     return isinstance(path, str) and '://' in path
 
 
-def _inner_datasets(ds_cfg):
+def inner_datasets(ds_cfg):
     """Yield the leaf dataset configs under wrappers (RepeatDataset, ConcatDataset, ...)."""
     if ds_cfg is None:
         return
     if 'datasets' in ds_cfg:
         for sub in ds_cfg['datasets']:
-            yield from _inner_datasets(sub)
+            yield from inner_datasets(sub)
     elif 'dataset' in ds_cfg:
-        yield from _inner_datasets(ds_cfg['dataset'])
+        yield from inner_datasets(ds_cfg['dataset'])
     else:
         yield ds_cfg
 
@@ -196,7 +196,7 @@ def check_datasets(cfg, which):
         loader = cfg.get(loader_key)
         if not loader or 'dataset' not in loader:
             continue
-        for ds in _inner_datasets(loader['dataset']):
+        for ds in inner_datasets(loader['dataset']):
             root = ds.get('data_root')
             where = f'{loader_key}.dataset ({ds.get("type", "?")}, data_root={root!r})'
             if _is_remote(root):

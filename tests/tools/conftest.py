@@ -53,19 +53,9 @@ def toy_root(tmp_path_factory):
     return root
 
 
-def _leaves(ds):
-    if 'datasets' in ds:
-        for d in ds['datasets']:
-            yield from _leaves(d)
-    elif 'dataset' in ds:
-        yield from _leaves(ds['dataset'])
-    else:
-        yield ds
-
-
 def point_at_toy(cfg, toy_root):
     """Rewrite every dataset/evaluator path of ``cfg`` to the toy data under ``toy_root``."""
-    from mmelsa.engine.preflight import task_of
+    from mmelsa.engine.preflight import inner_datasets, task_of
     det = task_of(cfg) == 'det'
     for split in ('train', 'val', 'test'):
         loader = cfg.get(f'{split}_dataloader')
@@ -73,7 +63,7 @@ def point_at_toy(cfg, toy_root):
             continue
         loader.num_workers = 0
         loader.persistent_workers = False
-        for ds in _leaves(loader.dataset):
+        for ds in inner_datasets(loader.dataset):
             if det:
                 ds.data_root = osp.join(toy_root, 'toy_coco')
                 name = 'train' if split == 'train' else 'val'
