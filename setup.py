@@ -9,9 +9,12 @@ need (C++20 from torch 2.13 on).
 import glob
 import os
 import os.path as osp
+import shutil
 import sys
 
 from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+from setuptools.command.develop import develop
 
 ROOT = osp.dirname(osp.abspath(__file__))
 
@@ -31,7 +34,7 @@ def import_torch():
             'mmelsa compiles a C++/CUDA extension against PyTorch, and PyTorch is not installed '
             'in this Python (' + sys.executable + ').\n'
             'Install it first, e.g. `pip install torch==2.13.0`, then run\n'
-            '    pip install -e . --no-build-isolation\n'
+            '    python setup.py develop --no-deps   (or: pip install . --no-build-isolation)\n'
             'or let `bash tools/setup_env.sh` set up everything. If torch is installed, pip ran '
             'this build in an isolated environment: add --no-build-isolation.')
     return torch
@@ -83,6 +86,55 @@ def torch_requirement():
     return 'torch==' + torch.__version__.split('+')[0]
 
 
+# What `mim` (OpenMMLab's package manager) looks for in an installed package, as mmdet and mmseg
+# ship it: mmelsa/.mim/{model-index.yml, configs/, tools/}. A built package (wheel, sdist,
+# `pip install .`) carries copies; a development install (`setup.py develop`, which
+# tools/setup_env.sh uses) gets symbolic links into the checkout, so edits show at once.
+MIM_ITEMS = ('model-index.yml', 'configs', 'tools')
+
+
+def mim_files_for_build(build_lib):
+    target = osp.join(build_lib, 'mmelsa', '.mim')
+    if osp.isdir(target):
+        shutil.rmtree(target)
+    os.makedirs(target)
+    skip = shutil.ignore_patterns('__pycache__', '*.pyc')
+    for item in MIM_ITEMS:
+        src = osp.join(ROOT, item)
+        if osp.isdir(src):
+            shutil.copytree(src, osp.join(target, item), ignore=skip)
+        else:
+            shutil.copy2(src, osp.join(target, item))
+
+
+def mim_links_in_checkout():
+    target = osp.join(ROOT, 'mmelsa', '.mim')
+    os.makedirs(target, exist_ok=True)
+    for item in MIM_ITEMS:
+        link = osp.join(target, item)
+        if osp.islink(link) or osp.isfile(link):
+            os.remove(link)
+        elif osp.isdir(link):
+            shutil.rmtree(link)
+        # Relative links keep working when the checkout moves.
+        os.symlink(osp.join('..', '..', item), link)
+
+
+class BuildPyWithMim(build_py):
+    def run(self):
+        super().run()
+        if getattr(self, 'editable_mode', False):
+            mim_links_in_checkout()
+        else:
+            mim_files_for_build(self.build_lib)
+
+
+class DevelopWithMim(develop):
+    def run(self):
+        super().run()
+        mim_links_in_checkout()
+
+
 def build_ext_class():
     from torch.utils.cpp_extension import BuildExtension
     return BuildExtension.with_options(use_ninja=True)
@@ -105,6 +157,7 @@ setup(
         'tests': ['pytest'],
     },
     ext_modules=make_extensions(),
-    cmdclass={'build_ext': build_ext_class()},
+    cmdclass={'build_ext': build_ext_class(), 'build_py': BuildPyWithMim,
+              'develop': DevelopWithMim},
     zip_safe=False,
 )

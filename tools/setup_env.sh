@@ -7,7 +7,8 @@
 #   torch (torch==2.13.0 unless $TORCH_SPEC says otherwise; a torch already in the venv is kept),
 #   mmcv 2.1.0 built from source with its ops (the slow step: ~20 min on 2 cores the first time,
 #   pip's wheel cache makes later installs take seconds), mmengine 0.10.7, mmdet 3.3.0,
-#   mmsegmentation 1.2.2 and what they need on numpy 2, then mmelsa itself (editable).
+#   mmsegmentation 1.2.2 and what they need on numpy 2, openmim (for `mim`), then mmelsa itself
+#   (a development install: edits in the checkout take effect without reinstalling).
 # Idempotent: each step first checks whether its result is already there.
 # On a CUDA machine set FORCE_CUDA=1 (and TORCH_CUDA_ARCH_LIST) to build the CUDA kernels of mmcv
 # and mmelsa; see README.md.
@@ -100,17 +101,34 @@ else
   "${PIP[@]}" install -q "${STACK[@]}"
 fi
 
-# 5. mmelsa itself (editable). Rebuilt only when its sources or the torch it builds against change.
+# 5. openmim, for `mim search / train / test mmelsa`. Without its dependencies on purpose: it
+# requires opendatalab, which pins setuptools==60.2 and would break the mmcv build (needs <80,
+# torch >=77); mim's search, train and test do not use it.
+MIM=(openmim==0.3.9 Click colorama model-index pandas requests rich tabulate)
+if have "${MIM[@]}"; then
+  say "openmim already installed"
+else
+  say "installing openmim (without opendatalab) and its other requirements"
+  "${PIP[@]}" install -q --no-deps openmim==0.3.9
+  "${PIP[@]}" install -q "${MIM[@]:1}"
+fi
+
+# 6. mmelsa itself (editable). Rebuilt only when its sources or the torch it builds against change.
 stamp="$VENV/.mmelsa-build-stamp"
 fingerprint=$( { "$PY" -c 'import torch; print(torch.__version__, torch.version.cuda)'; \
                  echo "FORCE_CUDA=${FORCE_CUDA:-} ARCH=${TORCH_CUDA_ARCH_LIST:-}"; \
-                 cat setup.py; find csrc -type f | sort | xargs cat; } | sha256sum | cut -d' ' -f1)
+                 echo develop; cat setup.py; find csrc -type f | sort | xargs cat; } | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$fingerprint" ] && "$PY" -c 'import mmelsa._ext' 2>/dev/null; then
   say "mmelsa extension up to date"
 else
-  say "building and installing mmelsa (editable)"
+  say "building and installing mmelsa (development install)"
   t0=$SECONDS
-  MAX_JOBS=${MAX_JOBS:-$(nproc)} "${PIP[@]}" install -q --no-build-isolation --no-deps -e . \
+  # A development install (`setup.py develop`, an egg-link to this checkout) rather than
+  # `pip install -e .`: mim finds a package's configs and tools at <install location>/mmelsa/.mim,
+  # and a PEP 660 editable install has its location in site-packages, where no mmelsa/ exists.
+  # Whatever install was there before is removed first, so that only one is ever found.
+  "${PIP[@]}" uninstall -q -y mmelsa 2>/dev/null || true
+  MAX_JOBS=${MAX_JOBS:-$(nproc)} "$PY" -W ignore setup.py -q develop --no-deps \
     || die "mmelsa did not build; the compiler output above says why"
   echo "$fingerprint" > "$stamp"
   say "mmelsa build took $((SECONDS - t0)) s"
