@@ -58,8 +58,9 @@ def build_cfg(args):
         if wrapper == 'AmpOptimWrapper':
             print('info: AMP is already enabled in the config', file=sys.stderr)
         else:
-            assert wrapper == 'OptimWrapper', (
-                f'--amp only upgrades OptimWrapper, the config uses {wrapper}')
+            if wrapper != 'OptimWrapper':
+                raise preflight.UsageError(f'--amp upgrades an OptimWrapper to AmpOptimWrapper; '
+                                           f'this config uses optim_wrapper.type={wrapper}')
             cfg.optim_wrapper.type = 'AmpOptimWrapper'
             cfg.optim_wrapper.loss_scale = 'dynamic'
 

@@ -34,6 +34,16 @@ def test_train_flags(tools, tmp_path):
     assert not cfg.resume
 
 
+def test_train_amp_refuses_other_optim_wrappers(tools):
+    """--amp upgrades OptimWrapper only; another wrapper is a usage error naming it (it was an
+    assert, which `python -O` removes)."""
+    train, _ = tools
+    from mmelsa.engine import preflight
+    args = train.parse_args([DET, '--amp', '--cfg-options', 'optim_wrapper.type=ApexOptimWrapper'])
+    with pytest.raises(preflight.UsageError, match='optim_wrapper.type=ApexOptimWrapper'):
+        train.build_cfg(args)
+
+
 def test_train_resume_from_path(tools, tmp_path):
     train, _ = tools
     import torch
