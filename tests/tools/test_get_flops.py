@@ -89,3 +89,38 @@ def test_mmengine_complexity_info_counts_the_elsa_op(recwarn):
     assert 'elsa_forward' not in text, text
     ours = gf.count(cfg, (128, 160), backbone_only=True)
     assert info['flops'] == ours['flops'] and ours['elsa_flops'] > 0
+
+
+def _readme_rows(folder):
+    """{config name: (params in M, GFLOPs)} from a config README's results table."""
+    import re
+    with open(osp.join(REPO, 'configs', folder, 'README.md')) as f:
+        text = f.read()
+    header = next(ln for ln in text.splitlines() if ln.startswith('| config |'))
+    cols = [c.strip() for c in header.strip('|').split('|')]
+    rows = {}
+    for ln in text.splitlines():
+        m = re.match(r'\| \[([^\]]+)\]', ln)
+        if m:
+            cells = [c.strip() for c in ln.strip('|').split('|')]
+            params = float(cells[cols.index('params')].rstrip('M'))
+            gflops = float(cells[cols.index('GFLOPs')].split()[0])
+            rows[m.group(1)] = (params, gflops)
+    return rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('folder', ['elsa_swin', 'elsa_swin_seg'])
+def test_config_readme_params_and_flops_are_the_tools(folder):
+    """The params column of every row, and the GFLOPs of the first row, are what the tool
+    counts now (the whole FLOP trace of every row would take ~15 min on 2 cores)."""
+    gf = _tool()
+    rows = _readme_rows(folder)
+    assert len(rows) >= 2
+    configs = [osp.join(REPO, 'configs', folder, name + '.py') for name in rows]
+    counted = gf.main(configs + ['--params-only'])
+    for (name, (params, _)), row in zip(rows.items(), counted):
+        assert row[0] == name and round(float(row[2]), 1) == params, (name, row[2])
+    first = next(iter(rows))
+    row = gf.main([configs[0]])[0]
+    assert round(float(row[4]), 1) == rows[first][1], (first, row[4])
