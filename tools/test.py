@@ -15,12 +15,11 @@ so scripts can pick them up. A checkpoint that does not fit the model is an erro
 report the metrics of random weights) unless ``--allow-partial-load`` is given.
 """
 import argparse
-import copy
 import json
 import os
 import os.path as osp
 
-from mmelsa.engine import cli, preflight
+from mmelsa.engine import cli, preflight, test_options
 
 
 def parse_args(argv=None):
@@ -47,66 +46,6 @@ def parse_args(argv=None):
     return args
 
 
-def enable_visualization(cfg, args):
-    hooks = cfg.get('default_hooks', {})
-    if 'visualization' not in hooks:
-        raise preflight.UsageError('--show/--show-dir need default_hooks.visualization in the '
-                                   'config (DetVisualizationHook / SegVisualizationHook)')
-    vis = hooks['visualization']
-    vis['draw'] = True
-    if args.show:
-        vis['show'] = True
-        vis['wait_time'] = args.wait_time
-    if args.show_dir:
-        if preflight.task_of(cfg) == 'det':
-            vis['test_out_dir'] = args.show_dir
-        else:
-            # mmseg's LocalVisBackend writes to <save_dir>/vis_data/vis_image; a relative
-            # --show-dir goes under the work dir (as mmdet's hook does) rather than the cwd.
-            cfg.visualizer['save_dir'] = args.show_dir if osp.isabs(args.show_dir) else \
-                osp.join(cfg.work_dir, args.show_dir)
-            # SegVisualizationHook draws every `interval`-th test image (default 50); a
-            # folder of predictions is asked for here, so draw them all, as mmdet's hook does.
-            vis['interval'] = 1
-
-
-def _leaf_test_dataset(cfg):
-    ds = cfg.test_dataloader.dataset
-    while 'dataset' in ds:
-        ds = ds['dataset']
-    return ds
-
-
-def enable_tta(cfg, task):
-    if task == 'seg':
-        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
-            raise preflight.UsageError('--tta needs tta_model and tta_pipeline in the config '
-                                       '(mmseg::_base_/datasets/ade20k.py defines them)')
-        _leaf_test_dataset(cfg).pipeline = cfg.tta_pipeline
-        cfg.tta_model.module = cfg.model
-        cfg.model = cfg.tta_model
-        return
-    # Detection: mmdet 3.3's DetTTAModel merges boxes only; with a mask head it would drop
-    # (or mis-merge) the masks, so refuse rather than report a wrong segm AP.
-    roi_head = cfg.model.get('roi_head') or {}
-    if roi_head.get('mask_head'):
-        raise preflight.UsageError('--tta for detection: mmdet 3.3 merges boxes only, and this '
-                                   'model predicts masks; test without --tta')
-    if 'tta_model' not in cfg:
-        cfg.tta_model = dict(type='DetTTAModel', tta_cfg=dict(
-            nms=dict(type='nms', iou_threshold=0.5), max_per_img=100))
-    if 'tta_pipeline' not in cfg:
-        pipeline = copy.deepcopy(_leaf_test_dataset(cfg).pipeline)
-        pipeline[-1] = dict(type='TestTimeAug', transforms=[
-            [dict(type='RandomFlip', prob=1.), dict(type='RandomFlip', prob=0.)],
-            [dict(type='PackDetInputs', meta_keys=(
-                'img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor', 'flip',
-                'flip_direction'))]])
-        cfg.tta_pipeline = pipeline
-    cfg.model = dict(**cfg.tta_model, module=cfg.model)
-    _leaf_test_dataset(cfg).pipeline = cfg.tta_pipeline
-
-
 def build_cfg(args):
     cfg = preflight.load_config(args.config, args.cfg_options)
     if not osp.isfile(args.checkpoint):
@@ -124,9 +63,9 @@ def build_cfg(args):
         backbone.init_cfg = None
     task = preflight.task_of(cfg)
     if args.show or args.show_dir:
-        enable_visualization(cfg, args)
+        test_options.enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
     if args.tta:
-        enable_tta(cfg, task)
+        test_options.enable_tta(cfg)
     if args.out is not None and task == 'seg':
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True

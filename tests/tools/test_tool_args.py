@@ -1,4 +1,5 @@
 """Flag handling of tools/train.py and tools/test.py (in process, no training)."""
+import copy
 import os.path as osp
 import subprocess
 
@@ -111,3 +112,17 @@ def test_test_flags_det(tools, tmp_path):
                                     'run_toy.sh'])
 def test_shell_scripts_parse(script):
     subprocess.run(['bash', '-n', osp.join(REPO, 'tools', script)], check=True)
+
+
+def test_tta_reaches_every_test_set_under_a_wrapper():
+    """mmelsa.engine.test_options: a test set made of several datasets (ConcatDataset) gets the
+    TTA pipeline in each of them, not only in one."""
+    from mmelsa.engine import preflight, test_options
+    cfg = preflight.load_config(SEG)
+    leaf = cfg.test_dataloader.dataset
+    cfg.test_dataloader.dataset = dict(type='ConcatDataset', datasets=[leaf, copy.deepcopy(leaf)])
+    test_options.enable_tta(cfg)
+    leaves = list(preflight.inner_datasets(cfg.test_dataloader.dataset))
+    assert len(leaves) == 2
+    assert all(ds.pipeline == cfg.tta_pipeline for ds in leaves)
+    assert cfg.model.type == 'SegTTAModel' and cfg.model.module.type == 'EncoderDecoder'
