@@ -39,6 +39,11 @@ say "A. stand-ins for the GPU image's packages, from PyPI (not part of the GPU r
   opencv-python-headless pyyaml rich packaging pillow six tqdm regex setuptools wheel
 "$PY" -m pip list --disable-pip-version-check 2>/dev/null | sed 's/^/  /'
 
+# B and C see no pip configuration of this machine (its find-links and local indexes would
+# make the check less strict than the GPU machine, which has nothing but .whl/).
+unset PIP_FIND_LINKS PIP_EXTRA_INDEX_URL PIP_INDEX_URL PIP_CONSTRAINT
+export PIP_CONFIG_FILE=/dev/null
+
 say "B. install_carry.sh, offline, as on the GPU machine"
 PY=$PY CARRY_DIR=$CARRY bash "$ROOT/tools/device/install_carry.sh"
 

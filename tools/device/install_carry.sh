@@ -5,12 +5,12 @@
 #
 #   PY=python3 CARRY_DIR=.whl bash tools/device/install_carry.sh
 #
-# Why --no-deps: the set in .whl/ is already the closure of what the image lacks (pip resolved
-# it in prepare_carry.sh), and without --no-deps pip would insist on opencv-python for mmengine
-# although the image's opencv-python-headless provides the same cv2. --no-deps also guarantees
-# that no package of the image (torch, numpy, ...) is replaced. `pip check` afterwards reports
-# what is still unmet; the opencv-python line is expected and ignored.
-# Idempotent: pip skips wheels already installed at that version (a second run takes seconds).
+# How: mmengine alone with --no-deps (its metadata asks for opencv-python, and the image's
+# opencv-python-headless provides the same cv2 module); everything else by name with pip's
+# resolver, offline (--no-index --find-links .whl): a requirement that the image already meets
+# is kept (pip upgrades only if needed, so torch, numpy & co. are never replaced), and one that
+# neither the image nor .whl/ meets fails here, loudly, instead of at import time later.
+# Idempotent: pip skips what is already installed (a second run takes seconds).
 # The mmcv sdist and an mmcv wheel built on the GPU machine are not handled here (gpu_run.sh).
 set -euo pipefail
 
@@ -21,21 +21,30 @@ say() { printf '[install_carry %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf '[install_carry] FAILED: %s\n' "$*" >&2; exit 1; }
 
 [ -d "$CARRY" ] || die "$CARRY does not exist: run tools/device/prepare_carry.sh here and name .whl in the run call's carry"
-wheels=()
+# The pins of prepare_carry.sh; every other carried wheel is asked for by its name alone.
+declare -A PIN=([mmdet]='mmdet==3.3.0' [mmsegmentation]='mmsegmentation==1.2.2'
+                [pycocotools]='pycocotools>=2.0.8')
+specs=()
+mmengine_whl=
 setuptools_whl=
 for f in "$CARRY"/*.whl; do
   [ -f "$f" ] || continue
-  case $(basename "$f") in
-    setuptools-*) setuptools_whl=$f ;;  # only if needed, below
-    mmcv-*) ;;                           # gpu_run.sh installs or builds mmcv
-    *) wheels+=("$f") ;;
+  b=$(basename "$f")
+  name=${b%%-*}  # a wheel's file name starts with its project name (PEP 427)
+  case $name in
+    setuptools) setuptools_whl=$f ;;  # only if needed, below
+    mmcv) ;;                          # gpu_run.sh installs or builds mmcv
+    mmengine) mmengine_whl=$f ;;
+    *) specs+=("${PIN[$name]:-$name}") ;;
   esac
 done
-[ ${#wheels[@]} -gt 0 ] || die "no wheels in $CARRY"
-
-say "installing ${#wheels[@]} carried wheels into $("$PY" -c 'import sys; print(sys.prefix)')"
-"$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-cache-dir \
-  "${wheels[@]}"
+[ -n "$mmengine_whl" ] && [ ${#specs[@]} -gt 0 ] || die "no mmengine wheel or no others in $CARRY"
+PIP=("$PY" -m pip install -q --disable-pip-version-check --no-index --no-cache-dir
+     --find-links "$CARRY")
+say "installing into $("$PY" -c 'import sys; print(sys.prefix)'): $(basename "$mmengine_whl") (--no-deps), then ${specs[*]}"
+"${PIP[@]}" --no-deps "$mmengine_whl"
+say "(if pip now says 'mmengine 0.10.7 requires opencv-python, which is not installed': expected)"
+"${PIP[@]}" "${specs[@]}"
 
 # mmcv 2.1.0's setup.py does `from pkg_resources import ...`: newer setuptools dropped
 # pkg_resources, so the carried setuptools<80 is installed only when that import fails.
@@ -43,8 +52,7 @@ if "$PY" -c 'from pkg_resources import DistributionNotFound, get_distribution, p
   say "setuptools $("$PY" -c 'import setuptools; print(setuptools.__version__)') has pkg_resources: kept"
 elif [ -n "$setuptools_whl" ]; then
   say "setuptools $("$PY" -c 'import setuptools; print(setuptools.__version__)' 2>/dev/null || echo '(none)') lacks pkg_resources: installing $(basename "$setuptools_whl") for the mmcv build"
-  "$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps --no-cache-dir \
-    "$setuptools_whl"
+  "${PIP[@]}" --no-deps "$setuptools_whl"
 else
   die "this setuptools has no pkg_resources and $CARRY holds no setuptools<80 wheel"
 fi
