@@ -86,7 +86,12 @@ mmcv_state() {  # installed | building | built | failed | absent
     fi
     return
   fi
-  if mmcv_cuda_ok; then echo installed; return; fi
+  # (the marker saves the 5-10 s of importing torch and mmcv for every later question)
+  if [ -f "$MMCV_DIR/installed" ] || mmcv_cuda_ok; then
+    mkdir -p "$MMCV_DIR" && : > "$MMCV_DIR/installed"
+    echo installed
+    return
+  fi
   if [ -f "$MMCV_DIR/build.rc" ]; then
     if [ "$(cut -d' ' -f1 "$MMCV_DIR/build.rc")" = 0 ] && [ -f "$MMCV_DIR/dist/$MMCV_WHEEL_NAME" ]; then
       echo built
@@ -99,8 +104,9 @@ mmcv_state() {  # installed | building | built | failed | absent
 }
 
 mmcv_install_wheel() {  # WHEEL
+  rm -f "$MMCV_DIR/installed"
   "$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps --force-reinstall \
-    --no-cache-dir "$1" && mmcv_cuda_ok
+    --no-cache-dir "$1" && mmcv_cuda_ok && mkdir -p "$MMCV_DIR" && : > "$MMCV_DIR/installed"
 }
 
 mmcv_heavy_first() {  # SETUP_PY: change the compile order of mmcv's sources, nothing else
@@ -133,7 +139,7 @@ PY
 
 mmcv_start_build() {
   mkdir -p "$MMCV_DIR"
-  rm -rf "$MMCV_DIR/src" "$MMCV_DIR/dist" "$MMCV_DIR"/build.*
+  rm -rf "$MMCV_DIR/src" "$MMCV_DIR/dist" "$MMCV_DIR"/build.* "$MMCV_DIR/installed"
   mkdir -p "$MMCV_DIR/src" && tar xzf "$CARRY_DIR/mmcv-2.1.0.tar.gz" -C "$MMCV_DIR/src" || return 1
   mmcv_heavy_first "$MMCV_DIR/src/mmcv-2.1.0/setup.py"
   local cuda_env="FORCE_CUDA=1"
