@@ -7,7 +7,7 @@
 # Needs .whl/ from tools/device/prepare_carry.sh, carried with the call (carry [".whl"]).
 # The set-up always runs first and is idempotent (seconds when the machine is still warm):
 #   install the carried wheels into the image's python3 (install_carry.sh); start building mmcv
-#   2.1.0 with its CUDA ops from the carried sdist in the background (nice 19, ~6-10 min,
+#   2.1.0 with its CUDA ops from the carried sdist in the background (nice 19, ~5-7 min,
 #   estimated), unless mmcv is already installed or a wheel built by an earlier call is in .whl/;
 #   build mmelsa with its CUDA kernels in place (FORCE_CUDA=1, TORCH_CUDA_ARCH_LIST=9.0).
 # Stages (STAGES, in this order whatever the order given; default: all of them; STAGES=setup:
