@@ -10,6 +10,10 @@
 # resolver, offline (--no-index --find-links .whl): a requirement that the image already meets
 # is kept (pip upgrades only if needed, so torch, numpy & co. are never replaced), and one that
 # neither the image nor .whl/ meets fails here, loudly, instead of at import time later.
+# Why into the image's python3 itself: the machine is fresh for every lease and discarded after
+# it, and nothing of the image is replaced (above). A venv with --system-site-packages would NOT
+# do: the image's python3 is itself a venv (/opt/torch/.venv), and a venv made from it sees the
+# base interpreter's site-packages, not the image venv's torch.
 # Idempotent: pip skips what is already installed (a second run takes seconds).
 # The mmcv sdist and an mmcv wheel built on the GPU machine are not handled here (gpu_run.sh).
 set -euo pipefail
@@ -20,6 +24,8 @@ CARRY=${CARRY_DIR:-$ROOT/.whl}
 say() { printf '[install_carry %s] %s\n' "$(date +%H:%M:%S)" "$*"; }
 die() { printf '[install_carry] FAILED: %s\n' "$*" >&2; exit 1; }
 
+site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+[ -w "$site" ] || die "$site is not writable: install_carry.sh installs into $PY's own environment"
 [ -d "$CARRY" ] || die "$CARRY does not exist: run tools/device/prepare_carry.sh here and name .whl in the run call's carry"
 # The pins of prepare_carry.sh; every other carried wheel is asked for by its name alone.
 declare -A PIN=([mmdet]='mmdet==3.3.0' [mmsegmentation]='mmsegmentation==1.2.2'

@@ -50,6 +50,8 @@ fi
 "$PY312" -c 'import sys; assert sys.version_info[:2] == (3, 12), sys.version' \
   || die "$PY312 is not Python 3.12"
 PIP=("$PY312" -m pip --disable-pip-version-check)
+# pip, minus the warnings about this machine's local find-links folders that hold nothing here
+pipq() { "${PIP[@]}" "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2); }
 
 # The GPU image is Ubuntu 24.04 (glibc 2.39); stop at 2.36 so the same wheels also install on
 # this Debian 12 machine for the dry run (docs/gpu_runbook.md).
@@ -62,7 +64,7 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
 say "resolving ${TOP[*]} for CPython 3.12 / manylinux x86-64 with $PY312"
-"${PIP[@]}" install -q --dry-run --ignore-installed --target "$TMP/target" \
+pipq install -q --dry-run --ignore-installed --target "$TMP/target" \
   --report "$TMP/report.json" "${PLATFORM_ARGS[@]}" "${TOP[@]}" \
   || die "pip could not resolve the set (network? a version gone?)"
 
@@ -103,7 +105,7 @@ while read -r spec; do
   pattern="${name//-/_}-${version}-*.whl"
   existing=$(find "$DEST" -maxdepth 1 -iname "$pattern" -print -quit)
   if [ -z "$existing" ]; then
-    "${PIP[@]}" download -q --no-deps "${PLATFORM_ARGS[@]}" -d "$DEST" "$spec" \
+    pipq download -q --no-deps "${PLATFORM_ARGS[@]}" -d "$DEST" "$spec" \
       || die "could not download $spec"
     existing=$(find "$DEST" -maxdepth 1 -iname "$pattern" -print -quit)
     [ -n "$existing" ] || die "downloaded $spec but found no $pattern in $DEST"
@@ -113,7 +115,7 @@ done < "$TMP/carry.txt"
 # setuptools<80, for the mmcv build only if the image's setuptools has no pkg_resources.
 existing=$(find "$DEST" -maxdepth 1 -name 'setuptools-79.*.whl' -print -quit)
 if [ -z "$existing" ]; then
-  "${PIP[@]}" download -q --no-deps "${PLATFORM_ARGS[@]}" -d "$DEST" "$SETUPTOOLS_SPEC" \
+  pipq download -q --no-deps "${PLATFORM_ARGS[@]}" -d "$DEST" "$SETUPTOOLS_SPEC" \
     || die "could not download $SETUPTOOLS_SPEC"
   existing=$(find "$DEST" -maxdepth 1 -name 'setuptools-79.*.whl' -print -quit)
   [ -n "$existing" ] || die "pip did not fetch a setuptools 79.x wheel for $SETUPTOOLS_SPEC"
