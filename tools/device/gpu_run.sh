@@ -275,6 +275,13 @@ START=$SECONDS
 BUDGET=${GPU_RUN_BUDGET_S:-560}
 STAGES=${STAGES:-correctness bench_op bench_backbone toy}
 [ "$STAGES" = all ] && STAGES="correctness bench_op bench_backbone toy"
+for s in $STAGES; do
+  case $s in
+    setup | correctness | bench_op | bench_backbone | toy) ;;
+    *) echo "unknown stage '$s' (stages: setup correctness bench_op bench_backbone toy, or all)" >&2
+       exit 2 ;;
+  esac
+done
 export LOGS
 LOGS=$WORK/logs-$(date +%H%M%S)
 mkdir -p "$OUT" "$LOGS"
