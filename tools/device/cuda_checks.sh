@@ -6,7 +6,9 @@
 # status is the number of failed steps.
 #   bash tools/device/cuda_checks.sh [--no-bench] [--quick-bench]
 set -uo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/../.." || exit 1
+# The steps import mmelsa from this checkout (built in place here, not installed).
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 OUT=${OUT:-$PWD/.devout}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
