@@ -16,6 +16,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <vector>
 
 #include "elsa_utils.h"
@@ -88,8 +89,10 @@ void forward_kernel(const scalar_t* x, const scalar_t* attn, const scalar_t* gm,
 }
 
 // Pass A: grad_x[b, c] (scatter into a thread-private plane) and the ghost partials of (b, c).
-template <typename scalar_t>
-void backward_x_ghost_kernel(const scalar_t* gout, const scalar_t* x, const scalar_t* attn,
+// attn_t is scalar_t for the plain op; the fused op passes its probabilities in acc_t (fp32),
+// so that they are not rounded to the input dtype.
+template <typename scalar_t, typename attn_t = scalar_t>
+void backward_x_ghost_kernel(const scalar_t* gout, const scalar_t* x, const attn_t* attn,
                              const scalar_t* gm, const scalar_t* ga, scalar_t* gx, double* part_gm,
                              double* part_ga, const ElsaDims& D) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -103,7 +106,7 @@ void backward_x_ghost_kernel(const scalar_t* gout, const scalar_t* x, const scal
       const int64_t b = bc / D.C, c = bc % D.C, g = c / D.cpg;
       const scalar_t* xp = x + bc * HW;
       const scalar_t* gp = gout + bc * HoWo;
-      const scalar_t* ap = attn + (b * D.G + g) * KK * HoWo;
+      const attn_t* ap = attn + (b * D.G + g) * KK * HoWo;
       for (int64_t t = 0; t < KK; ++t) {
         wm[t] = gm ? static_cast<acc_t>(gm[c * KK + t]) : acc_t(1);
         wa[t] = ga ? static_cast<acc_t>(ga[c * KK + t]) : acc_t(0);
@@ -119,7 +122,7 @@ void backward_x_ghost_kernel(const scalar_t* gout, const scalar_t* x, const scal
           const scalar_t* xrow = xp + y * D.W;
           for (int64_t v = 0; v < K; ++v) {
             const int64_t t = u * K + v, off = cols.off[v], lo = cols.lo[v], hi = cols.hi[v];
-            const scalar_t* arow = ap + t * HoWo + i * D.Wo;
+            const attn_t* arow = ap + t * HoWo + i * D.Wo;
             if (need_x) {
               acc_t* prow = plane.data() + y * D.W;
               const acc_t m = wm[t], a0 = wa[t];
@@ -176,15 +179,19 @@ void backward_x_ghost_kernel(const scalar_t* gout, const scalar_t* x, const scal
 
 // Pass B: grad_attn[b, g, :, i, :] = sum over channels c of head g of
 //         ghost_mul[c, t] * grad_out[b, c, i, :] * x[b, c, tap rows / cols].
+// With `prob` (the fused op: the softmax probabilities, (B, G, K*K, Ho, Wo) in acc_t) the row is
+// turned into the gradient of the logits before it is written, while it is still in the
+// accumulation type: grad_logit_t = p_t * (grad_p_t - sum_u p_u * grad_p_u).
 template <typename scalar_t>
 void backward_attn_kernel(const scalar_t* gout, const scalar_t* x, const scalar_t* gm,
-                          scalar_t* gattn, const ElsaDims& D) {
+                          scalar_t* gattn, const ElsaDims& D,
+                          const at::opmath_type<scalar_t>* prob = nullptr) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t HW = D.H * D.W, HoWo = D.Ho * D.Wo, K = D.K, KK = D.KK, s = D.stride;
   const TapRanges cols(K, D.pad, D.dil, D.W, D.Wo, s);
   at::parallel_for(
       0, D.B * D.G * D.Ho, grain_for(D.cpg * KK * D.Wo), [&](int64_t begin, int64_t end) {
-        std::vector<acc_t> buf(KK * D.Wo), wm(KK);
+        std::vector<acc_t> buf(KK * D.Wo), wm(KK), dot(prob ? D.Wo : 0);
         for (int64_t task = begin; task < end; ++task) {
           const int64_t i = task % D.Ho, bg = task / D.Ho, b = bg / D.G, g = bg % D.G;
           std::fill(buf.begin(), buf.end(), acc_t(0));
@@ -213,6 +220,15 @@ void backward_attn_kernel(const scalar_t* gout, const scalar_t* x, const scalar_
               }
             }
           }
+          if (prob) {
+            const acc_t* prow = prob + bg * KK * HoWo + i * D.Wo;
+            std::fill(dot.begin(), dot.end(), acc_t(0));
+            for (int64_t t = 0; t < KK; ++t)
+              for (int64_t j = 0; j < D.Wo; ++j) dot[j] += prow[t * HoWo + j] * buf[t * D.Wo + j];
+            for (int64_t t = 0; t < KK; ++t)
+              for (int64_t j = 0; j < D.Wo; ++j)
+                buf[t * D.Wo + j] = prow[t * HoWo + j] * (buf[t * D.Wo + j] - dot[j]);
+          }
           scalar_t* out = gattn + bg * KK * HoWo + i * D.Wo;
           for (int64_t t = 0; t < KK; ++t)
             for (int64_t j = 0; j < D.Wo; ++j)
@@ -230,6 +246,100 @@ void reduce_ghost_partials(const double* part, scalar_t* dst, const ElsaDims& D)
       double acc = 0.0;
       for (int64_t b = 0; b < D.B; ++b) acc += part[b * CKK + k];
       dst[k] = static_cast<scalar_t>(acc);
+    }
+  });
+}
+
+// ---------------------------------------------------------------- fused softmax + ELSA
+// Softmax over the K*K taps of one row (b, g, i) of logits, in acc_t: lrow points at
+// logits[b, g, 0, i, 0] (taps HoWo apart); p receives the probabilities, taps p_stride apart.
+// Every loop runs along the row (contiguous), so the compiler vectorises all but the exp.
+// mx and inv are Wo-long scratch rows.
+template <typename scalar_t, typename acc_t>
+void softmax_taps_row(const scalar_t* lrow, int64_t KK, int64_t HoWo, int64_t Wo, acc_t* p,
+                      int64_t p_stride, acc_t* mx, acc_t* inv) {
+  for (int64_t j = 0; j < Wo; ++j) mx[j] = static_cast<acc_t>(lrow[j]);
+  for (int64_t t = 1; t < KK; ++t) {
+    const scalar_t* l = lrow + t * HoWo;
+    for (int64_t j = 0; j < Wo; ++j) mx[j] = std::max(mx[j], static_cast<acc_t>(l[j]));
+  }
+  std::fill(inv, inv + Wo, acc_t(0));
+  for (int64_t t = 0; t < KK; ++t) {
+    const scalar_t* l = lrow + t * HoWo;
+    acc_t* pt = p + t * p_stride;
+    for (int64_t j = 0; j < Wo; ++j) {
+      pt[j] = std::exp(static_cast<acc_t>(l[j]) - mx[j]);
+      inv[j] += pt[j];
+    }
+  }
+  for (int64_t j = 0; j < Wo; ++j) inv[j] = acc_t(1) / inv[j];
+  for (int64_t t = 0; t < KK; ++t) {
+    acc_t* pt = p + t * p_stride;
+    for (int64_t j = 0; j < Wo; ++j) pt[j] *= inv[j];
+  }
+}
+
+// Fused forward, parallel over rows (b, g, i) (not over (b, c) as the plain forward): a task
+// takes the softmax of its row of logits once into a K*K x Wo buffer and then runs the
+// channels of head g over it. The probabilities of a row (49 x Wo fp32, 65 KB at Wo = 334) stay
+// in cache for the head's channels, and the logits are read from memory once, where the plain
+// forward streams the whole attention plane once per channel. The per-output sum has the
+// plain forward's order (u, then v), with the probability in acc_t instead of scalar_t.
+template <typename scalar_t>
+void softmax_forward_kernel(const scalar_t* x, const scalar_t* logits, const scalar_t* gm,
+                            const scalar_t* ga, scalar_t* out, const ElsaDims& D) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t HW = D.H * D.W, HoWo = D.Ho * D.Wo, K = D.K, KK = D.KK, s = D.stride;
+  const TapRanges cols(K, D.pad, D.dil, D.W, D.Wo, s);
+  at::parallel_for(
+      0, D.B * D.G * D.Ho, grain_for(D.cpg * KK * D.Wo), [&](int64_t begin, int64_t end) {
+        std::vector<acc_t> p(KK * D.Wo), mx(D.Wo), inv(D.Wo), acc(D.Wo);
+        for (int64_t task = begin; task < end; ++task) {
+          const int64_t i = task % D.Ho, bg = task / D.Ho, b = bg / D.G, g = bg % D.G;
+          softmax_taps_row(logits + bg * KK * HoWo + i * D.Wo, KK, HoWo, D.Wo, p.data(), D.Wo,
+                           mx.data(), inv.data());
+          for (int64_t c = g * D.cpg; c < (g + 1) * D.cpg; ++c) {
+            const int64_t bc = b * D.C + c;
+            const scalar_t* xp = x + bc * HW;
+            std::fill(acc.begin(), acc.end(), acc_t(0));
+            for (int64_t u = 0; u < K; ++u) {
+              const int64_t y = i * s + u * D.dil - D.pad;
+              if (y < 0 || y >= D.H) continue;
+              const scalar_t* xrow = xp + y * D.W;
+              for (int64_t v = 0; v < K; ++v) {
+                const int64_t t = u * K + v, off = cols.off[v];
+                const acc_t* prow = p.data() + t * D.Wo;
+                const acc_t m = gm ? static_cast<acc_t>(gm[c * KK + t]) : acc_t(1);
+                const acc_t a0 = ga ? static_cast<acc_t>(ga[c * KK + t]) : acc_t(0);
+                acc_t* accp = acc.data();
+                if (s == 1) {  // unit stride: contiguous, vectorisable
+                  for (int64_t j = cols.lo[v]; j < cols.hi[v]; ++j)
+                    accp[j] += static_cast<acc_t>(xrow[j + off]) * (m * prow[j] + a0);
+                } else {
+                  for (int64_t j = cols.lo[v]; j < cols.hi[v]; ++j)
+                    accp[j] += static_cast<acc_t>(xrow[j * s + off]) * (m * prow[j] + a0);
+                }
+              }
+            }
+            scalar_t* orow = out + bc * HoWo + i * D.Wo;
+            for (int64_t j = 0; j < D.Wo; ++j) orow[j] = static_cast<scalar_t>(acc[j]);
+          }
+        }
+      });
+}
+
+// The probabilities of all rows, (B, G, K*K, Ho, Wo) in acc_t, for the fused backward.
+template <typename scalar_t>
+void softmax_probs_kernel(const scalar_t* logits, at::opmath_type<scalar_t>* prob,
+                          const ElsaDims& D) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t HoWo = D.Ho * D.Wo, KK = D.KK;
+  at::parallel_for(0, D.B * D.G * D.Ho, grain_for(3 * KK * D.Wo), [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> mx(D.Wo), inv(D.Wo);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t i = task % D.Ho, bg = task / D.Ho;
+      const int64_t off = bg * KK * HoWo + i * D.Wo;
+      softmax_taps_row(logits + off, KK, HoWo, D.Wo, prob + off, HoWo, mx.data(), inv.data());
     }
   });
 }
@@ -294,6 +404,73 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cpu(
                                           gga.mutable_data_ptr<scalar_t>(), D);
       });
   return std::make_tuple(gx, gattn, ggm, gga);
+}
+
+at::Tensor elsa_softmax_forward_cpu(const at::Tensor& x, const at::Tensor& logits,
+                                    const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
+                                    const ElsaDims& D) {
+  at::Tensor out = at::empty({D.B, D.C, D.Ho, D.Wo}, x.options());
+  if (out.numel() == 0) return out;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, x.scalar_type(), "elsa_softmax_forward_cpu", [&] {
+        softmax_forward_kernel<scalar_t>(
+            x.const_data_ptr<scalar_t>(), logits.const_data_ptr<scalar_t>(),
+            ptr_or_null<scalar_t>(ghost_mul), ptr_or_null<scalar_t>(ghost_add),
+            out.mutable_data_ptr<scalar_t>(), D);
+      });
+  return out;
+}
+
+// The fused backward recomputes the probabilities once into an acc_t buffer of the logits'
+// shape (pass A needs them at every tap of every channel plane), runs the plain backward's
+// passes on it, and folds the softmax backward into pass B.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& logits,
+    const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& D,
+    std::array<bool, 4> mask) {
+  const bool need_x = mask[0], need_logits = mask[1];
+  const bool need_gm = mask[2] && ghost_mul.defined(), need_ga = mask[3] && ghost_add.defined();
+  auto none = [&] { return at::empty({0}, x.options()); };
+  at::Tensor gx = need_x ? at::empty_like(x) : none();
+  at::Tensor glogits = need_logits ? at::empty_like(logits) : none();
+  at::Tensor ggm = need_gm ? at::empty_like(ghost_mul) : none();
+  at::Tensor gga = need_ga ? at::empty_like(ghost_add) : none();
+  const auto dopts = x.options().dtype(at::kDouble);
+  at::Tensor part_gm = need_gm ? at::empty({D.B, D.C, D.KK}, dopts) : at::Tensor();
+  at::Tensor part_ga = need_ga ? at::empty({D.B, D.C, D.KK}, dopts) : at::Tensor();
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kBFloat16, at::kHalf, x.scalar_type(), "elsa_softmax_backward_cpu", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const scalar_t* go = grad_out.const_data_ptr<scalar_t>();
+        const scalar_t* xp = x.const_data_ptr<scalar_t>();
+        const scalar_t* gmp = ptr_or_null<scalar_t>(ghost_mul);
+        const scalar_t* gap = ptr_or_null<scalar_t>(ghost_add);
+        // Pass A (grad_x, grad_ghost_mul) and pass B (grad_logits) read the probabilities;
+        // pass A takes a valid pointer even when it computes only grad_ghost_add.
+        const bool need_prob = need_x || need_gm || need_ga || need_logits;
+        at::Tensor prob;
+        if (need_prob) {
+          prob = at::empty(logits.sizes(), x.options().dtype(c10::CppTypeToScalarType<acc_t>()));
+          softmax_probs_kernel<scalar_t>(logits.const_data_ptr<scalar_t>(),
+                                         prob.mutable_data_ptr<acc_t>(), D);
+        }
+        const acc_t* pp = need_prob ? prob.const_data_ptr<acc_t>() : nullptr;
+        if (need_x || need_gm || need_ga)
+          backward_x_ghost_kernel<scalar_t, acc_t>(
+              go, xp, pp, gmp, gap, need_x ? gx.mutable_data_ptr<scalar_t>() : nullptr,
+              need_gm ? part_gm.mutable_data_ptr<double>() : nullptr,
+              need_ga ? part_ga.mutable_data_ptr<double>() : nullptr, D);
+        if (need_logits)
+          backward_attn_kernel<scalar_t>(go, xp, gmp, glogits.mutable_data_ptr<scalar_t>(), D, pp);
+        if (need_gm)
+          reduce_ghost_partials<scalar_t>(part_gm.const_data_ptr<double>(),
+                                          ggm.mutable_data_ptr<scalar_t>(), D);
+        if (need_ga)
+          reduce_ghost_partials<scalar_t>(part_ga.const_data_ptr<double>(),
+                                          gga.mutable_data_ptr<scalar_t>(), D);
+      });
+  return std::make_tuple(gx, glogits, ggm, gga);
 }
 
 }  // namespace mmelsa
