@@ -69,6 +69,17 @@ def test_softmax_is_taken_stably():
     assert max_rel_err(out, reference(*as_double_cpu((x, a, gm, ga)), K, d, s)) < 1e-5
 
 
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_nan_logit_poisons_its_pixel_only(dtype):
+    """As with torch's softmax, a NaN logit makes its pixel's probabilities NaN (the fp32 exp
+    of the CPU kernel keeps NaN), and with K = 1 nothing else."""
+    x, a, gm, ga = fused_inputs((1, 4, 2, 5, 6, 1, 1, 1), dtype=dtype)
+    a[0, 1, 0, 2, 3] = float('nan')
+    out = elsa_attention(x, a, gm, ga, 1, attn_is_logits=True)
+    nan = torch.isnan(out)
+    assert nan[0, 2:, 2, 3].all() and nan.sum() == 2
+
+
 @pytest.mark.parametrize('case', CASES)
 @pytest.mark.parametrize('ghosts', [(True, True), (False, True), (True, False)])
 def test_backward_float64_matches_reference(case, ghosts):

@@ -251,9 +251,43 @@ void reduce_ghost_partials(const double* part, scalar_t* dst, const ElsaDims& D)
 }
 
 // ---------------------------------------------------------------- fused softmax + ELSA
+// exp(v) of a logit minus its row's maximum (v <= 0, or NaN). std::exp is a library call the
+// compiler cannot vectorise, and at 49 per (head, pixel) it cost a fifth of the fused forward,
+// so the float version is written to vectorise: v = k ln2 + r with |r| <= ln2 / 2 (ln2 split in
+// two so that k ln2 is exact), exp(r) by its Taylor polynomial up to r^7 (truncation error
+// below 6e-9 relative, under the float rounding), 2^k put into the exponent bits. v is clamped
+// at -87 (exp(-87) = 1.6e-38, the smallest normal range) so that 2^k stays a normal float: a
+// probability below that (the maximum's is 1) comes out as 1.6e-38 instead of 0. double keeps
+// std::exp (the float64 path is the exact one).
+//
+// GCC does not vectorise the clamp unless it may assume that float comparisons do not trap
+// (clang assumes it by default); that changes no value, so it is allowed for the softmax only.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("no-trapping-math")
+#endif
+inline double exp_shifted(double v) { return std::exp(v); }
+
+inline float exp_shifted(float v) {
+  v = v < -87.0f ? -87.0f : v;  // NaN stays NaN
+  // round to nearest for y <= 0: truncation of y - 1/2 (cvttps2dq, plain SSE2)
+  const int32_t k = static_cast<int32_t>(v * 1.44269504088896341f - 0.5f);
+  const float kf = static_cast<float>(k);
+  const float r = (v - kf * 0.693145751953125f) - kf * 1.42860682030941723e-06f;
+  float e = 1.0f / 5040.0f;
+  e = e * r + 1.0f / 720.0f;
+  e = e * r + 1.0f / 120.0f;
+  e = e * r + 1.0f / 24.0f;
+  e = e * r + 1.0f / 6.0f;
+  e = e * r + 0.5f;
+  e = e * r + 1.0f;
+  e = e * r + 1.0f;
+  return e * __builtin_bit_cast(float, (k + 127) << 23);  // std::bit_cast would not inline here
+}
+
 // Softmax over the K*K taps of one row (b, g, i) of logits, in acc_t: lrow points at
 // logits[b, g, 0, i, 0] (taps HoWo apart); p receives the probabilities, taps p_stride apart.
-// Every loop runs along the row (contiguous), so the compiler vectorises all but the exp.
+// Every loop runs along the row (contiguous), so the compiler vectorises them all.
 // mx and inv are Wo-long scratch rows.
 template <typename scalar_t, typename acc_t>
 void softmax_taps_row(const scalar_t* lrow, int64_t KK, int64_t HoWo, int64_t Wo, acc_t* p,
@@ -261,16 +295,20 @@ void softmax_taps_row(const scalar_t* lrow, int64_t KK, int64_t HoWo, int64_t Wo
   for (int64_t j = 0; j < Wo; ++j) mx[j] = static_cast<acc_t>(lrow[j]);
   for (int64_t t = 1; t < KK; ++t) {
     const scalar_t* l = lrow + t * HoWo;
-    for (int64_t j = 0; j < Wo; ++j) mx[j] = std::max(mx[j], static_cast<acc_t>(l[j]));
+    // a ternary, not std::max: a function compiled outside this pragma region is not inlined
+    for (int64_t j = 0; j < Wo; ++j) {
+      const acc_t v = static_cast<acc_t>(l[j]);
+      mx[j] = mx[j] < v ? v : mx[j];
+    }
   }
   std::fill(inv, inv + Wo, acc_t(0));
   for (int64_t t = 0; t < KK; ++t) {
     const scalar_t* l = lrow + t * HoWo;
     acc_t* pt = p + t * p_stride;
-    for (int64_t j = 0; j < Wo; ++j) {
-      pt[j] = std::exp(static_cast<acc_t>(l[j]) - mx[j]);
-      inv[j] += pt[j];
-    }
+    // three simple passes, each of which GCC vectorises (the fused loop it does not)
+    for (int64_t j = 0; j < Wo; ++j) pt[j] = static_cast<acc_t>(l[j]) - mx[j];
+    for (int64_t j = 0; j < Wo; ++j) pt[j] = exp_shifted(pt[j]);
+    for (int64_t j = 0; j < Wo; ++j) inv[j] += pt[j];
   }
   for (int64_t j = 0; j < Wo; ++j) inv[j] = acc_t(1) / inv[j];
   for (int64_t t = 0; t < KK; ++t) {
@@ -278,51 +316,93 @@ void softmax_taps_row(const scalar_t* lrow, int64_t KK, int64_t HoWo, int64_t Wo
     for (int64_t j = 0; j < Wo; ++j) pt[j] *= inv[j];
   }
 }
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+// Columns of the fused forward's register block: 16 fp32 accumulators stay in vector registers
+// across all K*K taps of one output row segment.
+constexpr int64_t kFusedCols = 128;
+
+// out[j0 .. j0 + n) of one channel row: sum over the taps of xpad * (m * p + a0), with
+// xpad the channel's K zero-padded input rows (no bounds tests) and p the row's probabilities.
+// The accumulators are a local array (not memory the loads could alias), so they live in
+// registers; n <= kFusedCols outputs are written to orow[j0 ..].
+template <typename scalar_t, typename acc_t, bool unit_stride>
+inline void fused_block(const acc_t* xpad, int64_t xw, const uint8_t* row_ok, const acc_t* p,
+                        int64_t pw, const acc_t* wm, const acc_t* wa, int64_t K, int64_t dil,
+                        int64_t s, int64_t j0, int64_t n, scalar_t* orow) {
+  acc_t acc[kFusedCols];
+  for (int64_t jj = 0; jj < kFusedCols; ++jj) acc[jj] = acc_t(0);
+  for (int64_t u = 0; u < K; ++u) {
+    if (!row_ok[u]) continue;
+    for (int64_t v = 0; v < K; ++v) {
+      const int64_t t = u * K + v;
+      const acc_t* xr = xpad + u * xw + j0 * s + v * dil;
+      const acc_t* pr = p + t * pw + j0;
+      const acc_t m = wm[t], a0 = wa[t];
+      for (int64_t jj = 0; jj < kFusedCols; ++jj)
+        acc[jj] += xr[unit_stride ? jj : jj * s] * (m * pr[jj] + a0);
+    }
+  }
+  for (int64_t jj = 0; jj < n; ++jj) orow[j0 + jj] = static_cast<scalar_t>(acc[jj]);
+}
 
 // Fused forward, parallel over rows (b, g, i) (not over (b, c) as the plain forward): a task
 // takes the softmax of its row of logits once into a K*K x Wo buffer and then runs the
 // channels of head g over it. The probabilities of a row (49 x Wo fp32, 65 KB at Wo = 334) stay
 // in cache for the head's channels, and the logits are read from memory once, where the plain
-// forward streams the whole attention plane once per channel. The per-output sum has the
-// plain forward's order (u, then v), with the probability in acc_t instead of scalar_t.
+// forward streams the whole attention plane once per channel. Per channel, the K input rows are
+// copied once into zero-padded acc_t rows (converted once instead of once per tap, and no
+// bounds tests in the inner loop), and outputs are accumulated kFusedCols at a time in
+// registers over all taps. A tap outside the image contributes 0 * weight (the plain forward
+// skips it): the same sum unless a weight is infinite or NaN.
 template <typename scalar_t>
 void softmax_forward_kernel(const scalar_t* x, const scalar_t* logits, const scalar_t* gm,
                             const scalar_t* ga, scalar_t* out, const ElsaDims& D) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t HW = D.H * D.W, HoWo = D.Ho * D.Wo, K = D.K, KK = D.KK, s = D.stride;
-  const TapRanges cols(K, D.pad, D.dil, D.W, D.Wo, s);
+  // probabilities and padded rows cover whole blocks of columns; the extra columns are zeros
+  const int64_t pw = (D.Wo + kFusedCols - 1) / kFusedCols * kFusedCols;
+  const int64_t xw = (pw - 1) * s + (K - 1) * D.dil + 1;
   at::parallel_for(
       0, D.B * D.G * D.Ho, grain_for(D.cpg * KK * D.Wo), [&](int64_t begin, int64_t end) {
-        std::vector<acc_t> p(KK * D.Wo), mx(D.Wo), inv(D.Wo), acc(D.Wo);
+        std::vector<acc_t> p(KK * pw, acc_t(0)), mx(D.Wo), inv(D.Wo), xpad(K * xw);
+        std::vector<acc_t> wm(KK), wa(KK);
+        std::vector<uint8_t> row_ok(K);
         for (int64_t task = begin; task < end; ++task) {
           const int64_t i = task % D.Ho, bg = task / D.Ho, b = bg / D.G, g = bg % D.G;
-          softmax_taps_row(logits + bg * KK * HoWo + i * D.Wo, KK, HoWo, D.Wo, p.data(), D.Wo,
+          softmax_taps_row(logits + bg * KK * HoWo + i * D.Wo, KK, HoWo, D.Wo, p.data(), pw,
                            mx.data(), inv.data());
           for (int64_t c = g * D.cpg; c < (g + 1) * D.cpg; ++c) {
             const int64_t bc = b * D.C + c;
-            const scalar_t* xp = x + bc * HW;
-            std::fill(acc.begin(), acc.end(), acc_t(0));
+            for (int64_t t = 0; t < KK; ++t) {
+              wm[t] = gm ? static_cast<acc_t>(gm[c * KK + t]) : acc_t(1);
+              wa[t] = ga ? static_cast<acc_t>(ga[c * KK + t]) : acc_t(0);
+            }
             for (int64_t u = 0; u < K; ++u) {
               const int64_t y = i * s + u * D.dil - D.pad;
-              if (y < 0 || y >= D.H) continue;
-              const scalar_t* xrow = xp + y * D.W;
-              for (int64_t v = 0; v < K; ++v) {
-                const int64_t t = u * K + v, off = cols.off[v];
-                const acc_t* prow = p.data() + t * D.Wo;
-                const acc_t m = gm ? static_cast<acc_t>(gm[c * KK + t]) : acc_t(1);
-                const acc_t a0 = ga ? static_cast<acc_t>(ga[c * KK + t]) : acc_t(0);
-                acc_t* accp = acc.data();
-                if (s == 1) {  // unit stride: contiguous, vectorisable
-                  for (int64_t j = cols.lo[v]; j < cols.hi[v]; ++j)
-                    accp[j] += static_cast<acc_t>(xrow[j + off]) * (m * prow[j] + a0);
-                } else {
-                  for (int64_t j = cols.lo[v]; j < cols.hi[v]; ++j)
-                    accp[j] += static_cast<acc_t>(xrow[j * s + off]) * (m * prow[j] + a0);
-                }
-              }
+              row_ok[u] = y >= 0 && y < D.H;
+              if (!row_ok[u]) continue;
+              const scalar_t* xrow = x + bc * HW + y * D.W;
+              acc_t* dst = xpad.data() + u * xw;
+              // dst[k] = x[y, k - pad] inside the image, 0 outside
+              const int64_t lo = std::min(D.pad, xw), hi = std::min(D.pad + D.W, xw);
+              std::fill(dst, dst + lo, acc_t(0));
+              for (int64_t k = lo; k < hi; ++k) dst[k] = static_cast<acc_t>(xrow[k - D.pad]);
+              std::fill(dst + hi, dst + xw, acc_t(0));
             }
             scalar_t* orow = out + bc * HoWo + i * D.Wo;
-            for (int64_t j = 0; j < D.Wo; ++j) orow[j] = static_cast<scalar_t>(acc[j]);
+            for (int64_t j0 = 0; j0 < D.Wo; j0 += kFusedCols) {
+              const int64_t n = std::min(kFusedCols, D.Wo - j0);
+              if (s == 1)
+                fused_block<scalar_t, acc_t, true>(xpad.data(), xw, row_ok.data(), p.data(), pw,
+                                                   wm.data(), wa.data(), K, D.dil, s, j0, n, orow);
+              else
+                fused_block<scalar_t, acc_t, false>(xpad.data(), xw, row_ok.data(), p.data(), pw,
+                                                    wm.data(), wa.data(), K, D.dil, s, j0, n,
+                                                    orow);
+            }
           }
         }
       });
