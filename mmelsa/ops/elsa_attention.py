@@ -313,7 +313,9 @@ def _softmax_backward(ctx, grad_out):
     same gradient is built from differentiable pieces, the softmax and the plain operator's
     backward (whose own autograd gives every higher derivative), so that double backward
     through the fused op is exact, not an error. torch.compile traces backwards with grad mode
-    on but never differentiates them again, so it gets the fused op.
+    on but never differentiates them again, so it gets the fused op. On the create_graph path
+    the probabilities are rounded to the input dtype before the plain backward (exact for
+    float64; for fp16 / bf16 the usual rounding of the unfused path).
     """
     x, logits, ghost_mul, ghost_add = ctx.saved_tensors
     needs = ctx.needs_input_grad

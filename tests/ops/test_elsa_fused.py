@@ -47,6 +47,19 @@ def test_forward_float64_matches_reference(case, ghosts):
     torch.testing.assert_close(out, reference(x, a, gm, ga, K, d, s), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('case', [(1, 4, 2, 5, 150, 7, 1, 1), (1, 2, 1, 4, 301, 5, 2, 2),
+                                  (2, 2, 2, 3, 256, 3, 1, 1), (1, 2, 1, 3, 129, 7, 3, 1)])
+def test_forward_wide_rows(dtype, case):
+    """Rows of more than one 128-column block of the CPU kernel, with a tail block (or none,
+    256), stride and dilation: every column against the reference."""
+    K, d, s = case[5:]
+    inputs = fused_inputs(case, dtype=dtype)
+    out = elsa_attention(*inputs, K, d, s, attn_is_logits=True)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert max_rel_err(out, reference(*as_double_cpu(inputs), K, d, s)) < tol
+
+
 @pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.bfloat16, 1e-2),
                                        (torch.float16, 2e-3)])
 @pytest.mark.parametrize('case', CASES[::2])
