@@ -82,7 +82,7 @@ def emu(planted, tmp_path_factory):
     return emulation.build(REPO, str(tmp_path_factory.mktemp('emu_build')))
 
 
-@pytest.mark.parametrize('case', emulation.CASES, ids=str)
+@pytest.mark.parametrize('case', emulation.FULL_CASES, ids=str)
 def test_emulated_kernels_match_reference(emu, case):
     """Forward and backward, plain and fused, every dtype, ghost and mask variants."""
     lines = []

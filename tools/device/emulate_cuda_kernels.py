@@ -9,8 +9,8 @@ unfold reference. It proves the index math, the launch geometry, the barriers an
 reductions; it cannot prove anything about timing, the memory model or the real compiler (use
 tools/device/cuda_checks.sh on a GPU for that). tests/ops/test_cuda_emulation.py runs it in CI.
 
-    python tools/device/emulate_cuda_kernels.py             # the CI set (a minute or two)
-    python tools/device/emulate_cuda_kernels.py --full      # more and larger cases
+    python tools/device/emulate_cuda_kernels.py             # the quick set
+    python tools/device/emulate_cuda_kernels.py --full      # the CI set: more and larger cases
     python tools/device/emulate_cuda_kernels.py --src DIR   # the kernels of another tree
 
 Exit status 0 when every check passes, 1 when one fails (each failure is printed).
