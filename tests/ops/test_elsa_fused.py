@@ -292,3 +292,21 @@ def test_errors_name_the_argument():
         torch.ops.mmelsa.elsa_softmax_forward(x, a.float(), gm, ga, 3, 1, 1)
     with pytest.raises(ValueError, match=r'grad_out must have shape'):
         torch.ops.mmelsa.elsa_softmax_backward(x[:, :, :4], x, a, gm, ga, 3, 1, 1, [True] * 4)
+
+
+def test_third_derivative_matches_reference():
+    case = (1, 2, 1, 4, 4, 3, 1, 1)
+    K, d, s = case[5:]
+
+    def third(fn):
+        x, a, gm, ga = fused_inputs(case, requires_grad=True, seed=4, scale=1.0)
+        out = fn(x, a, gm, ga)
+        (g1, ) = torch.autograd.grad(out.pow(2).sum(), [a], create_graph=True)
+        (g2, ) = torch.autograd.grad(g1.pow(2).sum(), [x], create_graph=True)
+        (g3, ) = torch.autograd.grad(g2.sum(), [a])
+        return g3
+
+    ours = third(lambda *t: elsa_attention(*t, K, d, s, attn_is_logits=True))
+    ref = third(lambda *t: reference(*t, K, d, s))
+    assert ref.abs().max() > 0
+    torch.testing.assert_close(ours, ref)
