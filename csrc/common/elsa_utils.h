@@ -6,6 +6,10 @@
 //                     v])
 //
 // with zero padding (taps outside the image contribute nothing), Ho = (H - 1) / s + 1.
+//
+// The fused variant (elsa_softmax_*) takes pre-softmax logits in place of attn and uses
+//   attn[b, g, t, i, j] = softmax over the K*K taps t of logits[b, g, :, i, j]
+// computed in the accumulation type (float for half / bfloat16 / float, double for double).
 #pragma once
 
 #include <ATen/ATen.h>
@@ -44,11 +48,15 @@ inline void elsa_valid_range(int64_t off, int64_t in, int64_t out, int64_t s, in
 }
 
 // Checks every argument (TORCH_CHECK_VALUE / TORCH_CHECK_TYPE, so Python sees ValueError /
-// TypeError naming the argument) and returns the sizes. Shared by both directions.
+// TypeError naming the argument) and returns the sizes. Shared by both directions and by the
+// fused op, whose messages name its attention argument "logits" (attn_name).
 ElsaDims elsa_check_args(const at::Tensor& x, const at::Tensor& attn,
                          const c10::optional<at::Tensor>& ghost_mul,
                          const c10::optional<at::Tensor>& ghost_add, int64_t kernel_size,
-                         int64_t dilation, int64_t stride);
+                         int64_t dilation, int64_t stride, const char* attn_name = "attn");
+
+// grad_out of a backward must be (B, C, Ho, Wo) on x's device, in x's dtype.
+void elsa_check_grad_out(const at::Tensor& grad_out, const at::Tensor& x, const ElsaDims& D);
 
 // ---- per-device implementations (inputs already checked and contiguous) ----
 at::Tensor elsa_forward_cpu(const at::Tensor& x, const at::Tensor& attn,
@@ -62,6 +70,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cpu(
     const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& dims,
     std::array<bool, 4> output_mask);
 
+// Fused softmax + ELSA: `logits` holds the pre-softmax attention. The backward recomputes the
+// probabilities from the logits and returns the gradient with respect to the logits.
+at::Tensor elsa_softmax_forward_cpu(const at::Tensor& x, const at::Tensor& logits,
+                                    const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
+                                    const ElsaDims& dims);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward_cpu(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& logits,
+    const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& dims,
+    std::array<bool, 4> output_mask);
+
 #ifdef MMELSA_WITH_CUDA
 at::Tensor elsa_forward_cuda(const at::Tensor& x, const at::Tensor& attn,
                              const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
@@ -69,6 +88,15 @@ at::Tensor elsa_forward_cuda(const at::Tensor& x, const at::Tensor& attn,
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cuda(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
+    const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& dims,
+    std::array<bool, 4> output_mask);
+
+at::Tensor elsa_softmax_forward_cuda(const at::Tensor& x, const at::Tensor& logits,
+                                     const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
+                                     const ElsaDims& dims);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward_cuda(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& logits,
     const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& dims,
     std::array<bool, 4> output_mask);
 #endif
@@ -95,5 +123,23 @@ at::Tensor elsa_forward_autocast(const at::Tensor& x, const at::Tensor& attn,
                                  const c10::optional<at::Tensor>& ghost_mul,
                                  const c10::optional<at::Tensor>& ghost_add, int64_t kernel_size,
                                  int64_t dilation, int64_t stride);
+
+// The fused softmax + ELSA entries (csrc/pytorch/elsa_softmax.cpp): same arguments, `logits`
+// in place of `attn`; the backward's second gradient is with respect to the logits.
+at::Tensor elsa_softmax_forward(const at::Tensor& x, const at::Tensor& logits,
+                                const c10::optional<at::Tensor>& ghost_mul,
+                                const c10::optional<at::Tensor>& ghost_add, int64_t kernel_size,
+                                int64_t dilation, int64_t stride);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& logits,
+    const c10::optional<at::Tensor>& ghost_mul, const c10::optional<at::Tensor>& ghost_add,
+    int64_t kernel_size, int64_t dilation, int64_t stride, std::array<bool, 4> output_mask);
+
+template <c10::DeviceType device>
+at::Tensor elsa_softmax_forward_autocast(const at::Tensor& x, const at::Tensor& logits,
+                                         const c10::optional<at::Tensor>& ghost_mul,
+                                         const c10::optional<at::Tensor>& ghost_add,
+                                         int64_t kernel_size, int64_t dilation, int64_t stride);
 
 }  // namespace mmelsa

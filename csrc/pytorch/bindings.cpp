@@ -23,21 +23,36 @@ TORCH_LIBRARY(mmelsa, m) {
       "elsa_backward(Tensor grad_out, Tensor x, Tensor attn, Tensor? ghost_mul, "
       "Tensor? ghost_add, int kernel_size, int dilation, int stride, bool[4] output_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
+  // Fused softmax + ELSA: `logits` are pre-softmax attention scores, softmaxed over each head's
+  // K*K taps inside the kernels. The backward returns (grad_x, grad_logits, grad_ghost_mul,
+  // grad_ghost_add) with the same output_mask convention.
+  m.def(
+      "elsa_softmax_forward(Tensor x, Tensor logits, Tensor? ghost_mul, Tensor? ghost_add, "
+      "int kernel_size, int dilation, int stride) -> Tensor");
+  m.def(
+      "elsa_softmax_backward(Tensor grad_out, Tensor x, Tensor logits, Tensor? ghost_mul, "
+      "Tensor? ghost_add, int kernel_size, int dilation, int stride, bool[4] output_mask) "
+      "-> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(mmelsa, CPU, m) {
   m.impl("elsa_forward", &mmelsa::elsa_forward);
   m.impl("elsa_backward", &mmelsa::elsa_backward);
+  m.impl("elsa_softmax_forward", &mmelsa::elsa_softmax_forward);
+  m.impl("elsa_softmax_backward", &mmelsa::elsa_softmax_backward);
 }
 
 TORCH_LIBRARY_IMPL(mmelsa, AutocastCPU, m) {
   m.impl("elsa_forward", &mmelsa::elsa_forward_autocast<c10::DeviceType::CPU>);
+  m.impl("elsa_softmax_forward", &mmelsa::elsa_softmax_forward_autocast<c10::DeviceType::CPU>);
 }
 
 #ifdef MMELSA_WITH_CUDA
 TORCH_LIBRARY_IMPL(mmelsa, CUDA, m) {
   m.impl("elsa_forward", &mmelsa::elsa_forward);
   m.impl("elsa_backward", &mmelsa::elsa_backward);
+  m.impl("elsa_softmax_forward", &mmelsa::elsa_softmax_forward);
+  m.impl("elsa_softmax_backward", &mmelsa::elsa_softmax_backward);
 }
 #endif
 
@@ -45,6 +60,7 @@ TORCH_LIBRARY_IMPL(mmelsa, CUDA, m) {
 // re-dispatches, so it costs nothing and keeps the dispatch table identical.
 TORCH_LIBRARY_IMPL(mmelsa, AutocastCUDA, m) {
   m.impl("elsa_forward", &mmelsa::elsa_forward_autocast<c10::DeviceType::CUDA>);
+  m.impl("elsa_softmax_forward", &mmelsa::elsa_softmax_forward_autocast<c10::DeviceType::CUDA>);
 }
 
 namespace {

@@ -38,7 +38,7 @@ at::Tensor contiguous_or_undefined(const c10::optional<at::Tensor>& t) {
 ElsaDims elsa_check_args(const at::Tensor& x, const at::Tensor& attn,
                          const c10::optional<at::Tensor>& ghost_mul,
                          const c10::optional<at::Tensor>& ghost_add, int64_t kernel_size,
-                         int64_t dilation, int64_t stride) {
+                         int64_t dilation, int64_t stride, const char* attn_name) {
   TORCH_CHECK_VALUE(kernel_size >= 1 && kernel_size % 2 == 1,
                     "elsa: kernel_size must be a positive odd integer, got ", kernel_size);
   TORCH_CHECK_VALUE(dilation >= 1, "elsa: dilation must be >= 1, got ", dilation);
@@ -47,10 +47,9 @@ ElsaDims elsa_check_args(const at::Tensor& x, const at::Tensor& attn,
                     x.sizes());
   TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()),
                    "elsa: x must be a floating-point tensor, got dtype ", x.scalar_type());
-  TORCH_CHECK_VALUE(attn.dim() == 5,
-                    "elsa: attn must be a 5-D tensor (B, G, K*K, Ho, Wo), got shape ",
-                    attn.sizes());
-  check_same(attn, "attn", x);
+  TORCH_CHECK_VALUE(attn.dim() == 5, "elsa: ", attn_name,
+                    " must be a 5-D tensor (B, G, K*K, Ho, Wo), got shape ", attn.sizes());
+  check_same(attn, attn_name, x);
   ElsaDims D;
   D.B = x.size(0);
   D.C = x.size(1);
@@ -65,16 +64,25 @@ ElsaDims elsa_check_args(const at::Tensor& x, const at::Tensor& attn,
   D.Ho = elsa_out_size(D.H, stride);
   D.Wo = elsa_out_size(D.W, stride);
   TORCH_CHECK_VALUE(D.G >= 1 && D.C % D.G == 0, "elsa: the channels of x (C = ", D.C,
-                    ") must be divisible by the heads of attn (G = attn.size(1) = ", D.G, ")");
+                    ") must be divisible by the heads of ", attn_name, " (G = ", attn_name,
+                    ".size(1) = ", D.G, ")");
   D.cpg = D.C / D.G;
   TORCH_CHECK_VALUE(
       attn.size(0) == D.B && attn.size(2) == D.KK && attn.size(3) == D.Ho && attn.size(4) == D.Wo,
-      "elsa: attn must have shape (B, G, K*K, Ho, Wo) = (", D.B, ", ", D.G, ", ", D.KK, ", ", D.Ho,
-      ", ", D.Wo, ") for x of shape ", x.sizes(), ", kernel_size ", kernel_size, " and stride ",
-      stride, ", got ", attn.sizes());
+      "elsa: ", attn_name, " must have shape (B, G, K*K, Ho, Wo) = (", D.B, ", ", D.G, ", ", D.KK,
+      ", ", D.Ho, ", ", D.Wo, ") for x of shape ", x.sizes(), ", kernel_size ", kernel_size,
+      " and stride ", stride, ", got ", attn.sizes());
   check_ghost(ghost_mul, "ghost_mul", x, D.C, D.K);
   check_ghost(ghost_add, "ghost_add", x, D.C, D.K);
   return D;
+}
+
+void elsa_check_grad_out(const at::Tensor& grad_out, const at::Tensor& x, const ElsaDims& D) {
+  TORCH_CHECK_VALUE(grad_out.dim() == 4 && grad_out.size(0) == D.B && grad_out.size(1) == D.C &&
+                        grad_out.size(2) == D.Ho && grad_out.size(3) == D.Wo,
+                    "elsa: grad_out must have shape (B, C, Ho, Wo) = (", D.B, ", ", D.C, ", ",
+                    D.Ho, ", ", D.Wo, "), got ", grad_out.sizes());
+  check_same(grad_out, "grad_out", x);
 }
 
 at::Tensor elsa_forward(const at::Tensor& x, const at::Tensor& attn,
@@ -101,11 +109,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward(
     const c10::optional<at::Tensor>& ghost_mul, const c10::optional<at::Tensor>& ghost_add,
     int64_t kernel_size, int64_t dilation, int64_t stride, std::array<bool, 4> output_mask) {
   const ElsaDims D = elsa_check_args(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride);
-  TORCH_CHECK_VALUE(grad_out.dim() == 4 && grad_out.size(0) == D.B && grad_out.size(1) == D.C &&
-                        grad_out.size(2) == D.Ho && grad_out.size(3) == D.Wo,
-                    "elsa: grad_out must have shape (B, C, Ho, Wo) = (", D.B, ", ", D.C, ", ",
-                    D.Ho, ", ", D.Wo, "), got ", grad_out.sizes());
-  check_same(grad_out, "grad_out", x);
+  elsa_check_grad_out(grad_out, x, D);
   const at::Tensor go = grad_out.contiguous(), xc = x.contiguous(), ac = attn.contiguous();
   const at::Tensor gm = contiguous_or_undefined(ghost_mul),
                    ga = contiguous_or_undefined(ghost_add);

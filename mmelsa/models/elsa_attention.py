@@ -58,7 +58,9 @@ class ELSAAttention(nn.Module):
     2. Hadamard attention ``h = q * k * qk_scale`` (ELSA-Swin uses ``qk_scale=1``).
     3. ``attn`` = depth-wise-grouped KxK conv (groups ``dim_qk // group_width``), activation,
        1x1 conv to ``num_heads * K * K`` channels; head ``g`` owns channels
-       ``[g*K*K, (g+1)*K*K)`` and is softmaxed over them; then attention dropout.
+       ``[g*K*K, (g+1)*K*K)`` and is softmaxed over them; then attention dropout. When the
+       dropout is inactive (``attn_drop=0`` or eval mode) the softmax is fused into the
+       operator of step 5 (``attn_is_logits=True``).
     4. Ghost head (``lam``/``gamma``, see :func:`ghost_head_shape`): the operator receives
        ``ghost_mul ** lam`` and ``ghost_add * gamma``.
     5. ``mmelsa.ops.elsa_attention(v, attn, ghost_mul, ghost_add)``, then ``post_proj``
@@ -176,12 +178,17 @@ class ELSAAttention(nn.Module):
         attn = self.attn(q.contiguous(memory_format=cl) * k.contiguous(memory_format=cl) *
                          self.qk_scale)
         kk = self.kernel_size * self.kernel_size
-        attn = attn.reshape(B, self.num_heads, kk, H, W).softmax(dim=2)
-        attn = self.attn_drop(attn)
+        attn = attn.reshape(B, self.num_heads, kk, H, W)
+        # With the dropout inactive the softmax goes into the operator (attn_is_logits): the
+        # probabilities are never stored, and under AMP no fp32 copy of the map is made. A live
+        # dropout acts between the softmax and the aggregation, so it needs them separately.
+        fused = self.attn_drop.p == 0 or not self.training
+        if not fused:
+            attn = self.attn_drop(attn.softmax(dim=2))
         ghost_mul, ghost_add = self.ghosts()
         out = ops.elsa_attention(
             v.contiguous(), attn, ghost_mul, ghost_add, kernel_size=self.kernel_size,
-            dilation=self.dilation, stride=1)
+            dilation=self.dilation, stride=1, attn_is_logits=fused)
         out = self.post_proj(out.permute(0, 2, 3, 1))
         return self.proj_drop(out)
 

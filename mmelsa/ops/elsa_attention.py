@@ -10,6 +10,11 @@ extension ``mmelsa._ext`` (csrc/), which registers two torch.library operators:
 * ``torch.ops.mmelsa.elsa_forward(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride)``
 * ``torch.ops.mmelsa.elsa_backward(grad_out, x, attn, ghost_mul, ghost_add, kernel_size,
   dilation, stride, output_mask) -> (grad_x, grad_attn, grad_ghost_mul, grad_ghost_add)``
+* ``torch.ops.mmelsa.elsa_softmax_forward(x, logits, ...)`` and
+  ``torch.ops.mmelsa.elsa_softmax_backward(grad_out, x, logits, ...)``: the fused softmax + ELSA
+  operator (``attn_is_logits=True``): ``attn = softmax(logits)`` over each head's K*K taps,
+  taken inside the kernels in the accumulation type (fp32 for fp16 / bf16 / fp32). Autograd
+  saves the logits, and the backward recomputes the probabilities from them.
 
 together with their CPU / CUDA kernels and an autocast kernel (C++: under autocast the floating
 inputs are cast to the autocast dtype in force, fp16 or bf16, never up to float32). This module
@@ -63,9 +68,13 @@ def _autocast_enabled(device_type):
         return False
 
 
-def _validate(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride):
+def _validate(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride,
+              attn_is_logits=False):
     """Raise TypeError / ValueError naming the faulty argument; returns nothing."""
     _check_hyper(kernel_size, dilation, stride)
+    if not isinstance(attn_is_logits, bool):
+        raise TypeError('elsa_attention: attn_is_logits must be a bool, got %r' %
+                        (attn_is_logits, ))
     for name, t in (('x', x), ('attn', attn)):
         if not isinstance(t, Tensor):
             raise TypeError('elsa_attention: %s must be a torch.Tensor, got %s' %
@@ -122,7 +131,8 @@ def elsa_attention(x: Tensor,
                    ghost_add: Optional[Tensor] = None,
                    kernel_size: int = 7,
                    dilation: int = 1,
-                   stride: int = 1) -> Tensor:
+                   stride: int = 1,
+                   attn_is_logits: bool = False) -> Tensor:
     """Enhanced local self-attention aggregation (the ELSA operator).
 
     Args:
@@ -134,15 +144,21 @@ def elsa_attention(x: Tensor,
         kernel_size: odd K >= 1.
         dilation: tap spacing d >= 1 (zero padding (K // 2) * d).
         stride: s >= 1; Ho = (H - 1) // s + 1.
+        attn_is_logits: if True, ``attn`` holds pre-softmax logits, and the operator uses
+            ``attn.softmax(2)`` (each head's K*K taps), computed inside the kernels in fp32
+            (float64 for float64 inputs): the probabilities are never stored, and the backward
+            recomputes them from the saved logits. Same result as
+            ``elsa_attention(x, attn.softmax(2), ...)`` up to rounding.
 
     Returns:
         (B, C, Ho, Wo), in the dtype of the inputs (the autocast dtype under autocast).
         Differentiable with respect to x, attn, ghost_mul and ghost_add.
     """
     _require_ext()
-    _validate(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride)
-    return torch.ops.mmelsa.elsa_forward(x, attn, ghost_mul, ghost_add, kernel_size, dilation,
-                                         stride)
+    _validate(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride, attn_is_logits)
+    op = torch.ops.mmelsa.elsa_softmax_forward if attn_is_logits else \
+        torch.ops.mmelsa.elsa_forward
+    return op(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride)
 
 
 class ELSAAttentionOp(nn.Module):
@@ -273,6 +289,54 @@ def _double_backward(ctx, gg_x, gg_attn, gg_mul, gg_add):
     return g_go, g_x, g_attn, g_mul, g_add, None, None, None, None
 
 
+# ---------------------------------------------------------------- fused softmax + ELSA
+def _softmax_taps(logits, dtype):
+    """The probabilities of the fused op, as its kernels define them: softmax over dim 2 in
+    the accumulation type (fp32 for fp16 / bf16 / fp32, float64 for float64), then ``dtype``.
+    Differentiable; used only where a graph of the backward is needed."""
+    acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    return logits.softmax(2, dtype=acc).to(dtype)
+
+
+def _softmax_setup_context(ctx, inputs, output):
+    x, logits, ghost_mul, ghost_add, kernel_size, dilation, stride = inputs
+    ctx.save_for_backward(x, logits, ghost_mul, ghost_add)  # the logits, not probabilities
+    ctx.hyper = (kernel_size, dilation, stride)
+
+
+def _softmax_backward(ctx, grad_out):
+    """Backward of ``elsa_softmax_forward``.
+
+    Without create_graph (grad mode is off inside a backward then), one call of the fused
+    backward op, which recomputes the probabilities from the logits. With create_graph
+    (``torch.autograd.grad(..., create_graph=True)``, gradient penalties, gradgradcheck), the
+    same gradient is built from differentiable pieces, the softmax and the plain operator's
+    backward (whose own autograd gives every higher derivative), so that double backward
+    through the fused op is exact, not an error. torch.compile traces backwards with grad mode
+    on but never differentiates them again, so it gets the fused op. On the create_graph path
+    the probabilities are rounded to the input dtype before the plain backward (exact for
+    float64; for fp16 / bf16 the usual rounding of the unfused path).
+    """
+    x, logits, ghost_mul, ghost_add = ctx.saved_tensors
+    needs = ctx.needs_input_grad
+    mask = [bool(needs[0]), bool(needs[1]), bool(needs[2]) and ghost_mul is not None,
+            bool(needs[3]) and ghost_add is not None]
+    if not any(mask):
+        return None, None, None, None, None, None, None
+    if torch.is_grad_enabled() and not torch.compiler.is_compiling():
+        p = _softmax_taps(logits, x.dtype)
+        grads = list(torch.ops.mmelsa.elsa_backward(grad_out, x, p, ghost_mul, ghost_add,
+                                                    *ctx.hyper, mask))
+        if mask[1]:
+            gp = grads[1]
+            grads[1] = p * (gp - (p * gp).sum(2, keepdim=True))
+    else:
+        grads = torch.ops.mmelsa.elsa_softmax_backward(grad_out, x, logits, ghost_mul,
+                                                       ghost_add, *ctx.hyper, mask)
+    gx, glogits, gmul, gadd = (g if m else None for g, m in zip(grads, mask))
+    return gx, glogits, gmul, gadd, None, None, None
+
+
 if _ext is not None:
     torch.library.register_fake('mmelsa::elsa_forward', _fake_forward)
     torch.library.register_fake('mmelsa::elsa_backward', _fake_backward)
@@ -280,3 +344,7 @@ if _ext is not None:
                                     setup_context=_setup_context)
     torch.library.register_autograd('mmelsa::elsa_backward', _double_backward,
                                     setup_context=_setup_backward_context)
+    torch.library.register_fake('mmelsa::elsa_softmax_forward', _fake_forward)
+    torch.library.register_fake('mmelsa::elsa_softmax_backward', _fake_backward)
+    torch.library.register_autograd('mmelsa::elsa_softmax_forward', _softmax_backward,
+                                    setup_context=_softmax_setup_context)

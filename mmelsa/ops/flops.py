@@ -2,7 +2,8 @@
 
 mmengine's jit-tracing ``FlopAnalyzer`` / ``ActivationAnalyzer`` (behind
 ``mmengine.analysis.get_model_complexity_info`` and mmdet's / mmseg's ``get_flops.py``) only know
-aten operators and would skip ``mmelsa::elsa_forward`` with an "unsupported operator" warning.
+aten operators and would skip ``mmelsa::elsa_forward`` (and the fused
+``mmelsa::elsa_softmax_forward``) with an "unsupported operator" warning.
 :func:`register_complexity_handles` (called by ``import mmelsa``) adds it to both analyzers'
 default handles. Counting follows fvcore's convention (one fused multiply-add = one FLOP):
 
@@ -14,10 +15,13 @@ from collections import Counter
 
 #: the traced name of the operator
 ELSA_OP = 'mmelsa::elsa_forward'
+#: the traced name of the fused softmax + ELSA operator (same arguments, logits for attn; its
+#: softmax is not counted, as aten's softmax is not)
+ELSA_SOFTMAX_OP = 'mmelsa::elsa_softmax_forward'
 #: the key its FLOPs are filed under in ``FlopAnalyzer.by_operator()``
 ELSA_KEY = 'elsa_attention'
 
-__all__ = ['ELSA_OP', 'ELSA_KEY', 'elsa_flop_handle', 'elsa_op_flops',
+__all__ = ['ELSA_OP', 'ELSA_SOFTMAX_OP', 'ELSA_KEY', 'elsa_flop_handle', 'elsa_op_flops',
            'register_complexity_handles']
 
 
@@ -50,5 +54,6 @@ def register_complexity_handles():
         from mmengine.analysis.jit_handles import generic_activation_jit
     except ImportError:
         return
-    complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS[ELSA_OP] = elsa_flop_handle
-    complexity_analysis._DEFAULT_SUPPORTED_ACT_OPS[ELSA_OP] = generic_activation_jit()
+    for op in (ELSA_OP, ELSA_SOFTMAX_OP):
+        complexity_analysis._DEFAULT_SUPPORTED_FLOP_OPS[op] = elsa_flop_handle
+        complexity_analysis._DEFAULT_SUPPORTED_ACT_OPS[op] = generic_activation_jit()

@@ -1,4 +1,6 @@
-"""ONNX translation of the ELSA operator (``torch.ops.mmelsa.elsa_forward``).
+"""ONNX translation of the ELSA operator (``torch.ops.mmelsa.elsa_forward``) and of the fused
+softmax + ELSA operator (``torch.ops.mmelsa.elsa_softmax_forward``, which becomes an ONNX
+Softmax over the taps, axis 2, followed by the same graph).
 
 ONNX Runtime has no ELSA kernel, so the exporters must spell the operator in standard ONNX ops.
 The graph built here (opset >= 18) is, for zero padding p = (K // 2) * d:
@@ -23,7 +25,7 @@ Both exporters are covered by the same graph-building code:
 import torch
 
 __all__ = ['ONNX_OPSET', 'custom_translation_table', 'register_legacy_symbolic',
-           'elsa_forward_onnxscript']
+           'elsa_forward_onnxscript', 'elsa_softmax_forward_onnxscript']
 
 # Opset of the graph built here: Pad with inputs (>= 11), Shape with start/end (>= 15).
 ONNX_OPSET = 18
@@ -125,14 +127,33 @@ def elsa_forward_onnxscript(x, attn, ghost_mul=None, ghost_add=None, kernel_size
                              kernel_size, dilation, stride)
 
 
-def _elsa_forward_symbolic(g, x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride):
+def elsa_softmax_forward_onnxscript(x, logits, ghost_mul=None, ghost_add=None, kernel_size=7,
+                                    dilation=1, stride=1):
+    """onnxscript translation of the fused ``mmelsa::elsa_softmax_forward``: ONNX Softmax over
+    the taps (axis 2, in the model's dtype), then the graph of the plain operator."""
+    emit = _OnnxscriptEmitter()
+    return _build_elsa_graph(emit, x, emit('Softmax', logits, axis=2), ghost_mul, ghost_add,
+                             kernel_size, dilation, stride)
+
+
+def _elsa_forward_symbolic(g, x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride,
+                           softmax=False):
     from torch.onnx import symbolic_helper as sh
     k, d, s = (sh._get_const(v, 'i', name)
                for v, name in ((kernel_size, 'kernel_size'), (dilation, 'dilation'),
                                (stride, 'stride')))
     ghost_mul = None if sh._is_none(ghost_mul) else ghost_mul
     ghost_add = None if sh._is_none(ghost_add) else ghost_add
-    return _build_elsa_graph(_TorchScriptEmitter(g), x, attn, ghost_mul, ghost_add, k, d, s)
+    emit = _TorchScriptEmitter(g)
+    if softmax:
+        attn = emit('Softmax', attn, axis=2)
+    return _build_elsa_graph(emit, x, attn, ghost_mul, ghost_add, k, d, s)
+
+
+def _elsa_softmax_forward_symbolic(g, x, logits, ghost_mul, ghost_add, kernel_size, dilation,
+                                   stride):
+    return _elsa_forward_symbolic(g, x, logits, ghost_mul, ghost_add, kernel_size, dilation,
+                                  stride, softmax=True)
 
 
 _registered = False
@@ -145,13 +166,17 @@ def register_legacy_symbolic():
     if not _registered:
         torch.onnx.register_custom_op_symbolic('mmelsa::elsa_forward', _elsa_forward_symbolic,
                                                _LEGACY_OPSET_MIN)
+        torch.onnx.register_custom_op_symbolic('mmelsa::elsa_softmax_forward',
+                                               _elsa_softmax_forward_symbolic, _LEGACY_OPSET_MIN)
         _registered = True
 
 
 def custom_translation_table():
-    """``{torch.ops.mmelsa.elsa_forward.default: translation}`` for ``torch.onnx.export(...,
+    """``{op: translation}`` for the plain and the fused (softmax) ELSA operators, for
+    ``torch.onnx.export(...,
     dynamo=True, custom_translation_table=...)``. Also registers the legacy symbolic."""
     from .elsa_attention import _require_ext
     _require_ext()
     register_legacy_symbolic()
-    return {torch.ops.mmelsa.elsa_forward.default: elsa_forward_onnxscript}
+    return {torch.ops.mmelsa.elsa_forward.default: elsa_forward_onnxscript,
+            torch.ops.mmelsa.elsa_softmax_forward.default: elsa_softmax_forward_onnxscript}

@@ -33,8 +33,10 @@ TOL = 1e-4  # max |onnx - expected| / max(1, max |expected|), float32
 class ElsaOp(nn.Module):
     """The operator with fixed ghosts (parameters, as in the model); inputs x and attn."""
 
-    def __init__(self, channels, kernel_size, dilation, stride, ghost_mul, ghost_add):
+    def __init__(self, channels, kernel_size, dilation, stride, ghost_mul, ghost_add,
+                 attn_is_logits=False):
         super().__init__()
+        self.attn_is_logits = attn_is_logits
         gen = torch.Generator().manual_seed(1)
         shape = (channels, kernel_size, kernel_size)
         self.ghost_mul = nn.Parameter(torch.randn(shape, generator=gen)) if ghost_mul else None
@@ -42,7 +44,8 @@ class ElsaOp(nn.Module):
         self.hyper = (kernel_size, dilation, stride)
 
     def forward(self, x, attn):
-        return elsa_attention(x, attn, self.ghost_mul, self.ghost_add, *self.hyper)
+        return elsa_attention(x, attn, self.ghost_mul, self.ghost_add, *self.hyper,
+                              attn_is_logits=self.attn_is_logits)
 
 
 def _export_op(module, x, attn, path, dynamo):
@@ -90,6 +93,36 @@ def test_elsa_op_matches_reference(tmp_path, dynamo, kernel_size, dilation, stri
         expected = elsa_reference(x.double(), attn.double(), *ghosts, kernel_size, dilation,
                                   stride)
         assert got.shape == tuple(expected.shape)
+        assert max_rel_err(torch.from_numpy(got), expected) < TOL, (batch, height, width)
+
+
+@pytest.mark.parametrize('dynamo', [True, False], ids=['dynamo', 'legacy'])
+@pytest.mark.parametrize('kernel_size,dilation,stride,ghost_mul,ghost_add', [
+    (3, 2, 2, True, True),
+    (7, 1, 1, False, True),  # ELSA-Swin's setting
+])
+def test_fused_softmax_op_matches_reference(tmp_path, dynamo, kernel_size, dilation, stride,
+                                            ghost_mul, ghost_add):
+    """The fused op (attn_is_logits=True) exports as an ONNX Softmax over the taps followed by
+    the plain operator's graph, and matches the float64 reference of softmax + ELSA."""
+    C, G = 8, 2
+    module = ElsaOp(C, kernel_size, dilation, stride, ghost_mul, ghost_add, True).eval()
+    x, logits, _, _ = make_inputs(2, C, G, 12, 10, kernel_size, dilation, stride, False, False,
+                                  dtype=torch.float32)
+    path = str(tmp_path / 'elsa_softmax.onnx')
+    _export_op(module, x, logits, path, dynamo)
+    assert any(n.op_type == 'Softmax' for n in onnx.load(path).graph.node)
+    runner = OnnxRunner(path)
+    names = [i.name for i in runner.session.get_inputs()]
+    ghosts = [None if g is None else g.detach().double()
+              for g in (module.ghost_mul, module.ghost_add)]
+    for batch, height, width in [(2, 12, 10), (1, 7, 13)]:
+        x, logits, _, _ = make_inputs(batch, C, G, height, width, kernel_size, dilation, stride,
+                                      False, False, dtype=torch.float32, seed=height)
+        logits = logits * 3
+        got = runner.session.run(None, {names[0]: x.numpy(), names[1]: logits.numpy()})[0]
+        expected = elsa_reference(x.double(), logits.double().softmax(2), *ghosts, kernel_size,
+                                  dilation, stride)
         assert max_rel_err(torch.from_numpy(got), expected) < TOL, (batch, height, width)
 
 

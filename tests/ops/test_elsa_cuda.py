@@ -201,3 +201,72 @@ def test_torch_compile_cuda():
     grads_ref = torch.autograd.grad(f(x, a, ga), (x, a, ga))
     for g, r in zip(grads, grads_ref):
         torch.testing.assert_close(g, r)
+
+
+# ------------------------------------------------------- fused softmax + ELSA (attn_is_logits)
+def _fused_ref(inputs, K, d, s):
+    x, a, gm, ga = as_double_cpu(inputs, requires_grad=True)
+    return (x, a, gm, ga), elsa_reference(x, a.softmax(2), gm, ga, K, d, s)
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('case', CASES)
+def test_fused_forward_backward_match_reference(dtype, case):
+    B, C, G, H, W, K, d, s = case
+    x, a, gm, ga = make_inputs(B, C, G, H, W, K, d, s, dtype=torch.float64)
+    inputs = [t.mul(3 if i == 1 else 1).to('cuda', dtype).requires_grad_(True)
+              for i, t in enumerate((x, a, gm, ga))]
+    out = elsa_attention(*inputs, K, d, s, attn_is_logits=True)
+    assert out.dtype == dtype and out.is_cuda
+    ref_inputs, ref = _fused_ref(inputs, K, d, s)
+    assert max_rel_err(out, ref) < TOL[dtype]
+    grad = torch.randn(out.shape, dtype=torch.float64).to(dtype)
+    grads = torch.autograd.grad(out, inputs, grad.cuda())
+    grads_ref = torch.autograd.grad(ref, ref_inputs, grad.double())
+    for name, g, r in zip(('x', 'logits', 'ghost_mul', 'ghost_add'), grads, grads_ref):
+        tol = GRAD_TOL[dtype] * (4 if name.startswith('ghost') and dtype != torch.float64
+                                 else 1)
+        assert g.dtype == dtype and max_rel_err(g, r) < tol, name
+
+
+def test_fused_gradcheck_and_gradgradcheck_cuda_float64():
+    inputs = make_inputs(1, 4, 2, 5, 6, 3, 1, 2, device='cuda', requires_grad=True)
+
+    def op(*t):
+        return elsa_attention(*t, 3, 1, 2, attn_is_logits=True)
+
+    assert torch.autograd.gradcheck(op, inputs)
+    assert torch.autograd.gradgradcheck(op, inputs)
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_fused_autocast_cuda_never_float32(dtype):
+    x, a, gm, ga = make_inputs(2, 6, 3, 9, 8, 3, dtype=torch.float32, device='cuda',
+                               requires_grad=True)
+    with torch.autocast('cuda', dtype=dtype):
+        out = elsa_attention(x, a, gm, ga, 3, attn_is_logits=True)
+    assert out.dtype == dtype
+    out.float().sum().backward()
+    assert all(t.grad is not None and t.grad.dtype == torch.float32 for t in (x, a, gm, ga))
+    _, ref = _fused_ref([t.detach().to(dtype) for t in (x, a, gm, ga)], 3, 1, 1)
+    assert max_rel_err(out, ref) < TOL[dtype]
+
+
+def test_fused_opcheck_and_compile_cuda():
+    x, a, gm, ga = make_inputs(2, 6, 3, 7, 5, 5, 2, 2, dtype=torch.float32, device='cuda',
+                               requires_grad=True)
+    torch.library.opcheck(torch.ops.mmelsa.elsa_softmax_forward.default,
+                          (x, a, gm, ga, 5, 2, 2))
+    grad = torch.randn(2, 6, 4, 3, device='cuda')
+    torch.library.opcheck(torch.ops.mmelsa.elsa_softmax_backward.default,
+                          (grad, x.detach(), a.detach(), gm.detach(), ga.detach(), 5, 2, 2,
+                           [True, True, True, True]))
+
+    def f(x, a, ga):
+        return elsa_attention(x, a, None, ga, 5, 2, 2, attn_is_logits=True).relu().sum()
+
+    torch._dynamo.reset()
+    grads = torch.autograd.grad(torch.compile(f, fullgraph=True)(x, a, ga), (x, a, ga))
+    grads_ref = torch.autograd.grad(f(x, a, ga), (x, a, ga))
+    for g, r in zip(grads, grads_ref):
+        torch.testing.assert_close(g, r)

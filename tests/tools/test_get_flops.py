@@ -27,10 +27,12 @@ def test_elsa_op_flops_match_the_calls(monkeypatch):
     calls = []
     real = mmelsa.ops.elsa_attention
 
-    def spy(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dilation=1, stride=1):
+    def spy(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dilation=1, stride=1,
+            attn_is_logits=False):
         calls.append((tuple(x.shape), kernel_size, stride,
                       ghost_mul is not None or ghost_add is not None))
-        return real(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride)
+        return real(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride,
+                    attn_is_logits)
 
     monkeypatch.setattr(mmelsa.ops, 'elsa_attention', spy)
     cfg = preflight.load_config(DET)
@@ -86,7 +88,7 @@ def test_mmengine_complexity_info_counts_the_elsa_op(recwarn):
     finally:
         MMLogger.get_current_instance().removeHandler(handler)
     text = '\n'.join(records + [str(w.message) for w in recwarn])
-    assert 'elsa_forward' not in text, text
+    assert 'elsa_forward' not in text and 'elsa_softmax_forward' not in text, text
     ours = gf.count(cfg, (128, 160), backbone_only=True)
     assert info['flops'] == ours['flops'] and ours['elsa_flops'] > 0
 

@@ -16,7 +16,15 @@ Memory:
 Minimal bytes (for GB/s): fwd reads x, attn, ghost_add and writes out once; bwd reads
 grad_out, x, attn, ghost_add and writes grad_x, grad_attn, grad_ghost_add once; fwd+bwd is both.
 
+With ``--fused`` it compares instead the fused softmax + ELSA operator
+(``elsa_attention(x, logits, ..., attn_is_logits=True)``) with what it replaces,
+``elsa_attention(x, logits.softmax(2), ...)``, on the same logits: fwd (no autograd), bwd
+(``torch.autograd.grad`` through a retained graph, the softmax backward included for the
+unfused pair) and fwd+bwd. The two are timed alternately, call by call, in one process, so
+that load changes on a shared machine hit both alike; the ratio is the figure to read.
+
 Examples:
+    python tools/analysis_tools/benchmark_elsa_op.py --device cpu --fused --cases coco-s1
     python tools/analysis_tools/benchmark_elsa_op.py --device cpu --cases coco-s2 coco-s3
     python tools/analysis_tools/benchmark_elsa_op.py --device cpu --cases in1k-s1 --batch 8
     python tools/analysis_tools/benchmark_elsa_op.py --device cuda --dtypes float32 float16
@@ -56,6 +64,8 @@ def parse_args():
     p.add_argument('--batch', type=int, default=None, help='override the batch of every case')
     p.add_argument('--reps', type=int, default=None, help='timed repetitions (median reported)')
     p.add_argument('--no-reference', action='store_true', help='time the native kernel only')
+    p.add_argument('--fused', action='store_true',
+                   help='compare the fused softmax + op with softmax then the op')
     p.add_argument('--quick', action='store_true',
                    help='few repetitions and, unless --cases is given, only coco-s3')
     return p.parse_args()
@@ -109,6 +119,88 @@ def runners(impl, x, attn, ghost_add, grad):
     return {'fwd': (None, fwd), 'bwd': (bwd_setup, bwd), 'fwd+bwd': (None, fwd_bwd)}
 
 
+def fused_runners(x, logits, ghost_add, grad):
+    """fwd, bwd, fwd+bwd callables of (fused, softmax then op) on the same logits."""
+    def fused(x_, l_, g_):
+        return elsa_attention(x_, l_, None, g_, K, attn_is_logits=True)
+
+    def unfused(x_, l_, g_):
+        return elsa_attention(x_, l_.softmax(2), None, g_, K)
+
+    out = {}
+    for label, impl in (('fused', fused), ('softmax+op', unfused)):
+        leaves = [t.detach().requires_grad_(True) for t in (x, logits, ghost_add)]
+        state = {}
+
+        def fwd(impl=impl):
+            with torch.no_grad():
+                return impl(x, logits, ghost_add)
+
+        def bwd_setup(impl=impl, leaves=leaves, state=state):
+            state['out'] = impl(*leaves)
+
+        def bwd(leaves=leaves, state=state):
+            return torch.autograd.grad(state['out'], leaves, grad, retain_graph=True)
+
+        def fwd_bwd(impl=impl, leaves=leaves):
+            return torch.autograd.grad(impl(*leaves), leaves, grad)
+
+        out[label] = {'fwd': (None, fwd), 'bwd': (bwd_setup, bwd), 'fwd+bwd': (None, fwd_bwd)}
+    return out
+
+
+def time_alternately(fns, reps, warmup):
+    """Median ms of each callable, called in turn (a, b, a, b, ...) after warm-up calls."""
+    import time
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(reps):
+        for k, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            times[k].append((time.perf_counter() - t0) * 1e3)
+    return [sorted(t)[len(t) // 2] for t in times]
+
+
+def main_fused(args, dev, dtypes, cases, reps, warmup, peak):
+    print('# fused softmax + ELSA vs softmax then ELSA; K=%d, ghost_add only, median of %d '
+          'alternating runs; peak = memory beyond the inputs' % (K, reps))
+    print()
+    head = ['case', 'shape (B,C,H,W) G', 'dtype', 'dir', 'fused ms', 'softmax+op ms',
+            'speed-up', 'fused peak MiB', 'softmax+op peak MiB']
+    print('| ' + ' | '.join(head) + ' |')
+    print('|' + '---|' * len(head))
+    for case in cases:
+        B, C, H, W, G = CASES[case]
+        if args.batch:
+            B = args.batch
+        for dt in dtypes:
+            x, attn, ghost_add, grad = make_inputs(B, C, H, W, G, DTYPES[dt], dev)
+            logits = attn.float().log().to(attn.dtype)  # logits whose softmax is attn
+            del attn
+            run = fused_runners(x, logits, ghost_add, grad)
+            for direction in DIRECTIONS:
+                fns, mems = [], []
+                for label in ('fused', 'softmax+op'):
+                    setup, fn = run[label][direction]
+                    if setup:
+                        setup()
+                    mems.append(peak(fn))
+                    fns.append(fn)
+                if dev == 'cuda':
+                    ms = [time_fn(fn, dev, reps, warmup) for fn in fns]
+                else:
+                    ms = time_alternately(fns, reps, warmup)
+                cells = [case, '(%d,%d,%d,%d) %d' % (B, C, H, W, G), dt, direction,
+                         '%.3f' % ms[0], '%.3f' % ms[1], '%.2fx' % (ms[1] / ms[0]),
+                         '%.1f' % (mems[0] / 2**20), '%.1f' % (mems[1] / 2**20)]
+                print('| ' + ' | '.join(cells) + ' |', flush=True)
+            del run, x, logits, ghost_add, grad
+            gc.collect()
+
+
 def minimal_bytes(direction, x, attn, ghost_add):
     e = x.element_size()
     xs, a, g = x.numel() * e, attn.numel() * e, ghost_add.numel() * e
@@ -142,6 +234,8 @@ def main():
         print('# device: cpu (%d threads), torch %s' % (torch.get_num_threads(),
                                                          torch.__version__))
     print('# command: python %s' % ' '.join(sys.argv))
+    if args.fused:
+        return main_fused(args, dev, dtypes, cases, reps, warmup, peak)
     print('# K=%d, ghost_add only, median of %d runs; peak = memory beyond the inputs' %
           (K, reps))
     print()

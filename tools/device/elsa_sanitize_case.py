@@ -1,5 +1,6 @@
-"""A small forward + backward of every CUDA code path of the ELSA operator, for
-compute-sanitizer (memcheck / racecheck). Exits non-zero if a result is wrong."""
+"""A small forward + backward of every CUDA code path of the ELSA operator, plain and fused
+softmax + ELSA (attn_is_logits=True), for compute-sanitizer (memcheck / racecheck). Exits
+non-zero if a result is wrong."""
 import sys
 
 import torch
@@ -8,7 +9,7 @@ from mmelsa.ops import elsa_attention
 from mmelsa.ops.reference import elsa_reference
 
 
-def run(B, C, G, H, W, K, d, s, dtype, ghosts):
+def run(B, C, G, H, W, K, d, s, dtype, ghosts, fused=False):
     gen = torch.Generator().manual_seed(K * 100 + d * 10 + s)
     Ho, Wo = (H - 1) // s + 1, (W - 1) // s + 1
     x = torch.randn(B, C, H, W, generator=gen)
@@ -17,12 +18,13 @@ def run(B, C, G, H, W, K, d, s, dtype, ghosts):
     ga = torch.randn(C, K, K, generator=gen) if ghosts[1] else None
     cpu = [t for t in (x, a, gm, ga)]
     dev = [None if t is None else t.to('cuda', dtype).requires_grad_(True) for t in cpu]
-    out = elsa_attention(*dev, K, d, s)
+    out = elsa_attention(*dev, K, d, s, attn_is_logits=fused)
     grad = torch.randn(out.shape, generator=gen)
     live = [t for t in dev if t is not None]
     grads = torch.autograd.grad(out, live, grad.to('cuda', dtype))
     ref_in = [None if t is None else t.detach().cpu().double().requires_grad_(True) for t in dev]
-    ref = elsa_reference(*ref_in, K, d, s)
+    ref = elsa_reference(ref_in[0], ref_in[1].softmax(2) if fused else ref_in[1], *ref_in[2:],
+                         K, d, s)
     ref_live = [t for t in ref_in if t is not None]
     ref_grads = torch.autograd.grad(ref, ref_live, grad.double().to(dtype).double())
     tol = 1e-4 if dtype == torch.float32 else 5e-2
@@ -32,8 +34,9 @@ def run(B, C, G, H, W, K, d, s, dtype, ghosts):
                r.detach().abs().max().clamp(min=1)).item()
         worst = max(worst, err)
     ok = worst < tol
-    print('K=%d d=%d s=%d %s ghosts=%s: max rel err %.2e %s' %
-          (K, d, s, dtype, ghosts, worst, 'ok' if ok else 'WRONG'), flush=True)
+    print('%s K=%d d=%d s=%d %s ghosts=%s: max rel err %.2e %s' %
+          ('fused' if fused else 'plain', K, d, s, dtype, ghosts, worst,
+           'ok' if ok else 'WRONG'), flush=True)
     return ok
 
 
@@ -41,9 +44,11 @@ def main():
     ok = True
     for K, d, s in ((3, 1, 1), (7, 2, 2), (9, 1, 3), (1, 1, 1)):
         for dtype in (torch.float32, torch.bfloat16):
-            ok &= run(2, 6, 3, 11, 13, K, d, s, dtype, (True, True))
+            for fused in (False, True):
+                ok &= run(2, 6, 3, 11, 13, K, d, s, dtype, (True, True), fused)
     ok &= run(1, 4, 2, 9, 7, 5, 1, 1, torch.float16, (False, True))
     ok &= run(1, 4, 2, 9, 7, 5, 1, 2, torch.float32, (True, False))
+    ok &= run(1, 4, 2, 9, 7, 5, 1, 1, torch.float16, (False, True), True)
     torch.cuda.synchronize()
     sys.exit(0 if ok else 1)
 

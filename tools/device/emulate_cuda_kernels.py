@@ -1,15 +1,22 @@
-"""Check the CUDA kernels and launchers of the ELSA operator without a GPU.
+"""Check the CUDA kernels and launchers of the ELSA operators without a GPU.
 
 Compiles csrc/pytorch/cuda/elsa_cuda.cu and csrc/common/cuda/elsa_kernel.cuh as host C++ over a
-small SIMT emulator (tools/device/emulation/cuda_shim.h: one std::thread per CUDA thread, real
-block barriers and warp shuffles), runs forward and backward for every dtype, the specialised and
-the generic kernel sizes, dilation, stride and ghost variants, and compares with the float64
-unfold reference. It proves the index math, the launch geometry and the reductions; it cannot
-prove anything about timing, the memory model or the real compiler (use
-tools/device/cuda_checks.sh on a GPU for that). Takes a few minutes (the C++ build included).
+small SIMT emulator (tools/device/emulation/cuda_shim.h: every CUDA thread a fiber, real block
+barriers and warp shuffles), runs the plain operator (forward, backward) and the fused softmax +
+ELSA operator (forward, backward) for every dtype, the specialised and the generic kernel sizes,
+dilation, stride, ghost variants and gradient masks, and compares each result with the float64
+unfold reference. It proves the index math, the launch geometry, the barriers and the
+reductions; it cannot prove anything about timing, the memory model or the real compiler (use
+tools/device/cuda_checks.sh on a GPU for that). tests/ops/test_cuda_emulation.py runs it in CI.
 
-    python tools/device/emulate_cuda_kernels.py
+    python tools/device/emulate_cuda_kernels.py             # the quick set
+    python tools/device/emulate_cuda_kernels.py --full      # the CI set: more and larger cases
+    python tools/device/emulate_cuda_kernels.py --src DIR   # the kernels of another tree
+
+Exit status 0 when every check passes, 1 when one fails (each failure is printed).
 """
+import argparse
+import os
 import os.path as osp
 import sys
 import time
@@ -17,97 +24,162 @@ import time
 import torch
 from torch.utils.cpp_extension import load
 
-from mmelsa.ops.reference import elsa_reference, max_rel_err
-
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+if ROOT not in sys.path:  # run as a script from anywhere: the reference comes from this tree
+    sys.path.insert(0, ROOT)
 
+from mmelsa.ops.reference import elsa_reference, max_rel_err  # noqa: E402
+
+DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 2.5e-2}
-# (B, C, G, H, W, K, dilation, stride)
+# (B, C, G, H, W, K, dilation, stride). K = 3, 5, 7 run the compile-time-K kernels, the others
+# the generic ones. Small on purpose: an emulated launch costs microseconds per thread.
 CASES = [
     (2, 4, 2, 9, 11, 3, 1, 1),
     (1, 3, 3, 6, 7, 1, 1, 1),
     (1, 4, 2, 8, 7, 5, 1, 1),
-    (2, 6, 3, 10, 9, 7, 1, 1),
-    (1, 2, 1, 12, 11, 9, 1, 1),
-    (1, 2, 2, 6, 13, 11, 1, 1),
-    (1, 2, 1, 17, 15, 15, 1, 1),
+    (2, 4, 2, 10, 9, 7, 1, 1),
+    (1, 2, 1, 9, 10, 9, 1, 1),
     (2, 4, 4, 3, 4, 7, 1, 1),  # map smaller than the kernel
     (1, 4, 2, 13, 12, 7, 2, 1),
     (1, 3, 1, 14, 13, 3, 1, 2),
     (2, 4, 2, 16, 17, 5, 2, 3),
-    (1, 2, 1, 16, 15, 9, 3, 2),
 ]
+FULL_CASES = CASES + [
+    (1, 2, 2, 6, 13, 11, 1, 1),
+    (1, 2, 1, 17, 15, 15, 1, 1),
+    (1, 2, 1, 16, 15, 9, 3, 2),
+    (2, 6, 3, 33, 37, 7, 1, 1),  # more than one block of threads per plane
+]
+# (ghost_mul, ghost_add) and the gradient mask, rotated over the cases and dtypes so that each
+# combination meets every dtype
+VARIANTS = [((True, True), [True] * 4), ((False, True), [True, True, False, True]),
+            ((True, False), [False, True, True, False]), ((False, False), [True] * 4),
+            ((True, True), [True, False, False, False])]
 
 
-def build():
-    src = osp.join(ROOT, 'tools', 'device', 'emulation')
-    return load(name='elsa_cuda_emulated', sources=[osp.join(src, 'elsa_emulated.cpp')],
-                extra_include_paths=[osp.join(ROOT, 'csrc', 'common'),
-                                     osp.join(ROOT, 'csrc', 'common', 'cuda')],
-                extra_cflags=['-O2'], verbose=False)
+def build(src_root=ROOT, build_dir=None, name='elsa_cuda_emulated', verbose=False):
+    """Compile the emulated kernels of the tree ``src_root``; registers torch.ops.mmelsa_emu."""
+    emu_dir = osp.join(ROOT, 'tools', 'device', 'emulation')
+    if build_dir:
+        os.makedirs(build_dir, exist_ok=True)
+    # the emulation's own sources, with the kernels of src_root
+    # -O1: the checks run for seconds, so a longer -O2 compile would not pay for itself
+    load(name=name, sources=[osp.join(emu_dir, 'elsa_emulated.cpp')],
+         extra_include_paths=[osp.join(src_root, 'csrc'), osp.join(src_root, 'csrc', 'common'),
+                              osp.join(src_root, 'csrc', 'common', 'cuda'), emu_dir],
+         extra_cflags=['-O1'], build_directory=build_dir, is_python_module=False,
+         verbose=verbose)
+    return torch.ops.mmelsa_emu
 
 
-def check(emu, case, dtype, ghosts, mask):
+def _inputs(case, dtype, ghosts, seed):
     B, C, G, H, W, K, d, s = case
-    gen = torch.Generator().manual_seed(hash((case, ghosts)) % 2**31)
+    gen = torch.Generator().manual_seed(seed)
     Ho, Wo = (H - 1) // s + 1, (W - 1) // s + 1
     x = torch.randn(B, C, H, W, generator=gen).to(dtype)
-    a = torch.randn(B, G, K * K, Ho, Wo, generator=gen).to(dtype)
+    a = (3 * torch.randn(B, G, K * K, Ho, Wo, generator=gen)).to(dtype)
     gm = torch.randn(C, K, K, generator=gen).to(dtype) if ghosts[0] else None
     ga = torch.randn(C, K, K, generator=gen).to(dtype) if ghosts[1] else None
     go = torch.randn(B, C, Ho, Wo, generator=gen).to(dtype)
+    return x, a, gm, ga, go
+
+
+def check(emu, case, dtype, ghosts, mask, fused, seed=0):
+    """One forward + backward of the emulated kernels against the float64 reference.
+    Returns ({name: max_rel_err}, {name: error over tolerance})."""
+    K, d, s = case[5:]
+    x, a, gm, ga, go = _inputs(case, dtype, ghosts, seed)
     ins = [None if t is None else t.double().requires_grad_(True) for t in (x, a, gm, ga)]
-    ref = elsa_reference(*ins, K, d, s)
-    live = [t for t in ins if t is not None]
-    ref_grads = dict(zip([i for i, t in enumerate(ins) if t is not None],
-                         torch.autograd.grad(ref, live, go.double())))
-    out = emu.forward(x, a, gm, ga, K, d, s)
+    attn = ins[1].softmax(2) if fused else ins[1]
+    ref = elsa_reference(ins[0], attn, ins[2], ins[3], K, d, s)
+    live = [i for i, t in enumerate(ins) if t is not None]
+    ref_grads = dict(zip(live, torch.autograd.grad(ref, [ins[i] for i in live], go.double())))
+    fwd = emu.softmax_forward if fused else emu.forward
+    bwd = emu.softmax_backward if fused else emu.backward
+    out = fwd(x, a, gm, ga, K, d, s)
+    if out.dtype != dtype or out.shape != ref.shape:
+        return {}, {'out': 'dtype %s shape %s' % (out.dtype, tuple(out.shape))}
     errs = {'out': max_rel_err(out, ref)}
-    assert out.dtype == dtype and out.shape == ref.shape
-    grads = emu.backward(go, x, a, gm, ga, K, d, s, mask)
-    grads2 = emu.backward(go, x, a, gm, ga, K, d, s, mask)
+    grads = bwd(go, x, a, gm, ga, K, d, s, mask)
+    grads2 = bwd(go, x, a, gm, ga, K, d, s, mask)
+    bad = {}
     for i, name in enumerate(('x', 'attn', 'ghost_mul', 'ghost_add')):
-        wanted = mask[i] and ins[i] is not None
-        if not wanted:
-            assert grads[i].numel() == 0, name
+        if not (mask[i] and ins[i] is not None):
+            if grads[i].numel() != 0:
+                bad[name] = 'computed though not asked for'
             continue
-        assert grads[i].dtype == dtype and grads[i].shape == ins[i].shape, name
-        assert torch.equal(grads[i], grads2[i]), name + ' not deterministic'
+        if grads[i].dtype != dtype or grads[i].shape != ins[i].shape:
+            bad[name] = 'dtype %s shape %s' % (grads[i].dtype, tuple(grads[i].shape))
+            continue
+        if not torch.equal(grads[i], grads2[i]):
+            bad[name] = 'not deterministic'
         errs[name] = max_rel_err(grads[i], ref_grads[i])
+    # ghost gradients sum over every position: their rounding grows with the count
     scale = {'ghost_mul': 2, 'ghost_add': 2}
-    bad = {k: v for k, v in errs.items() if v > TOL[dtype] * scale.get(k, 1)}
+    bad.update({k: v for k, v in errs.items() if v > TOL[dtype] * scale.get(k, 1)})
     return errs, bad
 
 
+def check_empty(emu):
+    """An empty batch: no launch may touch memory, ghost gradients are zeros."""
+    x, a, g = torch.randn(0, 4, 5, 6), torch.randn(0, 2, 9, 5, 6), torch.randn(4, 3, 3)
+    for fwd, bwd in ((emu.forward, emu.backward), (emu.softmax_forward, emu.softmax_backward)):
+        if fwd(x, a, g, g, 3, 1, 1).shape != (0, 4, 5, 6):
+            return False
+        gr = bwd(torch.randn(0, 4, 5, 6), x, a, g, g, 3, 1, 1, [True] * 4)
+        if gr[0].shape != x.shape or gr[2].any() or gr[3].any():
+            return False
+    return True
+
+
+def run_checks(emu, cases=CASES, log=print, stop_at_first=False):
+    """Every case x dtype x (plain, fused); returns the number of failed checks."""
+    failures = n = 0
+    for ci, case in enumerate(cases):
+        for di, dtype in enumerate(DTYPES):
+            for fused in (False, True):
+                ghosts, mask = VARIANTS[(ci + di + fused) % len(VARIANTS)]
+                errs, bad = check(emu, case, dtype, ghosts, mask, fused, seed=ci)
+                n += 1
+                failures += bool(bad)
+                log('%-28s %-8s %-5s ghosts=%-13s %s %s' % (
+                    case, str(dtype)[6:], 'fused' if fused else 'plain', ghosts,
+                    ' '.join('%s=%.1e' % kv for kv in errs.items()),
+                    'FAIL %s' % bad if bad else 'ok'))
+                if bad and stop_at_first:
+                    return failures, n
+    if not check_empty(emu):
+        log('empty batch: FAIL')
+        failures += 1
+    return failures, n + 1
+
+
 def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--full', action='store_true', help='more and larger cases')
+    p.add_argument('--src', default=ROOT, help='source tree whose csrc/ is emulated')
+    p.add_argument('--build-dir', default=None, help='where to build (default: torch cache)')
+    p.add_argument('--name', default='elsa_cuda_emulated', help='extension name')
+    p.add_argument('--planted-bug', type=int, default=0,
+                   help='switch on the index bug N planted in a patched --src (tests)')
+    p.add_argument('--stop-at-first', action='store_true', help='stop at the first failure')
+    p.add_argument('--max-cases', type=int, default=None, help='only the first N cases')
+    p.add_argument('--build-only', action='store_true', help='build, run nothing')
+    args = p.parse_args()
     t0 = time.time()
-    emu = build()
+    emu = build(osp.abspath(args.src), args.build_dir, args.name)
     print('built the emulated CUDA extension in %.0f s' % (time.time() - t0), flush=True)
-    failures = 0
-    n = 0
-    variants = [((True, True), [True] * 4), ((False, True), [True, True, False, True]),
-                ((True, False), [False, True, True, False]), ((False, False), [True] * 4)]
-    for ci, case in enumerate(CASES):
-        for dtype in (torch.float64, torch.float32, torch.float16, torch.bfloat16):
-            ghosts, mask = variants[(ci + [torch.float64, torch.float32, torch.float16,
-                                           torch.bfloat16].index(dtype)) % len(variants)]
-            errs, bad = check(emu, case, dtype, ghosts, mask)
-            n += 1
-            failures += bool(bad)
-            print('%-30s %-15s ghosts=%-13s %s %s' % (case, str(dtype)[6:], ghosts,
-                                                      ' '.join('%s=%.1e' % kv
-                                                               for kv in errs.items()),
-                                                      'FAIL %s' % bad if bad else 'ok'),
-                  flush=True)
-    # empty batch: no launch may touch memory, ghost grads are zeros
-    x = torch.randn(0, 4, 5, 6)
-    a = torch.randn(0, 2, 9, 5, 6)
-    g = torch.randn(4, 3, 3)
-    assert emu.forward(x, a, g, g, 3, 1, 1).shape == (0, 4, 5, 6)
-    gr = emu.backward(torch.randn(0, 4, 5, 6), x, a, g, g, 3, 1, 1, [True] * 4)
-    assert gr[0].shape == x.shape and not gr[2].any() and not gr[3].any()
-    print('%d checks, %d failed, %d emulated launches, %.0f s' %
-          (n, failures, emu.launches(), time.time() - t0))
+    if args.build_only:
+        return
+    emu.set_planted_bug(args.planted_bug)
+    t1 = time.time()
+    cases = FULL_CASES if args.full else CASES
+    failures, n = run_checks(emu, cases[:args.max_cases],
+                             log=lambda m: print(m, flush=True),
+                             stop_at_first=args.stop_at_first)
+    print('%d checks, %d failed, %d emulated launches, %.0f s of checks' %
+          (n, failures, emu.launches(), time.time() - t1))
     sys.exit(1 if failures else 0)
 
 

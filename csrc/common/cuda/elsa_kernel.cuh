@@ -10,6 +10,10 @@
 // float, double for double): inputs are converted explicitly (torch builds with
 // __CUDA_NO_HALF_OPERATORS__).
 //
+// The fused softmax + ELSA operator (logits in place of attn, softmax over each head's K*K
+// taps in acc_t) has its own forward kernel; its backward reuses the kernels below with the
+// probabilities (attn_t = acc_t, recomputed from the logits) and a softmax-backward kernel.
+//
 // No kernel uses atomics: grad_x is a gather (each element of x sums the outputs it fed),
 // grad_attn sums the channels of its head in a loop, and the ghost gradients are reduced in two
 // deterministic stages (fixed-shape per-block partials, then a fixed-order sum), so every result
@@ -17,6 +21,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "elsa_utils.h"
@@ -50,6 +55,9 @@ template <int KT>
 __device__ __forceinline__ int kernel_size(const ElsaDims& D) {
   return KT > 0 ? KT : static_cast<int>(D.K);
 }
+
+__device__ __forceinline__ float exp_acc(float v) { return expf(v); }
+__device__ __forceinline__ double exp_acc(double v) { return exp(v); }
 
 // ---------------------------------------------------------------- forward: one thread per output
 template <typename scalar_t, typename acc_t, int KT>
@@ -92,9 +100,10 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ------------------------------------------------ grad_x: gather, one thread per element of x
-template <typename scalar_t, typename acc_t, int KT>
+// attn_t: scalar_t for the plain op, acc_t for the fused op's recomputed probabilities.
+template <typename scalar_t, typename acc_t, int KT, typename attn_t = scalar_t>
 __global__ void __launch_bounds__(kThreads)
-    elsa_grad_x_kernel(const scalar_t* __restrict__ gout, const scalar_t* __restrict__ attn,
+    elsa_grad_x_kernel(const scalar_t* __restrict__ gout, const attn_t* __restrict__ attn,
                        const scalar_t* __restrict__ gm, const scalar_t* __restrict__ ga,
                        scalar_t* __restrict__ gx, const ElsaDims D, const int64_t total) {
   const int K = kernel_size<KT>(D);
@@ -106,7 +115,7 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t bc = idx / HW;
     const int64_t c = bc % D.C, b = bc / D.C, g = c / D.cpg;
     const scalar_t* gp = gout + bc * HoWo;
-    const scalar_t* ap = attn + (b * D.G + g) * D.KK * HoWo;
+    const attn_t* ap = attn + (b * D.G + g) * D.KK * HoWo;
     const scalar_t* gmp = gm ? gm + c * D.KK : nullptr;
     const scalar_t* gap = ga ? ga + c * D.KK : nullptr;
     acc_t acc = 0;
@@ -136,10 +145,11 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // ------------------- grad_attn: one thread per element of attn, sums the channels of its head
-template <typename scalar_t, typename acc_t, int KT>
+// out_t: scalar_t for the plain op; acc_t for the fused op, whose softmax backward follows.
+template <typename scalar_t, typename acc_t, int KT, typename out_t = scalar_t>
 __global__ void __launch_bounds__(kThreads)
     elsa_grad_attn_kernel(const scalar_t* __restrict__ gout, const scalar_t* __restrict__ x,
-                          const scalar_t* __restrict__ gm, scalar_t* __restrict__ gattn,
+                          const scalar_t* __restrict__ gm, out_t* __restrict__ gattn,
                           const ElsaDims D, const int64_t total) {
   const int K = kernel_size<KT>(D);
   const int64_t HoWo = D.Ho * D.Wo, HW = D.H * D.W;
@@ -164,7 +174,7 @@ __global__ void __launch_bounds__(kThreads)
         acc += p;
       }
     }
-    gattn[idx] = static_cast<scalar_t>(acc);
+    gattn[idx] = static_cast<out_t>(acc);
   }
 }
 
@@ -190,10 +200,10 @@ __device__ __forceinline__ acc_t block_sum(acc_t v, acc_t* smem) {
   return r;         // valid in thread 0
 }
 
-template <typename scalar_t, typename acc_t, int KT>
+template <typename scalar_t, typename acc_t, int KT, typename attn_t = scalar_t>
 __global__ void __launch_bounds__(kThreads)
     elsa_ghost_partial_kernel(const scalar_t* __restrict__ gout, const scalar_t* __restrict__ x,
-                              const scalar_t* __restrict__ attn, acc_t* __restrict__ part_gm,
+                              const attn_t* __restrict__ attn, acc_t* __restrict__ part_gm,
                               acc_t* __restrict__ part_ga, const ElsaDims D,
                               const int64_t chunk_len, const int64_t n_chunks) {
   __shared__ acc_t smem[kThreads / 32];
@@ -238,6 +248,129 @@ __global__ void __launch_bounds__(kThreads)
     acc_t acc = 0;
     for (int64_t k = 0; k < n_chunks; ++k) acc += part[r * n_chunks + k];
     dst[r] = static_cast<scalar_t>(acc);
+  }
+}
+
+// ------------------------------------------------- fused softmax + ELSA: forward
+// One thread per (b, g, output pixel), consecutive threads on consecutive columns (coalesced
+// logits loads and out stores). The thread takes the softmax of its pixel's K*K logits once,
+// in acc_t, and reuses it for the C/G channels of head g: the logits are read once instead of
+// once per channel. With a compile-time K the probabilities stay in registers; the generic
+// kernel (KT == 0) keeps only the max and 1/sum and recomputes each probability per channel.
+template <typename scalar_t, typename acc_t, int KT>
+__global__ void __launch_bounds__(kThreads)
+    elsa_softmax_forward_kernel(const scalar_t* __restrict__ x,
+                                const scalar_t* __restrict__ logits,
+                                const scalar_t* __restrict__ gm, const scalar_t* __restrict__ ga,
+                                scalar_t* __restrict__ out, const ElsaDims D,
+                                const int64_t total) {
+  const int K = kernel_size<KT>(D);
+  const int KK = K * K;
+  const int64_t HoWo = D.Ho * D.Wo, HW = D.H * D.W;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t o = idx % HoWo;  // idx = (b * G + g) * HoWo + o
+    const int64_t j = o % D.Wo, i = o / D.Wo;
+    const int64_t bg = idx / HoWo;
+    const int64_t b = bg / D.G, g = bg % D.G;
+    const scalar_t* lp = logits + bg * KK * HoWo + o;
+    acc_t mx = ld<acc_t>(lp, 0);
+    for (int t = 1; t < KK; ++t) {
+      const acc_t l = ld<acc_t>(lp, t * HoWo);
+      mx = l > mx ? l : mx;
+    }
+    acc_t p[KT > 0 ? KT * KT : 1];
+    acc_t sum = 0;
+#pragma unroll
+    for (int t = 0; t < KK; ++t) {
+      const acc_t e = exp_acc(ld<acc_t>(lp, t * HoWo) - mx);
+      if constexpr (KT > 0) p[t] = e;
+      sum += e;
+    }
+    const acc_t inv = acc_t(1) / sum;
+    if constexpr (KT > 0) {
+#pragma unroll
+      for (int t = 0; t < KK; ++t) p[t] *= inv;
+    }
+    const int64_t y0 = i * D.stride - D.pad, x0 = j * D.stride - D.pad;
+    for (int64_t c = g * D.cpg; c < (g + 1) * D.cpg; ++c) {
+      const int64_t bc = b * D.C + c;
+      const scalar_t* xp = x + bc * HW;
+      const scalar_t* gmp = gm ? gm + c * KK : nullptr;
+      const scalar_t* gap = ga ? ga + c * KK : nullptr;
+      acc_t acc = 0;
+#pragma unroll
+      for (int u = 0; u < K; ++u) {
+        const int64_t y = y0 + u * D.dil;
+        if (y < 0 || y >= D.H) continue;
+        const scalar_t* xrow = xp + y * D.W;
+#pragma unroll
+        for (int v = 0; v < K; ++v) {
+          const int64_t xx = x0 + v * D.dil;
+          if (xx < 0 || xx >= D.W) continue;
+          const int t = u * K + v;
+          acc_t w;
+          if constexpr (KT > 0) {
+            w = p[t];
+          } else {
+            w = exp_acc(ld<acc_t>(lp, t * HoWo) - mx) * inv;
+          }
+          if (gmp) w *= ld<acc_t>(gmp, t);
+          if (gap) w += ld<acc_t>(gap, t);
+          acc += ld<acc_t>(xrow, xx) * w;
+        }
+      }
+      out[bc * HoWo + o] = static_cast<scalar_t>(acc);
+    }
+  }
+}
+
+// ------------------------------------------------- fused softmax + ELSA: backward pieces
+// The probabilities (B, G, K*K, Ho, Wo) in acc_t, one thread per (b, g, pixel), for the plain
+// backward kernels (attn_t = acc_t). Same arithmetic as the forward kernel's softmax.
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    elsa_softmax_probs_kernel(const scalar_t* __restrict__ logits, acc_t* __restrict__ prob,
+                              const ElsaDims D, const int64_t total) {
+  const int64_t HoWo = D.Ho * D.Wo, KK = D.KK;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t off = (idx / HoWo) * KK * HoWo + idx % HoWo;
+    const scalar_t* lp = logits + off;
+    acc_t* pp = prob + off;
+    acc_t mx = ld<acc_t>(lp, 0);
+    for (int64_t t = 1; t < KK; ++t) {
+      const acc_t l = ld<acc_t>(lp, t * HoWo);
+      mx = l > mx ? l : mx;
+    }
+    acc_t sum = 0;
+    for (int64_t t = 0; t < KK; ++t) {
+      const acc_t e = exp_acc(ld<acc_t>(lp, t * HoWo) - mx);
+      pp[t * HoWo] = e;
+      sum += e;
+    }
+    const acc_t inv = acc_t(1) / sum;
+    for (int64_t t = 0; t < KK; ++t) pp[t * HoWo] *= inv;
+  }
+}
+
+// grad_logits_t = p_t * (grad_p_t - sum_u p_u * grad_p_u), one thread per (b, g, pixel);
+// grad_p is the plain grad_attn kernel's result, kept in acc_t.
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    elsa_softmax_grad_kernel(const acc_t* __restrict__ prob, const acc_t* __restrict__ gprob,
+                             scalar_t* __restrict__ glogits, const ElsaDims D,
+                             const int64_t total) {
+  const int64_t HoWo = D.Ho * D.Wo, KK = D.KK;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t off = (idx / HoWo) * KK * HoWo + idx % HoWo;
+    acc_t dot = 0;
+    for (int64_t t = 0; t < KK; ++t) dot += prob[off + t * HoWo] * gprob[off + t * HoWo];
+    for (int64_t t = 0; t < KK; ++t) {
+      const int64_t k = off + t * HoWo;
+      glogits[k] = static_cast<scalar_t>(prob[k] * (gprob[k] - dot));
+    }
   }
 }
 

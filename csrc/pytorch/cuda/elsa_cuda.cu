@@ -82,6 +82,68 @@ at::Tensor elsa_forward_cuda(const at::Tensor& x, const at::Tensor& attn,
   return out;
 }
 
+namespace {
+
+// The backward launches shared by the plain and the fused op. attn points at the attention
+// (scalar_t, plain) or at the recomputed probabilities (acc_t, fused); gattn receives
+// grad_attn (scalar_t, plain) or grad_p (acc_t, fused: the softmax backward follows).
+template <typename scalar_t, typename attn_t, typename gattn_t>
+void launch_backward(const scalar_t* go, const scalar_t* xp, const attn_t* ap, const scalar_t* gmp,
+                     const scalar_t* gap, scalar_t* gx, gattn_t* gattn, at::Tensor& ggm,
+                     at::Tensor& gga, const ElsaDims& D, bool need_gm, bool need_ga,
+                     const at::TensorOptions& opts, cudaStream_t stream) {
+  using acc_t = at::opmath_type<scalar_t>;
+  dispatch_kernel_size(D.K, [&](auto kt) {
+    constexpr int KT = decltype(kt)::value;
+    const int64_t x_total = D.B * D.C * D.H * D.W;
+    const int64_t attn_total = D.B * D.G * D.KK * D.Ho * D.Wo;
+    if (gx && x_total > 0) {
+      auto* kernel = cuda::elsa_grad_x_kernel<scalar_t, acc_t, KT, attn_t>;
+      ELSA_LAUNCH(kernel, blocks_for(x_total), kThreads, stream, go, ap, gmp, gap, gx, D, x_total);
+    }
+    if (gattn && attn_total > 0) {
+      auto* kernel = cuda::elsa_grad_attn_kernel<scalar_t, acc_t, KT, gattn_t>;
+      ELSA_LAUNCH(kernel, blocks_for(attn_total), kThreads, stream, go, xp, gmp, gattn, D,
+                  attn_total);
+    }
+    if (need_gm || need_ga) {
+      const int64_t rows = D.C * D.KK;
+      const int64_t n_total = D.B * D.Ho * D.Wo;
+      if (n_total == 0 || rows == 0) {
+        if (need_gm) ggm.zero_();
+        if (need_ga) gga.zero_();
+        return;
+      }
+      int64_t chunk_len = 1;
+      const int64_t n_chunks = ghost_chunks(n_total, &chunk_len);
+      const auto popts = opts.dtype(c10::CppTypeToScalarType<acc_t>::value);
+      at::Tensor part_gm = need_gm ? at::empty({rows, n_chunks}, popts) : at::Tensor();
+      at::Tensor part_ga = need_ga ? at::empty({rows, n_chunks}, popts) : at::Tensor();
+      const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(n_chunks));
+      auto* partial = cuda::elsa_ghost_partial_kernel<scalar_t, acc_t, KT, attn_t>;
+      ELSA_LAUNCH(partial, grid, kThreads, stream, go, xp, ap,
+                  need_gm ? part_gm.mutable_data_ptr<acc_t>() : nullptr,
+                  need_ga ? part_ga.mutable_data_ptr<acc_t>() : nullptr, D, chunk_len, n_chunks);
+      auto* final_sum = cuda::elsa_ghost_final_kernel<scalar_t, acc_t>;
+      if (need_gm) {
+        ELSA_LAUNCH(final_sum, blocks_for(rows), kThreads, stream, part_gm.const_data_ptr<acc_t>(),
+                    ggm.mutable_data_ptr<scalar_t>(), rows, n_chunks);
+      }
+      if (need_ga) {
+        ELSA_LAUNCH(final_sum, blocks_for(rows), kThreads, stream, part_ga.const_data_ptr<acc_t>(),
+                    gga.mutable_data_ptr<scalar_t>(), rows, n_chunks);
+      }
+    }
+  });
+}
+
+template <typename scalar_t>
+scalar_t* mutable_or_null(at::Tensor& t, bool wanted) {
+  return wanted && t.numel() > 0 ? t.mutable_data_ptr<scalar_t>() : nullptr;
+}
+
+}  // namespace
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cuda(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
     const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& D,
@@ -99,60 +161,84 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cuda(
 
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_backward_cuda", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        const scalar_t* go = grad_out.const_data_ptr<scalar_t>();
-        const scalar_t* xp = x.const_data_ptr<scalar_t>();
-        const scalar_t* ap = attn.const_data_ptr<scalar_t>();
-        const scalar_t* gmp = ptr_or_null<scalar_t>(ghost_mul);
-        const scalar_t* gap = ptr_or_null<scalar_t>(ghost_add);
-        dispatch_kernel_size(D.K, [&](auto kt) {
-          constexpr int KT = decltype(kt)::value;
-          if (need_x && gx.numel() > 0) {
-            const int64_t total = gx.numel();
-            auto* kernel = cuda::elsa_grad_x_kernel<scalar_t, acc_t, KT>;
-            ELSA_LAUNCH(kernel, blocks_for(total), kThreads, stream, go, ap, gmp, gap,
-                        gx.mutable_data_ptr<scalar_t>(), D, total);
-          }
-          if (need_attn && gattn.numel() > 0) {
-            const int64_t total = gattn.numel();
-            auto* kernel = cuda::elsa_grad_attn_kernel<scalar_t, acc_t, KT>;
-            ELSA_LAUNCH(kernel, blocks_for(total), kThreads, stream, go, xp, gmp,
-                        gattn.mutable_data_ptr<scalar_t>(), D, total);
-          }
-          if (need_gm || need_ga) {
-            const int64_t rows = D.C * D.KK;
-            const int64_t n_total = D.B * D.Ho * D.Wo;
-            if (n_total == 0 || rows == 0) {
-              if (need_gm) ggm.zero_();
-              if (need_ga) gga.zero_();
-              return;
-            }
-            int64_t chunk_len = 1;
-            const int64_t n_chunks = ghost_chunks(n_total, &chunk_len);
-            const auto popts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
-            at::Tensor part_gm = need_gm ? at::empty({rows, n_chunks}, popts) : at::Tensor();
-            at::Tensor part_ga = need_ga ? at::empty({rows, n_chunks}, popts) : at::Tensor();
-            const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(n_chunks));
-            auto* partial = cuda::elsa_ghost_partial_kernel<scalar_t, acc_t, KT>;
-            ELSA_LAUNCH(partial, grid, kThreads, stream, go, xp, ap,
-                        need_gm ? part_gm.mutable_data_ptr<acc_t>() : nullptr,
-                        need_ga ? part_ga.mutable_data_ptr<acc_t>() : nullptr, D, chunk_len,
-                        n_chunks);
-            auto* final_sum = cuda::elsa_ghost_final_kernel<scalar_t, acc_t>;
-            if (need_gm) {
-              ELSA_LAUNCH(final_sum, blocks_for(rows), kThreads, stream,
-                          part_gm.const_data_ptr<acc_t>(), ggm.mutable_data_ptr<scalar_t>(), rows,
-                          n_chunks);
-            }
-            if (need_ga) {
-              ELSA_LAUNCH(final_sum, blocks_for(rows), kThreads, stream,
-                          part_ga.const_data_ptr<acc_t>(), gga.mutable_data_ptr<scalar_t>(), rows,
-                          n_chunks);
-            }
-          }
-        });
+        launch_backward<scalar_t, scalar_t, scalar_t>(
+            grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+            attn.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
+            ptr_or_null<scalar_t>(ghost_add), mutable_or_null<scalar_t>(gx, need_x),
+            mutable_or_null<scalar_t>(gattn, need_attn), ggm, gga, D, need_gm, need_ga,
+            x.options(), stream);
       });
   return std::make_tuple(gx, gattn, ggm, gga);
+}
+
+// ------------------------------------------------------------- fused softmax + ELSA
+at::Tensor elsa_softmax_forward_cuda(const at::Tensor& x, const at::Tensor& logits,
+                                     const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
+                                     const ElsaDims& D) {
+  ELSA_DEVICE_GUARD(x);
+  at::Tensor out = at::empty({D.B, D.C, D.Ho, D.Wo}, x.options());
+  const int64_t total = D.B * D.G * D.Ho * D.Wo;  // one thread per (b, g, pixel)
+  if (out.numel() == 0 || total == 0) return out;
+  const cudaStream_t stream = ELSA_CURRENT_STREAM();
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_softmax_forward_cuda", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        dispatch_kernel_size(D.K, [&](auto kt) {
+          constexpr int KT = decltype(kt)::value;
+          auto* kernel = cuda::elsa_softmax_forward_kernel<scalar_t, acc_t, KT>;
+          ELSA_LAUNCH(kernel, blocks_for(total), kThreads, stream, x.const_data_ptr<scalar_t>(),
+                      logits.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
+                      ptr_or_null<scalar_t>(ghost_add), out.mutable_data_ptr<scalar_t>(), D,
+                      total);
+        });
+      });
+  return out;
+}
+
+// Recomputes the probabilities from the logits into an acc_t buffer, runs the plain backward
+// kernels on them (grad_attn into an acc_t grad_p buffer), then the softmax backward. The two
+// buffers cost 2 x the logits in fp32; a tiled kernel that recomputes per tile can drop them.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward_cuda(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& logits,
+    const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& D,
+    std::array<bool, 4> mask) {
+  ELSA_DEVICE_GUARD(x);
+  const bool need_x = mask[0], need_logits = mask[1];
+  const bool need_gm = mask[2] && ghost_mul.defined(), need_ga = mask[3] && ghost_add.defined();
+  auto none = [&] { return at::empty({0}, x.options()); };
+  at::Tensor gx = need_x ? at::empty_like(x) : none();
+  at::Tensor glogits = need_logits ? at::empty_like(logits) : none();
+  at::Tensor ggm = need_gm ? at::empty_like(ghost_mul) : none();
+  at::Tensor gga = need_ga ? at::empty_like(ghost_add) : none();
+  const cudaStream_t stream = ELSA_CURRENT_STREAM();
+  const int64_t pixels = D.B * D.G * D.Ho * D.Wo;
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_softmax_backward_cuda", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        const auto aopts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+        at::Tensor prob = at::empty(logits.sizes(), aopts);
+        if (pixels > 0) {
+          auto* kernel = cuda::elsa_softmax_probs_kernel<scalar_t, acc_t>;
+          ELSA_LAUNCH(kernel, blocks_for(pixels), kThreads, stream,
+                      logits.const_data_ptr<scalar_t>(), prob.mutable_data_ptr<acc_t>(), D,
+                      pixels);
+        }
+        at::Tensor gprob = need_logits ? at::empty(logits.sizes(), aopts) : at::Tensor();
+        launch_backward<scalar_t, acc_t, acc_t>(
+            grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+            prob.const_data_ptr<acc_t>(), ptr_or_null<scalar_t>(ghost_mul),
+            ptr_or_null<scalar_t>(ghost_add), mutable_or_null<scalar_t>(gx, need_x),
+            mutable_or_null<acc_t>(gprob, need_logits), ggm, gga, D, need_gm, need_ga, x.options(),
+            stream);
+        if (need_logits && pixels > 0) {
+          auto* kernel = cuda::elsa_softmax_grad_kernel<scalar_t, acc_t>;
+          ELSA_LAUNCH(kernel, blocks_for(pixels), kThreads, stream, prob.const_data_ptr<acc_t>(),
+                      gprob.const_data_ptr<acc_t>(), glogits.mutable_data_ptr<scalar_t>(), D,
+                      pixels);
+        }
+      });
+  return std::make_tuple(gx, glogits, ggm, gga);
 }
 
 }  // namespace mmelsa

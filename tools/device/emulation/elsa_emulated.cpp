@@ -1,11 +1,16 @@
-// The CUDA launchers and kernels of the ELSA operator compiled as host code over cuda_shim.h,
-// exposed to Python for tools/device/emulate_cuda_kernels.py. Inputs are CPU tensors.
-#include <torch/extension.h>
+// The CUDA launchers and kernels of the ELSA operators compiled as host code over cuda_shim.h,
+// registered as torch.ops.mmelsa_emu.* for tools/device/emulate_cuda_kernels.py and
+// tests/ops/test_cuda_emulation.py. Inputs are CPU tensors. Only ATen and torch.library are
+// included (no pybind11, no torch/extension.h), which keeps the build short enough for CI.
+#include <ATen/ATen.h>
+#include <torch/library.h>
 
 #include "cuda_shim.h"
 
+// From the csrc/ on the include path (-I <tree>/csrc): the checked-out tree, or a patched copy
+// (tests/ops/test_cuda_emulation.py plants bugs in one to prove that the checks catch them).
 #define MMELSA_CUDA_EMULATION
-#include "../../../csrc/pytorch/cuda/elsa_cuda.cu"
+#include "pytorch/cuda/elsa_cuda.cu"
 
 namespace {
 
@@ -32,20 +37,61 @@ at::Tensor or_undef(const c10::optional<at::Tensor>& t) {
   return t ? t->contiguous() : at::Tensor();
 }
 
+using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+at::Tensor forward(const at::Tensor& x, const at::Tensor& attn,
+                   const c10::optional<at::Tensor>& gm, const c10::optional<at::Tensor>& ga,
+                   int64_t K, int64_t d, int64_t s) {
+  return mmelsa::elsa_forward_cuda(x.contiguous(), attn.contiguous(), or_undef(gm), or_undef(ga),
+                                   dims(x, attn, K, d, s));
+}
+
+Grads backward(const at::Tensor& go, const at::Tensor& x, const at::Tensor& attn,
+               const c10::optional<at::Tensor>& gm, const c10::optional<at::Tensor>& ga, int64_t K,
+               int64_t d, int64_t s, std::array<bool, 4> mask) {
+  return mmelsa::elsa_backward_cuda(go.contiguous(), x.contiguous(), attn.contiguous(),
+                                    or_undef(gm), or_undef(ga), dims(x, attn, K, d, s), mask);
+}
+
+at::Tensor softmax_forward(const at::Tensor& x, const at::Tensor& logits,
+                           const c10::optional<at::Tensor>& gm,
+                           const c10::optional<at::Tensor>& ga, int64_t K, int64_t d, int64_t s) {
+  return mmelsa::elsa_softmax_forward_cuda(x.contiguous(), logits.contiguous(), or_undef(gm),
+                                           or_undef(ga), dims(x, logits, K, d, s));
+}
+
+Grads softmax_backward(const at::Tensor& go, const at::Tensor& x, const at::Tensor& logits,
+                       const c10::optional<at::Tensor>& gm, const c10::optional<at::Tensor>& ga,
+                       int64_t K, int64_t d, int64_t s, std::array<bool, 4> mask) {
+  return mmelsa::elsa_softmax_backward_cuda(go.contiguous(), x.contiguous(), logits.contiguous(),
+                                            or_undef(gm), or_undef(ga), dims(x, logits, K, d, s),
+                                            mask);
+}
+
+int64_t launches() { return emu::launches; }
+
+int64_t set_planted_bug(int64_t bug) {
+  emu::planted_bug = static_cast<int>(bug);
+  return bug;
+}
+
 }  // namespace
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("forward", [](at::Tensor x, at::Tensor attn, c10::optional<at::Tensor> gm,
-                      c10::optional<at::Tensor> ga, int64_t K, int64_t d, int64_t s) {
-    return mmelsa::elsa_forward_cuda(x.contiguous(), attn.contiguous(), or_undef(gm), or_undef(ga),
-                                     dims(x, attn, K, d, s));
-  });
-  m.def("backward",
-        [](at::Tensor go, at::Tensor x, at::Tensor attn, c10::optional<at::Tensor> gm,
-           c10::optional<at::Tensor> ga, int64_t K, int64_t d, int64_t s, std::vector<bool> mask) {
-          return mmelsa::elsa_backward_cuda(go.contiguous(), x.contiguous(), attn.contiguous(),
-                                            or_undef(gm), or_undef(ga), dims(x, attn, K, d, s),
-                                            {mask[0], mask[1], mask[2], mask[3]});
-        });
-  m.def("launches", [] { return emu::launches; });
+TORCH_LIBRARY(mmelsa_emu, m) {
+  m.def("forward(Tensor x, Tensor attn, Tensor? gm, Tensor? ga, int K, int d, int s) -> Tensor",
+        &forward);
+  m.def(
+      "backward(Tensor go, Tensor x, Tensor attn, Tensor? gm, Tensor? ga, int K, int d, int s, "
+      "bool[4] mask) -> (Tensor, Tensor, Tensor, Tensor)",
+      &backward);
+  m.def(
+      "softmax_forward(Tensor x, Tensor logits, Tensor? gm, Tensor? ga, int K, int d, int s) "
+      "-> Tensor",
+      &softmax_forward);
+  m.def(
+      "softmax_backward(Tensor go, Tensor x, Tensor logits, Tensor? gm, Tensor? ga, int K, "
+      "int d, int s, bool[4] mask) -> (Tensor, Tensor, Tensor, Tensor)",
+      &softmax_backward);
+  m.def("launches() -> int", &launches);
+  m.def("set_planted_bug(int bug) -> int", &set_planted_bug);
 }

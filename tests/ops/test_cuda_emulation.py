@@ -1,0 +1,134 @@
+"""Every CUDA kernel of the ELSA operators, checked without a GPU.
+
+tools/device/emulate_cuda_kernels.py compiles the CUDA launchers and kernels (csrc/pytorch/cuda,
+csrc/common/cuda) as host C++ over a SIMT emulator (tools/device/emulation/) and compares their
+results, forward and backward, plain and fused softmax + ELSA, for float64 / float32 / float16 /
+bfloat16, with the float64 unfold reference. This runs it in CI. A second test plants index
+bugs in a copy of the kernels and asserts that the same checks fail, so that this test is known
+to be able to fail. The planted copy is built in a subprocess started as soon as this module's
+first test begins, concurrently with the build of the real kernels.
+"""
+import os.path as osp
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SCRIPT = osp.join(REPO, 'tools', 'device', 'emulate_cuda_kernels.py')
+sys.path.insert(0, osp.dirname(SCRIPT))
+import emulate_cuda_kernels as emulation  # noqa: E402
+
+KERNELS = osp.join('csrc', 'common', 'cuda', 'elsa_kernel.cuh')
+LAUNCHERS = osp.join('csrc', 'pytorch', 'cuda', 'elsa_cuda.cu')
+# bug number: (file, exact text in the kernels, its replacement when emu::planted_bug == N).
+# Each anchor must occur exactly once: if the kernels change, update it here.
+PLANTED = {
+    # fused forward: the output column taken modulo the height (a transposed index)
+    1: (KERNELS,
+        'const int64_t o = idx % HoWo;  // idx = (b * G + g) * HoWo + o\n'
+        '    const int64_t j = o % D.Wo, i = o / D.Wo;',
+        'const int64_t o = idx % HoWo;  // idx = (b * G + g) * HoWo + o\n'
+        '    const int64_t j = o % (emu::planted_bug == 1 ? D.Ho : D.Wo), i = o / D.Wo;'),
+    # plain grad_x gather: the column's stride test made on the row
+    2: (KERNELS, 'if (nx < 0 || nx % D.stride != 0) continue;',
+        'if (nx < 0 || (emu::planted_bug == 2 ? ny : nx) % D.stride != 0) continue;'),
+    # ghost reduction: the warp reduction starts at offset 8, dropping lanes 16-31
+    3: (KERNELS, 'for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync',
+        'for (int off = emu::planted_bug == 3 ? 8 : 16; off > 0; off >>= 1) '
+        'v += __shfl_down_sync'),
+    # fused launcher: launch geometry one pixel short
+    4: (LAUNCHERS, 'const int64_t total = D.B * D.G * D.Ho * D.Wo;',
+        'const int64_t total = D.B * D.G * D.Ho * D.Wo - (emu::planted_bug == 4);'),
+    # fused backward: the softmax backward's dot product misses the first tap
+    5: (KERNELS, 'for (int64_t t = 0; t < KK; ++t) dot +=',
+        'for (int64_t t = emu::planted_bug == 5; t < KK; ++t) dot +='),
+}
+
+
+def _planted_tree(root):
+    """A copy of csrc/ with every bug of PLANTED behind its runtime switch."""
+    shutil.copytree(osp.join(REPO, 'csrc'), osp.join(root, 'csrc'))
+    for path, old, new in PLANTED.values():
+        full = osp.join(root, path)
+        with open(full) as f:
+            text = f.read()
+        assert text.count(old) == 1, 'anchor of a planted bug not found once in %s: %r' % (
+            path, old)
+        with open(full, 'w') as f:
+            f.write(text.replace(old, new))
+    return root
+
+
+@pytest.fixture(scope='module')
+def planted(tmp_path_factory):
+    """Starts building the planted copy in the background; yields (src, build_dir, process)."""
+    root = _planted_tree(str(tmp_path_factory.mktemp('planted')))
+    build_dir = osp.join(root, 'build')
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT, '--src', root, '--build-dir', build_dir, '--name',
+         'elsa_cuda_emulated_planted', '--build-only'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield root, build_dir, proc
+    if proc.poll() is None:
+        proc.kill()
+
+
+@pytest.fixture(scope='module')
+def emu(planted, tmp_path_factory):
+    """The emulated kernels of this checkout (built in this process)."""
+    return emulation.build(REPO, str(tmp_path_factory.mktemp('emu_build')))
+
+
+@pytest.mark.parametrize('case', emulation.FULL_CASES, ids=str)
+def test_emulated_kernels_match_reference(emu, case):
+    """Forward and backward, plain and fused, every dtype, ghost and mask variants."""
+    lines = []
+    failures, n = emulation.run_checks(emu, [case], log=lines.append)
+    assert n == 2 * len(emulation.DTYPES) + 1
+    assert failures == 0, '\n'.join(lines)
+
+
+def test_emulated_launch_count(emu):
+    """The emulator really ran kernels (launch count grows); empty batches launch nothing."""
+    before = emu.launches()
+    x, a = torch.randn(1, 4, 5, 6), torch.randn(1, 2, 9, 5, 6)
+    emu.softmax_backward(torch.randn(1, 4, 5, 6), x, a, None, torch.randn(4, 3, 3), 3, 1, 1,
+                         [True] * 4)
+    # probabilities, grad_x, grad_p, ghost partials, ghost final sum, softmax backward
+    assert emu.launches() - before == 6
+    before = emu.launches()
+    emu.softmax_forward(x[:0], a[:0], None, None, 3, 1, 1)
+    assert emu.launches() == before
+
+
+@pytest.mark.parametrize('bug', sorted(PLANTED))
+def test_planted_bug_fails_the_checks(planted, bug):
+    root, build_dir, proc = planted
+    if proc.returncode is None:
+        out, _ = proc.communicate(timeout=900)
+        proc.build_output = out
+    assert proc.returncode == 0, 'building the planted copy failed:\n' + proc.build_output
+    run = subprocess.run(
+        [sys.executable, SCRIPT, '--src', root, '--build-dir', build_dir, '--name',
+         'elsa_cuda_emulated_planted', '--planted-bug', str(bug), '--stop-at-first'],
+        capture_output=True, text=True, timeout=900)
+    # a wrong value is reported as FAIL; an index bug may also crash the process (a signal)
+    assert run.returncode != 0, 'planted bug %d was not caught:\n%s' % (bug, run.stdout)
+    assert 'FAIL' in run.stdout or run.returncode < 0, run.stdout + run.stderr
+
+
+def test_planted_copy_without_bug_passes(planted):
+    """The control: the patched copy with every bug switched off passes the same checks, so
+    the failures above come from the bugs, not from the patching."""
+    root, build_dir, proc = planted
+    if proc.returncode is None:
+        proc.communicate(timeout=900)
+    assert proc.returncode == 0
+    run = subprocess.run(
+        [sys.executable, SCRIPT, '--src', root, '--build-dir', build_dir, '--name',
+         'elsa_cuda_emulated_planted', '--planted-bug', '0', '--max-cases', '3'],
+        capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout + run.stderr
