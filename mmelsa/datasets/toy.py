@@ -232,7 +232,7 @@ def _write_stamp(root, meta):
         json.dump(meta, f, indent=1, sort_keys=True)
 
 
-def generate_toy_coco(out_root, seed=0, num_train=200, num_val=50, force=False):
+def generate_toy_coco(out_root, seed=0, num_train=600, num_val=50, force=False):
     """Writes ``<out_root>/toy_coco`` and returns its path.
 
     Layout (the same as COCO's, so mmdet's ``CocoDataset`` reads it unchanged)::
@@ -303,7 +303,7 @@ def _region_texture(rng, h, w, vertical, cv2):
     return img
 
 
-def generate_toy_ade(out_root, seed=0, num_train=200, num_val=50, force=False):
+def generate_toy_ade(out_root, seed=0, num_train=600, num_val=50, force=False):
     """Writes ``<out_root>/toy_ade`` and returns its path.
 
     Layout (ADEChallengeData2016's)::
@@ -363,7 +363,7 @@ def parse_args(argv=None):
     p.add_argument('--out', default='data', help='parent folder (default: data)')
     p.add_argument('--kind', choices=('det', 'seg', 'all'), default='all')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--num-train', type=int, default=200)
+    p.add_argument('--num-train', type=int, default=600)
     p.add_argument('--num-val', type=int, default=50)
     p.add_argument('--force', action='store_true', help='regenerate even if up to date')
     return p.parse_args(argv)
