@@ -8,8 +8,7 @@ _base_ = [
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
 ]
-# mmelsa.engine.hooks: ValidateBeforeTrainHook (the untrained model's metric, see below).
-custom_imports = dict(imports=['mmelsa', 'mmelsa.engine.hooks'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmelsa'], allow_failed_imports=False)
 # mmelsa's Runner: refuses checkpoints that do not fit and work dirs it would overwrite
 # (mmelsa/engine/runner.py); mmdet's / mmseg's own tools build it from this key too.
 runner_type = 'SafeRunner'
@@ -138,6 +137,6 @@ auto_scale_lr = dict(enable=False, base_batch_size=8)
 default_hooks = dict(
     # by iteration: the validation points share the x axis of the training loss
     logger=dict(interval=10, log_metric_by_epoch=False),
-    checkpoint=dict(interval=max_epochs, max_keep_ckpts=1))
+    checkpoint=dict(interval=1, max_keep_ckpts=2))
 log_processor = dict(window_size=10)
 randomness = dict(seed=0)

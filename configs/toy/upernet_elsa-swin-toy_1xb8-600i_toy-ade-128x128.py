@@ -5,8 +5,7 @@ _base_ = [
     'mmseg::_base_/models/upernet_swin.py',
     'mmseg::_base_/default_runtime.py',
 ]
-# mmelsa.engine.hooks: ValidateBeforeTrainHook (the untrained model's metric, see below).
-custom_imports = dict(imports=['mmelsa', 'mmelsa.engine.hooks'], allow_failed_imports=False)
+custom_imports = dict(imports=['mmelsa'], allow_failed_imports=False)
 # mmelsa's Runner: refuses checkpoints that do not fit and work dirs it would overwrite
 # (mmelsa/engine/runner.py); mmdet's / mmseg's own tools build it from this key too.
 runner_type = 'SafeRunner'
@@ -125,8 +124,8 @@ default_hooks = dict(
     timer=dict(type='IterTimerHook'),
     logger=dict(type='LoggerHook', interval=20, log_metric_by_epoch=False),
     param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters,
-                    max_keep_ckpts=1),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=max_iters // 4,
+                    max_keep_ckpts=2),
     sampler_seed=dict(type='DistSamplerSeedHook'),
     visualization=dict(type='SegVisualizationHook'))
 log_processor = dict(by_epoch=False, window_size=20)

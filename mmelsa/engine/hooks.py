@@ -1,4 +1,4 @@
-"""Hooks that the toy configs use (``custom_imports=dict(imports=['mmelsa.engine.hooks'])``).
+"""Hooks that the toy configs use (registered by ``import mmelsa``).
 
 :class:`ValidateBeforeTrainHook` evaluates the model once before the first training iteration.
 That gives the untrained model's metric, the contrast the toy summary prints, and the first

@@ -75,7 +75,7 @@ def test_wrong_evaluator_annotation(tmp_path, toy_root):
     ('model.backbnoe.depths=[1,1,1,1]', 'model has no "backbnoe"; did you mean "backbone"?'),
     ('trian_dataloader.batch_size=2', 'no top-level "trian_dataloader"; did you mean '
                                       '"train_dataloader"?'),
-    ('train_cfg.max_epochs.x=1', '"train_cfg.max_epochs" is 12, not a dict'),
+    ('train_cfg.max_epochs.x=1', '"train_cfg.max_epochs" is 5, not a dict'),
 ])
 def test_unknown_cfg_option(tmp_path, key, message):
     res = run_tool(['tools/train.py', DET, '--work-dir', str(tmp_path / 'w'),
