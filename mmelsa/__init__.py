@@ -13,5 +13,6 @@ compat.apply()
 from . import ops  # noqa: E402
 from . import models  # noqa: E402
 from . import registry  # noqa: E402
+from .engine import hooks  # noqa: E402,F401  (ValidateBeforeTrainHook, used by configs/toy)
 
 __all__ = ['__version__', 'ops', 'models', 'registry']

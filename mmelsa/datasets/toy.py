@@ -32,13 +32,14 @@ import sys
 import numpy as np
 
 # Bump when the drawing code changes, so stale generated data is regenerated.
-GENERATOR_VERSION = 4
+GENERATOR_VERSION = 5
 STAMP = '.toy_dataset.json'
 
 DET_CLASSES = ('circle', 'square', 'triangle')
 # Label value k in the PNGs is SEG_CLASSES[k - 1]; 0 is unlabelled (ignored after
 # reduce_zero_label), as in ADE20K.
 SEG_CLASSES = ('wall', 'floor', 'circle', 'square', 'triangle')
+DET_PALETTE = ((220, 20, 60), (0, 128, 255), (255, 200, 0))
 SEG_PALETTE = ((120, 120, 120), (80, 50, 50), (220, 20, 60), (0, 128, 255), (255, 200, 0))
 
 DET_SIZE = (160, 128)  # (width, height)
@@ -82,28 +83,53 @@ def _textured_background(rng, h, w, cv2):
     return img
 
 
-def _contrasting_colour(rng, ref):
-    """A random colour at least ~80 (L2 in RGB) away from ``ref`` so objects stay visible."""
-    for _ in range(50):
+def _contrasting_colour(rng, refs):
+    """A random colour at least ~80 (L2 in RGB) away from every colour in ``refs`` (what lies
+    under and around the object), so objects stay visible."""
+    for _ in range(100):
         colour = rng.uniform(0, 255, size=3)
-        if np.linalg.norm(colour - ref) > 80:
+        if all(np.linalg.norm(colour - r) > 80 for r in refs):
             return colour
-    return 255.0 - ref
+    return 255.0 - refs[0]
+
+
+def _paint_shapes(rng, img, shapes, shading, cv2):
+    """Paints ``shapes`` (from :func:`_place_shapes`) in drawing order, each in a colour that
+    stands out from the background under it and from the shapes it overlaps, with a random
+    low-frequency shading of relative strength ``shading``."""
+    h, w = img.shape[:2]
+    colours = []
+    for i, (_, poly, mask) in enumerate(shapes):
+        full = np.zeros((h, w), np.uint8)
+        _fill(full, poly, 1, cv2)
+        refs = [img[full.astype(bool)].mean(axis=0)]
+        grown = cv2.dilate(full, np.ones((5, 5), np.uint8)).astype(bool)
+        refs += [c for (_, _, m), c in zip(shapes[:i], colours) if (grown & (m > 0)).any()]
+        colours.append(_contrasting_colour(rng, refs))
+    for (_, _, mask), colour in zip(shapes, colours):
+        paint = colour
+        if shading:
+            paint = colour * (1 + shading * (_smooth_noise(rng, h, w, 3, cv2)[..., None] - 0.5))
+        img = np.where(mask[..., None].astype(bool), paint, img)
+    return img
 
 
 def _shape_polygon(rng, kind, cx, cy, size):
-    """Vertices (N, 2) float of a shape with the given centre and outer diameter."""
-    r = size / 2.0
+    """Vertices (N, 2) float of a shape with the given centre and size.
+
+    ``size`` is a circle's diameter and a square's side; a triangle (equilateral) gets a
+    circumradius of ``0.6 * size`` so that its area is close to the square's and it is not
+    the smallest thing in the picture.
+    """
     rot = rng.uniform(0, 2 * np.pi)
     if kind == 'circle':
         # 32 vertices: the polygon stored in the annotation and the drawn disk agree to a
         # fraction of a pixel at these sizes.
-        n = 32
-        rot = 0.0
+        n, r, rot = 32, size / 2.0, 0.0
     elif kind == 'square':
-        n = 4
+        n, r = 4, size / np.sqrt(2.0)
     else:  # triangle
-        n = 3
+        n, r = 3, 0.6 * size
     ang = rot + np.arange(n) * 2 * np.pi / n
     return np.stack([cx + r * np.cos(ang), cy + r * np.sin(ang)], axis=1)
 
@@ -116,32 +142,73 @@ def _fill(mask_or_img, poly, value, cv2):
     cv2.fillPoly(mask_or_img, [pts], value, lineType=cv2.LINE_8, shift=4)
 
 
-def _place_shapes(rng, h, w, n, min_size, max_size, cv2, margin=2):
-    """Draws up to ``n`` non-overlapping shapes; returns (kind_index, polygon, mask) triples.
+def _grown_outline(poly, h, w, cv2):
+    """The polygon's pixels and a 1-pixel ring around them."""
+    full = np.zeros((h, w), np.uint8)
+    _fill(full, poly, 1, cv2)
+    return cv2.dilate(full, np.ones((3, 3), np.uint8))
 
-    Shapes never overlap, so a shape's polygon is exactly its visible mask (no occlusion
-    bookkeeping needed for the COCO annotations).
+
+def _place_shapes(rng, h, w, n, min_size, max_size, cv2, max_hidden=0.3, margin=2):
+    """Places up to ``n`` shapes, later ones on top; returns (kind_index, polygon, visible mask)
+    triples in drawing order.
+
+    Shapes may overlap, but a placement is refused if it would hide more than ``max_hidden``
+    of any shape below it (or of itself, by the image border): every object stays
+    recognisable, and the visible masks are exact (no occlusion guesswork in the labels).
     """
-    occupied = np.zeros((h, w), np.uint8)
     shapes = []
-    for _ in range(n * 20):
+    for _ in range(n * 30):
         if len(shapes) == n:
             break
         kind = int(rng.integers(len(DET_CLASSES)))
         size = rng.uniform(min_size, max_size)
-        r = size / 2.0
-        cx = rng.uniform(r + margin, w - r - margin)
-        cy = rng.uniform(r + margin, h - r - margin)
-        poly = _shape_polygon(rng, DET_CLASSES[kind], cx, cy, size)
+        poly = _shape_polygon(rng, DET_CLASSES[kind], 0.0, 0.0, size)
+        lo, hi = poly.min(axis=0), poly.max(axis=0)
+        if (hi - lo > np.array([w, h]) - 2 * margin).any():
+            continue
+        # Centre such that the whole polygon lies inside the image (with a margin).
+        cx = rng.uniform(margin - lo[0], w - margin - hi[0])
+        cy = rng.uniform(margin - lo[1], h - margin - hi[1])
+        poly = poly + np.array([cx, cy])
         mask = np.zeros((h, w), np.uint8)
         _fill(mask, poly, 1, cv2)
-        # Keep a 3-pixel gap between shapes (dilate the new mask before testing).
-        grown = cv2.dilate(mask, np.ones((7, 7), np.uint8))
-        if (grown & occupied).any() or mask.sum() < 30:
+        if mask.sum() < 60:
             continue
-        occupied |= mask
+        keep = [m & (1 - mask) for _, _, m in shapes]
+        if any(k.sum() < (1 - max_hidden) * m.sum() for k, (_, _, m) in zip(keep, shapes)):
+            continue
+        # A shape that lies inside another would leave a hole in the other's visible part,
+        # which a COCO polygon cannot describe: a cover must reach outside what it covers.
+        if any((m & mask).any() and not (mask & (1 - _grown_outline(p, h, w, cv2))).any()
+               for _, p, m in shapes):
+            continue
+        shapes = [(kd, p, k) for k, (kd, p, _) in zip(keep, shapes)]
         shapes.append((kind, poly, mask))
     return shapes
+
+
+def _visible_annotation(kind_poly_mask, cv2):
+    """COCO polygons, area and box (x0, y0, x1, y1) of a shape's visible part.
+
+    A fully visible shape keeps its own polygon and the polygon's tight box. A partly covered
+    one is outlined from its visible pixels (specks under 4 pixels left out): the outline is
+    traced at twice the resolution, so it runs a quarter pixel inside the pixel edges instead
+    of through the pixel centres.
+    """
+    _, poly, mask = kind_poly_mask
+    full = np.zeros_like(mask)
+    _fill(full, poly, 1, cv2)
+    if (full == mask).all():
+        (x0, y0), (x1, y1) = poly.min(axis=0), poly.max(axis=0)
+        return [poly], float(mask.sum()), (x0, y0, x1, y1)
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(mask)
+    kept = np.isin(comp, [j for j in range(1, n) if stats[j, cv2.CC_STAT_AREA] >= 4])
+    big = cv2.resize(kept.astype(np.uint8), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+    contours, _ = cv2.findContours(big, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polys = [(c.reshape(-1, 2).astype(np.float64) + 0.5) / 2.0 for c in contours if len(c) >= 3]
+    ys, xs = np.nonzero(kept)
+    return polys, float(kept.sum()), (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
 
 
 def _finish(img):
@@ -165,7 +232,7 @@ def _write_stamp(root, meta):
         json.dump(meta, f, indent=1, sort_keys=True)
 
 
-def generate_toy_coco(out_root, seed=0, num_train=200, num_val=50, force=False):
+def generate_toy_coco(out_root, seed=0, num_train=600, num_val=50, force=False):
     """Writes ``<out_root>/toy_coco`` and returns its path.
 
     Layout (the same as COCO's, so mmdet's ``CocoDataset`` reads it unchanged)::
@@ -192,30 +259,23 @@ def generate_toy_coco(out_root, seed=0, num_train=200, num_val=50, force=False):
         for idx in range(counts[split]):
             rng = np.random.default_rng([seed, split_id, idx])
             img = _textured_background(rng, h, w, cv2)
-            # 2-5 objects of 22-56 px: more positives per iteration and shapes large enough to
-            # tell apart, so the from-scratch toy model learns in a few hundred iterations.
-            shapes = _place_shapes(rng, h, w, int(rng.integers(2, 6)), 22, 56, cv2)
-            for kind, poly, mask in shapes:
-                ref = img[mask.astype(bool)].mean(axis=0)
-                colour = _contrasting_colour(rng, ref)
-                # A mild shading gradient over the object so its colour is not a constant.
-                shade = 1 + 0.15 * (_smooth_noise(rng, h, w, 3, cv2)[..., None] - 0.5)
-                img = np.where(mask[..., None].astype(bool), colour * shade, img)
+            # 2-5 objects of 30-60 px, overlapping at times: several positives per image, and
+            # shapes large enough that the small from-scratch model tells them apart.
+            shapes = _place_shapes(rng, h, w, int(rng.integers(2, 6)), 30, 60, cv2)
+            img = _paint_shapes(rng, img, shapes, 0.15, cv2)
             img = img + rng.normal(0, 3, size=img.shape)  # sensor noise over everything
             file_name = f'{idx:06d}.jpg'
             cv2.imwrite(osp.join(root, split, file_name), _finish(img),
                         [cv2.IMWRITE_JPEG_QUALITY, 95])
             image_id = idx + 1
             images.append(dict(id=image_id, file_name=file_name, width=w, height=h))
-            for kind, poly, mask in shapes:
-                # COCO boxes are the polygon's tight extent (shapes lie inside the image).
-                x0, y0 = poly.min(axis=0)
-                x1, y1 = poly.max(axis=0)
+            for shape in shapes:
+                polys, area, (x0, y0, x1, y1) = _visible_annotation(shape, cv2)
                 anns.append(dict(
-                    id=len(anns) + 1, image_id=image_id, category_id=kind + 1,
+                    id=len(anns) + 1, image_id=image_id, category_id=shape[0] + 1,
                     bbox=[round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
-                    area=float(mask.sum()),
-                    segmentation=[[round(float(v), 2) for v in poly.reshape(-1)]],
+                    area=area,
+                    segmentation=[[round(float(v), 2) for v in p.reshape(-1)] for p in polys],
                     iscrowd=0))
         coco = dict(info=dict(description='mmelsa toy COCO-format shapes', version=str(
             GENERATOR_VERSION), seed=seed), licenses=[], images=images, annotations=anns,
@@ -243,7 +303,7 @@ def _region_texture(rng, h, w, vertical, cv2):
     return img
 
 
-def generate_toy_ade(out_root, seed=0, num_train=200, num_val=50, force=False):
+def generate_toy_ade(out_root, seed=0, num_train=600, num_val=50, force=False):
     """Writes ``<out_root>/toy_ade`` and returns its path.
 
     Layout (ADEChallengeData2016's)::
@@ -278,14 +338,14 @@ def generate_toy_ade(out_root, seed=0, num_train=200, num_val=50, force=False):
             floor = _region_texture(rng, h, w, False, cv2)
             img = np.where(below[..., None], floor, wall)
             label = np.where(below, 2, 1).astype(np.uint8)
-            shapes = _place_shapes(rng, h, w, int(rng.integers(2, 5)), 24, 56, cv2)
-            for kind, poly, mask in shapes:
-                ref = img[mask.astype(bool)].mean(axis=0)
-                img = np.where(mask[..., None].astype(bool), _contrasting_colour(rng, ref), img)
+            shapes = _place_shapes(rng, h, w, int(rng.integers(2, 6)), 28, 56, cv2)
+            img = _paint_shapes(rng, img, shapes, 0.0, cv2)
+            for kind, _, mask in shapes:
+                label[mask.astype(bool)] = 3 + kind
+            for _, _, mask in shapes:
                 # A 1-pixel unlabelled rim, like ADE20K's unannotated object borders.
                 rim = cv2.dilate(mask, np.ones((3, 3), np.uint8)) - cv2.erode(
                     mask, np.ones((3, 3), np.uint8))
-                label[mask.astype(bool)] = 3 + kind
                 label[rim.astype(bool)] = 0
             img = img + rng.normal(0, 4, size=img.shape)
             cv2.imwrite(osp.join(img_dir, f'{idx:06d}.jpg'), _finish(img),
@@ -303,7 +363,7 @@ def parse_args(argv=None):
     p.add_argument('--out', default='data', help='parent folder (default: data)')
     p.add_argument('--kind', choices=('det', 'seg', 'all'), default='all')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--num-train', type=int, default=200)
+    p.add_argument('--num-train', type=int, default=600)
     p.add_argument('--num-val', type=int, default=50)
     p.add_argument('--force', action='store_true', help='regenerate even if up to date')
     return p.parse_args(argv)

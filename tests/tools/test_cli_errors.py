@@ -6,8 +6,8 @@ import pytest
 
 from .conftest import REPO, needs_stack, run_tool, toy_data_options
 
-DET = 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-12e_toy-coco.py'
-SEG = 'configs/toy/upernet_elsa-swin-toy_1xb8-400i_toy-ade-128x128.py'
+DET = 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-5e_toy-coco.py'
+SEG = 'configs/toy/upernet_elsa-swin-toy_1xb8-600i_toy-ade-128x128.py'
 pytestmark = needs_stack
 
 
@@ -25,7 +25,7 @@ def test_missing_config():
 
 
 def test_missing_config_suggests_close_name():
-    res = run_tool(['tools/test.py', DET.replace('12e', '12x'), 'x.pth'])
+    res = run_tool(['tools/test.py', DET.replace('5e_', '5x_'), 'x.pth'])
     _assert_clear(res, 'config file not found', 'did you mean ' + DET)
 
 
@@ -75,7 +75,7 @@ def test_wrong_evaluator_annotation(tmp_path, toy_root):
     ('model.backbnoe.depths=[1,1,1,1]', 'model has no "backbnoe"; did you mean "backbone"?'),
     ('trian_dataloader.batch_size=2', 'no top-level "trian_dataloader"; did you mean '
                                       '"train_dataloader"?'),
-    ('train_cfg.max_epochs.x=1', '"train_cfg.max_epochs" is 12, not a dict'),
+    ('train_cfg.max_epochs.x=1', '"train_cfg.max_epochs" is 5, not a dict'),
 ])
 def test_unknown_cfg_option(tmp_path, key, message):
     res = run_tool(['tools/train.py', DET, '--work-dir', str(tmp_path / 'w'),

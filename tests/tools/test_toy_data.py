@@ -33,9 +33,14 @@ def test_coco_format(tmp_path):
             x, y, w, h = ann['bbox']
             assert w > 0 and h > 0 and x >= 0 and y >= 0
             assert x + w <= toy.DET_SIZE[0] and y + h <= toy.DET_SIZE[1]
-            poly = np.array(ann['segmentation'][0]).reshape(-1, 2)
-            # The box is the polygon's tight extent.
-            assert abs(poly[:, 0].min() - x) < 0.02 and abs(poly[:, 1].max() - (y + h)) < 0.02
+            pts = np.concatenate([np.array(p).reshape(-1, 2) for p in ann['segmentation']])
+            # The box is the (visible) outline's extent: tight for a fully visible shape (its
+            # own polygon), within a pixel for a partly covered one (its pixels' outline).
+            tol = 0.02 if len(ann['segmentation']) == 1 and len(pts) in (3, 4, 32) else 1.0
+            lo, hi = pts.min(axis=0), pts.max(axis=0)
+            assert (lo >= (x - 0.02, y - 0.02)).all()
+            assert (hi <= (x + w + 0.02, y + h + 0.02)).all()
+            assert (np.abs(lo - (x, y)) < tol).all() and (np.abs(hi - (x + w, y + h)) < tol).all()
             assert ann['area'] > 0 and ann['iscrowd'] == 0
         img = cv2.imread(osp.join(root, split, coco['images'][0]['file_name']))
         assert img.shape == (toy.DET_SIZE[1], toy.DET_SIZE[0], 3)
@@ -50,6 +55,31 @@ def test_coco_loads_with_pycocotools(tmp_path):
     for ann in coco.loadAnns(coco.getAnnIds()):
         mask = coco.annToMask(ann)
         assert abs(int(mask.sum()) - ann['area']) <= 0.15 * ann['area'] + 8
+
+
+def test_coco_overlaps_keep_objects_visible(tmp_path):
+    """Objects may overlap; an annotation is the visible part only (masks of one image do
+    not share pixels), and no object loses more than the generator's limit of its area."""
+    import pycocotools.coco as pycoco
+    root = toy.generate_toy_coco(str(tmp_path), seed=0, num_train=1, num_val=30)
+    coco = pycoco.COCO(osp.join(root, 'annotations', 'instances_val.json'))
+    overlapping = occluded = 0
+    for img_id in coco.getImgIds():
+        anns = coco.loadAnns(coco.getAnnIds(imgIds=img_id))
+        masks = [coco.annToMask(a).astype(bool) for a in anns]
+        for i in range(len(anns)):
+            occluded += len(anns[i]['segmentation']) > 1 or len(anns[i]['segmentation'][0]) \
+                not in (6, 8, 64)
+            for j in range(i + 1, len(anns)):
+                (xa, ya, wa, ha), (xb, yb, wb, hb) = anns[i]['bbox'], anns[j]['bbox']
+                overlapping += xa < xb + wb and xb < xa + wa and ya < yb + hb and yb < ya + ha
+                # boundary pixels aside (two rasterisers), the visible parts are disjoint
+                shared = (masks[i] & masks[j]).sum()
+                assert shared <= 0.1 * min(masks[i].sum(), masks[j].sum()), (img_id, i, j)
+    assert overlapping > 0 and occluded > 0, 'the set has overlapping objects'
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        w, h = ann['bbox'][2:]
+        assert ann['area'] >= 60 and min(w, h) >= 6  # still a recognisable object
 
 
 def test_ade_format(tmp_path):
