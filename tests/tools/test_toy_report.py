@@ -88,3 +88,38 @@ def test_validate_before_train_hook_runs_once_at_the_start():
     runner.iter, runner.val_loop = 0, None  # no validation configured: nothing to do
     hook.before_train(runner)
     assert calls == ['val']
+
+
+class _RunsCode:
+    """Unpickling this calls os.system: what a doctored predictions file would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+        return os.system, (f'touch {self.marker}', )
+
+
+def test_predictions_file_cannot_run_code(tmp_path):
+    """The --pred file is unpickled with an allowlist: real predictions load, a pickle that
+    calls os.system is refused (naming the file and the global) and nothing runs."""
+    import pickle
+
+    import torch
+    good = tmp_path / 'pred.pkl'
+    with open(good, 'wb') as f:
+        pickle.dump([dict(img_id=3, pred_instances=dict(
+            bboxes=torch.tensor([[1., 2., 3., 4.]]), scores=torch.tensor([0.9]),
+            labels=torch.tensor([2])))], f)
+    preds = toy_report._load_det_predictions(str(good))
+    np.testing.assert_array_equal(preds[3]['bboxes'], [[1., 2., 3., 4.]])
+    assert preds[3]['labels'].tolist() == [2]
+
+    marker = tmp_path / 'ran'
+    bad = tmp_path / 'bad.pkl'
+    with open(bad, 'wb') as f:
+        pickle.dump([dict(img_id=0, pred_instances=_RunsCode(str(marker)))], f)
+    with pytest.raises(pickle.UnpicklingError, match=r'bad\.pkl.*(posix|os)\.system'):
+        toy_report._load_det_predictions(str(bad))
+    assert not marker.exists()

@@ -111,12 +111,47 @@ def overview(pictures, out_file, columns=2, gap=10):
 
 
 # ----------------------------------------------------------------------------- detection
-def _load_det_predictions(pred_file):
-    """tools/test.py --out FILE.pkl (mmdet's DumpDetResults): one dict per image. The file is
-    this run's own output, so reading it with pickle is not a foreign checkpoint."""
+def _tensor_from_bytes(data):
+    """What ``torch.storage._load_from_bytes`` does, without its ``weights_only=False``."""
+    import io
+
+    import torch
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+def _safe_unpickle(path):
+    """Unpickle mmdet's DumpDetResults file, allowing only what it holds: dicts, lists,
+    numbers, strings and CPU tensors. Any other global (os.system, eval, ...) is refused with
+    the file and the global named, so a foreign or doctored file cannot run code."""
+    import codecs
+    import collections
     import pickle
-    with open(pred_file, 'rb') as f:
-        results = pickle.load(f)
+
+    import torch
+
+    allowed = {
+        ('collections', 'OrderedDict'): collections.OrderedDict,
+        ('_codecs', 'encode'): codecs.encode,
+        ('torch._utils', '_rebuild_tensor_v2'): torch._utils._rebuild_tensor_v2,
+        ('torch.storage', '_load_from_bytes'): _tensor_from_bytes,
+    }
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            if (module, name) not in allowed:
+                raise pickle.UnpicklingError(
+                    f'{path}: refused to load {module}.{name}: a predictions file from '
+                    'tools/test.py --out holds only containers, numbers and tensors')
+            return allowed[module, name]
+
+    with open(path, 'rb') as f:
+        return Unpickler(f).load()
+
+
+def _load_det_predictions(pred_file):
+    """tools/test.py --out FILE.pkl (mmdet's DumpDetResults): one dict per image, read with a
+    restricted unpickler (:func:`_safe_unpickle`)."""
+    results = _safe_unpickle(pred_file)
     out = {}
     for r in results:
         p = r['pred_instances']
