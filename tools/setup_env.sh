@@ -102,8 +102,8 @@ else
 fi
 
 # 5. openmim, for `mim search / train / test mmelsa`. Without its dependencies on purpose: it
-# requires opendatalab, which pins setuptools==60.2 and would break the mmcv build (needs <80,
-# torch >=77); mim's search, train and test do not use it.
+# requires opendatalab, which pins setuptools==60.2 and would break the mmcv build (mmcv needs
+# setuptools<80, torch >=77); mim's search, train and test do not use it.
 MIM=(openmim==0.3.9 Click colorama model-index pandas requests rich tabulate)
 if have "${MIM[@]}"; then
   say "openmim already installed"
@@ -113,7 +113,7 @@ else
   "${PIP[@]}" install -q "${MIM[@]:1}"
 fi
 
-# 6. mmelsa itself (editable). Rebuilt only when its sources or the torch it builds against change.
+# 6. mmelsa itself (development install). Rebuilt only when its sources or the torch it builds against change.
 stamp="$VENV/.mmelsa-build-stamp"
 fingerprint=$( { "$PY" -c 'import torch; print(torch.__version__, torch.version.cuda)'; \
                  echo "FORCE_CUDA=${FORCE_CUDA:-} ARCH=${TORCH_CUDA_ARCH_LIST:-}"; \
