@@ -113,7 +113,8 @@ else
   "${PIP[@]}" install -q "${MIM[@]:1}"
 fi
 
-# 6. mmelsa itself (development install). Rebuilt only when its sources or the torch it builds against change.
+# 6. mmelsa itself (development install). Rebuilt only when its sources or the torch it builds
+# against change.
 stamp="$VENV/.mmelsa-build-stamp"
 fingerprint=$( { "$PY" -c 'import torch; print(torch.__version__, torch.version.cuda)'; \
                  echo "FORCE_CUDA=${FORCE_CUDA:-} ARCH=${TORCH_CUDA_ARCH_LIST:-}"; \
