@@ -101,6 +101,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward
     std::array<bool, 4> output_mask);
 #endif
 
+// Which gradients a backward computes: those asked for in `mask`, less those of an absent
+// ghost.
+inline std::array<bool, 4> elsa_grad_mask(std::array<bool, 4> mask, const at::Tensor& ghost_mul,
+                                          const at::Tensor& ghost_add) {
+  return {mask[0], mask[1], mask[2] && ghost_mul.defined(), mask[3] && ghost_add.defined()};
+}
+
+// The four gradient tensors of a backward (x, attn or logits, ghost_mul, ghost_add),
+// uninitialised.
+// Those not computed are distinct (0,) tensors: the outputs of an op must not alias.
+inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_empty_grads(
+    const at::Tensor& x, const at::Tensor& attn, const at::Tensor& ghost_mul,
+    const at::Tensor& ghost_add, std::array<bool, 4> need) {
+  auto make = [&](bool wanted, const at::Tensor& like) {
+    return wanted ? at::empty_like(like) : at::empty({0}, x.options());
+  };
+  return std::make_tuple(make(need[0], x), make(need[1], attn), make(need[2], ghost_mul),
+                         make(need[3], ghost_add));
+}
+
 }  // namespace mmelsa
 
 // ---- the operator entries (csrc/pytorch/elsa.cpp), registered in csrc/pytorch/bindings.cpp ----

@@ -460,14 +460,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
     const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& D,
     std::array<bool, 4> mask) {
-  const bool need_x = mask[0], need_attn = mask[1];
-  const bool need_gm = mask[2] && ghost_mul.defined(), need_ga = mask[3] && ghost_add.defined();
-  // Gradients not asked for are distinct (0,) tensors: outputs of an op must not alias.
-  auto none = [&] { return at::empty({0}, x.options()); };
-  at::Tensor gx = need_x ? at::empty_like(x) : none();
-  at::Tensor gattn = need_attn ? at::empty_like(attn) : none();
-  at::Tensor ggm = need_gm ? at::empty_like(ghost_mul) : none();
-  at::Tensor gga = need_ga ? at::empty_like(ghost_add) : none();
+  const auto need = elsa_grad_mask(mask, ghost_mul, ghost_add);
+  const bool need_x = need[0], need_attn = need[1], need_gm = need[2], need_ga = need[3];
+  at::Tensor gx, gattn, ggm, gga;
+  std::tie(gx, gattn, ggm, gga) = elsa_empty_grads(x, attn, ghost_mul, ghost_add, need);
   const auto dopts = x.options().dtype(at::kDouble);
   at::Tensor part_gm = need_gm ? at::empty({D.B, D.C, D.KK}, dopts) : at::Tensor();
   at::Tensor part_ga = need_ga ? at::empty({D.B, D.C, D.KK}, dopts) : at::Tensor();
@@ -518,13 +514,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& logits,
     const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& D,
     std::array<bool, 4> mask) {
-  const bool need_x = mask[0], need_logits = mask[1];
-  const bool need_gm = mask[2] && ghost_mul.defined(), need_ga = mask[3] && ghost_add.defined();
-  auto none = [&] { return at::empty({0}, x.options()); };
-  at::Tensor gx = need_x ? at::empty_like(x) : none();
-  at::Tensor glogits = need_logits ? at::empty_like(logits) : none();
-  at::Tensor ggm = need_gm ? at::empty_like(ghost_mul) : none();
-  at::Tensor gga = need_ga ? at::empty_like(ghost_add) : none();
+  const auto need = elsa_grad_mask(mask, ghost_mul, ghost_add);
+  const bool need_x = need[0], need_logits = need[1], need_gm = need[2], need_ga = need[3];
+  at::Tensor gx, glogits, ggm, gga;
+  std::tie(gx, glogits, ggm, gga) = elsa_empty_grads(x, logits, ghost_mul, ghost_add, need);
   const auto dopts = x.options().dtype(at::kDouble);
   at::Tensor part_gm = need_gm ? at::empty({D.B, D.C, D.KK}, dopts) : at::Tensor();
   at::Tensor part_ga = need_ga ? at::empty({D.B, D.C, D.KK}, dopts) : at::Tensor();

@@ -149,14 +149,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cuda(
     const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& D,
     std::array<bool, 4> mask) {
   ELSA_DEVICE_GUARD(x);
-  const bool need_x = mask[0], need_attn = mask[1];
-  const bool need_gm = mask[2] && ghost_mul.defined(), need_ga = mask[3] && ghost_add.defined();
-  // Gradients not asked for are distinct (0,) tensors: outputs of an op must not alias.
-  auto none = [&] { return at::empty({0}, x.options()); };
-  at::Tensor gx = need_x ? at::empty_like(x) : none();
-  at::Tensor gattn = need_attn ? at::empty_like(attn) : none();
-  at::Tensor ggm = need_gm ? at::empty_like(ghost_mul) : none();
-  at::Tensor gga = need_ga ? at::empty_like(ghost_add) : none();
+  const auto need = elsa_grad_mask(mask, ghost_mul, ghost_add);
+  const bool need_x = need[0], need_attn = need[1], need_gm = need[2], need_ga = need[3];
+  at::Tensor gx, gattn, ggm, gga;
+  std::tie(gx, gattn, ggm, gga) = elsa_empty_grads(x, attn, ghost_mul, ghost_add, need);
   const cudaStream_t stream = ELSA_CURRENT_STREAM();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(
@@ -203,13 +199,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward
     const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& D,
     std::array<bool, 4> mask) {
   ELSA_DEVICE_GUARD(x);
-  const bool need_x = mask[0], need_logits = mask[1];
-  const bool need_gm = mask[2] && ghost_mul.defined(), need_ga = mask[3] && ghost_add.defined();
-  auto none = [&] { return at::empty({0}, x.options()); };
-  at::Tensor gx = need_x ? at::empty_like(x) : none();
-  at::Tensor glogits = need_logits ? at::empty_like(logits) : none();
-  at::Tensor ggm = need_gm ? at::empty_like(ghost_mul) : none();
-  at::Tensor gga = need_ga ? at::empty_like(ghost_add) : none();
+  const auto need = elsa_grad_mask(mask, ghost_mul, ghost_add);
+  const bool need_x = need[0], need_logits = need[1], need_gm = need[2], need_ga = need[3];
+  at::Tensor gx, glogits, ggm, gga;
+  std::tie(gx, glogits, ggm, gga) = elsa_empty_grads(x, logits, ghost_mul, ghost_add, need);
   const cudaStream_t stream = ELSA_CURRENT_STREAM();
   const int64_t pixels = D.B * D.G * D.Ho * D.Wo;
 
