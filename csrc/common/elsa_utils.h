@@ -81,6 +81,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward
     const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& dims,
     std::array<bool, 4> output_mask);
 
+// ---- the channels-last CPU path (csrc/pytorch/cpu/elsa_cpu_nhwc.cpp) ----
+// Taken when x is a CPU tensor whose channels are innermost (stride(1) == 1, C > 1) and that
+// is not NCHW-contiguous: a channels_last tensor, or a channel slice of a wider one, which is
+// read in place. The output and grad_x are then channels_last, grad_attn is laid out
+// (B, Ho, Wo, G, K*K) (the layout of a 1x1 conv's channels_last output reshaped to
+// (B, G, K*K, H, W)). NCHW-contiguous inputs keep the NCHW kernels. The CUDA kernels are NCHW
+// only: a channels-last x is made contiguous there.
+bool elsa_use_nhwc(const at::Tensor& x);
+
+// The attention (or logits) as a dense (B, Ho, Wo, G, K*K) tensor: no copy when it is already
+// laid out so.
+at::Tensor elsa_attn_pixel_major(const at::Tensor& attn);
+
+// x: channels innermost, any other strides; attn / ghosts: any layout. `logits`: the fused op.
+at::Tensor elsa_forward_cpu_nhwc(const at::Tensor& x, const at::Tensor& attn,
+                                 const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
+                                 const ElsaDims& dims, bool logits);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cpu_nhwc(
+    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
+    const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& dims,
+    std::array<bool, 4> output_mask, bool logits);
+
 #ifdef MMELSA_WITH_CUDA
 at::Tensor elsa_forward_cuda(const at::Tensor& x, const at::Tensor& attn,
                              const at::Tensor& ghost_mul, const at::Tensor& ghost_add,

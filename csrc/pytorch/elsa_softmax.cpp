@@ -24,6 +24,9 @@ at::Tensor elsa_softmax_forward(const at::Tensor& x, const at::Tensor& logits,
                                 int64_t dilation, int64_t stride) {
   const ElsaDims D =
       elsa_check_args(x, logits, ghost_mul, ghost_add, kernel_size, dilation, stride, "logits");
+  if (elsa_use_nhwc(x))  // channels-last CPU input: read in place, channels-last output
+    return elsa_forward_cpu_nhwc(x, logits, contiguous_or_undefined(ghost_mul),
+                                 contiguous_or_undefined(ghost_add), D, true);
   const at::Tensor xc = x.contiguous(), lc = logits.contiguous();
   const at::Tensor gm = contiguous_or_undefined(ghost_mul),
                    ga = contiguous_or_undefined(ghost_add);
@@ -45,6 +48,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward
   const ElsaDims D =
       elsa_check_args(x, logits, ghost_mul, ghost_add, kernel_size, dilation, stride, "logits");
   elsa_check_grad_out(grad_out, x, D);
+  if (elsa_use_nhwc(x))
+    return elsa_backward_cpu_nhwc(grad_out, x, logits, contiguous_or_undefined(ghost_mul),
+                                  contiguous_or_undefined(ghost_add), D, output_mask, true);
   const at::Tensor go = grad_out.contiguous(), xc = x.contiguous(), lc = logits.contiguous();
   const at::Tensor gm = contiguous_or_undefined(ghost_mul),
                    ga = contiguous_or_undefined(ghost_add);

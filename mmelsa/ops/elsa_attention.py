@@ -34,7 +34,7 @@ except ImportError as e:  # the extension was not built
     _ext = None
     _EXT_ERROR = e
 
-__all__ = ['elsa_attention', 'ELSAAttentionOp']
+__all__ = ['elsa_attention', 'ELSAAttentionOp', 'channels_last_path']
 
 
 def _require_ext():
@@ -150,6 +150,13 @@ def elsa_attention(x: Tensor,
             recomputes them from the saved logits. Same result as
             ``elsa_attention(x, attn.softmax(2), ...)`` up to rounding.
 
+    Layout: on the CPU, an x whose channels are innermost (``x.stride(1) == 1``), such as a
+    ``torch.channels_last`` tensor or a channel slice of one, is read in place and the output
+    is ``channels_last`` (see :func:`channels_last_path`); ``attn`` is read without a copy when
+    it is laid out (B, Ho, Wo, G, K*K), as a 1x1 conv's channels_last output reshaped to
+    (B, G, K*K, Ho, Wo) is. NCHW-contiguous inputs, and all inputs on CUDA, use the NCHW
+    kernels (on CUDA a channels-last x is copied to NCHW first).
+
     Returns:
         (B, C, Ho, Wo), in the dtype of the inputs (the autocast dtype under autocast).
         Differentiable with respect to x, attn, ghost_mul and ghost_add.
@@ -187,9 +194,21 @@ class ELSAAttentionOp(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # torch.library registrations done from Python: fake kernels and autograd.
 # ---------------------------------------------------------------------------------------------
+def channels_last_path(x):
+    """Whether the operator takes its channels-last path for ``x`` (mirrors ``elsa_use_nhwc``
+    in csrc/common/elsa_utils.h): a CPU tensor with its channels innermost (``stride(1) == 1``,
+    C > 1) that is not NCHW-contiguous, such as a channels_last tensor or a channel slice of
+    one. Then x is read in place, the output and grad_x are channels_last and grad_attn is laid
+    out (B, Ho, Wo, G, K*K). Every other x (and every CUDA x) takes the NCHW kernels."""
+    return (x.device.type == 'cpu' and x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1
+            and not x.is_contiguous())
+
+
 def _fake_forward(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride):
     B, C, H, W = x.shape
     Ho, Wo = (H - 1) // stride + 1, (W - 1) // stride + 1
+    if channels_last_path(x):
+        return x.new_empty((B, C, Ho, Wo)).to(memory_format=torch.channels_last)
     return x.new_empty((B, C, Ho, Wo))
 
 
@@ -198,8 +217,15 @@ def _fake_backward(grad_out, x, attn, ghost_mul, ghost_add, kernel_size, dilatio
     def grad_like(t, wanted):
         return t.new_empty(t.shape) if (wanted and t is not None) else x.new_empty((0, ))
 
-    return (grad_like(x, output_mask[0]), grad_like(attn, output_mask[1]),
-            grad_like(ghost_mul, output_mask[2]), grad_like(ghost_add, output_mask[3]))
+    grads = [grad_like(x, output_mask[0]), grad_like(attn, output_mask[1]),
+             grad_like(ghost_mul, output_mask[2]), grad_like(ghost_add, output_mask[3])]
+    if channels_last_path(x):  # the layouts the channels-last kernels write
+        if output_mask[0]:
+            grads[0] = grads[0].to(memory_format=torch.channels_last)
+        if output_mask[1]:
+            B, G, KK, Ho, Wo = attn.shape
+            grads[1] = x.new_empty((B, Ho, Wo, G, KK)).permute(0, 3, 4, 1, 2)
+    return tuple(grads)
 
 
 def _setup_context(ctx, inputs, output):

@@ -127,8 +127,9 @@ def main(argv=None):
     amp_dtype = args.amp_dtype or ('float16' if args.device == 'cuda' else 'bfloat16')
 
     def amp():
-        return torch.autocast(args.device, dtype=getattr(torch, amp_dtype),
-                              enabled=amp_dtype != 'none')
+        if amp_dtype == 'none':  # fp32 (torch has no dtype named 'none' to look up)
+            return torch.autocast(args.device, enabled=False)
+        return torch.autocast(args.device, dtype=getattr(torch, amp_dtype))
 
     torch.manual_seed(0)
     x = torch.randn(args.batch, 3, *args.size, device=args.device)

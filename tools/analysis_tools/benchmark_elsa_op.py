@@ -52,6 +52,7 @@ CASES = {
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16,
           'float64': torch.float64}
 DIRECTIONS = ('fwd', 'bwd', 'fwd+bwd')
+CHANNELS_LAST = False  # set by --channels-last
 
 
 def parse_args():
@@ -66,6 +67,9 @@ def parse_args():
     p.add_argument('--no-reference', action='store_true', help='time the native kernel only')
     p.add_argument('--fused', action='store_true',
                    help='compare the fused softmax + op with softmax then the op')
+    p.add_argument('--channels-last', action='store_true',
+                   help='x and grad_out channels_last, attn laid out (B, H, W, G, K*K), as the '
+                   'ELSA module passes them (the CPU channels-last kernels)')
     p.add_argument('--quick', action='store_true',
                    help='few repetitions and, unless --cases is given, only coco-s3')
     return p.parse_args()
@@ -87,6 +91,10 @@ def make_inputs(B, C, H, W, G, dtype, device):
     attn = torch.randn(B, G, K * K, H, W, generator=gen).softmax(2).to(device, dtype)
     ghost_add = (0.02 * torch.randn(C, K, K, generator=gen)).to(device, dtype)
     grad = torch.randn(B, C, H, W, generator=gen).to(device, dtype)
+    if CHANNELS_LAST:
+        x = x.contiguous(memory_format=torch.channels_last)
+        grad = grad.contiguous(memory_format=torch.channels_last)
+        attn = attn.permute(0, 3, 4, 1, 2).contiguous().permute(0, 3, 4, 1, 2)
     return x, attn, ghost_add, grad
 
 
@@ -211,6 +219,8 @@ def minimal_bytes(direction, x, attn, ghost_add):
 
 def main():
     args = parse_args()
+    global CHANNELS_LAST
+    CHANNELS_LAST = args.channels_last
     dev = args.device
     if dev == 'cuda' and not torch.cuda.is_available():
         sys.exit('--device cuda: no GPU visible')
