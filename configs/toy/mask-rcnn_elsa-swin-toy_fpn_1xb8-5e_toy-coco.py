@@ -49,13 +49,16 @@ model = dict(
         # been through one more stage (the level is log2(size / finest_scale), COCO's
         # finest_scale of 56 suits 112 px and larger objects).
         bbox_roi_extractor=dict(out_channels=64, finest_scale=16),
+        # mmdet's Shared4Conv1FCBBoxHead with GroupNorm (its gn-all recipes). No average
+        # pooling before the branches: box regression from a pooled vector cannot see where
+        # the object lies in its RoI (measured: loss_bbox rose instead of falling).
         bbox_head=dict(
             type='ConvFCBBoxHead',
             num_shared_convs=4,
-            num_shared_fcs=0,
-            with_avg_pool=True,
+            num_shared_fcs=1,
             in_channels=64,
             conv_out_channels=64,
+            fc_out_channels=256,
             norm_cfg=norm_cfg,
             num_classes=num_classes),
         mask_roi_extractor=dict(out_channels=64, finest_scale=16),
@@ -120,11 +123,14 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', by_epoch=True, begin=0, end=max_epochs, eta_min=1e-5,
          convert_to_iter_based=True)
 ]
-# A from-scratch model with batch 8: a larger lr than the ImageNet-initialised recipe's 1e-4.
+# A from-scratch model with batch 8: a larger lr than the ImageNet-initialised recipe's 1e-4,
+# but not too large for the ELSA backbone (measured on single-shape crops, toy backbone + linear
+# head, 300 batches of 32: val accuracy 0.47 at lr 2e-3, 0.64 at 1e-3, 0.75 at 5e-4; the
+# detector at 5 epochs: bbox / segm mAP 0.32 / 0.33 at 5e-4, 0.32 / 0.34 at 1e-3).
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=2e-3, betas=(0.9, 0.999), weight_decay=0.05),
+    optimizer=dict(type='AdamW', lr=1e-3, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(
         custom_keys={
             'norm': dict(decay_mult=0.),
