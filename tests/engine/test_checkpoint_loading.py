@@ -19,7 +19,7 @@ from mmelsa.models import ELSASwinTransformer
 from tests.engine.tiny_training import TinyELSARegressor, make_runner
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-TOY_SEG = 'configs/toy/upernet_elsa-swin-toy_1xb8-600i_toy-ade-128x128.py'
+TOY_SEG = 'configs/toy/upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py'
 
 
 class WritesAFile:

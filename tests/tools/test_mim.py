@@ -13,7 +13,7 @@ import yaml
 
 from .conftest import REPO, needs_stack, python, run_tool, toy_data_options
 
-SEG = 'upernet_elsa-swin-toy_1xb8-600i_toy-ade-128x128.py'
+SEG = 'upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py'
 pytestmark = [needs_stack]
 
 

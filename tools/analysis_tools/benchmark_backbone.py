@@ -2,7 +2,7 @@
 
 For each model it times (median of --reps after --warmup) and measures the peak memory of:
   * ``train``: backbone forward + backward under AMP (the loss is the sum of the output means),
-  * ``infer``: backbone forward under AMP and ``torch.no_grad()``,
+  * ``infer``: backbone forward in eval mode under AMP and ``torch.no_grad()``,
   * ``det-train`` (with ``--detector``): one full Mask R-CNN training step (forward, losses,
     backward, AdamW step) built from mmdet's shipped ``mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py``,
     once as shipped and once with only the backbone type swapped, on a synthetic batch
@@ -38,6 +38,8 @@ def parse_args(argv=None):
                    help='autocast dtype (default: float16 on CUDA, bfloat16 on CPU)')
     p.add_argument('--with-cp', action='store_true', help='activation checkpointing in both')
     p.add_argument('--detector', action='store_true', help='also time a Mask R-CNN train step')
+    p.add_argument('--modes', nargs='+', choices=['train', 'infer'], default=['train', 'infer'],
+                   help='backbone modes to time (default: both)')
     p.add_argument('--reps', type=int, default=10)
     p.add_argument('--warmup', type=int, default=3)
     return p.parse_args(argv)
@@ -60,7 +62,7 @@ def backbone_runs(model, x, amp):
         loss.backward()
         model.zero_grad(set_to_none=True)
 
-    def infer():
+    def infer():  # eval mode: no stochastic depth, as a deployed model runs
         with torch.no_grad(), amp():
             model(x)
 
@@ -137,8 +139,11 @@ def main(argv=None):
     rows = {}
     for name, type_name in (('Swin-T', 'SwinTransformer'), ('ELSA-Swin-T', 'ELSASwinTransformer')):
         model = build_backbone(type_name, args.with_cp).to(args.device)
-        model.train()  # (mmdet's Swin.train() returns None: no chaining)
         for mode, fn in backbone_runs(model, x, amp).items():
+            if mode not in args.modes:
+                continue
+            # (mmdet's Swin.train() returns None: no chaining)
+            model.train(mode == 'train')
             ms = time_fn(fn, args.device, args.reps, args.warmup)
             rows[name, mode] = (ms, peak_memory(fn, args.device, cpu_peak))
             print(f'{name:12s} {mode:9s} {ms:9.2f} ms', flush=True)

@@ -100,7 +100,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
-max_iters = 600
+max_iters = 800
 # Validate before training (the untrained model: the contrast in the summary, and the first
 # point of the curve) and every quarter of the run.
 custom_hooks = [dict(type='ValidateBeforeTrainHook')]

@@ -113,7 +113,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-max_epochs = 5  # 600 images / batch 8 = 75 iterations an epoch: 375 in all
+max_epochs = 8  # 600 images / batch 8 = 75 iterations an epoch: 600 in all
 # Validate before training (the untrained model: the contrast in the summary, and the first
 # point of the curve) and every 2 epochs.
 custom_hooks = [dict(type='ValidateBeforeTrainHook')]
