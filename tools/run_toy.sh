@@ -32,7 +32,7 @@ DATA_DIR=${DATA_DIR:-data}
 DET_TRAIN_ARGS=${DET_TRAIN_ARGS:-}
 SEG_TRAIN_ARGS=${SEG_TRAIN_ARGS:-}
 TOY_GEN_ARGS=${TOY_GEN_ARGS:-}
-DET_CFG=configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-8e_toy-coco.py
+DET_CFG=configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py
 SEG_CFG=configs/toy/upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 

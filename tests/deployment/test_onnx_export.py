@@ -25,7 +25,7 @@ from tests.ops._helpers import make_inputs, max_rel_err
 from mmelsa.ops.reference import elsa_reference
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-DET = osp.join(REPO, 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-8e_toy-coco.py')
+DET = osp.join(REPO, 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py')
 SEG = osp.join(REPO, 'configs/toy/upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py')
 TOL = 1e-4  # max |onnx - expected| / max(1, max |expected|), float32
 

@@ -102,7 +102,7 @@ def test_mmdet_own_test_tool_refuses_too(other_model_ckpt, tmp_path, toy_root):
     import mmdet
     from tests.tools.conftest import toy_data_options
     tool = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'test.py')
-    det = 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-8e_toy-coco.py'
+    det = 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py'
     res = _tool([tool, det, str(other_model_ckpt), '--work-dir', str(tmp_path / 'w'),
                  '--cfg-options', *toy_data_options('det', toy_root)])
     assert res.returncode != 0, res.stdout[-3000:]
@@ -118,7 +118,7 @@ def test_mmdet_own_train_tool_resumes_with_the_uninterrupted_lr(tmp_path, toy_ro
     import mmdet
     from tests.tools.conftest import toy_data_options
     tool = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'train.py')
-    det = 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-8e_toy-coco.py'
+    det = 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py'
 
     def train(work, epochs, *extra):
         # 24 images, batch 4: 6 iterations an epoch, inside the 25-iteration warm-up

@@ -117,7 +117,7 @@ def test_toy_backbone_is_small():
     """The embedded default must stay cheap: a few hundred thousand backbone parameters."""
     from mmelsa.engine import preflight
     cfg = preflight.load_config(osp.join(REPO, 'configs/toy/'
-                                       'mask-rcnn_elsa-swin-toy_fpn_1xb8-8e_toy-coco.py'))
+                                       'mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py'))
     model = build_model(cfg)
     n = sum(p.numel() for p in model.backbone.parameters())
     assert n < 2_000_000

@@ -7,7 +7,7 @@ import pytest
 from .conftest import REPO, needs_stack
 
 pytestmark = needs_stack
-DET = osp.join(REPO, 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-8e_toy-coco.py')
+DET = osp.join(REPO, 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py')
 SEG = osp.join(REPO, 'configs/toy/upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py')
 
 

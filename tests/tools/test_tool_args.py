@@ -7,7 +7,7 @@ import pytest
 
 from .conftest import REPO, needs_stack
 
-DET = osp.join(REPO, 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-8e_toy-coco.py')
+DET = osp.join(REPO, 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py')
 SEG = osp.join(REPO, 'configs/toy/upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py')
 FULL_DET = osp.join(REPO, 'configs/elsa_swin/'
                     'mask-rcnn_elsa-swin-t-p4-w7_fpn_amp-ms-crop-3x_coco.py')
@@ -31,7 +31,7 @@ def test_train_flags(tools, tmp_path):
     assert cfg.resume is True and cfg.load_from is None  # bare --resume: the latest ckpt
     assert cfg.work_dir == str(tmp_path) and cfg.launcher == 'none'
     cfg = train.build_cfg(train.parse_args([DET]))
-    assert cfg.work_dir == osp.join('./work_dirs', 'mask-rcnn_elsa-swin-toy_fpn_1xb8-8e_toy-coco')
+    assert cfg.work_dir == osp.join('./work_dirs', 'mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco')
     assert not cfg.resume
 
 

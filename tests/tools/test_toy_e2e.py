@@ -16,7 +16,7 @@ import torch
 
 from .conftest import REPO, needs_stack, python, run_tool, toy_data_options
 
-DET = 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-8e_toy-coco.py'
+DET = 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py'
 SEG = 'configs/toy/upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py'
 pytestmark = [needs_stack, pytest.mark.slow]
 

@@ -11,7 +11,7 @@ Examples:
         configs/toy/upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py work_dirs/seg.pth \\
         --shape 128 128 --image data/toy_ade/images/validation/000000.jpg --benchmark
     python tools/deployment/pytorch2onnx.py \\
-        configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb8-8e_toy-coco.py --shape 128 160 \\
+        configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py --shape 128 160 \\
         --dynamic --legacy --out det.onnx
 """
 import argparse
