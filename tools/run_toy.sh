@@ -2,7 +2,7 @@
 # The embedded default, end to end on a CPU: generate the toy data, train the toy ELSA-Swin
 # Mask R-CNN and UperNet, test both, and show what they learnt: pictures of ground truth and
 # predictions, the loss and validation curves, and a table of the metrics next to the untrained
-# models'. 10-15 minutes on 2 CPU cores (854 s measured on a shared machine). On a busy
+# models'. About 10 minutes on 2 idle CPU cores (579 s measured, 2026-11-24). On a busy
 # machine run it with OMP_NUM_THREADS=1: 2 threads that wait on each other's time slices were
 # 5x slower there.
 #
