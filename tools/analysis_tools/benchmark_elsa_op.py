@@ -4,7 +4,13 @@ For each case (Swin-T stage shapes, K = 7, ghost_add only as ELSA-Swin uses it),
 direction (fwd, bwd, fwd+bwd) it reports the median time of the native kernel and of the
 reference measured in the same run, the speed-up, and the peak memory each needs beyond its
 inputs; on CUDA also the achieved bandwidth of the native kernel against a measured
-device-to-device copy.
+device-to-device copy, on the CPU its achieved GFLOP/s against the machine's measured fp32
+multiply-add rate (a 2048 x 2048 x 2048 matrix product on all threads, the best the CPU's FMA
+units reach from PyTorch).
+
+Work (for GFLOP/s): the multiply-adds ``get_flops.py`` counts for the operator (2 per (b, c,
+output pixel, tap) with a ghost, :func:`mmelsa.ops.elsa_op_flops`) forward, twice that
+backward (grad_x and grad_attn each repeat the forward's products), 2 FLOP per multiply-add.
 
 Memory:
 * CUDA: ``torch.cuda.max_memory_allocated()`` minus the memory allocated before the call.
@@ -35,7 +41,7 @@ import sys
 
 import torch
 
-from mmelsa.ops import elsa_attention, info
+from mmelsa.ops import elsa_attention, elsa_op_flops, info
 from mmelsa.ops.reference import elsa_reference
 from mmelsa.utils.benchmark import CpuPeak, cuda_peak, time_fn
 
@@ -82,6 +88,22 @@ def copy_bandwidth(device):
     b = torch.empty_like(a)
     ms = time_fn(lambda: b.copy_(a), device, reps=20, warmup=3)
     return 2 * n * 4 / (ms * 1e-3) / 1e9
+
+
+def cpu_fma_rate():
+    """fp32 multiply-adds per second of a large matrix product on all threads (the CPU's
+    achievable FMA rate from PyTorch: MKL / oneDNN sgemm)."""
+    n = 2048
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, n, generator=gen), torch.randn(n, n, generator=gen)
+    ms = time_fn(lambda: torch.mm(a, b), 'cpu', reps=5, warmup=2)
+    return n**3 / (ms * 1e-3)
+
+
+def multiply_adds(direction, x):
+    """The operator's multiply-adds for one direction (see the module docstring)."""
+    fwd = elsa_op_flops(tuple(x.shape), K)
+    return {'fwd': fwd, 'bwd': 2 * fwd, 'fwd+bwd': 3 * fwd}[direction]
 
 
 # ------------------------------------------------------------------------------ the work
@@ -241,8 +263,9 @@ def main():
               (name, torch.__version__, torch.version.cuda, bw))
     else:
         bw = None
-        print('# device: cpu (%d threads), torch %s' % (torch.get_num_threads(),
-                                                         torch.__version__))
+        fma = cpu_fma_rate()
+        print('# device: cpu (%d threads), torch %s, fp32 sgemm %.1f GFLOP/s' %
+              (torch.get_num_threads(), torch.__version__, 2 * fma / 1e9))
     print('# command: python %s' % ' '.join(sys.argv))
     if args.fused:
         return main_fused(args, dev, dtypes, cases, reps, warmup, peak)
@@ -253,6 +276,8 @@ def main():
             'native peak MiB', 'ref peak MiB']
     if dev == 'cuda':
         head += ['native GB/s', '% of copy']
+    else:
+        head += ['native GFLOP/s', '% of sgemm']
     print('| ' + ' | '.join(head) + ' |')
     print('|' + '---|' * len(head))
     for case in cases:
@@ -287,6 +312,9 @@ def main():
                 if dev == 'cuda':
                     gbs = minimal_bytes(direction, x, attn, ghost_add) / (nms * 1e-3) / 1e9
                     cells += ['%.0f' % gbs, '%.0f%%' % (100 * gbs / bw)]
+                else:
+                    rate = multiply_adds(direction, x) / (nms * 1e-3)
+                    cells += ['%.1f' % (2 * rate / 1e9), '%.0f%%' % (100 * rate / fma)]
                 print('| ' + ' | '.join(cells) + ' |', flush=True)
             del nat, ref, x, attn, ghost_add, grad
             gc.collect()
