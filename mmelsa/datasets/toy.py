@@ -114,7 +114,7 @@ def _paint_shapes(rng, img, shapes, shading, cv2):
     return img
 
 
-def _shape_polygon(rng, kind, cx, cy, size):
+def _shape_polygon(kind, cx, cy, size):
     """Vertices (N, 2) float of an upright shape with the given centre and size.
 
     ``size`` is a circle's diameter and a square's side; a triangle (equilateral, apex up) gets
@@ -168,7 +168,7 @@ def _place_shapes(rng, h, w, n, min_size, max_size, cv2, max_hidden=0.3, margin=
             break
         kind = int(rng.integers(len(DET_CLASSES)))
         size = rng.uniform(min_size, max_size)
-        poly = _shape_polygon(rng, DET_CLASSES[kind], 0.0, 0.0, size)
+        poly = _shape_polygon(DET_CLASSES[kind], 0.0, 0.0, size)
         lo, hi = poly.min(axis=0), poly.max(axis=0)
         if (hi - lo > np.array([w, h]) - 2 * margin).any():
             continue
