@@ -86,3 +86,14 @@ def time_fn(fn, device, reps, warmup):
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+def ratio(num, den, fmt='%.2f'):
+    """``num / den`` formatted, or 'n/a' where the denominator measured nothing.
+
+    A tiny run's CPU peak can be 0 bytes (its buffers fit in pages the process already held),
+    and a platform without /proc gives NaN: a table row then says so instead of crashing.
+    """
+    if not den or den != den:  # zero or NaN
+        return 'n/a'
+    return fmt % (num / den)

@@ -36,3 +36,20 @@ def test_fp32_modes_and_eval_inference(monkeypatch, capsys):
              '--warmup', '0', '--amp-dtype', 'none', '--modes', 'infer'])
     assert training_when_timed == [False, False]
     assert '| train |' not in capsys.readouterr().out
+
+
+def test_zero_cpu_peak_prints_na(monkeypatch, capsys):
+    """A tiny run's CPU peak can measure 0 bytes (CI did): the table said ZeroDivisionError."""
+    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
+    import benchmark_backbone as bb
+
+    def no_growth(fn, device, cpu_peak=None):
+        fn()
+        return 0
+
+    monkeypatch.setattr(bb, 'peak_memory', no_growth)
+    bb.main(['--device', 'cpu', '--batch', '1', '--size', '32', '32', '--reps', '1',
+             '--warmup', '0', '--amp-dtype', 'none', '--modes', 'infer'])
+    row = next(line for line in capsys.readouterr().out.splitlines()
+               if line.startswith('| infer |'))
+    assert row.endswith('| 0.000 | 0.000 | n/a |')

@@ -21,7 +21,7 @@ import sys
 
 import torch
 
-from mmelsa.utils.benchmark import CpuPeak, peak_memory, time_fn
+from mmelsa.utils.benchmark import CpuPeak, peak_memory, ratio, time_fn
 
 SWIN_T = dict(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
               mlp_ratio=4, qkv_bias=True, drop_path_rate=0.2, patch_norm=True,
@@ -166,8 +166,8 @@ def main(argv=None):
         if ('Swin-T', mode) not in rows:
             continue
         (t0, m0), (t1, m1) = rows['Swin-T', mode], rows['ELSA-Swin-T', mode]
-        print(f'| {mode} | {t0:.1f} | {t1:.1f} | {t1 / t0:.2f} | {m0 / 1e9:.3f} | '
-              f'{m1 / 1e9:.3f} | {m1 / m0:.2f} |')
+        print(f'| {mode} | {t0:.1f} | {t1:.1f} | {ratio(t1, t0)} | {m0 / 1e9:.3f} | '
+              f'{m1 / 1e9:.3f} | {ratio(m1, m0)} |')
 
 
 if __name__ == '__main__':
