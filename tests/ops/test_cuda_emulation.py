@@ -2,11 +2,12 @@
 
 tools/device/emulate_cuda_kernels.py compiles the CUDA launchers and kernels (csrc/pytorch/cuda,
 csrc/common/cuda) as host C++ over a SIMT emulator (tools/device/emulation/) and compares their
-results, forward and backward, plain and fused softmax + ELSA, for float64 / float32 / float16 /
-bfloat16, with the float64 unfold reference. This runs it in CI. A second test plants index
-bugs in a copy of the kernels and asserts that the same checks fail, so that this test is known
-to be able to fail. The planted copy is built in a subprocess started as soon as this module's
-first test begins, concurrently with the build of the real kernels.
+results, forward and backward, plain and fused softmax + ELSA, the tiled fast path and the
+generic fallback, for float64 / float32 / float16 / bfloat16, with the float64 unfold reference.
+This runs it in CI. A second test plants index bugs in a copy of the kernels and asserts that
+the same checks fail, so that this test is known to be able to fail. The planted copy is built
+in a subprocess started as soon as this module's first test begins, concurrently with the build
+of the real kernels.
 """
 import os.path as osp
 import shutil
@@ -23,6 +24,7 @@ import emulate_cuda_kernels as emulation  # noqa: E402
 
 KERNELS = osp.join('csrc', 'common', 'cuda', 'elsa_kernel.cuh')
 LAUNCHERS = osp.join('csrc', 'pytorch', 'cuda', 'elsa_cuda.cu')
+TILED = osp.join('csrc', 'common', 'cuda', 'elsa_tiled_kernel.cuh')
 # bug number: (file, exact text in the kernels, its replacement when emu::planted_bug == N).
 # Each anchor must occur exactly once: if the kernels change, update it here.
 PLANTED = {
@@ -45,6 +47,21 @@ PLANTED = {
     # fused backward: the softmax backward's dot product misses the first tap
     5: (KERNELS, 'for (int64_t t = 0; t < KK; ++t) dot +=',
         'for (int64_t t = emu::planted_bug == 5; t < KK; ++t) dot +='),
+    # tiled: the halo tile staged one column off
+    6: (TILED, 'const int y = p.y0 + ty - kHalo, x = p.x0 + tx - kHalo;',
+        'const int y = p.y0 + ty - kHalo, x = p.x0 + tx - kHalo + (emu::planted_bug == 6);'),
+    # tiled grad_x: the gather's column taken with the row's tap
+    7: (TILED, 'gs[p.r + 2 * kHalo - u][p.col + 2 * kHalo - v]',
+        'gs[p.r + 2 * kHalo - u][p.col + 2 * kHalo - (emu::planted_bug == 7 ? u : v)]'),
+    # tiled ghost reduction: the last row of every chunk dropped
+    8: (TILED, 'const int n_end = min(n_begin + rows_per_chunk, T.B * T.H);',
+        'const int n_end = min(n_begin + rows_per_chunk - (emu::planted_bug == 8), T.B * T.H);'),
+    # tiled launch geometry: the last, partial row of tiles not launched
+    9: (TILED, 'const int tiles_h = (T.H + kRows - 1) / kRows;',
+        'const int tiles_h = (T.H + (emu::planted_bug == 9 ? 0 : kRows - 1)) / kRows;'),
+    # tiled fused backward: the softmax backward's dot product misses the first tap
+    10: (TILED, 'for (int t = 0; t < kKK; ++t) dot += prob[t] * g_at[t];',
+         'for (int t = emu::planted_bug == 10; t < kKK; ++t) dot += prob[t] * g_at[t];'),
 }
 
 
@@ -102,6 +119,27 @@ def test_emulated_launch_count(emu):
     before = emu.launches()
     emu.softmax_forward(x[:0], a[:0], None, None, 3, 1, 1)
     assert emu.launches() == before
+
+
+def test_emulated_fast_path_choice(emu):
+    """The tiled kernels run exactly for K = 7, stride 1, dilation 1; launches per call."""
+    x = torch.randn(1, 4, 9, 10)
+    assert emu.fast_path(x, torch.randn(1, 2, 49, 9, 10), 7, 1, 1)
+    assert not emu.fast_path(x, torch.randn(1, 2, 49, 9, 10), 7, 2, 1)  # dilation
+    assert not emu.fast_path(x, torch.randn(1, 2, 49, 5, 5), 7, 1, 2)  # stride
+    assert not emu.fast_path(x, torch.randn(1, 2, 25, 9, 10), 5, 1, 1)  # kernel size
+    a, g, go = torch.randn(1, 2, 49, 9, 10), torch.randn(4, 7, 7), torch.randn(1, 4, 9, 10)
+    before = emu.launches()
+    emu.softmax_forward(x, a, g, g, 7, 1, 1)
+    assert emu.launches() - before == 1
+    # everything: probabilities (for grad_x), the tiled kernel, ghost partials, 2 final sums
+    before = emu.launches()
+    emu.softmax_backward(go, x, a, g, g, 7, 1, 1, [True] * 4)
+    assert emu.launches() - before == 5
+    # grad_logits alone: the tiled kernel recomputes its probabilities, no other launch
+    before = emu.launches()
+    emu.softmax_backward(go, x, a, g, g, 7, 1, 1, [False, True, False, False])
+    assert emu.launches() - before == 1
 
 
 @pytest.mark.parametrize('bug', sorted(PLANTED))

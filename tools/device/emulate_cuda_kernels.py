@@ -32,8 +32,9 @@ from mmelsa.ops.reference import elsa_reference, max_rel_err  # noqa: E402
 
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 2.5e-2}
-# (B, C, G, H, W, K, dilation, stride). K = 3, 5, 7 run the compile-time-K kernels, the others
-# the generic ones. Small on purpose: an emulated launch costs microseconds per thread.
+# (B, C, G, H, W, K, dilation, stride). K = 7 with stride 1 and dilation 1 runs the tiled fast
+# path; K = 3, 5, 7 otherwise the compile-time-K kernels, the others the generic ones. Small on
+# purpose: an emulated launch costs microseconds per thread.
 CASES = [
     (2, 4, 2, 9, 11, 3, 1, 1),
     (1, 3, 3, 6, 7, 1, 1, 1),
@@ -50,6 +51,10 @@ FULL_CASES = CASES + [
     (1, 2, 1, 17, 15, 15, 1, 1),
     (1, 2, 1, 16, 15, 9, 3, 2),
     (2, 6, 3, 33, 37, 7, 1, 1),  # more than one block of threads per plane
+    # the tiled fast path (K = 7, stride 1, dilation 1): whole tiles only, one head; a map
+    # lower than a tile and wider than one
+    (1, 4, 1, 16, 64, 7, 1, 1),
+    (1, 2, 2, 5, 40, 7, 1, 1),
 ]
 # (ghost_mul, ghost_add) and the gradient mask, rotated over the cases and dtypes so that each
 # combination meets every dtype

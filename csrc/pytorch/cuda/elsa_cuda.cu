@@ -1,5 +1,7 @@
 // CUDA launchers of the ELSA operator: dtype / kernel-size dispatch, launch geometry, streams.
-// Kernels are in csrc/common/cuda/elsa_kernel.cuh. Everything runs on the current stream of the
+// Kernels are in csrc/common/cuda/: the tiled fast path (elsa_tiled_kernel.cuh) where it
+// applies (K = 7, stride 1, dilation 1, 32-bit offsets), the generic ones (elsa_kernel.cuh)
+// for every other case. Everything runs on the current stream of the
 // inputs' device, with no host synchronisation.
 //
 // MMELSA_CUDA_EMULATION is defined only by tools/device/emulation/, which compiles this file as
@@ -24,6 +26,7 @@
 #endif
 
 #include "elsa_kernel.cuh"
+#include "elsa_tiled_kernel.cuh"
 #include "elsa_utils.h"
 
 namespace mmelsa {
@@ -32,6 +35,7 @@ namespace {
 using cuda::blocks_for;
 using cuda::ghost_chunks;
 using cuda::kThreads;
+namespace tiled = cuda::tiled;
 
 // Calls f(std::integral_constant<int, KT>) with KT = K for the specialised sizes, 0 otherwise.
 template <typename F>
@@ -67,9 +71,18 @@ at::Tensor elsa_forward_cuda(const at::Tensor& x, const at::Tensor& attn,
   const int64_t total = out.numel();
   if (total == 0) return out;
   const cudaStream_t stream = ELSA_CURRENT_STREAM();
+  tiled::Dims T;
+  const bool fast = tiled::fast_path_dims(D, &T);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_forward_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
+        if (fast) {
+          auto* kernel = tiled::elsa_tiled_forward_kernel<scalar_t, acc_t, false>;
+          ELSA_LAUNCH(kernel, tiled::tile_grid(T), kThreads, stream, x.const_data_ptr<scalar_t>(),
+                      attn.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
+                      ptr_or_null<scalar_t>(ghost_add), out.mutable_data_ptr<scalar_t>(), T);
+          return;
+        }
         dispatch_kernel_size(D.K, [&](auto kt) {
           constexpr int KT = decltype(kt)::value;
           auto* kernel = cuda::elsa_forward_kernel<scalar_t, acc_t, KT>;
@@ -83,6 +96,22 @@ at::Tensor elsa_forward_cuda(const at::Tensor& x, const at::Tensor& attn,
 }
 
 namespace {
+
+// Stage 2 of the ghost gradients: each (c, t) row of partials summed in a fixed order.
+// An undefined partial buffer is a gradient not asked for.
+template <typename scalar_t, typename acc_t>
+void sum_ghost_partials(const at::Tensor& part_gm, const at::Tensor& part_ga, at::Tensor& ggm,
+                        at::Tensor& gga, int64_t rows, int64_t n_chunks, cudaStream_t stream) {
+  auto* final_sum = cuda::elsa_ghost_final_kernel<scalar_t, acc_t>;
+  if (part_gm.defined()) {
+    ELSA_LAUNCH(final_sum, blocks_for(rows), kThreads, stream, part_gm.const_data_ptr<acc_t>(),
+                ggm.mutable_data_ptr<scalar_t>(), rows, n_chunks);
+  }
+  if (part_ga.defined()) {
+    ELSA_LAUNCH(final_sum, blocks_for(rows), kThreads, stream, part_ga.const_data_ptr<acc_t>(),
+                gga.mutable_data_ptr<scalar_t>(), rows, n_chunks);
+  }
+}
 
 // The backward launches shared by the plain and the fused op. attn points at the attention
 // (scalar_t, plain) or at the recomputed probabilities (acc_t, fused); gattn receives
@@ -124,17 +153,39 @@ void launch_backward(const scalar_t* go, const scalar_t* xp, const attn_t* ap, c
       ELSA_LAUNCH(partial, grid, kThreads, stream, go, xp, ap,
                   need_gm ? part_gm.mutable_data_ptr<acc_t>() : nullptr,
                   need_ga ? part_ga.mutable_data_ptr<acc_t>() : nullptr, D, chunk_len, n_chunks);
-      auto* final_sum = cuda::elsa_ghost_final_kernel<scalar_t, acc_t>;
-      if (need_gm) {
-        ELSA_LAUNCH(final_sum, blocks_for(rows), kThreads, stream, part_gm.const_data_ptr<acc_t>(),
-                    ggm.mutable_data_ptr<scalar_t>(), rows, n_chunks);
-      }
-      if (need_ga) {
-        ELSA_LAUNCH(final_sum, blocks_for(rows), kThreads, stream, part_ga.const_data_ptr<acc_t>(),
-                    gga.mutable_data_ptr<scalar_t>(), rows, n_chunks);
-      }
+      sum_ghost_partials<scalar_t, acc_t>(part_gm, part_ga, ggm, gga, rows, n_chunks, stream);
     }
   });
+}
+
+// The tiled backward (elsa_tiled_kernel.cuh): grad_x and grad_attn (grad_logits when
+// kLogits) in one kernel, then the row-chunk ghost reduction. attn: the attention (plain) or
+// the probabilities (fused), needed only by grad_x and grad_ghost_mul (else null).
+template <typename scalar_t, typename attn_t, bool kLogits>
+void launch_tiled_backward(const tiled::Dims& T, const scalar_t* go, const scalar_t* xp,
+                           const attn_t* ap, const scalar_t* logits, const scalar_t* gmp,
+                           const scalar_t* gap, scalar_t* gx, scalar_t* gattn, at::Tensor& ggm,
+                           at::Tensor& gga, bool need_gm, bool need_ga,
+                           const at::TensorOptions& opts, cudaStream_t stream) {
+  using acc_t = at::opmath_type<scalar_t>;
+  if (gx || gattn) {
+    auto* kernel = tiled::elsa_tiled_backward_kernel<scalar_t, acc_t, attn_t, kLogits>;
+    ELSA_LAUNCH(kernel, tiled::tile_grid(T), kThreads, stream, go, xp, ap, logits, gmp, gap, gx,
+                gattn, T);
+  }
+  if (!need_gm && !need_ga) return;
+  int n_chunks = 0;
+  const int rows_per_chunk = tiled::ghost_rows_per_chunk(T, &n_chunks);
+  const int64_t rows = int64_t(T.C) * tiled::kKK;
+  const auto popts = opts.dtype(c10::CppTypeToScalarType<acc_t>::value);
+  at::Tensor part_gm = need_gm ? at::empty({rows, n_chunks}, popts) : at::Tensor();
+  at::Tensor part_ga = need_ga ? at::empty({rows, n_chunks}, popts) : at::Tensor();
+  auto* partial = tiled::elsa_tiled_ghost_partial_kernel<scalar_t, acc_t, attn_t>;
+  ELSA_LAUNCH(partial, dim3(static_cast<unsigned>(T.C), static_cast<unsigned>(n_chunks)),
+              tiled::kGhostThreads, stream, go, xp, ap,
+              need_gm ? part_gm.mutable_data_ptr<acc_t>() : nullptr,
+              need_ga ? part_ga.mutable_data_ptr<acc_t>() : nullptr, T, rows_per_chunk, n_chunks);
+  sum_ghost_partials<scalar_t, acc_t>(part_gm, part_ga, ggm, gga, rows, n_chunks, stream);
 }
 
 template <typename scalar_t>
@@ -155,8 +206,19 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cuda(
   std::tie(gx, gattn, ggm, gga) = elsa_empty_grads(x, attn, ghost_mul, ghost_add, need);
   const cudaStream_t stream = ELSA_CURRENT_STREAM();
 
+  tiled::Dims T;
+  const bool fast = tiled::fast_path_dims(D, &T);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_backward_cuda", [&] {
+        if (fast) {
+          launch_tiled_backward<scalar_t, scalar_t, false>(
+              T, grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+              attn.const_data_ptr<scalar_t>(), nullptr, ptr_or_null<scalar_t>(ghost_mul),
+              ptr_or_null<scalar_t>(ghost_add), mutable_or_null<scalar_t>(gx, need_x),
+              mutable_or_null<scalar_t>(gattn, need_attn), ggm, gga, need_gm, need_ga, x.options(),
+              stream);
+          return;
+        }
         launch_backward<scalar_t, scalar_t, scalar_t>(
             grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
             attn.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
@@ -176,9 +238,18 @@ at::Tensor elsa_softmax_forward_cuda(const at::Tensor& x, const at::Tensor& logi
   const int64_t total = D.B * D.G * D.Ho * D.Wo;  // one thread per (b, g, pixel)
   if (out.numel() == 0 || total == 0) return out;
   const cudaStream_t stream = ELSA_CURRENT_STREAM();
+  tiled::Dims T;
+  const bool fast = tiled::fast_path_dims(D, &T);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_softmax_forward_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
+        if (fast) {
+          auto* kernel = tiled::elsa_tiled_forward_kernel<scalar_t, acc_t, true>;
+          ELSA_LAUNCH(kernel, tiled::tile_grid(T), kThreads, stream, x.const_data_ptr<scalar_t>(),
+                      logits.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
+                      ptr_or_null<scalar_t>(ghost_add), out.mutable_data_ptr<scalar_t>(), T);
+          return;
+        }
         dispatch_kernel_size(D.K, [&](auto kt) {
           constexpr int KT = decltype(kt)::value;
           auto* kernel = cuda::elsa_softmax_forward_kernel<scalar_t, acc_t, KT>;
@@ -191,9 +262,10 @@ at::Tensor elsa_softmax_forward_cuda(const at::Tensor& x, const at::Tensor& logi
   return out;
 }
 
-// Recomputes the probabilities from the logits into an acc_t buffer, runs the plain backward
-// kernels on them (grad_attn into an acc_t grad_p buffer), then the softmax backward. The two
-// buffers cost 2 x the logits in fp32; a tiled kernel that recomputes per tile can drop them.
+// Generic path: recomputes the probabilities from the logits into an acc_t buffer, runs the
+// plain backward kernels on them (grad_attn into an acc_t grad_p buffer), then the softmax
+// backward. Tiled path: the probabilities only where grad_x or grad_ghost_mul read them, and
+// no grad_p buffer (the softmax backward runs inside the tiled kernel).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward_cuda(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& logits,
     const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& D,
@@ -205,17 +277,32 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward
   std::tie(gx, glogits, ggm, gga) = elsa_empty_grads(x, logits, ghost_mul, ghost_add, need);
   const cudaStream_t stream = ELSA_CURRENT_STREAM();
   const int64_t pixels = D.B * D.G * D.Ho * D.Wo;
+  tiled::Dims T;
+  const bool fast = tiled::fast_path_dims(D, &T);
 
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_softmax_backward_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         const auto aopts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
-        at::Tensor prob = at::empty(logits.sizes(), aopts);
-        if (pixels > 0) {
+        // the probabilities: read by grad_x and grad_ghost_mul (the tiled grad_logits
+        // recomputes its own pixel's in registers)
+        const bool need_prob = !fast || need_x || need_gm;
+        at::Tensor prob = need_prob ? at::empty(logits.sizes(), aopts) : at::Tensor();
+        if (need_prob && pixels > 0) {
           auto* kernel = cuda::elsa_softmax_probs_kernel<scalar_t, acc_t>;
           ELSA_LAUNCH(kernel, blocks_for(pixels), kThreads, stream,
                       logits.const_data_ptr<scalar_t>(), prob.mutable_data_ptr<acc_t>(), D,
                       pixels);
+        }
+        if (fast) {
+          launch_tiled_backward<scalar_t, acc_t, true>(
+              T, grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+              need_prob ? prob.const_data_ptr<acc_t>() : nullptr,
+              logits.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
+              ptr_or_null<scalar_t>(ghost_add), mutable_or_null<scalar_t>(gx, need_x),
+              mutable_or_null<scalar_t>(glogits, need_logits), ggm, gga, need_gm, need_ga,
+              x.options(), stream);
+          return;
         }
         at::Tensor gprob = need_logits ? at::empty(logits.sizes(), aopts) : at::Tensor();
         launch_backward<scalar_t, acc_t, acc_t>(

@@ -68,6 +68,12 @@ Grads softmax_backward(const at::Tensor& go, const at::Tensor& x, const at::Tens
                                             mask);
 }
 
+// Whether the launchers take the tiled fast path for these inputs.
+bool fast_path(const at::Tensor& x, const at::Tensor& attn, int64_t K, int64_t d, int64_t s) {
+  mmelsa::cuda::tiled::Dims T;
+  return mmelsa::cuda::tiled::fast_path_dims(dims(x, attn, K, d, s), &T);
+}
+
 int64_t launches() { return emu::launches; }
 
 int64_t set_planted_bug(int64_t bug) {
@@ -92,6 +98,7 @@ TORCH_LIBRARY(mmelsa_emu, m) {
       "softmax_backward(Tensor go, Tensor x, Tensor logits, Tensor? gm, Tensor? ga, int K, "
       "int d, int s, bool[4] mask) -> (Tensor, Tensor, Tensor, Tensor)",
       &softmax_backward);
+  m.def("fast_path(Tensor x, Tensor attn, int K, int d, int s) -> bool", &fast_path);
   m.def("launches() -> int", &launches);
   m.def("set_planted_bug(int bug) -> int", &set_planted_bug);
 }

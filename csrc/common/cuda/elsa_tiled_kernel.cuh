@@ -1,0 +1,331 @@
+// The tiled fast path of the ELSA operator on CUDA: K = 7, stride 1, dilation 1 (the only
+// configuration ELSA-Swin uses), 32-bit indices. docs/fast_elsa_design.md section 2 plans it;
+// the generic kernels of elsa_kernel.cuh stay the fallback for every other case.
+//
+// A block owns (b, head g, a tile of kRows x kCols pixels), one pixel per thread. With stride 1
+// an output pixel and the input pixel at the same place share the tile, so the forward, grad_x
+// and grad_attn all use the same decomposition:
+//   * the pixel's 49 attention values (or its softmax, computed once from the logits) are
+//     loaded once into registers, instead of once per channel of the head;
+//   * per channel, the plane's tile with its 3-pixel halo is staged in shared memory in acc_t
+//     (converted once), zero outside the image, so the tap loops have no bounds tests.
+// The backward computes grad_x (a gather: gout's halo tile with the attention of the outputs
+// each tap came from) and grad_attn (49 register accumulators over the channels, then the
+// softmax backward in place for the fused op) in one kernel over the same tiles. The ghost
+// gradients are a row-chunk reduction: a block per (channel, chunk of rows) carries 49
+// accumulators per thread along its rows and reduces them in a fixed order; the generic final
+// kernel sums the chunks in a fixed order. No atomics: every result is bitwise reproducible.
+#pragma once
+
+#include <climits>
+#include <cstdint>
+
+#include "elsa_kernel.cuh"
+
+namespace mmelsa {
+namespace cuda {
+namespace tiled {
+
+constexpr int kK = 7, kKK = kK * kK, kHalo = kK / 2;
+constexpr int kRows = 8, kCols = 32;  // a block's pixel tile, one pixel per thread
+constexpr int kTileH = kRows + 2 * kHalo, kTileW = kCols + 2 * kHalo;
+static_assert(kRows * kCols == kThreads, "one thread per pixel of the tile");
+constexpr int kGhostThreads = 64;  // threads of a ghost block: one per column, strided
+constexpr int kGhostRows = 8;      // rows of (b, i) per ghost chunk, grown if grid.y overflows
+
+// 32-bit sizes of a problem on the fast path (every offset fits in int; see fast_path_dims).
+struct Dims {
+  int B, C, G, H, W, cpg;
+  int tiles_w;  // tiles per row of tiles
+};
+
+// Fills *T and returns true when the fast path applies to D: K = 7, stride 1, dilation 1,
+// every offset below 2^31, the grid within CUDA's limits.
+inline bool fast_path_dims(const ElsaDims& D, Dims* T) {
+  if (D.K != kK || D.stride != 1 || D.dil != 1 || D.H <= 0 || D.W <= 0 || D.B <= 0) return false;
+  const int64_t hw = D.H * D.W;
+  if (D.B * D.C * hw >= INT_MAX || D.B * D.G * kKK * hw >= INT_MAX) return false;
+  const int64_t tiles_w = (D.W + kCols - 1) / kCols, tiles_h = (D.H + kRows - 1) / kRows;
+  if (D.B * D.G > 65535 || tiles_w * tiles_h >= INT_MAX) return false;
+  *T = Dims{static_cast<int>(D.B),    static_cast<int>(D.C), static_cast<int>(D.G),
+            static_cast<int>(D.H),    static_cast<int>(D.W), static_cast<int>(D.cpg),
+            static_cast<int>(tiles_w)};
+  return true;
+}
+
+inline dim3 tile_grid(const Dims& T) {
+  const int tiles_h = (T.H + kRows - 1) / kRows;
+  return dim3(static_cast<unsigned>(tiles_h * T.tiles_w), static_cast<unsigned>(T.B * T.G));
+}
+
+// Where this thread's pixel is: decoded once per block, never inside a tap loop.
+struct Pixel {
+  int b, g, bg;
+  int y0, x0;  // the tile's first row and column
+  int r, col;  // the thread's place in the tile
+  int i, j;    // its pixel
+  bool inside;
+};
+
+__device__ __forceinline__ Pixel pixel_of_thread(const Dims& T) {
+  Pixel p;
+  p.bg = static_cast<int>(blockIdx.y);
+  p.b = p.bg / T.G;
+  p.g = p.bg % T.G;
+  const int tile = static_cast<int>(blockIdx.x);
+  p.y0 = (tile / T.tiles_w) * kRows;
+  p.x0 = (tile % T.tiles_w) * kCols;
+  p.r = static_cast<int>(threadIdx.x) / kCols;
+  p.col = static_cast<int>(threadIdx.x) % kCols;
+  p.i = p.y0 + p.r;
+  p.j = p.x0 + p.col;
+  p.inside = p.i < T.H && p.j < T.W;
+  return p;
+}
+
+// The tile's plane with its halo into shared memory, zero outside the image.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void stage_halo(const scalar_t* __restrict__ plane,
+                                           acc_t (*tile)[kTileW], const Pixel& p, const Dims& T) {
+  for (int k = threadIdx.x; k < kTileH * kTileW; k += kThreads) {
+    const int ty = k / kTileW, tx = k % kTileW;
+    const int y = p.y0 + ty - kHalo, x = p.x0 + tx - kHalo;
+    tile[ty][tx] =
+        (y >= 0 && y < T.H && x >= 0 && x < T.W) ? ld<acc_t>(plane, y * T.W + x) : acc_t(0);
+  }
+}
+
+// Channel c's ghost rows into shared memory; an absent ghost_mul is 1, an absent ghost_add 0,
+// which leave every weight exactly the attention value.
+template <typename scalar_t, typename acc_t>
+__device__ __forceinline__ void stage_ghosts(const scalar_t* __restrict__ gm,
+                                             const scalar_t* __restrict__ ga, int c, acc_t* gms,
+                                             acc_t* gas) {
+  if (threadIdx.x < kKK) {
+    gms[threadIdx.x] = gm ? ld<acc_t>(gm, c * kKK + threadIdx.x) : acc_t(1);
+    gas[threadIdx.x] = ga ? ld<acc_t>(ga, c * kKK + threadIdx.x) : acc_t(0);
+  }
+}
+
+// Softmax over the taps in acc_t, the arithmetic of elsa_softmax_probs_kernel.
+template <typename acc_t>
+__device__ __forceinline__ void softmax_taps(acc_t (&v)[kKK]) {
+  acc_t mx = v[0];
+#pragma unroll
+  for (int t = 1; t < kKK; ++t) mx = v[t] > mx ? v[t] : mx;
+  acc_t sum = 0;
+#pragma unroll
+  for (int t = 0; t < kKK; ++t) {
+    v[t] = exp_acc(v[t] - mx);
+    sum += v[t];
+  }
+  const acc_t inv = acc_t(1) / sum;
+#pragma unroll
+  for (int t = 0; t < kKK; ++t) v[t] *= inv;
+}
+
+// ------------------------------------------------------------------------------- forward
+// kLogits: attn holds logits; the pixel's softmax is taken once, in registers.
+template <typename scalar_t, typename acc_t, bool kLogits>
+__global__ void __launch_bounds__(kThreads)
+    elsa_tiled_forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ attn,
+                              const scalar_t* __restrict__ gm, const scalar_t* __restrict__ ga,
+                              scalar_t* __restrict__ out, const Dims T) {
+  __shared__ acc_t xs[kTileH][kTileW];
+  __shared__ acc_t gms[kKK], gas[kKK];
+  const Pixel p = pixel_of_thread(T);
+  const int HW = T.H * T.W, pix = p.i * T.W + p.j;
+  acc_t a[kKK];
+  if (p.inside) {
+    const scalar_t* ap = attn + p.bg * kKK * HW + pix;
+#pragma unroll
+    for (int t = 0; t < kKK; ++t) a[t] = ld<acc_t>(ap, t * HW);
+    if constexpr (kLogits) softmax_taps(a);
+  }
+  for (int k = 0; k < T.cpg; ++k) {
+    const int c = p.g * T.cpg + k;
+    const int plane = (p.b * T.C + c) * HW;
+    __syncthreads();  // every thread is done with the previous channel's tile
+    stage_halo(x + plane, xs, p, T);
+    stage_ghosts(gm, ga, c, gms, gas);
+    __syncthreads();
+    if (!p.inside) continue;
+    acc_t acc = 0;
+#pragma unroll
+    for (int u = 0; u < kK; ++u) {
+#pragma unroll
+      for (int v = 0; v < kK; ++v) {
+        const int t = u * kK + v;
+        acc += xs[p.r + u][p.col + v] * (gms[t] * a[t] + gas[t]);
+      }
+    }
+    out[plane + pix] = static_cast<scalar_t>(acc);
+  }
+}
+
+// ------------------------------------------------------------------------------- backward
+// grad_x and grad_attn over the same tiles, either one optional (a null destination).
+//   grad_x[c, y, x]  = sum_t gout[c, o_t] * (gm[c,t] * attn[t, o_t] + ga[c,t]),
+//                      o_t = (y + 3 - u, x + 3 - v), the output that read (y, x) through t;
+//   grad_attn[t, o]  = sum_c gout[c, o] * x[c, o + t - 3] * gm[c,t].
+// attn (attn_t) is the attention for the plain op, the probabilities (acc_t) for the fused op;
+// it is read only for grad_x. kLogits: the fused op, whose grad_logits is computed from the
+// logits in place of grad_attn (softmax backward, probabilities recomputed in registers).
+template <typename scalar_t, typename acc_t, typename attn_t, bool kLogits>
+__global__ void __launch_bounds__(kThreads)
+    elsa_tiled_backward_kernel(const scalar_t* __restrict__ gout, const scalar_t* __restrict__ x,
+                               const attn_t* __restrict__ attn,
+                               const scalar_t* __restrict__ logits,
+                               const scalar_t* __restrict__ gm, const scalar_t* __restrict__ ga,
+                               scalar_t* __restrict__ gx, scalar_t* __restrict__ gattn,
+                               const Dims T) {
+  __shared__ acc_t xs[kTileH][kTileW];
+  __shared__ acc_t gs[kTileH][kTileW];
+  __shared__ acc_t gms[kKK], gas[kKK];
+  const Pixel p = pixel_of_thread(T);
+  const int HW = T.H * T.W, pix = p.i * T.W + p.j;
+  acc_t a_in[kKK];  // attn[t, o_t]: the attention of the output that tap t came from
+  acc_t g_at[kKK];  // grad_attn accumulators of this pixel
+  if (gx && p.inside) {
+    const attn_t* ap = attn + p.bg * kKK * HW;
+#pragma unroll
+    for (int u = 0; u < kK; ++u) {
+      const int oy = p.i + kHalo - u;
+#pragma unroll
+      for (int v = 0; v < kK; ++v) {
+        const int ox = p.j + kHalo - v, t = u * kK + v;
+        const bool in_image = oy >= 0 && oy < T.H && ox >= 0 && ox < T.W;
+        a_in[t] = in_image ? ld<acc_t>(ap, t * HW + oy * T.W + ox) : acc_t(0);
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kKK; ++t) g_at[t] = 0;
+  for (int k = 0; k < T.cpg; ++k) {
+    const int c = p.g * T.cpg + k;
+    const int plane = (p.b * T.C + c) * HW;
+    __syncthreads();  // every thread is done with the previous channel's tiles
+    if (gattn) stage_halo(x + plane, xs, p, T);
+    if (gx) stage_halo(gout + plane, gs, p, T);
+    stage_ghosts(gm, ga, c, gms, gas);
+    __syncthreads();
+    if (!p.inside) continue;
+    if (gx) {
+      // gout at o_t sits at tile (r + 3 + 3 - u, col + 3 + 3 - v); zero outside the image
+      acc_t acc = 0;
+#pragma unroll
+      for (int u = 0; u < kK; ++u) {
+#pragma unroll
+        for (int v = 0; v < kK; ++v) {
+          const int t = u * kK + v;
+          acc += gs[p.r + 2 * kHalo - u][p.col + 2 * kHalo - v] * (gms[t] * a_in[t] + gas[t]);
+        }
+      }
+      gx[plane + pix] = static_cast<scalar_t>(acc);
+    }
+    if (gattn) {
+      const acc_t go = ld<acc_t>(gout, plane + pix);
+#pragma unroll
+      for (int u = 0; u < kK; ++u) {
+#pragma unroll
+        for (int v = 0; v < kK; ++v) {
+          const int t = u * kK + v;
+          g_at[t] += go * xs[p.r + u][p.col + v] * gms[t];
+        }
+      }
+    }
+  }
+  if (!gattn || !p.inside) return;
+  scalar_t* dst = gattn + p.bg * kKK * HW + pix;
+  if constexpr (kLogits) {
+    acc_t prob[kKK];
+    const scalar_t* lp = logits + p.bg * kKK * HW + pix;
+#pragma unroll
+    for (int t = 0; t < kKK; ++t) prob[t] = ld<acc_t>(lp, t * HW);
+    softmax_taps(prob);
+    acc_t dot = 0;
+#pragma unroll
+    for (int t = 0; t < kKK; ++t) dot += prob[t] * g_at[t];
+#pragma unroll
+    for (int t = 0; t < kKK; ++t) dst[t * HW] = static_cast<scalar_t>(prob[t] * (g_at[t] - dot));
+  } else {
+#pragma unroll
+    for (int t = 0; t < kKK; ++t) dst[t * HW] = static_cast<scalar_t>(g_at[t]);
+  }
+}
+
+// --------------------------------------------------------------- ghost gradients, stage 1
+// Block (c, chunk): its threads take the columns j, j + kGhostThreads, ... of the chunk's rows
+// n = b * H + i and carry, per tap t,
+//   s_add[t] += gout[b, c, i, j] * x[b, c, i + u - 3, j + v - 3]
+//   s_mul[t] += that product * attn[b, g(c), t, i, j]
+// then the block sums the threads' values in thread order (one barrier, shared memory) and
+// writes the partials [c * 49 + t, chunk], the layout elsa_ghost_final_kernel sums.
+template <typename scalar_t, typename acc_t, typename attn_t>
+__global__ void __launch_bounds__(kGhostThreads)
+    elsa_tiled_ghost_partial_kernel(const scalar_t* __restrict__ gout,
+                                    const scalar_t* __restrict__ x,
+                                    const attn_t* __restrict__ attn, acc_t* __restrict__ part_gm,
+                                    acc_t* __restrict__ part_ga, const Dims T,
+                                    const int rows_per_chunk, const int n_chunks) {
+  constexpr int kStride = kKK + 1;  // padded rows: the column reads below hit distinct banks
+  __shared__ acc_t red[kGhostThreads * kStride];
+  const int c = static_cast<int>(blockIdx.x), chunk = static_cast<int>(blockIdx.y);
+  const int g = c / T.cpg, HW = T.H * T.W;
+  const int n_begin = chunk * rows_per_chunk;
+  const int n_end = min(n_begin + rows_per_chunk, T.B * T.H);
+  acc_t s_add[kKK], s_mul[kKK];
+#pragma unroll
+  for (int t = 0; t < kKK; ++t) s_add[t] = s_mul[t] = 0;
+  for (int n = n_begin; n < n_end; ++n) {
+    const int b = n / T.H, i = n % T.H;
+    const scalar_t* xp = x + (b * T.C + c) * HW;
+    const scalar_t* gp = gout + (b * T.C + c) * HW + i * T.W;
+    const attn_t* ap = part_gm ? attn + (b * T.G + g) * kKK * HW + i * T.W : nullptr;
+    for (int j = threadIdx.x; j < T.W; j += kGhostThreads) {
+      const acc_t go = ld<acc_t>(gp, j);
+#pragma unroll
+      for (int u = 0; u < kK; ++u) {
+        const int y = i + u - kHalo;
+        if (y < 0 || y >= T.H) continue;
+#pragma unroll
+        for (int v = 0; v < kK; ++v) {
+          const int xx = j + v - kHalo;
+          if (xx < 0 || xx >= T.W) continue;
+          const int t = u * kK + v;
+          const acc_t prod = go * ld<acc_t>(xp, y * T.W + xx);
+          s_add[t] += prod;
+          if (ap) s_mul[t] += prod * ld<acc_t>(ap, t * HW + j);
+        }
+      }
+    }
+  }
+  // fixed-order block sums: thread t < 49 adds the 64 threads' values of tap t in order
+  for (int which = 0; which < 2; ++which) {
+    acc_t* part = which == 0 ? part_ga : part_gm;
+    if (!part) continue;  // uniform over the block
+    const acc_t* s = which == 0 ? s_add : s_mul;
+    __syncthreads();  // the previous round's reads are done
+#pragma unroll
+    for (int t = 0; t < kKK; ++t) red[threadIdx.x * kStride + t] = s[t];
+    __syncthreads();
+    if (threadIdx.x < kKK) {
+      acc_t sum = 0;
+      for (int k = 0; k < kGhostThreads; ++k) sum += red[k * kStride + threadIdx.x];
+      part[(c * kKK + threadIdx.x) * n_chunks + chunk] = sum;
+    }
+  }
+}
+
+// Rows per ghost chunk and the chunk count: kGhostRows rows, more when grid.y would overflow.
+inline int ghost_rows_per_chunk(const Dims& T, int* n_chunks) {
+  const int rows = T.B * T.H;
+  int per = kGhostRows;
+  if ((rows + per - 1) / per > 65535) per = (rows + 65534) / 65535;
+  *n_chunks = (rows + per - 1) / per;
+  return per;
+}
+
+}  // namespace tiled
+}  // namespace cuda
+}  // namespace mmelsa
