@@ -121,13 +121,17 @@ def test_emulated_launch_count(emu):
     assert emu.launches() == before
 
 
-def test_emulated_fast_path_choice(emu):
+def test_emulated_fast_path_choice(emu, monkeypatch):
     """The tiled kernels run exactly for K = 7, stride 1, dilation 1; launches per call."""
     x = torch.randn(1, 4, 9, 10)
     assert emu.fast_path(x, torch.randn(1, 2, 49, 9, 10), 7, 1, 1)
     assert not emu.fast_path(x, torch.randn(1, 2, 49, 9, 10), 7, 2, 1)  # dilation
     assert not emu.fast_path(x, torch.randn(1, 2, 49, 5, 5), 7, 1, 2)  # stride
     assert not emu.fast_path(x, torch.randn(1, 2, 25, 9, 10), 5, 1, 1)  # kernel size
+    # the switch that lets the GPU benchmark time the generic kernels on the same inputs
+    monkeypatch.setenv('MMELSA_CUDA_NO_TILED', '1')
+    assert not emu.fast_path(x, torch.randn(1, 2, 49, 9, 10), 7, 1, 1)
+    monkeypatch.setenv('MMELSA_CUDA_NO_TILED', '0')
     a, g, go = torch.randn(1, 2, 49, 9, 10), torch.randn(4, 7, 7), torch.randn(1, 4, 9, 10)
     before = emu.launches()
     emu.softmax_forward(x, a, g, g, 7, 1, 1)

@@ -29,14 +29,23 @@ With ``--fused`` it compares instead the fused softmax + ELSA operator
 unfused pair) and fwd+bwd. The two are timed alternately, call by call, in one process, so
 that load changes on a shared machine hit both alike; the ratio is the figure to read.
 
+With ``--compare-generic`` (CUDA) it times the tiled fast-path kernels against the generic
+kernels they replace (the same build, switched with ``MMELSA_CUDA_NO_TILED=1`` between calls),
+plain and fused op, per direction, and prints the largest relative difference between the two
+results (forward output and every gradient) and whether the tiled results are bitwise equal
+over two runs.
+
 Examples:
+    python tools/analysis_tools/benchmark_elsa_op.py --device cuda --compare-generic
     python tools/analysis_tools/benchmark_elsa_op.py --device cpu --fused --cases coco-s1
     python tools/analysis_tools/benchmark_elsa_op.py --device cpu --cases coco-s2 coco-s3
     python tools/analysis_tools/benchmark_elsa_op.py --device cpu --cases in1k-s1 --batch 8
     python tools/analysis_tools/benchmark_elsa_op.py --device cuda --dtypes float32 float16
 """
 import argparse
+import functools
 import gc
+import os
 import sys
 
 import torch
@@ -73,6 +82,8 @@ def parse_args():
     p.add_argument('--no-reference', action='store_true', help='time the native kernel only')
     p.add_argument('--fused', action='store_true',
                    help='compare the fused softmax + op with softmax then the op')
+    p.add_argument('--compare-generic', action='store_true',
+                   help='CUDA: the tiled fast-path kernels against the generic ones')
     p.add_argument('--channels-last', action='store_true',
                    help='x and grad_out channels_last, attn laid out (B, H, W, G, K*K), as the '
                    'ELSA module passes them (the CPU channels-last kernels)')
@@ -231,6 +242,63 @@ def main_fused(args, dev, dtypes, cases, reps, warmup, peak):
             gc.collect()
 
 
+def generic(fn):
+    """``fn`` run with the CUDA launchers sent to the generic kernels."""
+    def run():
+        os.environ['MMELSA_CUDA_NO_TILED'] = '1'
+        try:
+            return fn()
+        finally:
+            del os.environ['MMELSA_CUDA_NO_TILED']
+    return run
+
+
+def max_rel_diff(a, b):
+    a, b = (a,) if torch.is_tensor(a) else a, (b,) if torch.is_tensor(b) else b
+    return max(float((u.double() - v.double()).abs().max() / v.double().abs().max().clamp_min(
+        1e-30)) for u, v in zip(a, b))
+
+
+def main_compare_generic(args, dev, dtypes, cases, reps, warmup):
+    print('# tiled fast path vs generic CUDA kernels; K=%d, ghost_add only, median of %d runs; '
+          'diff = largest relative difference of the results; repro = tiled fwd+bwd bitwise '
+          'equal over two runs' % (K, reps))
+    print()
+    head = ['case', 'shape (B,C,H,W) G', 'dtype', 'op', 'dir', 'tiled ms', 'generic ms',
+            'speed-up', 'diff', 'repro', 'tiled GB/s']
+    print('| ' + ' | '.join(head) + ' |')
+    print('|' + '---|' * len(head))
+    # called as impl(x, attn, None, ghost_add, K) by runners(); the fused op reads attn as logits
+    ops = {'plain': elsa_attention,
+           'fused': functools.partial(elsa_attention, attn_is_logits=True)}
+    for case in cases:
+        B, C, H, W, G = CASES[case]
+        if args.batch:
+            B = args.batch
+        for dt in dtypes:
+            x, attn, ghost_add, grad = make_inputs(B, C, H, W, G, DTYPES[dt], dev)
+            for op, impl in ops.items():
+                run = runners(impl, x, attn, ghost_add, grad)
+                fwd, fwd_bwd = run['fwd'][1], run['fwd+bwd'][1]
+                diff = max(max_rel_diff(fwd(), generic(fwd)()),
+                           max_rel_diff(fwd_bwd(), generic(fwd_bwd)()))
+                repro = all(torch.equal(u, v) for u, v in zip(fwd_bwd(), fwd_bwd()))
+                for direction in DIRECTIONS:
+                    setup, fn = run[direction]
+                    if setup:
+                        setup()
+                    ms = [time_fn(f, dev, reps, warmup) for f in (fn, generic(fn))]
+                    gbs = minimal_bytes(direction, x, attn, ghost_add) / (ms[0] * 1e-3) / 1e9
+                    cells = [case, '(%d,%d,%d,%d) %d' % (B, C, H, W, G), dt, op, direction,
+                             '%.3f' % ms[0], '%.3f' % ms[1], '%.2fx' % (ms[1] / ms[0]),
+                             '%.1e' % diff, 'yes' if repro else 'NO', '%.0f' % gbs]
+                    print('| ' + ' | '.join(cells) + ' |', flush=True)
+                del run
+            del x, attn, ghost_add, grad
+            gc.collect()
+            torch.cuda.empty_cache()
+
+
 def minimal_bytes(direction, x, attn, ghost_add):
     e = x.element_size()
     xs, a, g = x.numel() * e, attn.numel() * e, ghost_add.numel() * e
@@ -244,6 +312,8 @@ def main():
     global CHANNELS_LAST
     CHANNELS_LAST = args.channels_last
     dev = args.device
+    if args.compare_generic and dev != 'cuda':
+        sys.exit('--compare-generic: the tiled kernels are CUDA kernels; use --device cuda')
     if dev == 'cuda' and not torch.cuda.is_available():
         sys.exit('--device cuda: no GPU visible')
     if not info()['ext_loaded']:
@@ -267,6 +337,8 @@ def main():
         print('# device: cpu (%d threads), torch %s, fp32 sgemm %.1f GFLOP/s' %
               (torch.get_num_threads(), torch.__version__, 2 * fma / 1e9))
     print('# command: python %s' % ' '.join(sys.argv))
+    if args.compare_generic:
+        return main_compare_generic(args, dev, dtypes, cases, reps, warmup)
     if args.fused:
         return main_fused(args, dev, dtypes, cases, reps, warmup, peak)
     print('# K=%d, ghost_add only, median of %d runs; peak = memory beyond the inputs' %

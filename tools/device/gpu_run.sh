@@ -2,7 +2,7 @@
 # The one driver for a lent GPU machine (the `run` device tool): set up, prove the CUDA path
 # correct, measure it. See docs/gpu_runbook.md for the exact calls and their expected times.
 #
-#   STAGES="correctness bench_op" bash tools/device/gpu_run.sh
+#   STAGES="correctness bench_tiled" bash tools/device/gpu_run.sh
 #
 # Needs .whl/ from tools/device/prepare_carry.sh, carried with the call (carry [".whl"]).
 # The set-up always runs first and is idempotent (seconds when the machine is still warm):
@@ -15,6 +15,9 @@
 #   correctness     tests/ops with CUDA, compute-sanitizer memcheck + racecheck (cuda_checks.sh
 #                   --no-bench), the CUDA test of tests/models, and ELSA-Swin-T on CUDA against
 #                   a CPU float64 reference plus bitwise reproducibility (elsa_swin_cuda_check.py)
+#   bench_tiled     benchmark_elsa_op.py --device cuda --compare-generic: the tiled fast path
+#                   against the generic kernels of the same build (old vs new: time, result
+#                   difference, bitwise reproducibility), plain and fused, every stage shape
 #   bench_op        benchmark_elsa_op.py --device cuda (Swin-T stage shapes, COCO 800x1333 batch
 #                   2 and ImageNet 224 batch 64, fp32/fp16/bf16, fwd/bwd), then gpu_floors.py:
 #                   measured copy bandwidth and FMA rate, each row's floor and time / floor
@@ -230,6 +233,11 @@ step_bench_op() {
     | tee "$LOGS/bench_op.md"
 }
 
+step_bench_tiled() {
+  "$PY" tools/analysis_tools/benchmark_elsa_op.py --device cuda --compare-generic \
+    --reps "$BENCH_REPS" | tee "$LOGS/bench_tiled.md"
+}
+
 step_floors() {
   "$PY" tools/device/gpu_floors.py --bench-table "$LOGS/bench_op.md" --json "$LOGS/floors.json"
 }
@@ -273,12 +281,12 @@ fi
 # ----------------------------------------------------------------------------- driver
 START=$SECONDS
 BUDGET=${GPU_RUN_BUDGET_S:-560}
-STAGES=${STAGES:-correctness bench_op bench_backbone toy}
-[ "$STAGES" = all ] && STAGES="correctness bench_op bench_backbone toy"
+STAGES=${STAGES:-correctness bench_tiled bench_op bench_backbone toy}
+[ "$STAGES" = all ] && STAGES="correctness bench_tiled bench_op bench_backbone toy"
 for s in $STAGES; do
   case $s in
-    setup | correctness | bench_op | bench_backbone | toy) ;;
-    *) echo "unknown stage '$s' (stages: setup correctness bench_op bench_backbone toy, or all)" >&2
+    setup | correctness | bench_tiled | bench_op | bench_backbone | toy) ;;
+    *) echo "unknown stage '$s' (stages: setup correctness bench_tiled bench_op bench_backbone toy, or all)" >&2
        exit 2 ;;
   esac
 done
@@ -348,7 +356,7 @@ building_note() {
   [ "$(mmcv_state)" = building ] && echo "(measured while the mmcv build ran in the background at nice 19)"
 }
 
-for stage in correctness bench_op bench_backbone toy; do
+for stage in correctness bench_tiled bench_op bench_backbone toy; do
   case " $STAGES " in *" $stage "*) ;; *) continue ;; esac
   case $stage in
     correctness)
@@ -360,6 +368,11 @@ for stage in correctness bench_op bench_backbone toy; do
       step model_check 300
       result "ELSA-Swin-T: CUDA vs CPU float64 reference, reproducibility" \
         <(grep -E '^(#|PASS|FAIL|INFO|  |all|FAILED)' "$LOGS/model_check.log")
+      ;;
+    bench_tiled)
+      step bench_tiled 200
+      result "Tiled fast path vs generic CUDA kernels (old vs new, same build) $(building_note)" \
+        "$LOGS/bench_tiled.md"
       ;;
     bench_op)
       bn=$(building_note)

@@ -19,6 +19,7 @@
 
 #include <climits>
 #include <cstdint>
+#include <cstdlib>
 
 #include "elsa_kernel.cuh"
 
@@ -39,9 +40,18 @@ struct Dims {
   int tiles_w;  // tiles per row of tiles
 };
 
+// MMELSA_CUDA_NO_TILED=1 sends every call to the generic kernels: the GPU benchmark times old
+// against new in one process (benchmark_elsa_op.py --compare-generic). Read on every call (a
+// getenv, negligible beside a launch) so that it can be switched between calls.
+inline bool tiled_disabled() {
+  const char* off = std::getenv("MMELSA_CUDA_NO_TILED");
+  return off != nullptr && off[0] != '\0' && off[0] != '0';
+}
+
 // Fills *T and returns true when the fast path applies to D: K = 7, stride 1, dilation 1,
-// every offset below 2^31, the grid within CUDA's limits.
+// every offset below 2^31, the grid within CUDA's limits, and not switched off.
 inline bool fast_path_dims(const ElsaDims& D, Dims* T) {
+  if (tiled_disabled()) return false;
   if (D.K != kK || D.stride != 1 || D.dil != 1 || D.H <= 0 || D.W <= 0 || D.B <= 0) return false;
   const int64_t hw = D.H * D.W;
   if (D.B * D.C * hw >= INT_MAX || D.B * D.G * kKK * hw >= INT_MAX) return false;
