@@ -81,14 +81,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward
     const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& dims,
     std::array<bool, 4> output_mask);
 
-// ---- the channels-last CPU path (csrc/pytorch/cpu/elsa_cpu_nhwc.cpp) ----
-// Taken when x is a CPU tensor whose channels are innermost (stride(1) == 1, C > 1) and that
-// is not NCHW-contiguous: a channels_last tensor, or a channel slice of a wider one, which is
-// read in place. The output and grad_x are then channels_last, grad_attn is laid out
-// (B, Ho, Wo, G, K*K) (the layout of a 1x1 conv's channels_last output reshaped to
-// (B, G, K*K, H, W)). NCHW-contiguous inputs keep the NCHW kernels. The CUDA kernels are NCHW
-// only: a channels-last x is made contiguous there.
-bool elsa_use_nhwc(const at::Tensor& x);
+// ---- the channels-last path (CPU: csrc/pytorch/cpu/elsa_cpu_nhwc.cpp; CUDA: the tiled
+// kernels of csrc/common/cuda/elsa_tiled_kernel.cuh) ----
+// Taken when x's channels are innermost (stride(1) == 1, C > 1) and x is not NCHW-contiguous
+// (a channels_last tensor, or a channel slice of a wider one, which is read in place), on the
+// CPU always, on CUDA for the tiled configuration (K = 7, stride 1, dilation 1). The output and
+// grad_x are then channels_last, grad_attn is laid out (B, Ho, Wo, G, K*K) (the layout of a 1x1
+// conv's channels_last output reshaped to (B, G, K*K, H, W)). Every other input keeps the NCHW
+// kernels (made contiguous first). mmelsa.ops.channels_last_path mirrors this rule for the
+// fake (meta) kernels: change both together.
+inline bool elsa_channels_inner(const at::Tensor& x) {
+  return x.dim() == 4 && x.size(1) > 1 && x.stride(1) == 1 && !x.is_contiguous();
+}
+// The rule on CUDA (also what the emulated CUDA launchers use, whose tensors are on the CPU).
+inline bool elsa_cuda_nhwc(const at::Tensor& x, const ElsaDims& D) {
+  return elsa_channels_inner(x) && D.K == 7 && D.stride == 1 && D.dil == 1;
+}
+inline bool elsa_use_nhwc(const at::Tensor& x, const ElsaDims& D) {
+  return x.is_cpu() ? elsa_channels_inner(x) : x.is_cuda() && elsa_cuda_nhwc(x, D);
+}
 
 // The attention (or logits) as a dense (B, Ho, Wo, G, K*K) tensor: no copy when it is already
 // laid out so.
@@ -132,16 +143,31 @@ inline std::array<bool, 4> elsa_grad_mask(std::array<bool, 4> mask, const at::Te
 }
 
 // The four gradient tensors of a backward (x, attn or logits, ghost_mul, ghost_add),
-// uninitialised.
-// Those not computed are distinct (0,) tensors: the outputs of an op must not alias.
+// uninitialised. Those not computed are distinct (0,) tensors: the outputs of an op must not
+// alias. nhwc: the layouts of the channels-last path (grad_x channels_last, grad_attn
+// (B, Ho, Wo, G, K*K) seen as (B, G, K*K, Ho, Wo)); else like x and attn.
 inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_empty_grads(
     const at::Tensor& x, const at::Tensor& attn, const at::Tensor& ghost_mul,
-    const at::Tensor& ghost_add, std::array<bool, 4> need) {
-  auto make = [&](bool wanted, const at::Tensor& like) {
-    return wanted ? at::empty_like(like) : at::empty({0}, x.options());
+    const at::Tensor& ghost_add, std::array<bool, 4> need, bool nhwc = false) {
+  const auto opts = x.options();
+  auto none = [&] { return at::empty({0}, opts); };
+  auto like = [&](bool wanted, const at::Tensor& t) {
+    return wanted ? at::empty_like(t, at::MemoryFormat::Contiguous) : none();
   };
-  return std::make_tuple(make(need[0], x), make(need[1], attn), make(need[2], ghost_mul),
-                         make(need[3], ghost_add));
+  at::Tensor gx, gattn;
+  if (nhwc) {
+    gx = need[0] ? at::empty(x.sizes(), opts.memory_format(at::MemoryFormat::ChannelsLast))
+                 : none();
+    gattn = need[1]
+                ? at::empty({attn.size(0), attn.size(3), attn.size(4), attn.size(1), attn.size(2)},
+                            opts)
+                      .permute({0, 3, 4, 1, 2})
+                : none();
+  } else {
+    gx = like(need[0], x);
+    gattn = like(need[1], attn);
+  }
+  return std::make_tuple(gx, gattn, like(need[2], ghost_mul), like(need[3], ghost_add));
 }
 
 }  // namespace mmelsa

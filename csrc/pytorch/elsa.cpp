@@ -90,12 +90,12 @@ at::Tensor elsa_forward(const at::Tensor& x, const at::Tensor& attn,
                         const c10::optional<at::Tensor>& ghost_add, int64_t kernel_size,
                         int64_t dilation, int64_t stride) {
   const ElsaDims D = elsa_check_args(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride);
-  if (elsa_use_nhwc(x))  // channels-last CPU input: read in place, channels-last output
-    return elsa_forward_cpu_nhwc(x, attn, contiguous_or_undefined(ghost_mul),
-                                 contiguous_or_undefined(ghost_add), D, false);
-  const at::Tensor xc = x.contiguous(), ac = attn.contiguous();
+  const bool nhwc = elsa_use_nhwc(x, D);
   const at::Tensor gm = contiguous_or_undefined(ghost_mul),
                    ga = contiguous_or_undefined(ghost_add);
+  if (nhwc && x.is_cpu()) return elsa_forward_cpu_nhwc(x, attn, gm, ga, D, false);
+  // The NCHW kernels take contiguous inputs; the CUDA channels-last path reads them in place.
+  const at::Tensor xc = nhwc ? x : x.contiguous(), ac = nhwc ? attn : attn.contiguous();
   if (x.is_cuda()) {
 #ifdef MMELSA_WITH_CUDA
     return elsa_forward_cuda(xc, ac, gm, ga, D);
@@ -113,12 +113,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward(
     int64_t kernel_size, int64_t dilation, int64_t stride, std::array<bool, 4> output_mask) {
   const ElsaDims D = elsa_check_args(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride);
   elsa_check_grad_out(grad_out, x, D);
-  if (elsa_use_nhwc(x))
-    return elsa_backward_cpu_nhwc(grad_out, x, attn, contiguous_or_undefined(ghost_mul),
-                                  contiguous_or_undefined(ghost_add), D, output_mask, false);
-  const at::Tensor go = grad_out.contiguous(), xc = x.contiguous(), ac = attn.contiguous();
+  const bool nhwc = elsa_use_nhwc(x, D);
   const at::Tensor gm = contiguous_or_undefined(ghost_mul),
                    ga = contiguous_or_undefined(ghost_add);
+  if (nhwc && x.is_cpu())
+    return elsa_backward_cpu_nhwc(grad_out, x, attn, gm, ga, D, output_mask, false);
+  const at::Tensor go = nhwc ? grad_out : grad_out.contiguous(), xc = nhwc ? x : x.contiguous(),
+                   ac = nhwc ? attn : attn.contiguous();
   if (x.is_cuda()) {
 #ifdef MMELSA_WITH_CUDA
     return elsa_backward_cuda(go, xc, ac, gm, ga, D, output_mask);

@@ -24,12 +24,12 @@ at::Tensor elsa_softmax_forward(const at::Tensor& x, const at::Tensor& logits,
                                 int64_t dilation, int64_t stride) {
   const ElsaDims D =
       elsa_check_args(x, logits, ghost_mul, ghost_add, kernel_size, dilation, stride, "logits");
-  if (elsa_use_nhwc(x))  // channels-last CPU input: read in place, channels-last output
-    return elsa_forward_cpu_nhwc(x, logits, contiguous_or_undefined(ghost_mul),
-                                 contiguous_or_undefined(ghost_add), D, true);
-  const at::Tensor xc = x.contiguous(), lc = logits.contiguous();
+  const bool nhwc = elsa_use_nhwc(x, D);
   const at::Tensor gm = contiguous_or_undefined(ghost_mul),
                    ga = contiguous_or_undefined(ghost_add);
+  if (nhwc && x.is_cpu()) return elsa_forward_cpu_nhwc(x, logits, gm, ga, D, true);
+  // The NCHW kernels take contiguous inputs; the CUDA channels-last path reads them in place.
+  const at::Tensor xc = nhwc ? x : x.contiguous(), lc = nhwc ? logits : logits.contiguous();
   if (x.is_cuda()) {
 #ifdef MMELSA_WITH_CUDA
     return elsa_softmax_forward_cuda(xc, lc, gm, ga, D);
@@ -48,12 +48,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward
   const ElsaDims D =
       elsa_check_args(x, logits, ghost_mul, ghost_add, kernel_size, dilation, stride, "logits");
   elsa_check_grad_out(grad_out, x, D);
-  if (elsa_use_nhwc(x))
-    return elsa_backward_cpu_nhwc(grad_out, x, logits, contiguous_or_undefined(ghost_mul),
-                                  contiguous_or_undefined(ghost_add), D, output_mask, true);
-  const at::Tensor go = grad_out.contiguous(), xc = x.contiguous(), lc = logits.contiguous();
+  const bool nhwc = elsa_use_nhwc(x, D);
   const at::Tensor gm = contiguous_or_undefined(ghost_mul),
                    ga = contiguous_or_undefined(ghost_add);
+  if (nhwc && x.is_cpu())
+    return elsa_backward_cpu_nhwc(grad_out, x, logits, gm, ga, D, output_mask, true);
+  const at::Tensor go = nhwc ? grad_out : grad_out.contiguous(), xc = nhwc ? x : x.contiguous(),
+                   lc = nhwc ? logits : logits.contiguous();
   if (x.is_cuda()) {
 #ifdef MMELSA_WITH_CUDA
     return elsa_softmax_backward_cuda(go, xc, lc, gm, ga, D, output_mask);

@@ -187,10 +187,10 @@ class ELSAAttention(nn.Module):
             attn = self.attn_drop(attn.softmax(dim=2))
         ghost_mul, ghost_add = self.ghosts()
         # v is a channel slice of pre_proj's channels-last output and attn a view of the 1x1
-        # conv's channels-last output: on the CPU the operator reads both in place and returns
-        # a channels-last map, so the permute below is a view and post_proj gets a dense
-        # (B, H, W, C) tensor (no layout copy in the block). On CUDA the op still makes v NCHW
-        # (its kernels are NCHW only), and post_proj then copies the permuted output.
+        # conv's channels-last output: the operator reads both in place and returns a
+        # channels-last map (CPU; CUDA with kernel_size 7, dilation 1, its tiled kernels), so
+        # the permute below is a view and post_proj gets a dense (B, H, W, C) tensor (no
+        # layout copy in the block).
         out = ops.elsa_attention(
             v, attn, ghost_mul, ghost_add, kernel_size=self.kernel_size,
             dilation=self.dilation, stride=1, attn_is_logits=fused)

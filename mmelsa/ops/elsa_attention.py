@@ -150,12 +150,14 @@ def elsa_attention(x: Tensor,
             recomputes them from the saved logits. Same result as
             ``elsa_attention(x, attn.softmax(2), ...)`` up to rounding.
 
-    Layout: on the CPU, an x whose channels are innermost (``x.stride(1) == 1``), such as a
+    Layout: an x whose channels are innermost (``x.stride(1) == 1``), such as a
     ``torch.channels_last`` tensor or a channel slice of one, is read in place and the output
-    is ``channels_last`` (see :func:`channels_last_path`); ``attn`` is read without a copy when
-    it is laid out (B, Ho, Wo, G, K*K), as a 1x1 conv's channels_last output reshaped to
-    (B, G, K*K, Ho, Wo) is. NCHW-contiguous inputs, and all inputs on CUDA, use the NCHW
-    kernels (on CUDA a channels-last x is copied to NCHW first).
+    is ``channels_last`` (see :func:`channels_last_path`), on the CPU always, on CUDA in the
+    configuration of its tiled kernels (kernel_size 7, dilation 1, stride 1, ELSA-Swin's);
+    ``attn`` is then read without a copy when it is laid out (B, Ho, Wo, G, K*K), as a 1x1
+    conv's channels_last output reshaped to (B, G, K*K, Ho, Wo) is. NCHW-contiguous inputs
+    use the NCHW kernels; so does a channels-last x on CUDA in other configurations, after a
+    copy to NCHW.
 
     Returns:
         (B, C, Ho, Wo), in the dtype of the inputs (the autocast dtype under autocast).
@@ -194,20 +196,32 @@ class ELSAAttentionOp(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # torch.library registrations done from Python: fake kernels and autograd.
 # ---------------------------------------------------------------------------------------------
-def channels_last_path(x):
+def _channels_inner(x):
+    return x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1 and not x.is_contiguous()
+
+
+def _cuda_channels_last(x, kernel_size, dilation, stride):
+    """The CUDA rule (``elsa_cuda_nhwc``): the configuration of the tiled kernels."""
+    return _channels_inner(x) and (kernel_size, dilation, stride) == (7, 1, 1)
+
+
+def channels_last_path(x, kernel_size=7, dilation=1, stride=1):
     """Whether the operator takes its channels-last path for ``x`` (mirrors ``elsa_use_nhwc``
-    in csrc/common/elsa_utils.h): a CPU tensor with its channels innermost (``stride(1) == 1``,
-    C > 1) that is not NCHW-contiguous, such as a channels_last tensor or a channel slice of
-    one. Then x is read in place, the output and grad_x are channels_last and grad_attn is laid
-    out (B, Ho, Wo, G, K*K). Every other x (and every CUDA x) takes the NCHW kernels."""
-    return (x.device.type == 'cpu' and x.dim() == 4 and x.shape[1] > 1 and x.stride(1) == 1
-            and not x.is_contiguous())
+    in csrc/common/elsa_utils.h; the fake kernels rely on it, so change both together): x
+    with its channels innermost (``stride(1) == 1``, C > 1) that is not NCHW-contiguous, such
+    as a channels_last tensor or a channel slice of one, on the CPU always, on CUDA with
+    kernel_size 7, dilation 1, stride 1. Then x is read in place, the output and grad_x are
+    channels_last and grad_attn is laid out (B, Ho, Wo, G, K*K). Every other x takes the NCHW
+    kernels."""
+    if x.device.type == 'cpu':
+        return _channels_inner(x)
+    return x.device.type == 'cuda' and _cuda_channels_last(x, kernel_size, dilation, stride)
 
 
 def _fake_forward(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride):
     B, C, H, W = x.shape
     Ho, Wo = (H - 1) // stride + 1, (W - 1) // stride + 1
-    if channels_last_path(x):
+    if channels_last_path(x, kernel_size, dilation, stride):
         return x.new_empty((B, C, Ho, Wo)).to(memory_format=torch.channels_last)
     return x.new_empty((B, C, Ho, Wo))
 
@@ -219,7 +233,7 @@ def _fake_backward(grad_out, x, attn, ghost_mul, ghost_add, kernel_size, dilatio
 
     grads = [grad_like(x, output_mask[0]), grad_like(attn, output_mask[1]),
              grad_like(ghost_mul, output_mask[2]), grad_like(ghost_add, output_mask[3])]
-    if channels_last_path(x):  # the layouts the channels-last kernels write
+    if channels_last_path(x, kernel_size, dilation, stride):  # the channels-last layouts
         if output_mask[0]:
             grads[0] = grads[0].to(memory_format=torch.channels_last)
         if output_mask[1]:

@@ -42,8 +42,9 @@ PLANTED = {
         'for (int off = emu::planted_bug == 3 ? 8 : 16; off > 0; off >>= 1) '
         'v += __shfl_down_sync'),
     # fused launcher: launch geometry one pixel short
-    4: (LAUNCHERS, 'const int64_t total = D.B * D.G * D.Ho * D.Wo;',
-        'const int64_t total = D.B * D.G * D.Ho * D.Wo - (emu::planted_bug == 4);'),
+    4: (LAUNCHERS, 'const int64_t total = kLogits ? D.B * D.G * D.Ho * D.Wo : dst.numel();',
+        'const int64_t total = kLogits ? D.B * D.G * D.Ho * D.Wo - (emu::planted_bug == 4) '
+        ': dst.numel();'),
     # fused backward: the softmax backward's dot product misses the first tap
     5: (KERNELS, 'for (int64_t t = 0; t < KK; ++t) dot +=',
         'for (int64_t t = emu::planted_bug == 5; t < KK; ++t) dot +='),
@@ -62,6 +63,10 @@ PLANTED = {
     # tiled fused backward: the softmax backward's dot product misses the first tap
     10: (TILED, 'for (int t = 0; t < kKK; ++t) dot += prob[t] * g_at[t];',
          'for (int t = emu::planted_bug == 10; t < kKK; ++t) dot += prob[t] * g_at[t];'),
+    # tiled forward, channels-last output: the row stride taken as the NCHW one (harmless on
+    # NCHW maps, so only the channels-last cases can catch it)
+    11: (TILED, 'out[p.b * O.b + c * O.c + p.i * O.h + p.j * O.w]',
+         'out[p.b * O.b + c * O.c + p.i * (emu::planted_bug == 11 ? T.W : O.h) + p.j * O.w]'),
 }
 
 
@@ -131,6 +136,12 @@ def test_emulated_fast_path_choice(emu, monkeypatch):
     # the switch that lets the GPU benchmark time the generic kernels on the same inputs
     monkeypatch.setenv('MMELSA_CUDA_NO_TILED', '1')
     assert not emu.fast_path(x, torch.randn(1, 2, 49, 9, 10), 7, 1, 1)
+    # switched off, channels-last inputs still give right results in the promised layouts
+    # (generic kernels on NCHW copies, results copied into channels-last outputs)
+    for fused in (False, True):
+        errs, bad = emulation.check(emu, (2, 4, 2, 10, 9, 7, 1, 1), torch.float32, (True, True),
+                                    [True] * 4, fused, nhwc=True)
+        assert not bad and errs, (errs, bad)
     monkeypatch.setenv('MMELSA_CUDA_NO_TILED', '0')
     a, g, go = torch.randn(1, 2, 49, 9, 10), torch.randn(4, 7, 7), torch.randn(1, 4, 9, 10)
     before = emu.launches()
@@ -144,6 +155,24 @@ def test_emulated_fast_path_choice(emu, monkeypatch):
     before = emu.launches()
     emu.softmax_backward(go, x, a, g, g, 7, 1, 1, [False, True, False, False])
     assert emu.launches() - before == 1
+
+
+def test_python_mirror_of_the_cuda_layout_rule(emu):
+    """mmelsa.ops.channels_last_path (the fake kernels' layouts) follows the C++ rule that the
+    CUDA launchers use, for every layout and configuration."""
+    from mmelsa.ops.elsa_attention import _cuda_channels_last
+    x = torch.randn(1, 6, 9, 10)
+    layouts = [x, x.contiguous(memory_format=torch.channels_last),
+               x.contiguous(memory_format=torch.channels_last)[:, 1:5], x[:, :, :, 1:],
+               torch.randn(1, 1, 9, 10).contiguous(memory_format=torch.channels_last)]
+    seen = set()
+    for t in layouts:
+        for K, d, s in ((7, 1, 1), (7, 2, 1), (7, 1, 2), (5, 1, 1)):
+            a = torch.randn(1, 1, K * K, (9 - 1) // s + 1, (10 - 1) // s + 1)
+            rule = emu.cuda_nhwc(t, a, K, d, s)
+            assert _cuda_channels_last(t, K, d, s) == rule, (t.stride(), K, d, s)
+            seen.add(rule)
+    assert seen == {True, False}
 
 
 @pytest.mark.parametrize('bug', sorted(PLANTED))

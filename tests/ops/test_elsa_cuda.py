@@ -270,3 +270,46 @@ def test_fused_opcheck_and_compile_cuda():
     grads_ref = torch.autograd.grad(f(x, a, ga), (x, a, ga))
     for g, r in zip(grads, grads_ref):
         torch.testing.assert_close(g, r)
+
+
+# ------------------------------------------- channels-last inputs on the tiled path (K = 7)
+def _cuda_channels_last_inputs(B, C, G, H, W, dtype, extra=5):
+    """As ELSAAttention passes them: x a channel slice of a wider channels_last map, the
+    attention pixel-major (B, H, W, G, 49) seen as (B, G, 49, H, W). Built on the GPU (moving
+    a slice with .cuda() would make it dense)."""
+    gen = torch.Generator(device='cuda').manual_seed(0)
+    wide = torch.randn(B, C + extra, H, W, generator=gen, device='cuda', dtype=dtype)
+    x = wide.contiguous(memory_format=torch.channels_last)[:, extra:]
+    a = torch.randn(B, H, W, G, 49, generator=gen, device='cuda', dtype=dtype).permute(
+        0, 3, 4, 1, 2)
+    gm = torch.randn(C, 7, 7, generator=gen, device='cuda', dtype=dtype)
+    ga = torch.randn(C, 7, 7, generator=gen, device='cuda', dtype=dtype)
+    return x, a, gm, ga
+
+
+@pytest.mark.parametrize('logits', [False, True])
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float16])
+def test_channels_last_in_place_cuda(dtype, logits):
+    """Read in place, channels-last results (grad_attn pixel-major), right values."""
+    inputs = [t.detach().requires_grad_(True)  # detach keeps the strides
+              for t in _cuda_channels_last_inputs(2, 64, 2, 17, 40, dtype)]
+    out = elsa_attention(*inputs, 7, attn_is_logits=logits)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    grad = torch.randn(out.shape, device='cuda', dtype=dtype)
+    grads = torch.autograd.grad(out, inputs, grad)
+    assert grads[0].is_contiguous(memory_format=torch.channels_last)
+    assert grads[1].permute(0, 3, 4, 1, 2).is_contiguous()
+    ref_in = as_double_cpu(inputs, requires_grad=True)
+    ref = elsa_reference(ref_in[0], ref_in[1].softmax(2) if logits else ref_in[1], *ref_in[2:],
+                         7, 1, 1)
+    assert max_rel_err(out, ref) < TOL[dtype]
+    for g, r in zip(grads, torch.autograd.grad(ref, ref_in, grad.double().cpu())):
+        assert max_rel_err(g, r) < 4 * GRAD_TOL[dtype]
+
+
+@pytest.mark.parametrize('op', ['elsa_forward', 'elsa_softmax_forward'])
+def test_opcheck_channels_last_cuda(op):
+    """The fake kernels promise the strides the CUDA channels-last path returns."""
+    x, a, gm, ga = [t.detach().requires_grad_(True)
+                    for t in _cuda_channels_last_inputs(2, 12, 3, 9, 10, torch.float64)]
+    torch.library.opcheck(getattr(torch.ops.mmelsa, op).default, (x, a, gm, ga, 7, 1, 1))

@@ -4,10 +4,12 @@ Compiles csrc/pytorch/cuda/elsa_cuda.cu and csrc/common/cuda/elsa_kernel.cuh as 
 small SIMT emulator (tools/device/emulation/cuda_shim.h: every CUDA thread a fiber, real block
 barriers and warp shuffles), runs the plain operator (forward, backward) and the fused softmax +
 ELSA operator (forward, backward) for every dtype, the specialised and the generic kernel sizes,
-dilation, stride, ghost variants and gradient masks, and compares each result with the float64
-unfold reference. It proves the index math, the launch geometry, the barriers and the
-reductions; it cannot prove anything about timing, the memory model or the real compiler (use
-tools/device/cuda_checks.sh on a GPU for that). tests/ops/test_cuda_emulation.py runs it in CI.
+dilation, stride, ghost variants, gradient masks and both input layouts (NCHW, and the
+channels-last maps ELSAAttention passes), and compares each result with the float64 unfold
+reference and each output's layout with the promised one. It proves the index math, the launch
+geometry, the barriers and the reductions; it cannot prove anything about timing, the memory
+model or the real compiler (use tools/device/cuda_checks.sh on a GPU for that).
+tests/ops/test_cuda_emulation.py runs it in CI.
 
     python tools/device/emulate_cuda_kernels.py             # the quick set
     python tools/device/emulate_cuda_kernels.py --full      # the CI set: more and larger cases
@@ -30,6 +32,7 @@ if ROOT not in sys.path:  # run as a script from anywhere: the reference comes f
 
 from mmelsa.ops.reference import elsa_reference, max_rel_err  # noqa: E402
 
+CL = torch.channels_last
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 TOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 4e-3, torch.bfloat16: 2.5e-2}
 # (B, C, G, H, W, K, dilation, stride). K = 7 with stride 1 and dilation 1 runs the tiled fast
@@ -78,7 +81,9 @@ def build(src_root=ROOT, build_dir=None, name='elsa_cuda_emulated', verbose=Fals
     return torch.ops.mmelsa_emu
 
 
-def _inputs(case, dtype, ghosts, seed):
+def _inputs(case, dtype, ghosts, seed, nhwc=False):
+    """nhwc: the layouts ELSAAttention passes: x a channel slice of a wider channels_last map,
+    the attention pixel-major (B, Ho, Wo, G, K*K), grad_out channels_last."""
     B, C, G, H, W, K, d, s = case
     gen = torch.Generator().manual_seed(seed)
     Ho, Wo = (H - 1) // s + 1, (W - 1) // s + 1
@@ -87,14 +92,36 @@ def _inputs(case, dtype, ghosts, seed):
     gm = torch.randn(C, K, K, generator=gen).to(dtype) if ghosts[0] else None
     ga = torch.randn(C, K, K, generator=gen).to(dtype) if ghosts[1] else None
     go = torch.randn(B, C, Ho, Wo, generator=gen).to(dtype)
+    if nhwc:
+        wide = torch.zeros(B, C + 3, H, W, dtype=dtype).contiguous(memory_format=CL)
+        wide[:, 1:C + 1] = x
+        x = wide[:, 1:C + 1]
+        a = a.permute(0, 3, 4, 1, 2).contiguous().permute(0, 3, 4, 1, 2)
+        go = go.contiguous(memory_format=CL)
     return x, a, gm, ga, go
 
 
-def check(emu, case, dtype, ghosts, mask, fused, seed=0):
-    """One forward + backward of the emulated kernels against the float64 reference.
-    Returns ({name: max_rel_err}, {name: error over tolerance})."""
+def channels_last_out(case, nhwc):
+    """The CUDA rule (elsa_cuda_nhwc): channels-last outputs for channels-last inputs in the
+    tiled configuration (K = 7, stride 1, dilation 1)."""
+    return nhwc and case[5:] == (7, 1, 1)
+
+
+def layout_error(name, t, pixel_major):
+    """None if t is laid out as promised, else what is wrong."""
+    if name == 'attn':
+        ok = t.permute(0, 3, 4, 1, 2).is_contiguous() if pixel_major else t.is_contiguous()
+    else:
+        ok = t.is_contiguous(memory_format=CL) if pixel_major else t.is_contiguous()
+    return None if ok else 'layout: strides %s' % (t.stride(), )
+
+
+def check(emu, case, dtype, ghosts, mask, fused, seed=0, nhwc=False):
+    """One forward + backward of the emulated kernels against the float64 reference, and the
+    layouts of the results. Returns ({name: max_rel_err}, {name: error over tolerance})."""
     K, d, s = case[5:]
-    x, a, gm, ga, go = _inputs(case, dtype, ghosts, seed)
+    x, a, gm, ga, go = _inputs(case, dtype, ghosts, seed, nhwc)
+    cl_out = channels_last_out(case, nhwc)
     ins = [None if t is None else t.double().requires_grad_(True) for t in (x, a, gm, ga)]
     attn = ins[1].softmax(2) if fused else ins[1]
     ref = elsa_reference(ins[0], attn, ins[2], ins[3], K, d, s)
@@ -109,6 +136,8 @@ def check(emu, case, dtype, ghosts, mask, fused, seed=0):
     grads = bwd(go, x, a, gm, ga, K, d, s, mask)
     grads2 = bwd(go, x, a, gm, ga, K, d, s, mask)
     bad = {}
+    if layout_error('out', out, cl_out):
+        bad['out'] = layout_error('out', out, cl_out)
     for i, name in enumerate(('x', 'attn', 'ghost_mul', 'ghost_add')):
         if not (mask[i] and ins[i] is not None):
             if grads[i].numel() != 0:
@@ -119,6 +148,8 @@ def check(emu, case, dtype, ghosts, mask, fused, seed=0):
             continue
         if not torch.equal(grads[i], grads2[i]):
             bad[name] = 'not deterministic'
+        if name in ('x', 'attn') and layout_error(name, grads[i], cl_out):
+            bad[name] = layout_error(name, grads[i], cl_out)
         errs[name] = max_rel_err(grads[i], ref_grads[i])
     # ghost gradients sum over every position: their rounding grows with the count
     scale = {'ghost_mul': 2, 'ghost_add': 2}
@@ -145,11 +176,13 @@ def run_checks(emu, cases=CASES, log=print, stop_at_first=False):
         for di, dtype in enumerate(DTYPES):
             for fused in (False, True):
                 ghosts, mask = VARIANTS[(ci + di + fused) % len(VARIANTS)]
-                errs, bad = check(emu, case, dtype, ghosts, mask, fused, seed=ci)
+                nhwc = (ci + di + fused) % 2 == 1  # every dtype and op meets both layouts
+                errs, bad = check(emu, case, dtype, ghosts, mask, fused, seed=ci, nhwc=nhwc)
                 n += 1
                 failures += bool(bad)
-                log('%-28s %-8s %-5s ghosts=%-13s %s %s' % (
-                    case, str(dtype)[6:], 'fused' if fused else 'plain', ghosts,
+                log('%-28s %-8s %-5s %s ghosts=%-13s %s %s' % (
+                    case, str(dtype)[6:], 'fused' if fused else 'plain',
+                    'nhwc' if nhwc else 'nchw', ghosts,
                     ' '.join('%s=%.1e' % kv for kv in errs.items()),
                     'FAIL %s' % bad if bad else 'ok'))
                 if bad and stop_at_first:

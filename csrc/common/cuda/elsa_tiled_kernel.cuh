@@ -2,6 +2,10 @@
 // configuration ELSA-Swin uses), 32-bit indices. docs/fast_elsa_design.md section 2 plans it;
 // the generic kernels of elsa_kernel.cuh stay the fallback for every other case.
 //
+// Every map is read and written through its element strides (Map4 / Map5), so NCHW tensors,
+// channels_last ones, a channel slice of a wider channels-last map (ELSAAttention's v) and
+// pixel-major attention (a 1x1 conv's channels_last output) are all used in place.
+//
 // A block owns (b, head g, a tile of kRows x kCols pixels), one pixel per thread. With stride 1
 // an output pixel and the input pixel at the same place share the tile, so the forward, grad_x
 // and grad_attn all use the same decomposition:
@@ -20,6 +24,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstdlib>
+#include <initializer_list>
 
 #include "elsa_kernel.cuh"
 
@@ -34,11 +39,36 @@ static_assert(kRows * kCols == kThreads, "one thread per pixel of the tile");
 constexpr int kGhostThreads = 64;  // threads of a ghost block: one per column, strided
 constexpr int kGhostRows = 8;      // rows of (b, i) per ghost chunk, grown if grid.y overflows
 
-// 32-bit sizes of a problem on the fast path (every offset fits in int; see fast_path_dims).
+// 32-bit sizes of a problem on the fast path.
 struct Dims {
   int B, C, G, H, W, cpg;
   int tiles_w;  // tiles per row of tiles
 };
+
+// Element strides of a (B, C, H, W) map and of a (B, G, K*K, H, W) attention map.
+struct Map4 {
+  int b, c, h, w;
+};
+struct Map5 {
+  int b, g, t, h, w;
+};
+
+inline Map4 map4(const at::Tensor& t) {
+  return Map4{static_cast<int>(t.stride(0)), static_cast<int>(t.stride(1)),
+              static_cast<int>(t.stride(2)), static_cast<int>(t.stride(3))};
+}
+inline Map5 map5(const at::Tensor& t) {
+  return Map5{static_cast<int>(t.stride(0)), static_cast<int>(t.stride(1)),
+              static_cast<int>(t.stride(2)), static_cast<int>(t.stride(3)),
+              static_cast<int>(t.stride(4))};
+}
+
+// Whether every element offset of t (the largest is sum (size - 1) * stride) fits in int.
+inline bool offsets_fit_int(const at::Tensor& t) {
+  int64_t last = 0;
+  for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+  return last < INT_MAX;
+}
 
 // MMELSA_CUDA_NO_TILED=1 sends every call to the generic kernels: the GPU benchmark times old
 // against new in one process (benchmark_elsa_op.py --compare-generic). Read on every call (a
@@ -48,15 +78,16 @@ inline bool tiled_disabled() {
   return off != nullptr && off[0] != '\0' && off[0] != '0';
 }
 
-// Fills *T and returns true when the fast path applies to D: K = 7, stride 1, dilation 1,
-// every offset below 2^31, the grid within CUDA's limits, and not switched off.
-inline bool fast_path_dims(const ElsaDims& D, Dims* T) {
+// Fills *T and returns true when the fast path applies: K = 7, stride 1, dilation 1, every
+// offset of every map it reads or writes (`maps`; undefined ones are skipped) below 2^31, the
+// grid within CUDA's limits, and not switched off.
+inline bool fast_path(const ElsaDims& D, std::initializer_list<const at::Tensor*> maps, Dims* T) {
   if (tiled_disabled()) return false;
   if (D.K != kK || D.stride != 1 || D.dil != 1 || D.H <= 0 || D.W <= 0 || D.B <= 0) return false;
-  const int64_t hw = D.H * D.W;
-  if (D.B * D.C * hw >= INT_MAX || D.B * D.G * kKK * hw >= INT_MAX) return false;
+  for (const at::Tensor* t : maps)
+    if (t->defined() && !offsets_fit_int(*t)) return false;
   const int64_t tiles_w = (D.W + kCols - 1) / kCols, tiles_h = (D.H + kRows - 1) / kRows;
-  if (D.B * D.G > 65535 || tiles_w * tiles_h >= INT_MAX) return false;
+  if (D.B * D.G > 65535 || tiles_w * tiles_h >= INT_MAX || D.B * D.H >= INT_MAX) return false;
   *T = Dims{static_cast<int>(D.B),    static_cast<int>(D.C), static_cast<int>(D.G),
             static_cast<int>(D.H),    static_cast<int>(D.W), static_cast<int>(D.cpg),
             static_cast<int>(tiles_w)};
@@ -70,7 +101,7 @@ inline dim3 tile_grid(const Dims& T) {
 
 // Where this thread's pixel is: decoded once per block, never inside a tap loop.
 struct Pixel {
-  int b, g, bg;
+  int b, g;
   int y0, x0;  // the tile's first row and column
   int r, col;  // the thread's place in the tile
   int i, j;    // its pixel
@@ -79,9 +110,9 @@ struct Pixel {
 
 __device__ __forceinline__ Pixel pixel_of_thread(const Dims& T) {
   Pixel p;
-  p.bg = static_cast<int>(blockIdx.y);
-  p.b = p.bg / T.G;
-  p.g = p.bg % T.G;
+  const int bg = static_cast<int>(blockIdx.y);
+  p.b = bg / T.G;
+  p.g = bg % T.G;
   const int tile = static_cast<int>(blockIdx.x);
   p.y0 = (tile / T.tiles_w) * kRows;
   p.x0 = (tile % T.tiles_w) * kCols;
@@ -93,15 +124,21 @@ __device__ __forceinline__ Pixel pixel_of_thread(const Dims& T) {
   return p;
 }
 
-// The tile's plane with its halo into shared memory, zero outside the image.
+// Offset of this thread's pixel (b, g, tap 0) in an attention map.
+__device__ __forceinline__ int attn_offset(const Map5& M, const Pixel& p) {
+  return p.b * M.b + p.g * M.g + p.i * M.h + p.j * M.w;
+}
+
+// A (b, c) plane of a map (strides M) around the tile into shared memory, with its halo, zero
+// outside the image.
 template <typename scalar_t, typename acc_t>
-__device__ __forceinline__ void stage_halo(const scalar_t* __restrict__ plane,
+__device__ __forceinline__ void stage_halo(const scalar_t* __restrict__ plane, const Map4& M,
                                            acc_t (*tile)[kTileW], const Pixel& p, const Dims& T) {
   for (int k = threadIdx.x; k < kTileH * kTileW; k += kThreads) {
     const int ty = k / kTileW, tx = k % kTileW;
     const int y = p.y0 + ty - kHalo, x = p.x0 + tx - kHalo;
     tile[ty][tx] =
-        (y >= 0 && y < T.H && x >= 0 && x < T.W) ? ld<acc_t>(plane, y * T.W + x) : acc_t(0);
+        (y >= 0 && y < T.H && x >= 0 && x < T.W) ? ld<acc_t>(plane, y * M.h + x * M.w) : acc_t(0);
   }
 }
 
@@ -138,25 +175,24 @@ __device__ __forceinline__ void softmax_taps(acc_t (&v)[kKK]) {
 // kLogits: attn holds logits; the pixel's softmax is taken once, in registers.
 template <typename scalar_t, typename acc_t, bool kLogits>
 __global__ void __launch_bounds__(kThreads)
-    elsa_tiled_forward_kernel(const scalar_t* __restrict__ x, const scalar_t* __restrict__ attn,
+    elsa_tiled_forward_kernel(const scalar_t* __restrict__ x, const Map4 X,
+                              const scalar_t* __restrict__ attn, const Map5 A,
                               const scalar_t* __restrict__ gm, const scalar_t* __restrict__ ga,
-                              scalar_t* __restrict__ out, const Dims T) {
+                              scalar_t* __restrict__ out, const Map4 O, const Dims T) {
   __shared__ acc_t xs[kTileH][kTileW];
   __shared__ acc_t gms[kKK], gas[kKK];
   const Pixel p = pixel_of_thread(T);
-  const int HW = T.H * T.W, pix = p.i * T.W + p.j;
   acc_t a[kKK];
   if (p.inside) {
-    const scalar_t* ap = attn + p.bg * kKK * HW + pix;
+    const scalar_t* ap = attn + attn_offset(A, p);
 #pragma unroll
-    for (int t = 0; t < kKK; ++t) a[t] = ld<acc_t>(ap, t * HW);
+    for (int t = 0; t < kKK; ++t) a[t] = ld<acc_t>(ap, t * A.t);
     if constexpr (kLogits) softmax_taps(a);
   }
   for (int k = 0; k < T.cpg; ++k) {
     const int c = p.g * T.cpg + k;
-    const int plane = (p.b * T.C + c) * HW;
     __syncthreads();  // every thread is done with the previous channel's tile
-    stage_halo(x + plane, xs, p, T);
+    stage_halo(x + p.b * X.b + c * X.c, X, xs, p, T);
     stage_ghosts(gm, ga, c, gms, gas);
     __syncthreads();
     if (!p.inside) continue;
@@ -169,7 +205,7 @@ __global__ void __launch_bounds__(kThreads)
         acc += xs[p.r + u][p.col + v] * (gms[t] * a[t] + gas[t]);
       }
     }
-    out[plane + pix] = static_cast<scalar_t>(acc);
+    out[p.b * O.b + c * O.c + p.i * O.h + p.j * O.w] = static_cast<scalar_t>(acc);
   }
 }
 
@@ -183,21 +219,21 @@ __global__ void __launch_bounds__(kThreads)
 // logits in place of grad_attn (softmax backward, probabilities recomputed in registers).
 template <typename scalar_t, typename acc_t, typename attn_t, bool kLogits>
 __global__ void __launch_bounds__(kThreads)
-    elsa_tiled_backward_kernel(const scalar_t* __restrict__ gout, const scalar_t* __restrict__ x,
-                               const attn_t* __restrict__ attn,
-                               const scalar_t* __restrict__ logits,
+    elsa_tiled_backward_kernel(const scalar_t* __restrict__ gout, const Map4 GO,
+                               const scalar_t* __restrict__ x, const Map4 X,
+                               const attn_t* __restrict__ attn, const Map5 A,
+                               const scalar_t* __restrict__ logits, const Map5 L,
                                const scalar_t* __restrict__ gm, const scalar_t* __restrict__ ga,
-                               scalar_t* __restrict__ gx, scalar_t* __restrict__ gattn,
-                               const Dims T) {
+                               scalar_t* __restrict__ gx, const Map4 GX,
+                               scalar_t* __restrict__ gattn, const Map5 GA, const Dims T) {
   __shared__ acc_t xs[kTileH][kTileW];
   __shared__ acc_t gs[kTileH][kTileW];
   __shared__ acc_t gms[kKK], gas[kKK];
   const Pixel p = pixel_of_thread(T);
-  const int HW = T.H * T.W, pix = p.i * T.W + p.j;
   acc_t a_in[kKK];  // attn[t, o_t]: the attention of the output that tap t came from
   acc_t g_at[kKK];  // grad_attn accumulators of this pixel
   if (gx && p.inside) {
-    const attn_t* ap = attn + p.bg * kKK * HW;
+    const attn_t* ap = attn + p.b * A.b + p.g * A.g;
 #pragma unroll
     for (int u = 0; u < kK; ++u) {
       const int oy = p.i + kHalo - u;
@@ -205,7 +241,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int v = 0; v < kK; ++v) {
         const int ox = p.j + kHalo - v, t = u * kK + v;
         const bool in_image = oy >= 0 && oy < T.H && ox >= 0 && ox < T.W;
-        a_in[t] = in_image ? ld<acc_t>(ap, t * HW + oy * T.W + ox) : acc_t(0);
+        a_in[t] = in_image ? ld<acc_t>(ap, t * A.t + oy * A.h + ox * A.w) : acc_t(0);
       }
     }
   }
@@ -213,10 +249,10 @@ __global__ void __launch_bounds__(kThreads)
   for (int t = 0; t < kKK; ++t) g_at[t] = 0;
   for (int k = 0; k < T.cpg; ++k) {
     const int c = p.g * T.cpg + k;
-    const int plane = (p.b * T.C + c) * HW;
+    const scalar_t* gplane = gout + p.b * GO.b + c * GO.c;
     __syncthreads();  // every thread is done with the previous channel's tiles
-    if (gattn) stage_halo(x + plane, xs, p, T);
-    if (gx) stage_halo(gout + plane, gs, p, T);
+    if (gattn) stage_halo(x + p.b * X.b + c * X.c, X, xs, p, T);
+    if (gx) stage_halo(gplane, GO, gs, p, T);
     stage_ghosts(gm, ga, c, gms, gas);
     __syncthreads();
     if (!p.inside) continue;
@@ -231,10 +267,10 @@ __global__ void __launch_bounds__(kThreads)
           acc += gs[p.r + 2 * kHalo - u][p.col + 2 * kHalo - v] * (gms[t] * a_in[t] + gas[t]);
         }
       }
-      gx[plane + pix] = static_cast<scalar_t>(acc);
+      gx[p.b * GX.b + c * GX.c + p.i * GX.h + p.j * GX.w] = static_cast<scalar_t>(acc);
     }
     if (gattn) {
-      const acc_t go = ld<acc_t>(gout, plane + pix);
+      const acc_t go = ld<acc_t>(gplane, p.i * GO.h + p.j * GO.w);
 #pragma unroll
       for (int u = 0; u < kK; ++u) {
 #pragma unroll
@@ -246,42 +282,76 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   if (!gattn || !p.inside) return;
-  scalar_t* dst = gattn + p.bg * kKK * HW + pix;
+  scalar_t* dst = gattn + attn_offset(GA, p);
   if constexpr (kLogits) {
     acc_t prob[kKK];
-    const scalar_t* lp = logits + p.bg * kKK * HW + pix;
+    const scalar_t* lp = logits + attn_offset(L, p);
 #pragma unroll
-    for (int t = 0; t < kKK; ++t) prob[t] = ld<acc_t>(lp, t * HW);
+    for (int t = 0; t < kKK; ++t) prob[t] = ld<acc_t>(lp, t * L.t);
     softmax_taps(prob);
     acc_t dot = 0;
 #pragma unroll
     for (int t = 0; t < kKK; ++t) dot += prob[t] * g_at[t];
 #pragma unroll
-    for (int t = 0; t < kKK; ++t) dst[t * HW] = static_cast<scalar_t>(prob[t] * (g_at[t] - dot));
+    for (int t = 0; t < kKK; ++t) dst[t * GA.t] = static_cast<scalar_t>(prob[t] * (g_at[t] - dot));
   } else {
 #pragma unroll
-    for (int t = 0; t < kKK; ++t) dst[t * HW] = static_cast<scalar_t>(g_at[t]);
+    for (int t = 0; t < kKK; ++t) dst[t * GA.t] = static_cast<scalar_t>(g_at[t]);
   }
 }
 
+// The probabilities of the fused op's logits (strides L) for grad_x and grad_ghost_mul, into
+// prob (acc_t, strides P), one thread per pixel of the tile grid.
+template <typename scalar_t, typename acc_t>
+__global__ void __launch_bounds__(kThreads)
+    elsa_tiled_probs_kernel(const scalar_t* __restrict__ logits, const Map5 L,
+                            acc_t* __restrict__ prob, const Map5 P, const Dims T) {
+  const Pixel p = pixel_of_thread(T);
+  if (!p.inside) return;
+  acc_t v[kKK];
+  const scalar_t* lp = logits + attn_offset(L, p);
+#pragma unroll
+  for (int t = 0; t < kKK; ++t) v[t] = ld<acc_t>(lp, t * L.t);
+  softmax_taps(v);
+  acc_t* pp = prob + attn_offset(P, p);
+#pragma unroll
+  for (int t = 0; t < kKK; ++t) pp[t * P.t] = v[t];
+}
+
 // --------------------------------------------------------------- ghost gradients, stage 1
+// Fixed-order block sum of the threads' 49 values: thread t < 49 adds tap t's values in thread
+// order and writes dst[t * stride]. Called by every thread of the block (it has barriers).
+template <typename acc_t>
+__device__ __forceinline__ void sum_taps_of_block(const acc_t (&s)[kKK], acc_t* red, acc_t* dst,
+                                                  int stride) {
+  constexpr int kStride = kKK + 1;  // padded rows: the column reads below hit distinct banks
+  __syncthreads();                  // an earlier call's reads are done
+#pragma unroll
+  for (int t = 0; t < kKK; ++t) red[threadIdx.x * kStride + t] = s[t];
+  __syncthreads();
+  if (threadIdx.x < kKK) {
+    acc_t sum = 0;
+    for (int k = 0; k < kGhostThreads; ++k) sum += red[k * kStride + threadIdx.x];
+    dst[threadIdx.x * stride] = sum;
+  }
+}
+
 // Block (c, chunk): its threads take the columns j, j + kGhostThreads, ... of the chunk's rows
 // n = b * H + i and carry, per tap t,
 //   s_add[t] += gout[b, c, i, j] * x[b, c, i + u - 3, j + v - 3]
 //   s_mul[t] += that product * attn[b, g(c), t, i, j]
-// then the block sums the threads' values in thread order (one barrier, shared memory) and
-// writes the partials [c * 49 + t, chunk], the layout elsa_ghost_final_kernel sums.
+// then the block sums the threads' values in thread order (sum_taps_of_block) and writes the
+// partials [c * 49 + t, chunk], the layout elsa_ghost_final_kernel sums.
 template <typename scalar_t, typename acc_t, typename attn_t>
 __global__ void __launch_bounds__(kGhostThreads)
-    elsa_tiled_ghost_partial_kernel(const scalar_t* __restrict__ gout,
-                                    const scalar_t* __restrict__ x,
-                                    const attn_t* __restrict__ attn, acc_t* __restrict__ part_gm,
-                                    acc_t* __restrict__ part_ga, const Dims T,
-                                    const int rows_per_chunk, const int n_chunks) {
-  constexpr int kStride = kKK + 1;  // padded rows: the column reads below hit distinct banks
-  __shared__ acc_t red[kGhostThreads * kStride];
+    elsa_tiled_ghost_partial_kernel(const scalar_t* __restrict__ gout, const Map4 GO,
+                                    const scalar_t* __restrict__ x, const Map4 X,
+                                    const attn_t* __restrict__ attn, const Map5 A,
+                                    acc_t* __restrict__ part_gm, acc_t* __restrict__ part_ga,
+                                    const Dims T, const int rows_per_chunk, const int n_chunks) {
+  __shared__ acc_t red[kGhostThreads * (kKK + 1)];
   const int c = static_cast<int>(blockIdx.x), chunk = static_cast<int>(blockIdx.y);
-  const int g = c / T.cpg, HW = T.H * T.W;
+  const int g = c / T.cpg;
   const int n_begin = chunk * rows_per_chunk;
   const int n_end = min(n_begin + rows_per_chunk, T.B * T.H);
   acc_t s_add[kKK], s_mul[kKK];
@@ -289,11 +359,11 @@ __global__ void __launch_bounds__(kGhostThreads)
   for (int t = 0; t < kKK; ++t) s_add[t] = s_mul[t] = 0;
   for (int n = n_begin; n < n_end; ++n) {
     const int b = n / T.H, i = n % T.H;
-    const scalar_t* xp = x + (b * T.C + c) * HW;
-    const scalar_t* gp = gout + (b * T.C + c) * HW + i * T.W;
-    const attn_t* ap = part_gm ? attn + (b * T.G + g) * kKK * HW + i * T.W : nullptr;
+    const scalar_t* xp = x + b * X.b + c * X.c;
+    const scalar_t* gp = gout + b * GO.b + c * GO.c + i * GO.h;
+    const attn_t* ap = part_gm ? attn + b * A.b + g * A.g + i * A.h : nullptr;
     for (int j = threadIdx.x; j < T.W; j += kGhostThreads) {
-      const acc_t go = ld<acc_t>(gp, j);
+      const acc_t go = ld<acc_t>(gp, j * GO.w);
 #pragma unroll
       for (int u = 0; u < kK; ++u) {
         const int y = i + u - kHalo;
@@ -303,28 +373,16 @@ __global__ void __launch_bounds__(kGhostThreads)
           const int xx = j + v - kHalo;
           if (xx < 0 || xx >= T.W) continue;
           const int t = u * kK + v;
-          const acc_t prod = go * ld<acc_t>(xp, y * T.W + xx);
+          const acc_t prod = go * ld<acc_t>(xp, y * X.h + xx * X.w);
           s_add[t] += prod;
-          if (ap) s_mul[t] += prod * ld<acc_t>(ap, t * HW + j);
+          if (ap) s_mul[t] += prod * ld<acc_t>(ap, t * A.t + j * A.w);
         }
       }
     }
   }
-  // fixed-order block sums: thread t < 49 adds the 64 threads' values of tap t in order
-  for (int which = 0; which < 2; ++which) {
-    acc_t* part = which == 0 ? part_ga : part_gm;
-    if (!part) continue;  // uniform over the block
-    const acc_t* s = which == 0 ? s_add : s_mul;
-    __syncthreads();  // the previous round's reads are done
-#pragma unroll
-    for (int t = 0; t < kKK; ++t) red[threadIdx.x * kStride + t] = s[t];
-    __syncthreads();
-    if (threadIdx.x < kKK) {
-      acc_t sum = 0;
-      for (int k = 0; k < kGhostThreads; ++k) sum += red[k * kStride + threadIdx.x];
-      part[(c * kKK + threadIdx.x) * n_chunks + chunk] = sum;
-    }
-  }
+  const int64_t row0 = static_cast<int64_t>(c) * kKK * n_chunks + chunk;  // (c, t = 0, chunk)
+  if (part_ga) sum_taps_of_block(s_add, red, part_ga + row0, n_chunks);
+  if (part_gm) sum_taps_of_block(s_mul, red, part_gm + row0, n_chunks);
 }
 
 // Rows per ghost chunk and the chunk count: kGhostRows rows, more when grid.y would overflow.

@@ -90,10 +90,6 @@ void reduce_parts(const at::Tensor& part, at::Tensor& dst, const ElsaDims& D) {
 
 }  // namespace
 
-bool elsa_use_nhwc(const at::Tensor& x) {
-  return x.is_cpu() && x.dim() == 4 && x.size(1) > 1 && x.stride(1) == 1 && !x.is_contiguous();
-}
-
 at::Tensor elsa_attn_pixel_major(const at::Tensor& attn) {
   return attn.permute({0, 3, 4, 1, 2}).contiguous();
 }
@@ -123,15 +119,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cpu_nhw
     std::array<bool, 4> mask, bool logits) {
   const auto need = elsa_grad_mask(mask, ghost_mul, ghost_add);
   const auto opts = x.options();
-  auto none = [&] { return at::empty({0}, opts); };
-  at::Tensor gx =
-      need[0] ? at::empty({D.B, D.C, D.H, D.W}, opts.memory_format(at::MemoryFormat::ChannelsLast))
-              : none();
   // grad_attn in the pixel-major layout the kernels write, seen as (B, G, K*K, Ho, Wo)
-  at::Tensor gattn =
-      need[1] ? at::empty({D.B, D.Ho, D.Wo, D.G, D.KK}, opts).permute({0, 3, 4, 1, 2}) : none();
-  at::Tensor ggm = need[2] ? at::empty_like(ghost_mul, at::MemoryFormat::Contiguous) : none();
-  at::Tensor gga = need[3] ? at::empty_like(ghost_add, at::MemoryFormat::Contiguous) : none();
+  at::Tensor gx, gattn, ggm, gga;
+  std::tie(gx, gattn, ggm, gga) = elsa_empty_grads(x, attn, ghost_mul, ghost_add, need, true);
   if (grad_out.numel() == 0 || x.numel() == 0) {  // empty map: every gradient is zero
     for (at::Tensor* t : {&gx, &gattn, &ggm, &gga}) t->zero_();
     return std::make_tuple(gx, gattn, ggm, gga);

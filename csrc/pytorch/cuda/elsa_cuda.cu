@@ -1,8 +1,13 @@
-// CUDA launchers of the ELSA operator: dtype / kernel-size dispatch, launch geometry, streams.
-// Kernels are in csrc/common/cuda/: the tiled fast path (elsa_tiled_kernel.cuh) where it
-// applies (K = 7, stride 1, dilation 1, 32-bit offsets), the generic ones (elsa_kernel.cuh)
-// for every other case. Everything runs on the current stream of the
-// inputs' device, with no host synchronisation.
+// CUDA launchers of the ELSA operator: path choice, dtype / kernel-size dispatch, launch
+// geometry, streams. Kernels are in csrc/common/cuda/: the tiled fast path
+// (elsa_tiled_kernel.cuh) where it applies (K = 7, stride 1, dilation 1, 32-bit offsets), which
+// reads and writes every map through its strides; the generic ones (elsa_kernel.cuh) for every
+// other case, on NCHW-contiguous copies. Everything runs on the current stream of the inputs'
+// device, with no host synchronisation.
+//
+// Layouts: x, attn and grad_out arrive NCHW-contiguous, or as they are on the channels-last
+// path (elsa_cuda_nhwc: channels innermost, K = 7, stride 1, dilation 1); the outputs are
+// allocated in the layouts that rule promises (elsa_empty_grads), whichever kernels run.
 //
 // MMELSA_CUDA_EMULATION is defined only by tools/device/emulation/, which compiles this file as
 // host C++ with a SIMT emulator standing in for the launch, the stream and the device guard, to
@@ -36,6 +41,7 @@ using cuda::blocks_for;
 using cuda::ghost_chunks;
 using cuda::kThreads;
 namespace tiled = cuda::tiled;
+using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // Calls f(std::integral_constant<int, KT>) with KT = K for the specialised sizes, 0 otherwise.
 template <typename F>
@@ -61,42 +67,66 @@ const scalar_t* ptr_or_null(const at::Tensor& t) {
   return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
 }
 
-}  // namespace
+template <typename scalar_t>
+scalar_t* mutable_or_null(at::Tensor& t, bool wanted) {
+  return wanted && t.numel() > 0 ? t.mutable_data_ptr<scalar_t>() : nullptr;
+}
 
-at::Tensor elsa_forward_cuda(const at::Tensor& x, const at::Tensor& attn,
-                             const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
-                             const ElsaDims& D) {
+// t itself when it is NCHW-contiguous (or not wanted), else a contiguous buffer of its shape
+// that the generic kernels fill and copy_back() copies into t.
+at::Tensor contiguous_target(const at::Tensor& t) {
+  return t.is_contiguous() ? t : at::empty(t.sizes(), t.options());
+}
+void copy_back(at::Tensor& t, const at::Tensor& target) {
+  if (!target.is_same(t)) t.copy_(target);
+}
+
+// ------------------------------------------------------------------------------- forward
+// kLogits: the fused softmax + ELSA op (attn holds logits).
+template <bool kLogits>
+at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& attn, const at::Tensor& ghost_mul,
+                        const at::Tensor& ghost_add, const ElsaDims& D) {
   ELSA_DEVICE_GUARD(x);
-  at::Tensor out = at::empty({D.B, D.C, D.Ho, D.Wo}, x.options());
-  const int64_t total = out.numel();
-  if (total == 0) return out;
+  const auto format =
+      elsa_cuda_nhwc(x, D) ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  at::Tensor out = at::empty({D.B, D.C, D.Ho, D.Wo}, x.options().memory_format(format));
+  if (out.numel() == 0) return out;
   const cudaStream_t stream = ELSA_CURRENT_STREAM();
   tiled::Dims T;
-  const bool fast = tiled::fast_path_dims(D, &T);
+  if (tiled::fast_path(D, {&x, &attn, &out}, &T)) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(
+        at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_tiled_forward_cuda", [&] {
+          using acc_t = at::opmath_type<scalar_t>;
+          auto* kernel = tiled::elsa_tiled_forward_kernel<scalar_t, acc_t, kLogits>;
+          ELSA_LAUNCH(kernel, tiled::tile_grid(T), kThreads, stream, x.const_data_ptr<scalar_t>(),
+                      tiled::map4(x), attn.const_data_ptr<scalar_t>(), tiled::map5(attn),
+                      ptr_or_null<scalar_t>(ghost_mul), ptr_or_null<scalar_t>(ghost_add),
+                      out.mutable_data_ptr<scalar_t>(), tiled::map4(out), T);
+        });
+    return out;
+  }
+  const at::Tensor xc = x.contiguous(), ac = attn.contiguous();
+  at::Tensor dst = contiguous_target(out);
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_forward_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        if (fast) {
-          auto* kernel = tiled::elsa_tiled_forward_kernel<scalar_t, acc_t, false>;
-          ELSA_LAUNCH(kernel, tiled::tile_grid(T), kThreads, stream, x.const_data_ptr<scalar_t>(),
-                      attn.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
-                      ptr_or_null<scalar_t>(ghost_add), out.mutable_data_ptr<scalar_t>(), T);
-          return;
-        }
         dispatch_kernel_size(D.K, [&](auto kt) {
           constexpr int KT = decltype(kt)::value;
-          auto* kernel = cuda::elsa_forward_kernel<scalar_t, acc_t, KT>;
-          ELSA_LAUNCH(kernel, blocks_for(total), kThreads, stream, x.const_data_ptr<scalar_t>(),
-                      attn.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
-                      ptr_or_null<scalar_t>(ghost_add), out.mutable_data_ptr<scalar_t>(), D,
+          // plain: one thread per output; fused: one per (b, g, pixel), over the head's channels
+          const int64_t total = kLogits ? D.B * D.G * D.Ho * D.Wo : dst.numel();
+          auto* kernel = kLogits ? cuda::elsa_softmax_forward_kernel<scalar_t, acc_t, KT>
+                                 : cuda::elsa_forward_kernel<scalar_t, acc_t, KT>;
+          ELSA_LAUNCH(kernel, blocks_for(total), kThreads, stream, xc.const_data_ptr<scalar_t>(),
+                      ac.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
+                      ptr_or_null<scalar_t>(ghost_add), dst.mutable_data_ptr<scalar_t>(), D,
                       total);
         });
       });
+  copy_back(out, dst);
   return out;
 }
 
-namespace {
-
+// --------------------------------------------------------------- backward, generic kernels
 // Stage 2 of the ghost gradients: each (c, t) row of partials summed in a fixed order.
 // An undefined partial buffer is a gradient not asked for.
 template <typename scalar_t, typename acc_t>
@@ -113,8 +143,8 @@ void sum_ghost_partials(const at::Tensor& part_gm, const at::Tensor& part_ga, at
   }
 }
 
-// The backward launches shared by the plain and the fused op. attn points at the attention
-// (scalar_t, plain) or at the recomputed probabilities (acc_t, fused); gattn receives
+// The generic backward launches shared by the plain and the fused op. attn points at the
+// attention (scalar_t, plain) or at the recomputed probabilities (acc_t, fused); gattn receives
 // grad_attn (scalar_t, plain) or grad_p (acc_t, fused: the softmax backward follows).
 template <typename scalar_t, typename attn_t, typename gattn_t>
 void launch_backward(const scalar_t* go, const scalar_t* xp, const attn_t* ap, const scalar_t* gmp,
@@ -158,167 +188,166 @@ void launch_backward(const scalar_t* go, const scalar_t* xp, const attn_t* ap, c
   });
 }
 
-// The tiled backward (elsa_tiled_kernel.cuh): grad_x and grad_attn (grad_logits when
-// kLogits) in one kernel, then the row-chunk ghost reduction. attn: the attention (plain) or
-// the probabilities (fused), needed only by grad_x and grad_ghost_mul (else null).
-template <typename scalar_t, typename attn_t, bool kLogits>
-void launch_tiled_backward(const tiled::Dims& T, const scalar_t* go, const scalar_t* xp,
-                           const attn_t* ap, const scalar_t* logits, const scalar_t* gmp,
-                           const scalar_t* gap, scalar_t* gx, scalar_t* gattn, at::Tensor& ggm,
-                           at::Tensor& gga, bool need_gm, bool need_ga,
-                           const at::TensorOptions& opts, cudaStream_t stream) {
-  using acc_t = at::opmath_type<scalar_t>;
-  if (gx || gattn) {
-    auto* kernel = tiled::elsa_tiled_backward_kernel<scalar_t, acc_t, attn_t, kLogits>;
-    ELSA_LAUNCH(kernel, tiled::tile_grid(T), kThreads, stream, go, xp, ap, logits, gmp, gap, gx,
-                gattn, T);
-  }
-  if (!need_gm && !need_ga) return;
-  int n_chunks = 0;
-  const int rows_per_chunk = tiled::ghost_rows_per_chunk(T, &n_chunks);
-  const int64_t rows = int64_t(T.C) * tiled::kKK;
-  const auto popts = opts.dtype(c10::CppTypeToScalarType<acc_t>::value);
-  at::Tensor part_gm = need_gm ? at::empty({rows, n_chunks}, popts) : at::Tensor();
-  at::Tensor part_ga = need_ga ? at::empty({rows, n_chunks}, popts) : at::Tensor();
-  auto* partial = tiled::elsa_tiled_ghost_partial_kernel<scalar_t, acc_t, attn_t>;
-  ELSA_LAUNCH(partial, dim3(static_cast<unsigned>(T.C), static_cast<unsigned>(n_chunks)),
-              tiled::kGhostThreads, stream, go, xp, ap,
-              need_gm ? part_gm.mutable_data_ptr<acc_t>() : nullptr,
-              need_ga ? part_ga.mutable_data_ptr<acc_t>() : nullptr, T, rows_per_chunk, n_chunks);
-  sum_ghost_partials<scalar_t, acc_t>(part_gm, part_ga, ggm, gga, rows, n_chunks, stream);
-}
-
-template <typename scalar_t>
-scalar_t* mutable_or_null(at::Tensor& t, bool wanted) {
-  return wanted && t.numel() > 0 ? t.mutable_data_ptr<scalar_t>() : nullptr;
-}
-
-}  // namespace
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cuda(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
-    const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& D,
-    std::array<bool, 4> mask) {
-  ELSA_DEVICE_GUARD(x);
-  const auto need = elsa_grad_mask(mask, ghost_mul, ghost_add);
-  const bool need_x = need[0], need_attn = need[1], need_gm = need[2], need_ga = need[3];
-  at::Tensor gx, gattn, ggm, gga;
-  std::tie(gx, gattn, ggm, gga) = elsa_empty_grads(x, attn, ghost_mul, ghost_add, need);
-  const cudaStream_t stream = ELSA_CURRENT_STREAM();
-
-  tiled::Dims T;
-  const bool fast = tiled::fast_path_dims(D, &T);
+// The generic backward of the plain op on NCHW-contiguous inputs; gx / gattn contiguous.
+void generic_backward(const at::Tensor& go, const at::Tensor& x, const at::Tensor& attn,
+                      const at::Tensor& ghost_mul, const at::Tensor& ghost_add, at::Tensor& gx,
+                      at::Tensor& gattn, at::Tensor& ggm, at::Tensor& gga, const ElsaDims& D,
+                      std::array<bool, 4> need, cudaStream_t stream) {
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_backward_cuda", [&] {
-        if (fast) {
-          launch_tiled_backward<scalar_t, scalar_t, false>(
-              T, grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-              attn.const_data_ptr<scalar_t>(), nullptr, ptr_or_null<scalar_t>(ghost_mul),
-              ptr_or_null<scalar_t>(ghost_add), mutable_or_null<scalar_t>(gx, need_x),
-              mutable_or_null<scalar_t>(gattn, need_attn), ggm, gga, need_gm, need_ga, x.options(),
-              stream);
-          return;
-        }
         launch_backward<scalar_t, scalar_t, scalar_t>(
-            grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+            go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
             attn.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
-            ptr_or_null<scalar_t>(ghost_add), mutable_or_null<scalar_t>(gx, need_x),
-            mutable_or_null<scalar_t>(gattn, need_attn), ggm, gga, D, need_gm, need_ga,
-            x.options(), stream);
+            ptr_or_null<scalar_t>(ghost_add), mutable_or_null<scalar_t>(gx, need[0]),
+            mutable_or_null<scalar_t>(gattn, need[1]), ggm, gga, D, need[2], need[3], x.options(),
+            stream);
       });
-  return std::make_tuple(gx, gattn, ggm, gga);
 }
 
-// ------------------------------------------------------------- fused softmax + ELSA
-at::Tensor elsa_softmax_forward_cuda(const at::Tensor& x, const at::Tensor& logits,
-                                     const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
-                                     const ElsaDims& D) {
-  ELSA_DEVICE_GUARD(x);
-  at::Tensor out = at::empty({D.B, D.C, D.Ho, D.Wo}, x.options());
-  const int64_t total = D.B * D.G * D.Ho * D.Wo;  // one thread per (b, g, pixel)
-  if (out.numel() == 0 || total == 0) return out;
-  const cudaStream_t stream = ELSA_CURRENT_STREAM();
-  tiled::Dims T;
-  const bool fast = tiled::fast_path_dims(D, &T);
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_softmax_forward_cuda", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        if (fast) {
-          auto* kernel = tiled::elsa_tiled_forward_kernel<scalar_t, acc_t, true>;
-          ELSA_LAUNCH(kernel, tiled::tile_grid(T), kThreads, stream, x.const_data_ptr<scalar_t>(),
-                      logits.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
-                      ptr_or_null<scalar_t>(ghost_add), out.mutable_data_ptr<scalar_t>(), T);
-          return;
-        }
-        dispatch_kernel_size(D.K, [&](auto kt) {
-          constexpr int KT = decltype(kt)::value;
-          auto* kernel = cuda::elsa_softmax_forward_kernel<scalar_t, acc_t, KT>;
-          ELSA_LAUNCH(kernel, blocks_for(total), kThreads, stream, x.const_data_ptr<scalar_t>(),
-                      logits.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
-                      ptr_or_null<scalar_t>(ghost_add), out.mutable_data_ptr<scalar_t>(), D,
-                      total);
-        });
-      });
-  return out;
-}
-
-// Generic path: recomputes the probabilities from the logits into an acc_t buffer, runs the
-// plain backward kernels on them (grad_attn into an acc_t grad_p buffer), then the softmax
-// backward. Tiled path: the probabilities only where grad_x or grad_ghost_mul read them, and
-// no grad_p buffer (the softmax backward runs inside the tiled kernel).
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward_cuda(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& logits,
-    const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& D,
-    std::array<bool, 4> mask) {
-  ELSA_DEVICE_GUARD(x);
-  const auto need = elsa_grad_mask(mask, ghost_mul, ghost_add);
-  const bool need_x = need[0], need_logits = need[1], need_gm = need[2], need_ga = need[3];
-  at::Tensor gx, glogits, ggm, gga;
-  std::tie(gx, glogits, ggm, gga) = elsa_empty_grads(x, logits, ghost_mul, ghost_add, need);
-  const cudaStream_t stream = ELSA_CURRENT_STREAM();
+// The generic backward of the fused op: recomputes the probabilities from the logits into an
+// acc_t buffer, runs the plain backward kernels on them (grad_attn into an acc_t grad_p buffer),
+// then the softmax backward.
+void generic_softmax_backward(const at::Tensor& go, const at::Tensor& x, const at::Tensor& logits,
+                              const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
+                              at::Tensor& gx, at::Tensor& glogits, at::Tensor& ggm,
+                              at::Tensor& gga, const ElsaDims& D, std::array<bool, 4> need,
+                              cudaStream_t stream) {
   const int64_t pixels = D.B * D.G * D.Ho * D.Wo;
-  tiled::Dims T;
-  const bool fast = tiled::fast_path_dims(D, &T);
-
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_softmax_backward_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
         const auto aopts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
-        // the probabilities: read by grad_x and grad_ghost_mul (the tiled grad_logits
-        // recomputes its own pixel's in registers)
-        const bool need_prob = !fast || need_x || need_gm;
-        at::Tensor prob = need_prob ? at::empty(logits.sizes(), aopts) : at::Tensor();
-        if (need_prob && pixels > 0) {
+        at::Tensor prob = at::empty(logits.sizes(), aopts);
+        if (pixels > 0) {
           auto* kernel = cuda::elsa_softmax_probs_kernel<scalar_t, acc_t>;
           ELSA_LAUNCH(kernel, blocks_for(pixels), kThreads, stream,
                       logits.const_data_ptr<scalar_t>(), prob.mutable_data_ptr<acc_t>(), D,
                       pixels);
         }
-        if (fast) {
-          launch_tiled_backward<scalar_t, acc_t, true>(
-              T, grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-              need_prob ? prob.const_data_ptr<acc_t>() : nullptr,
-              logits.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
-              ptr_or_null<scalar_t>(ghost_add), mutable_or_null<scalar_t>(gx, need_x),
-              mutable_or_null<scalar_t>(glogits, need_logits), ggm, gga, need_gm, need_ga,
-              x.options(), stream);
-          return;
-        }
-        at::Tensor gprob = need_logits ? at::empty(logits.sizes(), aopts) : at::Tensor();
+        at::Tensor gprob = need[1] ? at::empty(logits.sizes(), aopts) : at::Tensor();
         launch_backward<scalar_t, acc_t, acc_t>(
-            grad_out.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+            go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
             prob.const_data_ptr<acc_t>(), ptr_or_null<scalar_t>(ghost_mul),
-            ptr_or_null<scalar_t>(ghost_add), mutable_or_null<scalar_t>(gx, need_x),
-            mutable_or_null<acc_t>(gprob, need_logits), ggm, gga, D, need_gm, need_ga, x.options(),
+            ptr_or_null<scalar_t>(ghost_add), mutable_or_null<scalar_t>(gx, need[0]),
+            mutable_or_null<acc_t>(gprob, need[1]), ggm, gga, D, need[2], need[3], x.options(),
             stream);
-        if (need_logits && pixels > 0) {
+        if (need[1] && pixels > 0) {
           auto* kernel = cuda::elsa_softmax_grad_kernel<scalar_t, acc_t>;
           ELSA_LAUNCH(kernel, blocks_for(pixels), kThreads, stream, prob.const_data_ptr<acc_t>(),
                       gprob.const_data_ptr<acc_t>(), glogits.mutable_data_ptr<scalar_t>(), D,
                       pixels);
         }
       });
-  return std::make_tuple(gx, glogits, ggm, gga);
+}
+
+// ----------------------------------------------------------------- backward, tiled kernels
+// grad_x and grad_attn (grad_logits when kLogits) in one kernel, then the row-chunk ghost
+// reduction. For the fused op the probabilities are computed first, only when grad_x or
+// grad_ghost_mul reads them (grad_logits recomputes its own pixel's in registers).
+template <bool kLogits>
+void tiled_backward(const tiled::Dims& T, const at::Tensor& go, const at::Tensor& x,
+                    const at::Tensor& attn, const at::Tensor& ghost_mul,
+                    const at::Tensor& ghost_add, at::Tensor& gx, at::Tensor& gattn,
+                    at::Tensor& ggm, at::Tensor& gga, std::array<bool, 4> need,
+                    cudaStream_t stream) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_tiled_backward_cuda", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        // what grad_x and the ghost_mul sum read as the attention
+        using attn_t = std::conditional_t<kLogits, acc_t, scalar_t>;
+        at::Tensor a = attn;
+        if constexpr (kLogits) {
+          if (need[0] || need[2]) {
+            a = at::empty(attn.sizes(), x.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+            auto* kernel = tiled::elsa_tiled_probs_kernel<scalar_t, acc_t>;
+            ELSA_LAUNCH(kernel, tiled::tile_grid(T), kThreads, stream,
+                        attn.const_data_ptr<scalar_t>(), tiled::map5(attn),
+                        a.mutable_data_ptr<acc_t>(), tiled::map5(a), T);
+          }
+        }
+        const attn_t* ap = (!kLogits || need[0] || need[2]) ? a.const_data_ptr<attn_t>() : nullptr;
+        const tiled::Map4 GO = tiled::map4(go), X = tiled::map4(x), no4{};
+        const tiled::Map5 A = tiled::map5(a), no5{};  // no4 / no5: a gradient not computed
+        if (need[0] || need[1]) {
+          auto* kernel = tiled::elsa_tiled_backward_kernel<scalar_t, acc_t, attn_t, kLogits>;
+          ELSA_LAUNCH(kernel, tiled::tile_grid(T), kThreads, stream, go.const_data_ptr<scalar_t>(),
+                      GO, x.const_data_ptr<scalar_t>(), X, ap, A, attn.const_data_ptr<scalar_t>(),
+                      tiled::map5(attn), ptr_or_null<scalar_t>(ghost_mul),
+                      ptr_or_null<scalar_t>(ghost_add), mutable_or_null<scalar_t>(gx, need[0]),
+                      need[0] ? tiled::map4(gx) : no4, mutable_or_null<scalar_t>(gattn, need[1]),
+                      need[1] ? tiled::map5(gattn) : no5, T);
+        }
+        if (!need[2] && !need[3]) return;
+        int n_chunks = 0;
+        const int rows_per_chunk = tiled::ghost_rows_per_chunk(T, &n_chunks);
+        const int64_t rows = int64_t(T.C) * tiled::kKK;
+        const auto popts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+        at::Tensor part_gm = need[2] ? at::empty({rows, n_chunks}, popts) : at::Tensor();
+        at::Tensor part_ga = need[3] ? at::empty({rows, n_chunks}, popts) : at::Tensor();
+        auto* partial = tiled::elsa_tiled_ghost_partial_kernel<scalar_t, acc_t, attn_t>;
+        ELSA_LAUNCH(partial, dim3(static_cast<unsigned>(T.C), static_cast<unsigned>(n_chunks)),
+                    tiled::kGhostThreads, stream, go.const_data_ptr<scalar_t>(), GO,
+                    x.const_data_ptr<scalar_t>(), X, ap, A,
+                    need[2] ? part_gm.mutable_data_ptr<acc_t>() : nullptr,
+                    need[3] ? part_ga.mutable_data_ptr<acc_t>() : nullptr, T, rows_per_chunk,
+                    n_chunks);
+        sum_ghost_partials<scalar_t, acc_t>(part_gm, part_ga, ggm, gga, rows, n_chunks, stream);
+      });
+}
+
+template <bool kLogits>
+Grads backward_cuda(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
+                    const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& D,
+                    std::array<bool, 4> mask) {
+  ELSA_DEVICE_GUARD(x);
+  const auto need = elsa_grad_mask(mask, ghost_mul, ghost_add);
+  at::Tensor gx, gattn, ggm, gga;
+  std::tie(gx, gattn, ggm, gga) =
+      elsa_empty_grads(x, attn, ghost_mul, ghost_add, need, elsa_cuda_nhwc(x, D));
+  const cudaStream_t stream = ELSA_CURRENT_STREAM();
+  tiled::Dims T;
+  if (tiled::fast_path(D, {&grad_out, &x, &attn, &gx, &gattn}, &T)) {
+    tiled_backward<kLogits>(T, grad_out, x, attn, ghost_mul, ghost_add, gx, gattn, ggm, gga, need,
+                            stream);
+    return std::make_tuple(gx, gattn, ggm, gga);
+  }
+  const at::Tensor go = grad_out.contiguous(), xc = x.contiguous(), ac = attn.contiguous();
+  at::Tensor gx_c = contiguous_target(gx), gattn_c = contiguous_target(gattn);
+  if (kLogits)
+    generic_softmax_backward(go, xc, ac, ghost_mul, ghost_add, gx_c, gattn_c, ggm, gga, D, need,
+                             stream);
+  else
+    generic_backward(go, xc, ac, ghost_mul, ghost_add, gx_c, gattn_c, ggm, gga, D, need, stream);
+  copy_back(gx, gx_c);
+  copy_back(gattn, gattn_c);
+  return std::make_tuple(gx, gattn, ggm, gga);
+}
+
+}  // namespace
+
+at::Tensor elsa_forward_cuda(const at::Tensor& x, const at::Tensor& attn,
+                             const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
+                             const ElsaDims& D) {
+  return forward_cuda<false>(x, attn, ghost_mul, ghost_add, D);
+}
+
+Grads elsa_backward_cuda(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
+                         const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
+                         const ElsaDims& D, std::array<bool, 4> mask) {
+  return backward_cuda<false>(grad_out, x, attn, ghost_mul, ghost_add, D, mask);
+}
+
+at::Tensor elsa_softmax_forward_cuda(const at::Tensor& x, const at::Tensor& logits,
+                                     const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
+                                     const ElsaDims& D) {
+  return forward_cuda<true>(x, logits, ghost_mul, ghost_add, D);
+}
+
+Grads elsa_softmax_backward_cuda(const at::Tensor& grad_out, const at::Tensor& x,
+                                 const at::Tensor& logits, const at::Tensor& ghost_mul,
+                                 const at::Tensor& ghost_add, const ElsaDims& D,
+                                 std::array<bool, 4> mask) {
+  return backward_cuda<true>(grad_out, x, logits, ghost_mul, ghost_add, D, mask);
 }
 
 }  // namespace mmelsa

@@ -39,39 +39,57 @@ at::Tensor or_undef(const c10::optional<at::Tensor>& t) {
 
 using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
+// As the dispatcher (csrc/pytorch/elsa.cpp) hands tensors to the CUDA launchers: as they are
+// on the channels-last path, NCHW-contiguous otherwise.
+at::Tensor as_dispatched(const at::Tensor& t, bool nhwc) { return nhwc ? t : t.contiguous(); }
+
 at::Tensor forward(const at::Tensor& x, const at::Tensor& attn,
                    const c10::optional<at::Tensor>& gm, const c10::optional<at::Tensor>& ga,
                    int64_t K, int64_t d, int64_t s) {
-  return mmelsa::elsa_forward_cuda(x.contiguous(), attn.contiguous(), or_undef(gm), or_undef(ga),
-                                   dims(x, attn, K, d, s));
+  const auto D = dims(x, attn, K, d, s);
+  const bool nhwc = mmelsa::elsa_cuda_nhwc(x, D);
+  return mmelsa::elsa_forward_cuda(as_dispatched(x, nhwc), as_dispatched(attn, nhwc), or_undef(gm),
+                                   or_undef(ga), D);
 }
 
 Grads backward(const at::Tensor& go, const at::Tensor& x, const at::Tensor& attn,
                const c10::optional<at::Tensor>& gm, const c10::optional<at::Tensor>& ga, int64_t K,
                int64_t d, int64_t s, std::array<bool, 4> mask) {
-  return mmelsa::elsa_backward_cuda(go.contiguous(), x.contiguous(), attn.contiguous(),
-                                    or_undef(gm), or_undef(ga), dims(x, attn, K, d, s), mask);
+  const auto D = dims(x, attn, K, d, s);
+  const bool nhwc = mmelsa::elsa_cuda_nhwc(x, D);
+  return mmelsa::elsa_backward_cuda(as_dispatched(go, nhwc), as_dispatched(x, nhwc),
+                                    as_dispatched(attn, nhwc), or_undef(gm), or_undef(ga), D,
+                                    mask);
 }
 
 at::Tensor softmax_forward(const at::Tensor& x, const at::Tensor& logits,
                            const c10::optional<at::Tensor>& gm,
                            const c10::optional<at::Tensor>& ga, int64_t K, int64_t d, int64_t s) {
-  return mmelsa::elsa_softmax_forward_cuda(x.contiguous(), logits.contiguous(), or_undef(gm),
-                                           or_undef(ga), dims(x, logits, K, d, s));
+  const auto D = dims(x, logits, K, d, s);
+  const bool nhwc = mmelsa::elsa_cuda_nhwc(x, D);
+  return mmelsa::elsa_softmax_forward_cuda(as_dispatched(x, nhwc), as_dispatched(logits, nhwc),
+                                           or_undef(gm), or_undef(ga), D);
 }
 
 Grads softmax_backward(const at::Tensor& go, const at::Tensor& x, const at::Tensor& logits,
                        const c10::optional<at::Tensor>& gm, const c10::optional<at::Tensor>& ga,
                        int64_t K, int64_t d, int64_t s, std::array<bool, 4> mask) {
-  return mmelsa::elsa_softmax_backward_cuda(go.contiguous(), x.contiguous(), logits.contiguous(),
-                                            or_undef(gm), or_undef(ga), dims(x, logits, K, d, s),
-                                            mask);
+  const auto D = dims(x, logits, K, d, s);
+  const bool nhwc = mmelsa::elsa_cuda_nhwc(x, D);
+  return mmelsa::elsa_softmax_backward_cuda(as_dispatched(go, nhwc), as_dispatched(x, nhwc),
+                                            as_dispatched(logits, nhwc), or_undef(gm),
+                                            or_undef(ga), D, mask);
 }
 
 // Whether the launchers take the tiled fast path for these inputs.
 bool fast_path(const at::Tensor& x, const at::Tensor& attn, int64_t K, int64_t d, int64_t s) {
   mmelsa::cuda::tiled::Dims T;
-  return mmelsa::cuda::tiled::fast_path_dims(dims(x, attn, K, d, s), &T);
+  return mmelsa::cuda::tiled::fast_path(dims(x, attn, K, d, s), {&x, &attn}, &T);
+}
+
+// The CUDA launchers' layout rule (elsa_cuda_nhwc), for the test of its Python mirror.
+bool cuda_nhwc(const at::Tensor& x, const at::Tensor& attn, int64_t K, int64_t d, int64_t s) {
+  return mmelsa::elsa_cuda_nhwc(x, dims(x, attn, K, d, s));
 }
 
 int64_t launches() { return emu::launches; }
@@ -99,6 +117,7 @@ TORCH_LIBRARY(mmelsa_emu, m) {
       "int d, int s, bool[4] mask) -> (Tensor, Tensor, Tensor, Tensor)",
       &softmax_backward);
   m.def("fast_path(Tensor x, Tensor attn, int K, int d, int s) -> bool", &fast_path);
+  m.def("cuda_nhwc(Tensor x, Tensor attn, int K, int d, int s) -> bool", &cuda_nhwc);
   m.def("launches() -> int", &launches);
   m.def("set_planted_bug(int bug) -> int", &set_planted_bug);
 }
