@@ -17,7 +17,8 @@
 #                   a CPU float64 reference plus bitwise reproducibility (elsa_swin_cuda_check.py)
 #   bench_tiled     benchmark_elsa_op.py --device cuda --compare-generic: the tiled fast path
 #                   against the generic kernels of the same build (old vs new: time, result
-#                   difference, bitwise reproducibility), plain and fused, every stage shape
+#                   difference, bitwise reproducibility), plain and fused, every stage shape;
+#                   then on channels-last inputs (COCO shapes, fp16)
 #   bench_op        benchmark_elsa_op.py --device cuda (Swin-T stage shapes, COCO 800x1333 batch
 #                   2 and ImageNet 224 batch 64, fp32/fp16/bf16, fwd/bwd), then gpu_floors.py:
 #                   measured copy bandwidth and FMA rate, each row's floor and time / floor
@@ -238,6 +239,13 @@ step_bench_tiled() {
     --reps "$BENCH_REPS" | tee "$LOGS/bench_tiled.md"
 }
 
+# the layouts ELSAAttention passes: tiled reads them in place, generic copies them to NCHW
+step_bench_tiled_cl() {
+  "$PY" tools/analysis_tools/benchmark_elsa_op.py --device cuda --compare-generic \
+    --channels-last --cases coco-s1 coco-s2 coco-s3 --dtypes float16 --reps "$BENCH_REPS" \
+    | tee "$LOGS/bench_tiled_cl.md"
+}
+
 step_floors() {
   "$PY" tools/device/gpu_floors.py --bench-table "$LOGS/bench_op.md" --json "$LOGS/floors.json"
 }
@@ -373,6 +381,9 @@ for stage in correctness bench_tiled bench_op bench_backbone toy; do
       step bench_tiled 200
       result "Tiled fast path vs generic CUDA kernels (old vs new, same build) $(building_note)" \
         "$LOGS/bench_tiled.md"
+      step bench_tiled_cl 120
+      result "The same on channels-last inputs (ELSAAttention's layouts), fp16" \
+        "$LOGS/bench_tiled_cl.md"
       ;;
     bench_op)
       bn=$(building_note)
