@@ -1,5 +1,6 @@
-"""ELSAAttention on the CPU makes no full-size layout copy of v, the attention map or the
-output (issue 13, item 3), counted with torch.profiler (independent of timing)."""
+"""ELSAAttention makes no full-size layout copy of v, the attention map or the output (issue
+13, item 3), on the CPU and (on a GPU) on CUDA, counted with torch.profiler (independent of
+timing)."""
 import pytest
 import torch
 
@@ -19,11 +20,13 @@ def copied_shapes(module, x):
             and not (e.cpu_parent is not None and e.cpu_parent.name == 'aten::addmm')]
 
 
+@pytest.mark.parametrize('device', ['cpu', pytest.param('cuda', marks=pytest.mark.cuda)])
 @pytest.mark.parametrize('train', [False, True], ids=['eval', 'train'])
-def test_no_layout_copy_per_block(train):
+def test_no_layout_copy_per_block(train, device):
     B, H, W, C, G, K = 2, 10, 12, 48, 3, 7
-    m = ELSAAttention(C, G, kernel_size=K).train(train)  # attn_drop = 0: the fused path
-    x = torch.randn(B, H, W, C)
+    # attn_drop = 0: the fused path; K = 7: on CUDA the tiled kernels, which take channels-last
+    m = ELSAAttention(C, G, kernel_size=K).train(train).to(device)
+    x = torch.randn(B, H, W, C, device=device)
     with torch.set_grad_enabled(train):
         m(x)  # warm-up (one-off work of the first call)
         shapes = copied_shapes(m, x)
