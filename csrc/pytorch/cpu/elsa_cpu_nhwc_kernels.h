@@ -426,28 +426,25 @@ inline void backward(const at::Tensor& gout, const at::Tensor& x, const at::Tens
     double* pgm = part_gm.defined() ? part_gm.mutable_data_ptr<double>() : nullptr;
     double* pga = part_ga.defined() ? part_ga.mutable_data_ptr<double>() : nullptr;
     const bool ghost_or_attn = gap || pgm || pga;
+    // a: the attention, or for the fused op (kLogits) its probabilities
+    auto run = [&](auto a, auto logits_tag) {
+      constexpr bool kLogits = decltype(logits_tag)::value;
+      if (gxp && gm) grad_x_kernel<true>(go, a, gm, ga, gxp, D);
+      if (gxp && !gm) grad_x_kernel<false>(go, a, gm, ga, gxp, D);
+      if (ghost_or_attn && gm)
+        grad_attn_ghost_kernel<kLogits, true>(go, xp, xs, a, gm, gap, pgm, pga, D);
+      if (ghost_or_attn && !gm)
+        grad_attn_ghost_kernel<kLogits, false>(go, xp, xs, a, gm, gap, pgm, pga, D);
+    };
     if (logits) {
       // The probabilities once, in acc_t (both passes read them at every tap).
       at::Tensor prob =
           at::empty(attn.sizes(), attn.options().dtype(c10::CppTypeToScalarType<acc_t>()));
       acc_t* pp = prob.mutable_data_ptr<acc_t>();
       probs_kernel(attn.const_data_ptr<scalar_t>(), pp, D);
-      if (gxp && gm) grad_x_kernel<true>(go, static_cast<const acc_t*>(pp), gm, ga, gxp, D);
-      if (gxp && !gm) grad_x_kernel<false>(go, static_cast<const acc_t*>(pp), gm, ga, gxp, D);
-      if (ghost_or_attn && gm)
-        grad_attn_ghost_kernel<true, true>(go, xp, xs, static_cast<const acc_t*>(pp), gm, gap, pgm,
-                                           pga, D);
-      if (ghost_or_attn && !gm)
-        grad_attn_ghost_kernel<true, false>(go, xp, xs, static_cast<const acc_t*>(pp), gm, gap,
-                                            pgm, pga, D);
+      run(static_cast<const acc_t*>(pp), std::true_type());
     } else {
-      const scalar_t* ap = attn.const_data_ptr<scalar_t>();
-      if (gxp && gm) grad_x_kernel<true>(go, ap, gm, ga, gxp, D);
-      if (gxp && !gm) grad_x_kernel<false>(go, ap, gm, ga, gxp, D);
-      if (ghost_or_attn && gm)
-        grad_attn_ghost_kernel<false, true>(go, xp, xs, ap, gm, gap, pgm, pga, D);
-      if (ghost_or_attn && !gm)
-        grad_attn_ghost_kernel<false, false>(go, xp, xs, ap, gm, gap, pgm, pga, D);
+      run(attn.const_data_ptr<scalar_t>(), std::false_type());
     }
   });
 }
