@@ -101,10 +101,6 @@ inline bool elsa_use_nhwc(const at::Tensor& x, const ElsaDims& D) {
   return x.is_cpu() ? elsa_channels_inner(x) : x.is_cuda() && elsa_cuda_nhwc(x, D);
 }
 
-// The attention (or logits) as a dense (B, Ho, Wo, G, K*K) tensor: no copy when it is already
-// laid out so.
-at::Tensor elsa_attn_pixel_major(const at::Tensor& attn);
-
 // x: channels innermost, any other strides; attn / ghosts: any layout. `logits`: the fused op.
 at::Tensor elsa_forward_cpu_nhwc(const at::Tensor& x, const at::Tensor& attn,
                                  const at::Tensor& ghost_mul, const at::Tensor& ghost_add,

@@ -88,11 +88,13 @@ void reduce_parts(const at::Tensor& part, at::Tensor& dst, const ElsaDims& D) {
   dst.copy_(acc.view({D.C, D.K, D.K}));
 }
 
-}  // namespace
-
+// The attention (or logits) as a dense (B, Ho, Wo, G, K*K) tensor: no copy when it is already
+// laid out so.
 at::Tensor elsa_attn_pixel_major(const at::Tensor& attn) {
   return attn.permute({0, 3, 4, 1, 2}).contiguous();
 }
+
+}  // namespace
 
 at::Tensor elsa_forward_cpu_nhwc(const at::Tensor& x, const at::Tensor& attn,
                                  const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
