@@ -16,7 +16,6 @@ report the metrics of random weights) unless ``--allow-partial-load`` is given.
 """
 import argparse
 import json
-import os
 import os.path as osp
 
 from mmelsa.engine import cli, preflight, test_options
@@ -36,13 +35,10 @@ def parse_args(argv=None):
     parser.add_argument('--tta', action='store_true', help='test-time augmentation')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, key=value pairs')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
+    cli.add_launcher_flags(parser)
     cli.add_checkpoint_flags(parser)
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    cli.export_local_rank(args)
     return args
 
 

@@ -10,7 +10,6 @@ a work dir that holds checkpoints is not trained into without ``--resume`` or ``
 """
 import argparse
 import logging
-import os
 import os.path as osp
 import sys
 
@@ -33,14 +32,10 @@ def parse_args(argv=None):
         '--cfg-options', nargs='+', action=DictAction,
         help='override config settings, key=value pairs merged into the config, e.g. '
              'train_cfg.max_epochs=1 "model.backbone.depths=[2,2,6,2]"')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        default='none', help='job launcher')
+    cli.add_launcher_flags(parser)
     cli.add_checkpoint_flags(parser, overwrite=True)
-    # torch.distributed.launch passes --local-rank (>= 2.0) or --local_rank (older)
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    cli.export_local_rank(args)
     return args
 
 

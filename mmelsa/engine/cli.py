@@ -1,5 +1,6 @@
 """What mmelsa's command-line tools share: one-line errors, the Runner, and the flags that
 relax a safety check for one run."""
+import os
 import sys
 
 from .preflight import UsageError  # noqa: F401  (re-exported for the tools)
@@ -29,6 +30,21 @@ def run_guarded(action):
         return action()
     except (CheckpointError, WorkDirNotEmptyError, FileNotFoundError) as err:
         fail(str(err))
+
+
+def add_launcher_flags(parser):
+    """--launcher, and the rank flag that torch.distributed.launch passes (--local-rank from
+    torch 2.0, --local_rank before)."""
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        default='none', help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def export_local_rank(args):
+    """mmengine reads the rank from LOCAL_RANK; a launcher that passed it as a flag has not set
+    it."""
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
 
 
 def add_checkpoint_flags(parser, overwrite=False):

@@ -1,5 +1,6 @@
 """Flag handling of tools/train.py and tools/test.py (in process, no training)."""
 import copy
+import os
 import os.path as osp
 import subprocess
 
@@ -126,3 +127,17 @@ def test_tta_reaches_every_test_set_under_a_wrapper():
     assert len(leaves) == 2
     assert all(ds.pipeline == cfg.tta_pipeline for ds in leaves)
     assert cfg.model.type == 'SegTTAModel' and cfg.model.module.type == 'EncoderDecoder'
+
+
+@pytest.mark.parametrize('flag', ['--local-rank', '--local_rank'])
+def test_launcher_flags_of_both_tools(tools, monkeypatch, flag):
+    """torch.distributed.launch's rank flag (either spelling) reaches mmengine as LOCAL_RANK
+    unless the launcher already set it; --launcher reaches the config."""
+    train, test = tools
+    monkeypatch.delenv('LOCAL_RANK', raising=False)
+    cfg = train.build_cfg(train.parse_args([DET, flag, '3', '--launcher', 'pytorch']))
+    assert cfg.launcher == 'pytorch'
+    assert os.environ['LOCAL_RANK'] == '3'
+    monkeypatch.setenv('LOCAL_RANK', '1')  # set by torchrun: kept
+    test.parse_args([SEG, 'model.pth', flag, '2'])
+    assert os.environ['LOCAL_RANK'] == '1'
