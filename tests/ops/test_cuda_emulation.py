@@ -55,8 +55,8 @@ PLANTED = {
     7: (TILED, 'gs[p.r + 2 * kHalo - u][p.col + 2 * kHalo - v]',
         'gs[p.r + 2 * kHalo - u][p.col + 2 * kHalo - (emu::planted_bug == 7 ? u : v)]'),
     # tiled ghost reduction: the last row of every chunk dropped
-    8: (TILED, 'const int n_end = min(n_begin + rows_per_chunk, T.B * T.H);',
-        'const int n_end = min(n_begin + rows_per_chunk - (emu::planted_bug == 8), T.B * T.H);'),
+    8: (TILED, 'min(int64_t(n_begin) + rows_per_chunk, int64_t(T.B) * T.H)',
+        'min(int64_t(n_begin) + rows_per_chunk - (emu::planted_bug == 8), int64_t(T.B) * T.H)'),
     # tiled launch geometry: the last, partial row of tiles not launched
     9: (TILED, 'const int tiles_h = (T.H + kRows - 1) / kRows;',
         'const int tiles_h = (T.H + (emu::planted_bug == 9 ? 0 : kRows - 1)) / kRows;'),

@@ -158,13 +158,21 @@ def check(emu, case, dtype, ghosts, mask, fused, seed=0, nhwc=False):
 
 
 def check_empty(emu):
-    """An empty batch: no launch may touch memory, ghost gradients are zeros."""
+    """An empty batch: no launch may touch memory, ghost gradients are zeros. No channels
+    (C = 0) on the tiled path: no empty grid (the emulator, like a GPU, refuses one), the
+    attention gradient zeros."""
     x, a, g = torch.randn(0, 4, 5, 6), torch.randn(0, 2, 9, 5, 6), torch.randn(4, 3, 3)
+    x0, a0, g0 = torch.randn(1, 0, 5, 6), torch.randn(1, 1, 49, 5, 6), torch.randn(0, 7, 7)
     for fwd, bwd in ((emu.forward, emu.backward), (emu.softmax_forward, emu.softmax_backward)):
         if fwd(x, a, g, g, 3, 1, 1).shape != (0, 4, 5, 6):
             return False
         gr = bwd(torch.randn(0, 4, 5, 6), x, a, g, g, 3, 1, 1, [True] * 4)
         if gr[0].shape != x.shape or gr[2].any() or gr[3].any():
+            return False
+        if fwd(x0, a0, g0, g0, 7, 1, 1).shape != (1, 0, 5, 6):
+            return False
+        gr = bwd(torch.randn(1, 0, 5, 6), x0, a0, g0, g0, 7, 1, 1, [True] * 4)
+        if gr[1].shape != a0.shape or gr[1].any() or gr[2].shape != (0, 7, 7):
             return False
     return True
 

@@ -84,8 +84,10 @@ inline bool tiled_disabled() {
 inline bool fast_path(const ElsaDims& D, std::initializer_list<const at::Tensor*> maps, Dims* T) {
   if (tiled_disabled()) return false;
   if (D.K != kK || D.stride != 1 || D.dil != 1 || D.H <= 0 || D.W <= 0 || D.B <= 0) return false;
+  // numel too: the buffers the launchers allocate after this check (the fused backward's
+  // probabilities, contiguous) have a map's numel, and an expanded map can have few offsets
   for (const at::Tensor* t : maps)
-    if (t->defined() && !offsets_fit_int(*t)) return false;
+    if (t->defined() && (t->numel() >= INT_MAX || !offsets_fit_int(*t))) return false;
   const int64_t tiles_w = (D.W + kCols - 1) / kCols, tiles_h = (D.H + kRows - 1) / kRows;
   if (D.B * D.G > 65535 || tiles_w * tiles_h >= INT_MAX || D.B * D.H >= INT_MAX) return false;
   *T = Dims{static_cast<int>(D.B),    static_cast<int>(D.C), static_cast<int>(D.G),
@@ -353,7 +355,8 @@ __global__ void __launch_bounds__(kGhostThreads)
   const int c = static_cast<int>(blockIdx.x), chunk = static_cast<int>(blockIdx.y);
   const int g = c / T.cpg;
   const int n_begin = chunk * rows_per_chunk;
-  const int n_end = min(n_begin + rows_per_chunk, T.B * T.H);
+  const int n_end = static_cast<int>(
+      min(int64_t(n_begin) + rows_per_chunk, int64_t(T.B) * T.H));  // int64: no overflow
   acc_t s_add[kKK], s_mul[kKK];
 #pragma unroll
   for (int t = 0; t < kKK; ++t) s_add[t] = s_mul[t] = 0;
@@ -387,11 +390,11 @@ __global__ void __launch_bounds__(kGhostThreads)
 
 // Rows per ghost chunk and the chunk count: kGhostRows rows, more when grid.y would overflow.
 inline int ghost_rows_per_chunk(const Dims& T, int* n_chunks) {
-  const int rows = T.B * T.H;
-  int per = kGhostRows;
+  const int64_t rows = int64_t(T.B) * T.H;  // < 2^31 (fast_path), but the sums below may not be
+  int64_t per = kGhostRows;
   if ((rows + per - 1) / per > 65535) per = (rows + 65534) / 65535;
-  *n_chunks = (rows + per - 1) / per;
-  return per;
+  *n_chunks = static_cast<int>((rows + per - 1) / per);
+  return static_cast<int>(per);
 }
 
 }  // namespace tiled

@@ -278,6 +278,7 @@ void tiled_backward(const tiled::Dims& T, const at::Tensor& go, const at::Tensor
                       need[1] ? tiled::map5(gattn) : no5, T);
         }
         if (!need[2] && !need[3]) return;
+        if (T.C == 0) return;  // (0, 7, 7) ghost gradients: nothing to sum, and no empty grid
         int n_chunks = 0;
         const int rows_per_chunk = tiled::ghost_rows_per_chunk(T, &n_chunks);
         const int64_t rows = int64_t(T.C) * tiled::kKK;
