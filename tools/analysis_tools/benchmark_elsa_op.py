@@ -190,6 +190,17 @@ def fused_runners(x, logits, ghost_add, grad):
     return out
 
 
+def case_inputs(args, cases, dtypes, dev):
+    """(case, its shape as printed, dtype name, (x, attn, ghost_add, grad)) for every case and
+    dtype, --batch overriding the case's batch."""
+    for case in cases:
+        B, C, H, W, G = CASES[case]
+        B = args.batch or B
+        for dt in dtypes:
+            yield (case, '(%d,%d,%d,%d) %d' % (B, C, H, W, G), dt,
+                   make_inputs(B, C, H, W, G, DTYPES[dt], dev))
+
+
 def time_alternately(fns, reps, warmup):
     """Median ms of each callable, called in turn (a, b, a, b, ...) after warm-up calls."""
     import time
@@ -213,33 +224,28 @@ def main_fused(args, dev, dtypes, cases, reps, warmup, peak):
             'speed-up', 'fused peak MiB', 'softmax+op peak MiB']
     print('| ' + ' | '.join(head) + ' |')
     print('|' + '---|' * len(head))
-    for case in cases:
-        B, C, H, W, G = CASES[case]
-        if args.batch:
-            B = args.batch
-        for dt in dtypes:
-            x, attn, ghost_add, grad = make_inputs(B, C, H, W, G, DTYPES[dt], dev)
-            logits = attn.float().log().to(attn.dtype)  # logits whose softmax is attn
-            del attn
-            run = fused_runners(x, logits, ghost_add, grad)
-            for direction in DIRECTIONS:
-                fns, mems = [], []
-                for label in ('fused', 'softmax+op'):
-                    setup, fn = run[label][direction]
-                    if setup:
-                        setup()
-                    mems.append(peak(fn))
-                    fns.append(fn)
-                if dev == 'cuda':
-                    ms = [time_fn(fn, dev, reps, warmup) for fn in fns]
-                else:
-                    ms = time_alternately(fns, reps, warmup)
-                cells = [case, '(%d,%d,%d,%d) %d' % (B, C, H, W, G), dt, direction,
-                         '%.3f' % ms[0], '%.3f' % ms[1], '%.2fx' % (ms[1] / ms[0]),
-                         '%.1f' % (mems[0] / 2**20), '%.1f' % (mems[1] / 2**20)]
-                print('| ' + ' | '.join(cells) + ' |', flush=True)
-            del run, x, logits, ghost_add, grad
-            gc.collect()
+    for case, shape, dt, (x, attn, ghost_add, grad) in case_inputs(args, cases, dtypes, dev):
+        logits = attn.float().log().to(attn.dtype)  # logits whose softmax is attn
+        del attn
+        run = fused_runners(x, logits, ghost_add, grad)
+        for direction in DIRECTIONS:
+            fns, mems = [], []
+            for label in ('fused', 'softmax+op'):
+                setup, fn = run[label][direction]
+                if setup:
+                    setup()
+                mems.append(peak(fn))
+                fns.append(fn)
+            if dev == 'cuda':
+                ms = [time_fn(fn, dev, reps, warmup) for fn in fns]
+            else:
+                ms = time_alternately(fns, reps, warmup)
+            cells = [case, shape, dt, direction,
+                     '%.3f' % ms[0], '%.3f' % ms[1], '%.2fx' % (ms[1] / ms[0]),
+                     '%.1f' % (mems[0] / 2**20), '%.1f' % (mems[1] / 2**20)]
+            print('| ' + ' | '.join(cells) + ' |', flush=True)
+        del run, x, logits, ghost_add, grad
+        gc.collect()
 
 
 def generic(fn):
@@ -271,32 +277,27 @@ def main_compare_generic(args, dev, dtypes, cases, reps, warmup):
     # called as impl(x, attn, None, ghost_add, K) by runners(); the fused op reads attn as logits
     ops = {'plain': elsa_attention,
            'fused': functools.partial(elsa_attention, attn_is_logits=True)}
-    for case in cases:
-        B, C, H, W, G = CASES[case]
-        if args.batch:
-            B = args.batch
-        for dt in dtypes:
-            x, attn, ghost_add, grad = make_inputs(B, C, H, W, G, DTYPES[dt], dev)
-            for op, impl in ops.items():
-                run = runners(impl, x, attn, ghost_add, grad)
-                fwd, fwd_bwd = run['fwd'][1], run['fwd+bwd'][1]
-                diff = max(max_rel_diff(fwd(), generic(fwd)()),
-                           max_rel_diff(fwd_bwd(), generic(fwd_bwd)()))
-                repro = all(torch.equal(u, v) for u, v in zip(fwd_bwd(), fwd_bwd()))
-                for direction in DIRECTIONS:
-                    setup, fn = run[direction]
-                    if setup:
-                        setup()
-                    ms = [time_fn(f, dev, reps, warmup) for f in (fn, generic(fn))]
-                    gbs = minimal_bytes(direction, x, attn, ghost_add) / (ms[0] * 1e-3) / 1e9
-                    cells = [case, '(%d,%d,%d,%d) %d' % (B, C, H, W, G), dt, op, direction,
-                             '%.3f' % ms[0], '%.3f' % ms[1], '%.2fx' % (ms[1] / ms[0]),
-                             '%.1e' % diff, 'yes' if repro else 'NO', '%.0f' % gbs]
-                    print('| ' + ' | '.join(cells) + ' |', flush=True)
-                del run
-            del x, attn, ghost_add, grad
-            gc.collect()
-            torch.cuda.empty_cache()
+    for case, shape, dt, (x, attn, ghost_add, grad) in case_inputs(args, cases, dtypes, dev):
+        for op, impl in ops.items():
+            run = runners(impl, x, attn, ghost_add, grad)
+            fwd, fwd_bwd = run['fwd'][1], run['fwd+bwd'][1]
+            diff = max(max_rel_diff(fwd(), generic(fwd)()),
+                       max_rel_diff(fwd_bwd(), generic(fwd_bwd)()))
+            repro = all(torch.equal(u, v) for u, v in zip(fwd_bwd(), fwd_bwd()))
+            for direction in DIRECTIONS:
+                setup, fn = run[direction]
+                if setup:
+                    setup()
+                ms = [time_fn(f, dev, reps, warmup) for f in (fn, generic(fn))]
+                gbs = minimal_bytes(direction, x, attn, ghost_add) / (ms[0] * 1e-3) / 1e9
+                cells = [case, shape, dt, op, direction,
+                         '%.3f' % ms[0], '%.3f' % ms[1], '%.2fx' % (ms[1] / ms[0]),
+                         '%.1e' % diff, 'yes' if repro else 'NO', '%.0f' % gbs]
+                print('| ' + ' | '.join(cells) + ' |', flush=True)
+            del run
+        del x, attn, ghost_add, grad
+        gc.collect()
+        torch.cuda.empty_cache()
 
 
 def minimal_bytes(direction, x, attn, ghost_add):
@@ -352,46 +353,40 @@ def main():
         head += ['native GFLOP/s', '% of sgemm']
     print('| ' + ' | '.join(head) + ' |')
     print('|' + '---|' * len(head))
-    for case in cases:
-        B, C, H, W, G = CASES[case]
-        if args.batch:
-            B = args.batch
-        for dt in dtypes:
-            dtype = DTYPES[dt]
-            x, attn, ghost_add, grad = make_inputs(B, C, H, W, G, dtype, dev)
-            nat = runners(elsa_attention, x, attn, ghost_add, grad)
-            ref = None if args.no_reference else runners(elsa_reference, x, attn, ghost_add,
-                                                         grad)
-            for direction in DIRECTIONS:
-                row = {}
-                for label, impl in (('native', nat), ('ref', ref)):
-                    if impl is None:
-                        row[label] = (float('nan'), float('nan'))
-                        continue
-                    setup, fn = impl[direction]
-                    if setup:
-                        setup()
-                    try:
-                        mem = peak(fn)
-                        ms = time_fn(fn, dev, reps, warmup)
-                    except torch.cuda.OutOfMemoryError if dev == 'cuda' else MemoryError:
-                        ms, mem = float('nan'), float('nan')
-                    row[label] = (ms, mem)
-                (nms, nmem), (rms, rmem) = row['native'], row['ref']
-                cells = [case, '(%d,%d,%d,%d) %d' % (B, C, H, W, G), dt, direction,
-                         '%.3f' % nms, '%.3f' % rms, '%.1fx' % (rms / nms),
-                         '%.1f' % (nmem / 2**20), '%.1f' % (rmem / 2**20)]
-                if dev == 'cuda':
-                    gbs = minimal_bytes(direction, x, attn, ghost_add) / (nms * 1e-3) / 1e9
-                    cells += ['%.0f' % gbs, '%.0f%%' % (100 * gbs / bw)]
-                else:
-                    rate = multiply_adds(direction, x) / (nms * 1e-3)
-                    cells += ['%.1f' % (2 * rate / 1e9), '%.0f%%' % (100 * rate / fma)]
-                print('| ' + ' | '.join(cells) + ' |', flush=True)
-            del nat, ref, x, attn, ghost_add, grad
-            gc.collect()
+    for case, shape, dt, (x, attn, ghost_add, grad) in case_inputs(args, cases, dtypes, dev):
+        nat = runners(elsa_attention, x, attn, ghost_add, grad)
+        ref = None if args.no_reference else runners(elsa_reference, x, attn, ghost_add,
+                                                     grad)
+        for direction in DIRECTIONS:
+            row = {}
+            for label, impl in (('native', nat), ('ref', ref)):
+                if impl is None:
+                    row[label] = (float('nan'), float('nan'))
+                    continue
+                setup, fn = impl[direction]
+                if setup:
+                    setup()
+                try:
+                    mem = peak(fn)
+                    ms = time_fn(fn, dev, reps, warmup)
+                except torch.cuda.OutOfMemoryError if dev == 'cuda' else MemoryError:
+                    ms, mem = float('nan'), float('nan')
+                row[label] = (ms, mem)
+            (nms, nmem), (rms, rmem) = row['native'], row['ref']
+            cells = [case, shape, dt, direction,
+                     '%.3f' % nms, '%.3f' % rms, '%.1fx' % (rms / nms),
+                     '%.1f' % (nmem / 2**20), '%.1f' % (rmem / 2**20)]
             if dev == 'cuda':
-                torch.cuda.empty_cache()
+                gbs = minimal_bytes(direction, x, attn, ghost_add) / (nms * 1e-3) / 1e9
+                cells += ['%.0f' % gbs, '%.0f%%' % (100 * gbs / bw)]
+            else:
+                rate = multiply_adds(direction, x) / (nms * 1e-3)
+                cells += ['%.1f' % (2 * rate / 1e9), '%.0f%%' % (100 * rate / fma)]
+            print('| ' + ' | '.join(cells) + ' |', flush=True)
+        del nat, ref, x, attn, ghost_add, grad
+        gc.collect()
+        if dev == 'cuda':
+            torch.cuda.empty_cache()
 
 
 if __name__ == '__main__':
