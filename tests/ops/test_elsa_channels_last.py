@@ -37,15 +37,17 @@ def isa(request, monkeypatch):
     return request.param
 
 
-def channels_last_inputs(case, ghosts=(True, True), dtype=torch.float64, seed=0, extra=5):
+def channels_last_inputs(case, ghosts=(True, True), dtype=torch.float64, seed=0, extra=5,
+                         device='cpu'):
     """x as a channel slice of a wider channels_last map (pixel stride C + extra, as v of the
-    ELSA module), attn laid out (B, Ho, Wo, G, K*K) (as the 1x1 conv's output), ghosts."""
+    ELSA module), attn laid out (B, Ho, Wo, G, K*K) (as the 1x1 conv's output), ghosts. The
+    layouts are made on `device` (moving a slice with .to() would make it dense)."""
     B, C, G, H, W, K, d, s = case
     Ho, Wo = (H - 1) // s + 1, (W - 1) // s + 1
     gen = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
-        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(dtype)
+        return torch.randn(*shape, generator=gen, dtype=torch.float64).to(device, dtype)
 
     wide = rand(B, C + extra, H, W).contiguous(memory_format=torch.channels_last)
     x = wide[:, extra:]

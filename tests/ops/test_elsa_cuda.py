@@ -6,6 +6,7 @@ from mmelsa.ops import elsa_attention, info
 from mmelsa.ops.reference import elsa_reference
 
 from ._helpers import as_double_cpu, make_inputs, max_rel_err
+from .test_elsa_channels_last import channels_last_inputs
 
 pytestmark = pytest.mark.cuda
 
@@ -273,26 +274,13 @@ def test_fused_opcheck_and_compile_cuda():
 
 
 # ------------------------------------------- channels-last inputs on the tiled path (K = 7)
-def _cuda_channels_last_inputs(B, C, G, H, W, dtype, extra=5):
-    """As ELSAAttention passes them: x a channel slice of a wider channels_last map, the
-    attention pixel-major (B, H, W, G, 49) seen as (B, G, 49, H, W). Built on the GPU (moving
-    a slice with .cuda() would make it dense)."""
-    gen = torch.Generator(device='cuda').manual_seed(0)
-    wide = torch.randn(B, C + extra, H, W, generator=gen, device='cuda', dtype=dtype)
-    x = wide.contiguous(memory_format=torch.channels_last)[:, extra:]
-    a = torch.randn(B, H, W, G, 49, generator=gen, device='cuda', dtype=dtype).permute(
-        0, 3, 4, 1, 2)
-    gm = torch.randn(C, 7, 7, generator=gen, device='cuda', dtype=dtype)
-    ga = torch.randn(C, 7, 7, generator=gen, device='cuda', dtype=dtype)
-    return x, a, gm, ga
-
-
 @pytest.mark.parametrize('logits', [False, True])
 @pytest.mark.parametrize('dtype', [torch.float64, torch.float16])
 def test_channels_last_in_place_cuda(dtype, logits):
     """Read in place, channels-last results (grad_attn pixel-major), right values."""
     inputs = [t.detach().requires_grad_(True)  # detach keeps the strides
-              for t in _cuda_channels_last_inputs(2, 64, 2, 17, 40, dtype)]
+              for t in channels_last_inputs((2, 64, 2, 17, 40, 7, 1, 1), dtype=dtype,
+                                            device='cuda')]
     out = elsa_attention(*inputs, 7, attn_is_logits=logits)
     assert out.is_contiguous(memory_format=torch.channels_last)
     grad = torch.randn(out.shape, device='cuda', dtype=dtype)
@@ -311,5 +299,5 @@ def test_channels_last_in_place_cuda(dtype, logits):
 def test_opcheck_channels_last_cuda(op):
     """The fake kernels promise the strides the CUDA channels-last path returns."""
     x, a, gm, ga = [t.detach().requires_grad_(True)
-                    for t in _cuda_channels_last_inputs(2, 12, 3, 9, 10, torch.float64)]
+                    for t in channels_last_inputs((2, 12, 3, 9, 10, 7, 1, 1), device='cuda')]
     torch.library.opcheck(getattr(torch.ops.mmelsa, op).default, (x, a, gm, ga, 7, 1, 1))
