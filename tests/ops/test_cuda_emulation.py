@@ -157,6 +157,35 @@ def test_emulated_fast_path_choice(emu, monkeypatch):
     assert emu.launches() - before == 1
 
 
+def test_emulated_fast_path_refuses_32_bit_overflow(emu):
+    """The tiled kernels index with int: maps past 2^31 elements or offsets go generic.
+
+    Meta tensors carry sizes and strides without memory, so each limit is tried on both sides
+    of its edge without allocating the gigabytes a real map that large would take.
+    """
+    def meta(size, stride=None):
+        if stride is None:
+            return torch.empty(size, device='meta')
+        return torch.empty_strided(size, stride, device='meta')
+
+    int_max = 2**31 - 1
+    for hw, fits in ((4600, True), (4700, False)):  # 2 * 49 * hw * hw against 2^31 - 1
+        assert (2 * 49 * hw * hw < int_max) == fits
+        x = meta((1, 4, hw, hw))
+        assert emu.fast_path(x, meta((1, 2, 49, hw, hw)), 7, 1, 1) == fits
+        # an expanded attention map: every offset is 0, only its numel is past the limit (the
+        # launchers allocate buffers of that numel after the check)
+        expanded = meta((1, 2, 49, 1, 1)).expand(1, 2, 49, hw, hw)
+        assert emu.fast_path(x, expanded, 7, 1, 1) == fits
+    # few elements, but a batch stride that puts the last offset past the limit
+    for batch_stride, fits in ((2**30, True), (2**31, False)):
+        x = meta((2, 4, 9, 10), (batch_stride, 90, 10, 1))
+        assert emu.fast_path(x, meta((2, 2, 49, 9, 10)), 7, 1, 1) == fits
+    # the grid's y dimension (batch x groups) is limited to 65535 blocks
+    for batch, fits in ((32767, True), (32768, False)):
+        assert emu.fast_path(meta((batch, 4, 9, 10)), meta((batch, 2, 49, 9, 10)), 7, 1, 1) == fits
+
+
 def test_python_mirror_of_the_cuda_layout_rule(emu):
     """mmelsa.ops.channels_last_path (the fake kernels' layouts) follows the C++ rule that the
     CUDA launchers use, for every layout and configuration."""
