@@ -14,8 +14,13 @@ arrays). There is no automatic fallback: a file that needs anything else is refu
 opt-in is per file: list the files you trust in the environment variable
 ``MMELSA_TRUSTED_CHECKPOINTS`` (paths separated by ``os.pathsep``), or pass
 ``--trust-checkpoint`` to mmelsa's tools; those files alone are read with a full unpickle.
+
+A file can also carry code as text: mmengine runs the config text it finds in a checkpoint
+(``Runner.resume``, Inferencers given weights alone). From untrusted files that text is kept only
+when it is plain data (:mod:`mmelsa.engine.config_text`); otherwise it is dropped with a warning.
 """
 import importlib
+import logging
 import os
 import os.path as osp
 import pickle
@@ -158,7 +163,8 @@ def load_checkpoint_file(filename, map_location='cpu'):
         weights_only = True
     try:
         with torch.serialization.safe_globals(mmengine_safe_globals()):
-            return torch.load(filename, map_location=map_location, weights_only=weights_only)
+            checkpoint = torch.load(filename, map_location=map_location,
+                                    weights_only=weights_only)
     except pickle.UnpicklingError as err:
         if weights_only and 'Weights only load failed' in str(err) and _looks_refused(err):
             raise _unsafe_error(filename, err) from None
@@ -166,6 +172,36 @@ def load_checkpoint_file(filename, map_location='cpu'):
     except (RuntimeError, EOFError, ValueError, OSError, KeyError, IndexError,
             AttributeError, TypeError) as err:
         raise _corrupt_error(filename, err) from err
+    if not weights_only:
+        return checkpoint
+    return _drop_config_code(checkpoint, filename)
+
+
+def _drop_config_code(checkpoint, filename):
+    """Remove config text that mmengine would execute and that is more than plain data.
+
+    The weights stay usable; what is lost is mmengine's GPU-count check on resume
+    (``meta['config']``) and building a model from the checkpoint alone in an Inferencer.
+    """
+    from .config_text import CONFIG_TEXT_KEYS, plain_data_problem
+    for keys in CONFIG_TEXT_KEYS:
+        holder = checkpoint
+        for key in keys[:-1]:
+            holder = holder.get(key) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict) or keys[-1] not in holder:
+            continue
+        problem = plain_data_problem(holder[keys[-1]])
+        if problem is None:
+            continue
+        del holder[keys[-1]]
+        from mmengine.logging import print_log
+        where = ''.join(f'[{k!r}]' for k in keys)
+        print_log(
+            f'{filename}: ignoring the config text in checkpoint{where}: mmengine would run it '
+            f'as Python, and it holds {problem}, not just plain data. If you trust this file, '
+            f'allow it explicitly: {TRUST_ENV}={filename}', logger='current',
+            level=logging.WARNING)
+    return checkpoint
 
 
 def _looks_refused(err):

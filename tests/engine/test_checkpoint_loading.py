@@ -172,3 +172,91 @@ def test_damaged_file_is_one_clear_line(tmp_path, damage):
         load_checkpoint_file(path)
     message = str(info.value)
     assert str(path) in message and '\n' not in message
+
+
+def _config_code(marker):
+    """Config text that creates ``marker`` when mmengine runs it (Config.fromstring)."""
+    return f"open({str(marker)!r}, 'w').close()\ngpu_ids = [0]\n"
+
+
+@pytest.fixture
+def config_code_checkpoint(tmp_path):
+    """A real 2-iteration checkpoint whose three config texts were replaced by code: it holds
+    only strings, so torch.load(weights_only=True) accepts it."""
+    make_runner(tmp_path / 'run', 2).train()
+    ckpt = torch.load(tmp_path / 'run' / 'iter_2.pth', weights_only=False)
+    markers = {}
+    for name, holder, key in (('meta_config', ckpt['meta'], 'config'),
+                              ('meta_cfg', ckpt['meta'], 'cfg'),
+                              ('hub_cfg', ckpt['message_hub']['runtime_info'], 'cfg')):
+        markers[name] = tmp_path / f'ran_{name}'
+        holder[key] = _config_code(markers[name])
+    path = tmp_path / 'config_code.pth'
+    torch.save(ckpt, path)
+    return path, markers
+
+
+def test_config_code_in_a_checkpoint_is_not_run(config_code_checkpoint, tmp_path):
+    """mmengine executes checkpoint config text on resume (meta['config']) and in Inferencers
+    given weights alone (runtime_info / meta 'cfg'): the loader drops text that is more than
+    plain data, with a warning that names the file and the opt-in (failed before: it ran)."""
+    from mmengine.logging import MMLogger
+    path, markers = config_code_checkpoint
+    logger = MMLogger.get_current_instance()
+    seen = []
+    handler = type('H', (__import__('logging').Handler, ), {
+        'emit': lambda self, record: seen.append(record.getMessage())})()
+    logger.addHandler(handler)
+    try:
+        ckpt = load_checkpoint_file(path)
+    finally:
+        logger.removeHandler(handler)
+    assert 'config' not in ckpt['meta'] and 'cfg' not in ckpt['meta']
+    assert 'cfg' not in ckpt['message_hub']['runtime_info']
+    assert ckpt['state_dict'], 'the weights stay usable'
+    assert sum(str(path) in m and TRUST_ENV in m and 'Expr statement at line 1' in m for m in seen) == 3
+    # resume through the Runner: training goes on from iteration 2
+    runner = make_runner(tmp_path / 'resumed', 3, resume=True, load_from=str(path))
+    runner.train()
+    assert runner.iter == 3
+    # an Inferencer given the weights alone: no config left to build from, nothing run
+    from mmdet.apis import DetInferencer
+    with pytest.raises(ValueError, match='Cannot find the config'):
+        DetInferencer(model=None, weights=str(path), device='cpu')
+    assert not any(m.exists() for m in markers.values()), markers
+
+
+def test_plain_config_text_is_kept_and_trusted_files_are_untouched(config_code_checkpoint,
+                                                                   tmp_path, monkeypatch):
+    """mmengine's own config dumps pass through unchanged (Inferencers can still build the
+    model from them); the opt-in keeps everything, as a full unpickle would."""
+    from mmengine import Config
+    from mmelsa.engine.config_text import plain_data_problem
+    path, _ = config_code_checkpoint
+    make_runner(tmp_path / 'plain', 1, note=dict(kept=(1, -2.5), by={'a.b': None})).train()
+    ckpt = load_checkpoint_file(tmp_path / 'plain' / 'iter_1.pth')
+    assert ckpt['meta']['cfg'] == ckpt['message_hub']['runtime_info']['cfg']
+    assert Config.fromstring(ckpt['meta']['cfg'], '.py').note.by == {'a.b': None}
+    for config in sorted(os.listdir(osp.join(REPO, 'configs', 'toy'))):
+        if config.endswith('.py'):
+            text = Config.fromfile(osp.join(REPO, 'configs', 'toy', config)).pretty_text
+            assert plain_data_problem(text) is None, config
+    monkeypatch.setenv(TRUST_ENV, str(path))
+    assert 'config' in load_checkpoint_file(path)['meta']
+
+
+@pytest.mark.parametrize('text,problem', [
+    ("x = {{'$NOPE:__import__(\"os\").system(\"id\")'}}", 'substitution marker'),
+    ('import os', 'Import statement'),
+    ("x = __import__('os')", 'Call at line 1'),
+    ("_base_ = ['/tmp/other.py']", 'assignment to _base_'),
+    ("dict = print\nx = dict(a=1)", 'assignment to dict'),
+    ('x = [i for i in range(3)]', 'ListComp'),
+    ('x = dict(**y)', 'Name at line 1'),
+    ('x = (', 'not Python'),
+    (b'x = 1', 'a bytes instead of config text'),
+])
+def test_config_text_beyond_plain_data_is_named(text, problem):
+    from mmelsa.engine.config_text import plain_data_problem
+    assert problem in plain_data_problem(text)
+    assert plain_data_problem("x = dict(a=[1, -2.5, (None, 'b')], c=dict({'k.j': {1}}))") is None
