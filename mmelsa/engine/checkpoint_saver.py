@@ -212,16 +212,22 @@ def _save_checkpoint_with_step(self, runner, step, meta):
     if not is_main_process():
         return
     _write_last_checkpoint(runner, self.last_ckpt)
-    if expired is not None and expired != step:
-        _remove_checkpoint(self, self.file_backend.join_path(
-            self.out_dir, self.filename_tmpl.format(expired)))
+    if expired is None:
+        return
+    expired_path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(expired))
+    # a filename_tmpl without {} ('latest.pth') names the file just written: keep it
+    if expired_path != self.last_ckpt:
+        _remove_checkpoint(self, expired_path)
 
 
 class _DeferredRemovals:
-    """Collects the file backend's removals during a save and performs them afterwards."""
+    """Collects the file backend's removals during a save and performs them afterwards,
+    except those of a path that ``keep()`` names once the save is done (a new best checkpoint
+    saved under the old one's name, as a filename_tmpl without {} gives)."""
 
-    def __init__(self, backend):
+    def __init__(self, backend, keep=lambda: ()):
         self.backend = backend
+        self.keep = keep
         self.pending = []
 
     def __enter__(self):
@@ -235,16 +241,25 @@ class _DeferredRemovals:
         for name in ('remove', 'rmtree'):
             self.backend.__dict__.pop(name, None)  # back to the class's methods
         if exc_type is None:
+            kept = set(self.keep())
             for fn, path in self.pending:
-                fn(path)
+                if path not in kept:
+                    fn(path)
         return False
+
+
+def _current_checkpoints(hook):
+    """The paths a CheckpointHook holds as its latest and best checkpoints."""
+    paths = [getattr(hook, 'last_ckpt', None), getattr(hook, 'best_ckpt_path', None)]
+    paths += list(getattr(hook, 'best_ckpt_path_dict', {}).values())
+    return [p for p in paths if p]
 
 
 def _defer_removals(method):
     """Wrap a CheckpointHook method so that files it deletes go only once it has saved."""
 
     def wrapper(self, runner, *args, **kwargs):
-        with _DeferredRemovals(self.file_backend):
+        with _DeferredRemovals(self.file_backend, keep=lambda: _current_checkpoints(self)):
             return method(self, runner, *args, **kwargs)
 
     wrapper.__doc__ = method.__doc__

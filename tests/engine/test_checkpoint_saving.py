@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from mmelsa.engine import atomic_write, checkpoint_problem, find_latest_intact_checkpoint
+from tests.engine.tiny_training import make_runner
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -91,3 +92,29 @@ def test_resume_with_nothing_to_resume_says_so(tmp_path, capsys):
     out = capsys.readouterr()
     text = out.out + out.err
     assert 'found no checkpoint to resume' in text and str(tmp_path) in text
+
+
+def test_fixed_checkpoint_name_is_kept(tmp_path):
+    """A filename_tmpl without {} ('latest.pth') with max_keep_ckpts and save_best: each
+    save replaces the file of the same name, and the pruning of the expired one must not
+    delete it (failed before: no checkpoint was left, last_checkpoint named a missing file)."""
+    from mmengine.hooks import CheckpointHook
+    work_dir = tmp_path / 'run'
+    runner = make_runner(work_dir, 3, max_keep_ckpts=1,
+                         checkpoint=dict(filename_tmpl='latest.pth'))
+    runner.train()
+    assert sorted(p.name for p in work_dir.glob('*.pth')) == ['latest.pth']
+    assert checkpoint_problem(str(work_dir / 'latest.pth')) is None
+    assert torch.load(work_dir / 'latest.pth', weights_only=False)['meta']['iter'] == 3
+    with open(work_dir / 'last_checkpoint') as f:
+        assert f.read().strip() == str(work_dir / 'latest.pth')
+    # the best checkpoint: a new best under the old best's name replaces it, and stays
+    hook = CheckpointHook(interval=1, by_epoch=False, save_best='acc', rule='greater',
+                          filename_tmpl='latest.pth')
+    hook.before_train(runner)
+    for acc in (0.5, 0.6):
+        hook._save_best_checkpoint(runner, dict(acc=acc))
+        best = work_dir / 'best_acc_latest.pth'
+        assert best.is_file(), acc
+        hub = torch.load(best, weights_only=False)['message_hub']['runtime_info']
+        assert hub['best_score'] == acc

@@ -44,8 +44,9 @@ class RandomImages(Dataset):
 
 
 def make_runner(work_dir, max_iters, resume=False, max_keep_ckpts=-1, model=None,
-                custom_hooks=None, load_from=None, **cfg):
-    """A SafeRunner that checkpoints every iteration (iter_N.pth)."""
+                custom_hooks=None, load_from=None, checkpoint=None, **cfg):
+    """A SafeRunner that checkpoints every iteration (iter_N.pth; ``checkpoint``: more
+    CheckpointHook arguments)."""
     return SafeRunner(
         model=model or TinyELSARegressor(),
         work_dir=str(work_dir),
@@ -58,7 +59,7 @@ def make_runner(work_dir, max_iters, resume=False, max_keep_ckpts=-1, model=None
         param_scheduler=dict(type='LinearLR', start_factor=0.5, by_epoch=False, begin=0, end=4),
         default_hooks=dict(
             checkpoint=dict(type='CheckpointHook', interval=1, by_epoch=False,
-                            max_keep_ckpts=max_keep_ckpts),
+                            max_keep_ckpts=max_keep_ckpts, **(checkpoint or {})),
             logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=custom_hooks,
         load_from=load_from,
