@@ -112,3 +112,23 @@ def test_restricted_getattr_refuses_other_attributes(tmp_path):
     with torch.serialization.safe_globals(mmelsa.compat.mmengine_safe_globals()):
         with pytest.raises(pickle.UnpicklingError, match='is not allowed'):
             torch.load(path, weights_only=True)
+
+
+def test_yaml_files_build_plain_data_only(tmp_path):
+    """mmengine reads .yaml configs and annotations with PyYAML's full Loader, which runs what
+    a file names (failed before: the marker file was created); mmengine's own dumps, tuples
+    included, still load."""
+    import yaml
+    from mmengine import Config
+    marker = tmp_path / 'code_ran'
+    evil = tmp_path / 'evil.yaml'
+    evil.write_text(f'model: !!python/object/apply:os.system ["touch {marker}"]\n')
+    with pytest.raises(yaml.constructor.ConstructorError, match='python/object/apply'):
+        Config.fromfile(str(evil))
+    with pytest.raises(yaml.constructor.ConstructorError):
+        mmengine.load(str(evil))
+    assert not marker.exists()
+    cfg = Config(dict(a=(1, 2), b=dict(c=[1, (3, 4)]), d=None, e='x'))
+    cfg.dump(str(tmp_path / 'dumped.yaml'))
+    assert Config.fromfile(str(tmp_path / 'dumped.yaml')).to_dict() == cfg.to_dict()
+    assert isinstance(mmengine.load(str(tmp_path / 'dumped.yaml'))['b']['c'][1], tuple)
