@@ -130,8 +130,9 @@ def load_official_weights(model, checkpoint, logger='current', strict=False,
 
     A different window size gets its relative position bias ``rb`` resized (and keeps its own
     ``relative_id``). The file must otherwise fit: a Swin Transformer (not ELSA-Swin)
-    checkpoint, tensors of the wrong shape, or model weights the file lacks (other than the
-    per-stage output norms, which classification files do not have) raise
+    checkpoint, tensors of the wrong shape, backbone tensors the model has not (a deeper
+    model), or model weights the file lacks (other than the per-stage output norms, which
+    classification files do not have) raise
     :class:`CheckpointMismatchError`, unless ``allow_partial=True``, which loads what fits and
     logs the rest. The log states exactly how many tensors came from the file. ``source``
     names a dict's origin in messages.
@@ -170,6 +171,7 @@ def load_official_weights(model, checkpoint, logger='current', strict=False,
             del state_dict[key]
     loaded = [k for k in state_dict if k in own]
     lacking = [k for k in own if k not in state_dict and not _MAY_BE_MISSING.search(k)]
+    extra = [k for k in state_dict if k not in own]
     if not allow_partial:
         if not loaded:
             _refuse(f'none of the {len(state_dict)} tensors of {source} fits '
@@ -180,6 +182,12 @@ def load_official_weights(model, checkpoint, logger='current', strict=False,
         if lacking:
             _refuse(f'{source} lacks {len(lacking)} of the {len(own)} weights of '
                     f'{type(model).__name__} (e.g. {lacking[:3]}).')
+        if extra:
+            # e.g. ELSA-Swin-S weights (depths 2, 2, 18, 2) in an ELSA-Swin-T (2, 2, 6, 2):
+            # every tensor of the smaller model fits, the deeper blocks would be dropped
+            _refuse(f'{source} has {len(extra)} backbone tensors that '
+                    f'{type(model).__name__} has not (e.g. {extra[:3]}): a deeper model '
+                    '(depths)?')
     result = model.load_state_dict(state_dict, strict=strict)
     print_log(f'Loaded {len(loaded)} of the {len(own)} backbone tensors from {source}',
               logger=logger)

@@ -189,6 +189,19 @@ def test_another_model_size_is_refused(official):
         ckpt_mod.load_official_weights(small, official)
 
 
+def test_a_deeper_models_weights_are_refused(official):
+    """Every tensor of a shallower model is in a deeper model's file with its shape: the
+    blocks the model has not must refuse the file, not be dropped with a warning (failed
+    before: 'Loaded N of the N' and a WARNING)."""
+    assert ARCH['depths'][0] == 2
+    model = ELSASwinTransformer(**dict(ARCH, depths=(1, ) + tuple(ARCH['depths'][1:])))
+    assert all(official[k].shape == v.shape for k, v in model.state_dict().items())
+    with pytest.raises(ckpt_mod.CheckpointMismatchError, match='deeper model') as info:
+        ckpt_mod.load_official_weights(model, official)
+    assert 'layers.0.blocks.1.' in str(info.value)
+    ckpt_mod.load_official_weights(model, official, allow_partial=True)  # asked for: loads
+
+
 def test_url_checkpoint_is_downloaded_once_and_loaded_weights_only(
         official, tmp_path, monkeypatch):
     import shutil
