@@ -11,12 +11,17 @@ What is exported (``part``):
 The ELSA operator is written out in standard ONNX ops (:mod:`mmelsa.ops.onnx`), so the file runs
 in a stock ONNX Runtime. ``dynamic=True`` keeps batch, height and width symbolic.
 """
+import contextlib
+import os
+import os.path as osp
+import re
 import statistics
 import time
 
 import torch
 from torch import nn
 
+from ..engine.checkpoint_loader import CheckpointMismatchError
 from ..ops.onnx import ONNX_OPSET, custom_translation_table
 
 __all__ = ['build_from_config', 'TensorModeModel', 'min_dynamic_size', 'export_onnx',
@@ -42,9 +47,14 @@ class TensorModeModel(nn.Module):
         return tuple(self.model.extract_feat(x))  # a detector: backbone + neck
 
 
-def build_from_config(cfg, checkpoint=None, part='model'):
+def build_from_config(cfg, checkpoint=None, part='model', allow_partial_load=False):
     """Build the config's model (eval mode, float32 CPU), load ``checkpoint`` if given, and
-    wrap it for export. Returns ``(TensorModeModel, normalisation dict)``."""
+    wrap it for export. Returns ``(TensorModeModel, normalisation dict)``.
+
+    A checkpoint must fit the model exactly (:func:`mmelsa.engine.check_checkpoint_fits`):
+    an exported file with layers left at their random initialisation would look like a
+    working model. ``allow_partial_load=True`` loads what fits and logs the rest.
+    """
     import mmelsa  # noqa: F401  (registers the backbone)
     scope = cfg.get('default_scope', 'mmdet')
     if scope == 'mmseg':
@@ -56,8 +66,19 @@ def build_from_config(cfg, checkpoint=None, part='model'):
     register_all_modules(init_default_scope=True)
     model = MODELS.build(cfg.model)
     if checkpoint:
-        from mmengine.runner import load_checkpoint
-        load_checkpoint(model, checkpoint, map_location='cpu')
+        from mmengine.runner.checkpoint import _load_checkpoint_to_model
+
+        from ..engine import check_checkpoint_fits
+        from ..engine.checkpoint_loader import load_any
+        loaded = load_any(checkpoint)
+        state_dict = loaded.get('state_dict', loaded) if isinstance(loaded, dict) else loaded
+        if not isinstance(state_dict, dict):
+            raise CheckpointMismatchError(f'checkpoint {checkpoint} holds no state dict')
+        if not allow_partial_load:
+            check_checkpoint_fits(
+                model, {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()},
+                checkpoint)
+        _load_checkpoint_to_model(model, loaded)
     else:
         model.init_weights()
     model = model.eval().float()
@@ -84,11 +105,27 @@ def min_dynamic_size(module):
 def export_onnx(module, example, path, dynamic=True, dynamo=True, max_size=4096):
     """Export ``module`` (one (B, 3, H, W) input) to ``path``; returns ``path``.
 
+    The file is written beside ``path`` and renamed over it once it passed its checks, so
+    ``path`` is never left half-written or holding a file that failed them.
+
     dynamo=True uses ``torch.onnx.export(dynamo=True)`` with ELSA's onnxscript translation,
     dynamo=False the TorchScript exporter with ELSA's registered symbolic. With ``dynamic``
     batch, height and width are symbolic (height and width >= :func:`min_dynamic_size` for
     the dynamo exporter).
     """
+    path = str(path)
+    partial = osp.join(osp.dirname(osp.abspath(path)),
+                       f'.{osp.basename(path)}.{os.getpid()}.partial.onnx')
+    try:
+        _export_checked(module, example, partial, dynamic, dynamo, max_size)
+        os.replace(partial, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(partial)
+    return path
+
+
+def _export_checked(module, example, path, dynamic, dynamo, max_size):
     table = custom_translation_table()  # also registers the legacy symbolic
     with torch.no_grad():
         outputs = module(example)
@@ -125,7 +162,6 @@ def export_onnx(module, example, path, dynamic=True, dynamo=True, max_size=4096)
             'the model could not be exported with a dynamic height and width (a layer needs '
             'static sizes, e.g. the adaptive pooling of UPerNet\'s pyramid pooling module); '
             'export without --dynamic')
-    return path
 
 
 def _has_dynamic_height_width(proto):

@@ -225,8 +225,10 @@ def _run_tool(*args):
 
 def test_tool_exports_and_compares(tmp_path, toy_images):
     out = str(tmp_path / 'bb.onnx')
+    open(out, 'w').close()  # replaced: --overwrite
     res = _run_tool(DET, '--part', 'backbone', '--shape', '64', '80', '--dynamic', '--legacy',
-                    '--image', toy_images[1], '--out', out, '--benchmark', '--reps', '2')
+                    '--image', toy_images[1], '--out', out, '--benchmark', '--reps', '2',
+                    '--overwrite')
     assert res.returncode == 0, res.stdout + res.stderr
     assert 'onnx.checker: OK' in res.stdout
     diffs = [float(line.split('= ')[1].split()[0]) for line in res.stdout.splitlines()
@@ -247,3 +249,43 @@ def test_tool_bad_arguments(args, message):
     out = res.stdout + res.stderr
     assert res.returncode == 2, out
     assert 'Traceback' not in out and message in out, out
+
+
+def test_export_failing_its_checks_leaves_the_old_file(tmp_path, monkeypatch):
+    """The file is written beside the target and renamed over it only after onnx.checker
+    passed: a failed export neither truncates nor replaces what was there (failed before)."""
+    path = tmp_path / 'model.onnx'
+    path.write_text('precious')
+    module = TensorModeModel(small_backbone(), 'backbone').eval()
+
+    def refuse(*args, **kwargs):
+        raise onnx.checker.ValidationError('planted')
+
+    monkeypatch.setattr(onnx.checker, 'check_model', refuse)
+    with pytest.raises(onnx.checker.ValidationError, match='planted'):
+        export_onnx(module, torch.randn(1, 3, 64, 64), str(path), dynamic=False, dynamo=False)
+    assert path.read_text() == 'precious'
+    assert sorted(os.listdir(tmp_path)) == ['model.onnx']  # no partial file left
+    monkeypatch.undo()
+    export_onnx(module, torch.randn(1, 3, 64, 64), str(path), dynamic=False, dynamo=False)
+    assert onnx.load(str(path)).graph.input[0].name == 'x'
+
+
+def test_tool_refuses_to_overwrite_and_unfitting_checkpoints(tmp_path):
+    """An existing --out is kept unless --overwrite; a checkpoint that does not fit the model
+    is refused (failed before: exit 0, random weights exported and compared to themselves)."""
+    out = tmp_path / 'keep.onnx'
+    out.write_text('precious')
+    res = _run_tool(SEG, '--part', 'backbone', '--shape', '64', '64', '--legacy',
+                    '--out', str(out))
+    assert res.returncode == 2 and f'{out} already exists: pass --overwrite' in res.stderr, \
+        res.stdout + res.stderr
+    assert out.read_text() == 'precious'
+    junk = tmp_path / 'junk.pth'
+    torch.save({'state_dict': {'foo.weight': torch.zeros(3)}}, junk)
+    res = _run_tool(SEG, str(junk), '--part', 'backbone', '--shape', '64', '64', '--legacy',
+                    '--out', str(tmp_path / 'new.onnx'))
+    last = res.stderr.strip().splitlines()[-1]
+    assert res.returncode == 2 and 'Traceback' not in res.stderr, res.stdout + res.stderr
+    assert f'checkpoint {junk} does not fit the model' in last and 'foo.weight' in last, last
+    assert not (tmp_path / 'new.onnx').exists()

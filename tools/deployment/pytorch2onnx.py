@@ -34,6 +34,10 @@ def parse_args(argv=None):
     p.add_argument('--dynamic', action='store_true',
                    help='symbolic batch, height and width in the ONNX file')
     p.add_argument('--out', default=None, help='ONNX file (default: <config name>.onnx)')
+    p.add_argument('--overwrite', action='store_true', help='replace an existing --out file')
+    p.add_argument('--allow-partial-load', action='store_true',
+                   help='load only the checkpoint tensors that fit the model (default: a '
+                   'checkpoint that does not fit exactly is refused)')
     p.add_argument('--image', default=None, help='image to compare on (default: random)')
     p.add_argument('--benchmark', action='store_true',
                    help='also print the median latency of ONNX Runtime and PyTorch')
@@ -58,6 +62,13 @@ def check_args(args):
     out_dir = osp.dirname(osp.abspath(args.out)) if args.out else '.'
     if not osp.isdir(out_dir):
         raise UsageError(f'folder of --out does not exist: {out_dir}')
+    if osp.exists(output_path(args)) and not args.overwrite:
+        raise UsageError(f'{output_path(args)} already exists: pass --overwrite to replace it, '
+                         'or --out FILE')
+
+
+def output_path(args):
+    return args.out or osp.splitext(osp.basename(args.config))[0] + '.onnx'
 
 
 def main(argv=None):
@@ -77,7 +88,12 @@ def main(argv=None):
     from mmelsa.deployment import (OnnxRunner, build_from_config, export_onnx, load_image,
                                    median_latency, min_dynamic_size)
     torch.manual_seed(0)
-    module, norm = build_from_config(cfg, args.checkpoint, part=args.part)
+    from mmelsa.engine.checkpoint_loader import CheckpointError
+    try:
+        module, norm = build_from_config(cfg, args.checkpoint, part=args.part,
+                                         allow_partial_load=args.allow_partial_load)
+    except CheckpointError as err:
+        fail(str(err))
     low = min_dynamic_size(module)
     if args.dynamic and args.dynamo and min(args.shape) < low:
         fail(f'--dynamic with the dynamo exporter needs --shape of at least {low} {low} for '
@@ -85,7 +101,7 @@ def main(argv=None):
              f'--shape or --legacy')
     H, W = args.shape
     x = load_image(args.image, (H, W), norm) if args.image else torch.randn(1, 3, H, W)
-    out = args.out or osp.splitext(osp.basename(args.config))[0] + '.onnx'
+    out = output_path(args)
     try:
         export_onnx(module, x, out, dynamic=args.dynamic, dynamo=args.dynamo)
     except RuntimeError as err:
