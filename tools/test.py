@@ -1,12 +1,14 @@
 """Test (and evaluate) an ELSA-Swin detector or segmenter.
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE_OR_DIR] [--show]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE_OR_DIR [--overwrite]]
+                         [--show]
                          [--show-dir DIR] [--tta] [--cfg-options k=v ...] [--launcher ...]
                          [--allow-partial-load] [--trust-checkpoint CKPT]
 
 Flags follow mmdet / mmseg. ``--out``: detection dumps raw predictions to a .pkl file
 (mmdet's DumpDetResults); segmentation writes prediction PNGs into the folder (mmseg's
-IoUMetric output_dir). ``--show-dir``: painted predictions go to
+IoUMetric output_dir); an existing file, or a folder with files, is kept unless ``--overwrite``
+is given. ``--show-dir``: painted predictions go to
 ``<work_dir>/<timestamp>/<show-dir>`` (det) or ``<show-dir>/vis_data/vis_image`` (seg), as
 the two toolboxes do. ``--tta``: multi-scale + flip for segmentation (the ADE20K numbers
 are ms+flip), horizontal flip for box-only detectors.
@@ -16,6 +18,7 @@ report the metrics of random weights) unless ``--allow-partial-load`` is given.
 """
 import argparse
 import json
+import os
 import os.path as osp
 
 from mmelsa.engine import cli, preflight, test_options
@@ -29,6 +32,9 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='the dir to save the evaluation log')
     parser.add_argument('--out', help='det: dump predictions to this .pkl; seg: save '
                                       'prediction PNGs into this folder')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace an existing --out file (det) or write into a non-empty '
+                        '--out folder (seg)')
     parser.add_argument('--show', action='store_true', help='show predictions in a window')
     parser.add_argument('--show-dir', help='save painted predictions into this folder')
     parser.add_argument('--wait-time', type=float, default=2, help='--show interval (s)')
@@ -67,6 +73,13 @@ def build_cfg(args):
         cfg.test_evaluator['keep_results'] = True
     if args.out is not None and task == 'det' and not args.out.endswith(('.pkl', '.pickle')):
         raise preflight.UsageError('--out for detection must be a .pkl file')
+    if args.out is not None and not args.overwrite:
+        if task == 'det' and osp.exists(args.out):
+            raise preflight.UsageError(f'--out {args.out} already exists: pass --overwrite to '
+                                       'replace it, or another --out')
+        if task == 'seg' and osp.isdir(args.out) and os.listdir(args.out):
+            raise preflight.UsageError(f'--out folder {args.out} is not empty: its PNGs would '
+                                       'be overwritten; pass --overwrite, or another --out')
     cli.apply_checkpoint_flags(cfg, args)
     return cfg, task
 

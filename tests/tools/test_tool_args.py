@@ -109,6 +109,28 @@ def test_test_flags_det(tools, tmp_path):
         test.build_cfg(test.parse_args([DET, str(ckpt), '--out', 'x.json']))
 
 
+def test_test_out_is_not_overwritten_unasked(tools, tmp_path):
+    """tools/test.py --out replaced an earlier predictions file (det) or wrote over the PNGs of
+    a folder (seg) without asking (failed before)."""
+    _, test = tools
+    from mmelsa.engine import preflight
+    ckpt = tmp_path / 'm.pth'
+    ckpt.write_bytes(b'x')
+    pkl, folder = tmp_path / 'pred.pkl', tmp_path / 'pred'
+    for cfg, out in ((DET, pkl), (SEG, folder)):
+        test.build_cfg(test.parse_args([cfg, str(ckpt), '--out', str(out)]))  # not there yet
+    pkl.write_bytes(b'precious')
+    folder.mkdir()
+    with pytest.raises(preflight.UsageError, match='pred.pkl already exists: pass --overwrite'):
+        test.build_cfg(test.parse_args([DET, str(ckpt), '--out', str(pkl)]))
+    test.build_cfg(test.parse_args([SEG, str(ckpt), '--out', str(folder)]))  # empty: fine
+    (folder / '000000.png').write_bytes(b'precious')
+    with pytest.raises(preflight.UsageError, match='is not empty'):
+        test.build_cfg(test.parse_args([SEG, str(ckpt), '--out', str(folder)]))
+    for cfg, out in ((DET, pkl), (SEG, folder)):
+        test.build_cfg(test.parse_args([cfg, str(ckpt), '--out', str(out), '--overwrite']))
+
+
 @pytest.mark.parametrize('script', ['dist_train.sh', 'dist_test.sh', 'slurm_train.sh',
                                     'run_toy.sh'])
 def test_shell_scripts_parse(script):
