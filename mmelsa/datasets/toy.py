@@ -17,7 +17,8 @@ Usage::
 Generation is deterministic for a given seed (every image draws from its own generator seeded
 by ``(seed, split, index)``, so the train set does not change when the val size does), and
 idempotent: a finished dataset carries a stamp file, and a second call with the same seed,
-sizes and generator version does nothing.
+sizes and generator version does nothing. A ``toy_coco`` / ``toy_ade`` folder without the stamp
+(not written by this generator) is never replaced unless ``--force`` is given.
 
 Only numpy and OpenCV are used (both come with mmcv/mmengine), and importing this module does
 not touch torch or the OpenMMLab registries.
@@ -237,6 +238,26 @@ def _write_stamp(root, meta):
         json.dump(meta, f, indent=1, sort_keys=True)
 
 
+def _up_to_date_or_claim(root, meta, force):
+    """True when ``root`` already holds this dataset. Otherwise empties ``root`` for a new
+    one, but only a folder this generator wrote (it holds the stamp; written first as
+    incomplete, so an interrupted run still owns it) or an empty one, unless ``force``."""
+    if not force and _stamp_matches(root, meta):
+        print(f'{osp.basename(root)}: up to date in {root} (seed {meta["seed"]}), nothing to do')
+        return True
+    if (osp.isdir(root) and os.listdir(root) and not osp.isfile(osp.join(root, STAMP))
+            and not force):
+        raise FileExistsError(
+            f'{root} holds files that mmelsa.datasets.toy did not write (it has no {STAMP}): '
+            'not replacing them. Move them away, choose another --out, or pass --force to '
+            'replace the folder.')
+    if osp.isdir(root):
+        shutil.rmtree(root)
+    os.makedirs(root)
+    _write_stamp(root, dict(meta, complete=False))  # replaced by ``meta`` once complete
+    return False
+
+
 def generate_toy_coco(out_root, seed=0, num_train=600, num_val=50, force=False):
     """Writes ``<out_root>/toy_coco`` and returns its path.
 
@@ -249,11 +270,8 @@ def generate_toy_coco(out_root, seed=0, num_train=600, num_val=50, force=False):
     root = osp.join(out_root, 'toy_coco')
     meta = dict(kind='det', version=GENERATOR_VERSION, seed=seed, num_train=num_train,
                 num_val=num_val, classes=list(DET_CLASSES))
-    if not force and _stamp_matches(root, meta):
-        print(f'toy_coco: up to date in {root} (seed {seed}), nothing to do')
+    if _up_to_date_or_claim(root, meta, force):
         return root
-    if osp.isdir(root):
-        shutil.rmtree(root)
     os.makedirs(osp.join(root, 'annotations'))
     w, h = DET_SIZE
     categories = [dict(id=i + 1, name=n, supercategory='shape') for i, n in enumerate(DET_CLASSES)]
@@ -320,11 +338,8 @@ def generate_toy_ade(out_root, seed=0, num_train=600, num_val=50, force=False):
     root = osp.join(out_root, 'toy_ade')
     meta = dict(kind='seg', version=GENERATOR_VERSION, seed=seed, num_train=num_train,
                 num_val=num_val, classes=list(SEG_CLASSES))
-    if not force and _stamp_matches(root, meta):
-        print(f'toy_ade: up to date in {root} (seed {seed}), nothing to do')
+    if _up_to_date_or_claim(root, meta, force):
         return root
-    if osp.isdir(root):
-        shutil.rmtree(root)
     w, h = SEG_SIZE
     counts = dict(train=num_train, val=num_val)
     for (split, split_id), folder in zip(SPLITS, ('training', 'validation')):
@@ -370,7 +385,9 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--num-train', type=int, default=600)
     p.add_argument('--num-val', type=int, default=50)
-    p.add_argument('--force', action='store_true', help='regenerate even if up to date')
+    p.add_argument('--force', action='store_true',
+                   help='regenerate even if up to date, and replace a toy_coco / toy_ade '
+                   'folder that this generator did not write')
     return p.parse_args(argv)
 
 
@@ -378,10 +395,14 @@ def main(argv=None):
     args = parse_args(argv)
     kw = dict(seed=args.seed, num_train=args.num_train, num_val=args.num_val,
               force=args.force)
-    if args.kind in ('det', 'all'):
-        generate_toy_coco(args.out, **kw)
-    if args.kind in ('seg', 'all'):
-        generate_toy_ade(args.out, **kw)
+    try:
+        if args.kind in ('det', 'all'):
+            generate_toy_coco(args.out, **kw)
+        if args.kind in ('seg', 'all'):
+            generate_toy_ade(args.out, **kw)
+    except FileExistsError as err:
+        sys.stderr.write(f'error: {err}\n')
+        sys.exit(2)
 
 
 if __name__ == '__main__':

@@ -4,6 +4,7 @@ import os
 import os.path as osp
 
 import numpy as np
+import pytest
 
 from mmelsa.datasets import toy
 
@@ -117,3 +118,30 @@ def test_cli(tmp_path):
     toy.main(['--out', str(tmp_path), '--kind', 'seg', '--num-train', '2', '--num-val', '1'])
     assert osp.isdir(tmp_path / 'toy_ade' / 'images' / 'training')
     assert not osp.exists(tmp_path / 'toy_coco')
+
+
+def test_a_folder_it_did_not_write_is_kept(tmp_path, capsys):
+    """toy_coco / toy_ade folders without the generator's stamp hold someone else's files:
+    refused unless --force (failed before: deleted); an interrupted run's folder (stamped
+    incomplete first) is still regenerated."""
+    for kind, name in (('det', 'toy_coco'), ('seg', 'toy_ade')):
+        mine = tmp_path / name / 'my_notes.json'
+        mine.parent.mkdir()
+        mine.write_text('precious')
+        args = ['--out', str(tmp_path), '--kind', kind, '--num-train', '2', '--num-val', '1']
+        with pytest.raises(SystemExit) as info:
+            toy.main(args)
+        err = capsys.readouterr().err
+        assert info.value.code == 2 and f'{tmp_path / name} holds files' in err, err
+        assert '--force' in err and mine.read_text() == 'precious'
+        toy.main(args + ['--force'])
+        assert not mine.exists() and osp.isfile(tmp_path / name / toy.STAMP)
+    # a run killed half-way leaves its stamp marked incomplete: the next run redoes it
+    root = toy.generate_toy_coco(str(tmp_path / 'k'), seed=1, num_train=2, num_val=1)
+    with open(osp.join(root, toy.STAMP)) as f:
+        meta = json.load(f)
+    with open(osp.join(root, toy.STAMP), 'w') as f:
+        json.dump(dict(meta, complete=False), f)
+    os.remove(osp.join(root, 'val', '000000.jpg'))
+    toy.generate_toy_coco(str(tmp_path / 'k'), seed=1, num_train=2, num_val=1)
+    assert osp.isfile(osp.join(root, 'val', '000000.jpg'))
