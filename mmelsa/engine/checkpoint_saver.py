@@ -126,7 +126,8 @@ def find_latest_intact_checkpoint(work_dir):
     ``last_checkpoint`` names when it is intact and no numbered checkpoint is newer; else None.
 
     A kill between writing a checkpoint and updating ``last_checkpoint`` leaves the pointer one
-    save behind, so the pointer alone is not trusted to name the newest checkpoint.
+    save behind, so the pointer alone is not trusted to name the newest checkpoint; but a
+    numbered checkpoint older than the pointer file is left from an earlier run and ignored.
     """
     pointer = osp.join(work_dir, 'last_checkpoint')
     named = None
@@ -137,6 +138,16 @@ def find_latest_intact_checkpoint(work_dir):
         return named  # remote storage: nothing to check locally
     folders = {work_dir} | ({osp.dirname(named)} if named else set())
     numbered = {p for folder in folders for p in existing_checkpoints(folder)}
+    if named:
+        # A checkpoint past the pointer's is one whose pointer update a kill prevented, so it
+        # was written after the pointer. One written before is left from an earlier run in
+        # this folder (trained over with --overwrite), not this run's newest.
+        stale = {p for p in numbered if _step_of(p) > _step_of(named)
+                 and osp.getmtime(p) < osp.getmtime(pointer)}
+        for path in sorted(stale, key=_step_of):
+            _log(f'mmelsa: not resuming from {path}: it is older than last_checkpoint (which '
+                 f'names {named}), so it is left from an earlier run', logging.WARNING)
+        numbered -= stale
     candidates = sorted(numbered | ({named} if named else set()), key=_step_of, reverse=True)
     if named and _step_of(named) < 0:  # a name of the user's own pattern: the pointer decides
         candidates.remove(named)

@@ -118,3 +118,22 @@ def test_fixed_checkpoint_name_is_kept(tmp_path):
         assert best.is_file(), acc
         hub = torch.load(best, weights_only=False)['message_hub']['runtime_info']
         assert hub['best_score'] == acc
+
+
+def test_resume_after_overwrite_ignores_the_earlier_runs_checkpoints(tmp_path):
+    """Run A leaves iter_1..4; run B trains 2 iterations over it with --overwrite; a bare
+    --resume of B must continue B from iter_2, not take A's iter_4 (failed before)."""
+    work_dir = tmp_path / 'run'
+    make_runner(work_dir, 4).train()
+    make_runner(work_dir, 2, overwrite_checkpoints=True).train()
+    assert find_latest_intact_checkpoint(str(work_dir)) == str(work_dir / 'iter_2.pth')
+    runner = make_runner(work_dir, 4, resume=True)
+    runner.train()
+    assert runner.iter == 4
+    assert torch.load(work_dir / 'iter_3.pth', weights_only=False)['meta']['iter'] == 3
+    # the pointer's own checkpoint is trusted, and a later one that the pointer missed (a
+    # kill between the two writes) is still found
+    with open(work_dir / 'last_checkpoint', 'w') as f:
+        f.write(str(work_dir / 'iter_3.pth'))
+    os.utime(work_dir / 'iter_4.pth')  # written after the pointer
+    assert find_latest_intact_checkpoint(str(work_dir)) == str(work_dir / 'iter_4.pth')
