@@ -131,8 +131,20 @@ class SafeRunner(Runner):
     # ----------------------------------------------------------------- training
     def train(self):
         if not self._resume and not self._option('overwrite_checkpoints'):
-            check_work_dir_is_free(self.work_dir)
+            for folder in self._checkpoint_folders():
+                check_work_dir_is_free(folder)
         return super().train()
+
+    def _checkpoint_folders(self):
+        """The work dir, and where each CheckpointHook with an ``out_dir`` will save (mmengine
+        appends the work dir's last folder name to it); remote storage is not checked."""
+        from mmengine.hooks import CheckpointHook
+        folders = [self.work_dir]
+        for hook in self.hooks:
+            out_dir = getattr(hook, 'out_dir', None) if isinstance(hook, CheckpointHook) else None
+            if out_dir and '://' not in str(out_dir) and out_dir != self.work_dir:
+                folders.append(osp.join(out_dir, osp.basename(self.work_dir.rstrip(osp.sep))))
+        return folders
 
     def resume(self, *args, **kwargs):
         self._mmelsa_resuming = True

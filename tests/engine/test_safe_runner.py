@@ -68,6 +68,18 @@ def test_no_silent_overwrite_of_an_earlier_run(tmp_path):
     make_runner(tmp_path, 1, overwrite_checkpoints=True).train()  # so is an explicit overwrite
 
 
+def test_no_silent_overwrite_in_a_checkpoint_out_dir(tmp_path):
+    """CheckpointHook(out_dir=...) saves into out_dir/<work dir name>: that folder is checked
+    too (failed before: only the work dir was, and the earlier run's files were replaced)."""
+    out_dir = tmp_path / 'ckpts'
+    make_runner(tmp_path / 'a' / 'exp', 2, checkpoint=dict(out_dir=str(out_dir))).train()
+    saved = out_dir / 'exp' / 'iter_2.pth'
+    before = saved.read_bytes()
+    with pytest.raises(WorkDirNotEmptyError, match=str(out_dir / 'exp')):
+        make_runner(tmp_path / 'b' / 'exp', 2, checkpoint=dict(out_dir=str(out_dir))).train()
+    assert saved.read_bytes() == before
+
+
 def _tool(args):
     return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
                           timeout=600, env=dict(os.environ, PYTHONPATH=REPO))
