@@ -43,6 +43,11 @@ ElsaDims elsa_check_args(const at::Tensor& x, const at::Tensor& attn,
                     "elsa: kernel_size must be a positive odd integer, got ", kernel_size);
   TORCH_CHECK_VALUE(dilation >= 1, "elsa: dilation must be >= 1, got ", dilation);
   TORCH_CHECK_VALUE(stride >= 1, "elsa: stride must be >= 1, got ", stride);
+  // Beyond this, (K - 1) * dilation and the padded rows' widths overflow or take gigabytes.
+  constexpr int64_t kMaxHyper = 65536;
+  TORCH_CHECK_VALUE(kernel_size <= kMaxHyper && dilation <= kMaxHyper && stride <= kMaxHyper,
+                    "elsa: kernel_size, dilation and stride must be <= ", kMaxHyper, ", got ",
+                    kernel_size, ", ", dilation, ", ", stride);
   TORCH_CHECK_VALUE(x.dim() == 4, "elsa: x must be a 4-D tensor (B, C, H, W), got shape ",
                     x.sizes());
   TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()),

@@ -45,6 +45,10 @@ def _require_ext():
             '`python setup.py build_ext --inplace` in the repository root.' % _EXT_ERROR)
 
 
+#: the largest kernel_size, dilation and stride (the C++ checks use the same bound)
+MAX_HYPER = 65536
+
+
 def _check_hyper(kernel_size, dilation, stride):
     for name, value in (('kernel_size', kernel_size), ('dilation', dilation),
                         ('stride', stride)):
@@ -57,6 +61,11 @@ def _check_hyper(kernel_size, dilation, stride):
         raise ValueError('elsa_attention: dilation must be >= 1, got %d' % dilation)
     if stride < 1:
         raise ValueError('elsa_attention: stride must be >= 1, got %d' % stride)
+    for name, value in (('kernel_size', kernel_size), ('dilation', dilation),
+                        ('stride', stride)):
+        if value > MAX_HYPER:  # the kernels' index arithmetic and zero padding stay bounded
+            raise ValueError('elsa_attention: %s must be <= %d, got %d' % (name, MAX_HYPER,
+                                                                          value))
 
 
 def _autocast_enabled(device_type):

@@ -36,6 +36,10 @@ def _cases():
          r'kernel_size must be a positive odd'),
         ('dilation', (x, a, gm, ga, K, 0, 1), ValueError, r'dilation must be >= 1'),
         ('stride', (x, a, gm, ga, K, 1, 0), ValueError, r'stride must be >= 1'),
+        # (K - 1) * 2^62 overflowed int64: a segfault (plain) or wrong values (fused) before
+        ('huge-dilation', (x, a, gm, ga, K, 2**62, 1), ValueError, r'must be <= 65536'),
+        ('huge-stride', (x, a, gm, ga, K, 1, 2**20), ValueError, r'must be <= 65536'),
+        ('huge-K', (x, a, gm, ga, 2**17 + 1, 1, 1), ValueError, r'must be <= 65536'),
         ('attn-dtype', (x, a.float(), gm, ga, K, 1, 1), TypeError,
          r'attn has dtype \S+ but x has dtype'),
         ('ghost_add-dtype', (x, a, gm, ga.float(), K, 1, 1), TypeError,
