@@ -12,6 +12,7 @@ import torch.nn as nn
 from torch.nn.init import trunc_normal_
 
 from .. import ops
+from ..ops.elsa_attention import check_hyperparameters
 from .utils import build_activation
 
 
@@ -100,10 +101,11 @@ class ELSAAttention(nn.Module):
                  proj_drop=0.,
                  act_cfg=dict(type='GELU')):
         super().__init__()
-        if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f'kernel_size must be a positive odd int, got {kernel_size}')
-        if dilation < 1:
-            raise ValueError(f'dilation must be >= 1, got {dilation}')
+        # the operator's own checks (types, odd kernel, bounds), at build time rather than at
+        # the first forward; a float dilation used to fail there inside conv2d
+        check_hyperparameters(kernel_size, dilation, 1)
+        if dim < 3:  # two thirds of the channels, rounded down, form q and k
+            raise ValueError(f'dim must be >= 3, got {dim}')
         if group_width < 1:
             raise ValueError(f'group_width must be >= 1, got {group_width}')
         if num_heads < 1 or dim % num_heads != 0:

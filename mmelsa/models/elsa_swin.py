@@ -462,6 +462,8 @@ class ELSASwinTransformer(BaseModule):
             use_abs_pos_embed=use_abs_pos_embed, frozen_stages=frozen_stages,
             window_size=window_size, elsa_stages=elsa_stages, embed_dims=embed_dims,
             in_channels=in_channels, mlp_ratio=mlp_ratio)
+        if not 0. <= drop_path_rate <= 1.:
+            raise ValueError(f'drop_path_rate must be in [0, 1], got {drop_path_rate}')
         patch_size = to_2tuple(patch_size)[0]
 
         self.arch_settings = dict(embed_dims=embed_dims, depths=depths, num_heads=num_heads,

@@ -65,12 +65,16 @@ class DropPath(nn.Module):
 
     def __init__(self, drop_prob=0.):
         super().__init__()
+        if not 0. <= float(drop_prob) <= 1.:
+            raise ValueError(f'drop path probability must be in [0, 1], got {drop_prob}')
         self.drop_prob = float(drop_prob)
 
     def forward(self, x):
         if self.drop_prob == 0. or not self.training:
             return x
         keep = 1. - self.drop_prob
+        if keep == 0.:  # every branch dropped: zeros (mask / keep would be 0 / 0)
+            return x * 0.
         mask = x.new_empty((x.shape[0], ) + (1, ) * (x.dim() - 1)).bernoulli_(keep)
         return x * mask / keep
 

@@ -49,7 +49,7 @@ def _require_ext():
 MAX_HYPER = 65536
 
 
-def _check_hyper(kernel_size, dilation, stride):
+def check_hyperparameters(kernel_size, dilation, stride):
     for name, value in (('kernel_size', kernel_size), ('dilation', dilation),
                         ('stride', stride)):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -80,7 +80,7 @@ def _autocast_enabled(device_type):
 def _validate(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride,
               attn_is_logits=False):
     """Raise TypeError / ValueError naming the faulty argument; returns nothing."""
-    _check_hyper(kernel_size, dilation, stride)
+    check_hyperparameters(kernel_size, dilation, stride)
     if not isinstance(attn_is_logits, bool):
         raise TypeError('elsa_attention: attn_is_logits must be a bool, got %r' %
                         (attn_is_logits, ))
@@ -184,7 +184,7 @@ class ELSAAttentionOp(nn.Module):
 
     def __init__(self, kernel_size: int = 7, dilation: int = 1, stride: int = 1):
         super().__init__()
-        _check_hyper(kernel_size, dilation, stride)
+        check_hyperparameters(kernel_size, dilation, stride)
         self.kernel_size = kernel_size
         self.dilation = dilation
         self.stride = stride

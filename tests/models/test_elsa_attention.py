@@ -81,9 +81,24 @@ def test_dilation_matches_reference():
     (dict(dilation=0), 'dilation'),
     (dict(num_heads=5), 'num_heads'),
     (dict(group_width=0), 'group_width'),
+    (dict(dilation=2 ** 20), 'dilation must be <= 65536'),
+    (dict(dim=2, num_heads=1), 'dim must be >= 3'),
 ])
 def test_bad_arguments(kwargs, match):
     args = dict(dim=24, num_heads=3)
     args.update(kwargs)
     with pytest.raises(ValueError, match=match):
         ELSAAttention(**args)
+
+
+@pytest.mark.parametrize('kwargs', [dict(dilation=2.0), dict(dilation=True),
+                                    dict(kernel_size=3.0)])
+def test_non_int_hyperparameters_are_refused_when_built(kwargs):
+    """Failed before: built, then the first forward failed inside conv2d / empty()."""
+    with pytest.raises(TypeError, match=f'{next(iter(kwargs))} must be an int'):
+        ELSAAttention(24, num_heads=3, **kwargs)
+
+
+def test_smallest_width_builds_and_runs():
+    m = ELSAAttention(3, num_heads=1, kernel_size=3, group_width=1).eval()
+    assert m(torch.randn(1, 5, 6, 3)).shape == (1, 5, 6, 3)  # (B, H, W, C)

@@ -239,10 +239,23 @@ def test_batch_one_tiny_odd_inputs_and_out_indices():
     (dict(pretrained='a.pth', init_cfg=dict(type='Pretrained', checkpoint='b.pth')),
      ValueError, 'init_cfg and pretrained'),
     (dict(no_such_argument=1), TypeError, 'no_such_argument'),
+    (dict(drop_path_rate=1.5), ValueError, r'drop_path_rate must be in \[0, 1\]'),
+    (dict(elsa_dilation=2.0), TypeError, 'dilation must be an int'),
 ])
 def test_bad_arguments_raise_clear_errors(kwargs, exc, match):
     with pytest.raises(exc, match=match):
         small_model(**kwargs)
+
+
+def test_drop_path_rate_one_drops_branches_without_nan():
+    """The last block's rate is drop_path_rate: at 1.0 its branches are dropped (zeros, as
+    in timm), not 0 / 0 (failed before: NaN outputs in training mode)."""
+    model = small_model(drop_path_rate=1.0).train()
+    outs = model(torch.randn(2, 3, 32, 32))
+    assert all(torch.isfinite(o).all() for o in outs)
+    from mmelsa.models.utils import DropPath
+    x = torch.randn(4, 5)
+    assert torch.equal(DropPath(1.0).train()(x), torch.zeros_like(x))
 
 
 def test_accepts_every_swin_argument():
