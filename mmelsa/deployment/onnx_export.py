@@ -113,6 +113,13 @@ def export_onnx(module, example, path, dynamic=True, dynamo=True, max_size=4096)
     batch, height and width are symbolic (height and width >= :func:`min_dynamic_size` for
     the dynamo exporter).
     """
+    low = min_dynamic_size(module)
+    if dynamic and dynamo and min(example.shape[-2:]) < low:
+        raise ValueError(
+            f'export_onnx: a dynamic export with the dynamo exporter needs an example of at '
+            f'least {low} x {low} for this model (got {tuple(example.shape[-2:])}): '
+            'torch.export specialises feature maps of size 1; use a larger example or '
+            'dynamo=False')
     path = str(path)
     partial = osp.join(osp.dirname(osp.abspath(path)),
                        f'.{osp.basename(path)}.{os.getpid()}.partial.onnx')

@@ -251,6 +251,15 @@ def test_tool_bad_arguments(args, message):
     assert 'Traceback' not in out and message in out, out
 
 
+def test_dynamic_dynamo_export_below_its_minimum_size_is_refused(tmp_path):
+    """Failed before: a raw torch.export error from deep inside the exporter."""
+    module = TensorModeModel(small_backbone(), 'backbone').eval()
+    low = min_dynamic_size(module)
+    with pytest.raises(ValueError, match=f'at least {low} x {low}'):
+        export_onnx(module, torch.randn(1, 3, low - 1, 64), str(tmp_path / 'm.onnx'))
+    assert not os.listdir(tmp_path)
+
+
 def test_export_failing_its_checks_leaves_the_old_file(tmp_path, monkeypatch):
     """The file is written beside the target and renamed over it only after onnx.checker
     passed: a failed export neither truncates nor replaces what was there (failed before)."""
