@@ -264,8 +264,15 @@ def check_backbone_arguments(cfg):
 def check_pretrained(cfg):
     """A Pretrained init_cfg pointing at a local file that is not there fails late (after
     the dataloaders are built) with a bare FileNotFoundError; say what to do instead."""
-    init = _backbone_cfg(cfg).get('init_cfg') or {}
-    ckpt = init.get('checkpoint') if isinstance(init, dict) else None
+    init = _backbone_cfg(cfg).get('init_cfg') or []
+    for entry in init if isinstance(init, (list, tuple)) else [init]:  # mmengine takes lists
+        _check_pretrained_entry(entry)
+
+
+def _check_pretrained_entry(init):
+    if not isinstance(init, dict):
+        return
+    ckpt = init.get('checkpoint')
     if init.get('type') == 'Pretrained' and ckpt and not _is_remote(ckpt) and \
             not ckpt.startswith(('torchvision://', 'open-mmlab://', 'mmcls://')) and \
             not osp.isfile(ckpt):

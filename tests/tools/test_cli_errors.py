@@ -159,3 +159,20 @@ def test_misspelt_backbone_argument_in_a_config(tmp_path, toy_root):
                     '--cfg-options', *toy_data_options('det', toy_root)])
     _assert_clear(res, 'ELSASwinTransformer has no argument "embed_dim"',
                   'did you mean "embed_dims"')
+
+
+def test_pretrained_check_takes_an_init_cfg_list(tmp_path):
+    """mmengine accepts a list of init_cfg entries (failed before: AttributeError 'list' object
+    has no attribute 'get' in tools/train.py, before training started)."""
+    from mmengine.config import Config
+
+    from mmelsa.engine import preflight
+    cfg = Config.fromfile(osp.join(REPO, SEG))
+    there = tmp_path / 'there.pth'
+    there.write_bytes(b'x')
+    cfg.model.backbone.init_cfg = [dict(type='Pretrained', checkpoint=str(there)),
+                                   dict(type='Constant', layer='LayerNorm', val=1.0)]
+    preflight.check_pretrained(cfg)
+    cfg.model.backbone.init_cfg[0]['checkpoint'] = str(tmp_path / 'missing.pth')
+    with pytest.raises(preflight.UsageError, match='missing.pth does not exist'):
+        preflight.check_pretrained(cfg)
