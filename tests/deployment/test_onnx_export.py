@@ -298,3 +298,20 @@ def test_tool_refuses_to_overwrite_and_unfitting_checkpoints(tmp_path):
     assert res.returncode == 2 and 'Traceback' not in res.stderr, res.stdout + res.stderr
     assert f'checkpoint {junk} does not fit the model' in last and 'foo.weight' in last, last
     assert not (tmp_path / 'new.onnx').exists()
+
+
+def test_tool_trust_checkpoint_and_new_out_folder(tmp_path):
+    """A checkpoint that needs a full unpickle is refused with the flag to pass, and the flag
+    exists (failed before: 'unrecognized arguments'); --out may name a folder to be made
+    (failed before: README's work_dirs/onnx/ commands stopped at 'does not exist')."""
+    import argparse
+    module, _ = build_from_config(_config(SEG), part='model')
+    ckpt = tmp_path / 'legacy.pth'
+    torch.save({'state_dict': module.model.state_dict(), 'meta': argparse.Namespace(a=1)}, ckpt)
+    out = tmp_path / 'new' / 'folder' / 'seg.onnx'
+    args = ['--part', 'backbone', '--shape', '64', '64', '--legacy', '--out', str(out)]
+    res = _run_tool(SEG, str(ckpt), *args)
+    assert res.returncode == 2 and f'--trust-checkpoint {ckpt}' in res.stderr, res.stderr
+    res = _run_tool(SEG, str(ckpt), *args, '--trust-checkpoint', str(ckpt))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert onnx.load(str(out)).graph.input[0].name == 'x'

@@ -136,12 +136,16 @@ def test_converter_opt_in(tmp_path):
     sd = TinyELSARegressor().backbone.state_dict()
     torch.save({'model': sd, 'args': argparse.Namespace(lr=0.1)}, legacy)
     out = tmp_path / 'converted.pth'
+    # trusting another file does not trust this one; the refusal names the flag as it is taken
     res = _tool(['tools/model_converters/elsa2mmelsa.py', str(legacy), str(out),
-                 '--trust-checkpoint'])
+                 '--trust-checkpoint', str(tmp_path / 'other.pth')])
+    assert res.returncode != 0 and f'--trust-checkpoint {legacy}' in res.stderr, res.stderr
+    res = _tool(['tools/model_converters/elsa2mmelsa.py', str(legacy), str(out),
+                 '--trust-checkpoint', str(legacy)])
     assert res.returncode == 0, res.stderr[-3000:]
     assert set(torch.load(out)['state_dict']) == set(sd)
     res = _tool(['tools/model_converters/elsa2mmelsa.py', str(legacy), str(out),
-                 '--trust-checkpoint'])
+                 '--trust-checkpoint', str(legacy)])
     assert res.returncode != 0 and '--overwrite' in res.stderr  # never replaced silently
 
 

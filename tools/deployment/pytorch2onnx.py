@@ -18,7 +18,7 @@ import argparse
 import os
 import os.path as osp
 
-from mmelsa.engine.cli import fail
+from mmelsa.engine import cli
 from mmelsa.engine.preflight import UsageError, load_config
 
 
@@ -35,9 +35,7 @@ def parse_args(argv=None):
                    help='symbolic batch, height and width in the ONNX file')
     p.add_argument('--out', default=None, help='ONNX file (default: <config name>.onnx)')
     p.add_argument('--overwrite', action='store_true', help='replace an existing --out file')
-    p.add_argument('--allow-partial-load', action='store_true',
-                   help='load only the checkpoint tensors that fit the model (default: a '
-                   'checkpoint that does not fit exactly is refused)')
+    cli.add_checkpoint_flags(p)  # --allow-partial-load, --trust-checkpoint CKPT
     p.add_argument('--image', default=None, help='image to compare on (default: random)')
     p.add_argument('--benchmark', action='store_true',
                    help='also print the median latency of ONNX Runtime and PyTorch')
@@ -59,9 +57,6 @@ def check_args(args):
         raise UsageError(f'image not found: {args.image}')
     if args.reps < 1:
         raise UsageError(f'--reps must be >= 1, got {args.reps}')
-    out_dir = osp.dirname(osp.abspath(args.out)) if args.out else '.'
-    if not osp.isdir(out_dir):
-        raise UsageError(f'folder of --out does not exist: {out_dir}')
     if osp.exists(output_path(args)) and not args.overwrite:
         raise UsageError(f'{output_path(args)} already exists: pass --overwrite to replace it, '
                          'or --out FILE')
@@ -76,11 +71,12 @@ def main(argv=None):
     try:
         check_args(args)
         cfg = load_config(args.config)
+        cli.apply_checkpoint_flags(cfg, args)
         backbone = (cfg.get('model', {}) or {}).get('backbone', {}) or {}
         if str(backbone.get('type', '')).split('.')[-1] != 'ELSASwinTransformer':
             raise UsageError(f'{args.config}: model.backbone is not an ELSASwinTransformer')
     except UsageError as err:
-        fail(str(err))
+        cli.fail(str(err))
 
     import numpy as np
     import torch
@@ -93,19 +89,20 @@ def main(argv=None):
         module, norm = build_from_config(cfg, args.checkpoint, part=args.part,
                                          allow_partial_load=args.allow_partial_load)
     except CheckpointError as err:
-        fail(str(err))
+        cli.fail(str(err))
     low = min_dynamic_size(module)
     if args.dynamic and args.dynamo and min(args.shape) < low:
-        fail(f'--dynamic with the dynamo exporter needs --shape of at least {low} {low} for '
+        cli.fail(f'--dynamic with the dynamo exporter needs --shape of at least {low} {low} for '
              f'this model (torch.export specialises feature maps of size 1); use a larger '
              f'--shape or --legacy')
     H, W = args.shape
     x = load_image(args.image, (H, W), norm) if args.image else torch.randn(1, 3, H, W)
     out = output_path(args)
+    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)  # e.g. work_dirs/onnx/
     try:
         export_onnx(module, x, out, dynamic=args.dynamic, dynamo=args.dynamo)
     except RuntimeError as err:
-        fail(str(err).splitlines()[0])
+        cli.fail(str(err).splitlines()[0])
     what = 'backbone' if args.part == 'backbone' else 'model (tensor mode)'
     print(f'exported the {what} to {out} ({"dynamo" if args.dynamo else "legacy"} exporter, '
           f'{"dynamic" if args.dynamic else "static"} shape, {os.path.getsize(out) / 2**20:.1f}'

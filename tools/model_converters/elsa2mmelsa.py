@@ -1,6 +1,6 @@
 """Convert an official ELSA checkpoint for use with mmelsa (mmdet 3.x / mmseg 1.x configs).
 
-    python tools/model_converters/elsa2mmelsa.py SRC DST [--trust-checkpoint] [--overwrite]
+    python tools/model_converters/elsa2mmelsa.py SRC DST [--trust-checkpoint SRC] [--overwrite]
 
 * mmdet 2.x (COCO) / mmseg 0.x (ADE20K) files: every key is kept (the neck and head names did
   not change in mmdet 3.x / mmseg 1.x) except ``module.`` prefixes and the backbone's
@@ -14,7 +14,7 @@
 
 The source is read by mmelsa's safe loader (``torch.load(weights_only=True)`` and mmengine's
 allowlist); a file that needs more (pickled objects in ``meta``) is refused unless you pass
-``--trust-checkpoint`` for a file you trust. DST is written as plain tensors and containers,
+``--trust-checkpoint SRC`` for a file you trust. DST is written as plain tensors and containers,
 atomically, and an existing DST is replaced only with ``--overwrite``.
 """
 import argparse
@@ -61,9 +61,9 @@ def parse_args(argv=None):
         'into one the mmelsa configs load strictly.')
     parser.add_argument('src', help='official checkpoint')
     parser.add_argument('dst', help='where to save the converted checkpoint')
-    parser.add_argument('--trust-checkpoint', action='store_true',
-                        help='SRC is a file you trust: allow a full unpickle, which can run '
-                             'code stored in it')
+    parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='CKPT',
+                        help='allow a full unpickle of this file (SRC, if you trust it), which '
+                             'can run code stored in it (as in tools/train.py and test.py)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing DST')
     return parser.parse_args(argv)
 
@@ -72,8 +72,8 @@ def main(argv=None):
     args = parse_args(argv)
     if osp.exists(args.dst) and not args.overwrite:
         sys.exit(f'error: {args.dst} exists; pass --overwrite to replace it')
-    if args.trust_checkpoint:
-        trust_checkpoint(args.src)
+    for path in args.trust_checkpoint:
+        trust_checkpoint(path)
     try:
         checkpoint = load_checkpoint_file(args.src, map_location='cpu')
     except (CheckpointError, FileNotFoundError) as err:
