@@ -1,5 +1,6 @@
 """What mmelsa's command-line tools share: one-line errors, the Runner, and the flags that
 relax a safety check for one run."""
+import argparse
 import os
 import sys
 
@@ -10,6 +11,17 @@ def fail(msg):
     """Print ``msg`` as a one-screen error and exit with status 2 (argparse's usage code)."""
     sys.stderr.write(f'error: {msg}\n')
     sys.exit(2)
+
+
+def positive_int(text):
+    """argparse type for sizes and counts: an int >= 1 (argparse names the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text!r}') from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive integer, got {value}')
+    return value
 
 
 def build_runner(cfg):

@@ -176,3 +176,14 @@ def test_pretrained_check_takes_an_init_cfg_list(tmp_path):
     cfg.model.backbone.init_cfg[0]['checkpoint'] = str(tmp_path / 'missing.pth')
     with pytest.raises(preflight.UsageError, match='missing.pth does not exist'):
         preflight.check_pretrained(cfg)
+
+
+@pytest.mark.parametrize('args, option', [
+    (['tools/analysis_tools/get_flops.py', SEG, '--shape', '0', '64'], '--shape'),
+    (['tools/analysis_tools/benchmark_backbone.py', '--size', '0', '0'], '--size'),
+    (['tools/analysis_tools/benchmark_elsa_op.py', '--batch', '0'], '--batch'),
+    (['tools/analysis_tools/benchmark_elsa_op.py', '--reps', '-1'], '--reps'),
+])
+def test_analysis_tools_refuse_sizes_below_one(args, option):
+    """Failed before: a conv traceback (sizes 0), or --batch 0 silently taken as 'default'."""
+    _assert_clear(run_tool(args), f'argument {option}: expected a positive integer')

@@ -21,6 +21,7 @@ import sys
 
 import torch
 
+from mmelsa.engine.cli import positive_int
 from mmelsa.utils.benchmark import CpuPeak, peak_memory, ratio, time_fn
 
 SWIN_T = dict(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
@@ -32,15 +33,15 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu',
                    choices=['cpu', 'cuda'])
-    p.add_argument('--batch', type=int, default=2)
-    p.add_argument('--size', type=int, nargs=2, default=[800, 1344], metavar=('H', 'W'))
+    p.add_argument('--batch', type=positive_int, default=2)
+    p.add_argument('--size', type=positive_int, nargs=2, default=[800, 1344], metavar=('H', 'W'))
     p.add_argument('--amp-dtype', choices=['float16', 'bfloat16', 'none'], default=None,
                    help='autocast dtype (default: float16 on CUDA, bfloat16 on CPU)')
     p.add_argument('--with-cp', action='store_true', help='activation checkpointing in both')
     p.add_argument('--detector', action='store_true', help='also time a Mask R-CNN train step')
     p.add_argument('--modes', nargs='+', choices=['train', 'infer'], default=['train', 'infer'],
                    help='backbone modes to time (default: both)')
-    p.add_argument('--reps', type=int, default=10)
+    p.add_argument('--reps', type=positive_int, default=10)
     p.add_argument('--warmup', type=int, default=3)
     return p.parse_args(argv)
 

@@ -91,7 +91,7 @@ def parse_args(argv=None):
     from mmengine.config import DictAction
     p = argparse.ArgumentParser(description='Params and FLOPs (ELSA operator included)')
     p.add_argument('configs', nargs='+', help='config file(s)')
-    p.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+    p.add_argument('--shape', type=cli.positive_int, nargs=2, metavar=('H', 'W'),
                    help='input size (default: det 800 1280, seg 512 2048)')
     p.add_argument('--backbone-only', action='store_true', help='count the backbone alone')
     p.add_argument('--params-only', action='store_true',
