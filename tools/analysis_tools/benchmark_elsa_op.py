@@ -78,8 +78,10 @@ def parse_args():
                    help='default: float32 on cpu; float32 float16 bfloat16 on cuda')
     p.add_argument('--cases', nargs='+', choices=list(CASES), default=None,
                    help='default: all cases (cuda) or the COCO cases (cpu)')
-    p.add_argument('--batch', type=positive_int, default=None, help='override the batch of every case')
-    p.add_argument('--reps', type=positive_int, default=None, help='timed repetitions (median reported)')
+    p.add_argument('--batch', type=positive_int, default=None,
+                   help='override the batch of every case')
+    p.add_argument('--reps', type=positive_int, default=None,
+                   help='timed repetitions (median reported)')
     p.add_argument('--no-reference', action='store_true', help='time the native kernel only')
     p.add_argument('--fused', action='store_true',
                    help='compare the fused softmax + op with softmax then the op')
