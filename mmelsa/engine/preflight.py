@@ -283,6 +283,24 @@ def _check_pretrained_entry(init):
             'model.backbone.init_cfg=None); see configs/elsa_swin/README.md')
 
 
+def check_amp_device(cfg):
+    """mmengine's AmpOptimWrapper (``--amp``, and every full recipe's optim_wrapper) asserts
+    a GPU / NPU / MLU / MUSA device when it is built; say it in one line, with the way out."""
+    wrappers = cfg.get('optim_wrapper') or {}
+    types = [str(wrappers.get('type', ''))] if 'type' in wrappers else [
+        str(w.get('type', '')) for w in wrappers.values() if isinstance(w, dict)]
+    if not any(t.split('.')[-1] == 'AmpOptimWrapper' for t in types):
+        return
+    from mmengine.device import (is_cuda_available, is_mlu_available, is_musa_available,
+                                 is_npu_available)
+    if not (is_cuda_available() or is_npu_available() or is_mlu_available()
+            or is_musa_available()):
+        raise UsageError(
+            'optim_wrapper.type=AmpOptimWrapper (--amp, or the config\'s own) needs a GPU and '
+            'none is available here; to train on the CPU in float32, drop --amp or pass '
+            '--cfg-options optim_wrapper.type=OptimWrapper')
+
+
 def check_resume_checkpoint(path):
     """``--resume CKPT`` names a file that exists and is a complete checkpoint."""
     from .checkpoint_saver import checkpoint_problem

@@ -46,6 +46,27 @@ def test_train_amp_refuses_other_optim_wrappers(tools):
         train.build_cfg(args)
 
 
+@pytest.mark.parametrize('has_gpu', [False, True])
+def test_train_amp_without_a_gpu_is_one_line(tools, monkeypatch, has_gpu):
+    """AmpOptimWrapper asserts a GPU when mmengine builds it (failed before: that assertion's
+    traceback on a CPU machine, for --amp and for every full recipe)."""
+    import mmengine.device
+    train, _ = tools
+    from mmelsa.engine import preflight
+    for name in ('is_cuda_available', 'is_npu_available', 'is_mlu_available',
+                 'is_musa_available'):
+        monkeypatch.setattr(mmengine.device, name, lambda: has_gpu)
+    for args in ([DET, '--amp'], [FULL_DET]):
+        cfg = train.build_cfg(train.parse_args(args))
+        if has_gpu:
+            preflight.check_amp_device(cfg)
+            continue
+        with pytest.raises(preflight.UsageError, match='needs a GPU.*optim_wrapper.type='
+                           'OptimWrapper'):
+            preflight.check_amp_device(cfg)
+    preflight.check_amp_device(train.build_cfg(train.parse_args([DET])))  # no AMP: no GPU needed
+
+
 def test_train_resume_from_path(tools, tmp_path):
     train, _ = tools
     import torch
