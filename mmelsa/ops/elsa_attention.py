@@ -50,6 +50,8 @@ MAX_HYPER = 65536
 
 
 def check_hyperparameters(kernel_size, dilation, stride):
+    """Raise TypeError / ValueError naming the argument unless each is an int in range
+    (kernel_size odd); shared with :class:`mmelsa.models.ELSAAttention`."""
     for name, value in (('kernel_size', kernel_size), ('dilation', dilation),
                         ('stride', stride)):
         if isinstance(value, bool) or not isinstance(value, int):
