@@ -92,9 +92,9 @@ def main(argv=None):
         cli.fail(str(err))
     low = min_dynamic_size(module)
     if args.dynamic and args.dynamo and min(args.shape) < low:
-        cli.fail(f'--dynamic with the dynamo exporter needs --shape of at least {low} {low} for '
-             f'this model (torch.export specialises feature maps of size 1); use a larger '
-             f'--shape or --legacy')
+        cli.fail(f'--dynamic with the dynamo exporter needs --shape of at least {low} {low} '
+                 f'for this model (torch.export specialises feature maps of size 1); use a '
+                 f'larger --shape or --legacy')
     H, W = args.shape
     x = load_image(args.image, (H, W), norm) if args.image else torch.randn(1, 3, H, W)
     out = output_path(args)
