@@ -10,8 +10,9 @@ Flags follow mmdet / mmseg. ``--out``: detection dumps raw predictions to a .pkl
 IoUMetric output_dir); an existing file, or a folder with files, is kept unless ``--overwrite``
 is given. ``--show-dir``: painted predictions go to
 ``<work_dir>/<timestamp>/<show-dir>`` (det, as mmdet does) or
-``<work_dir>/<show-dir>/vis_data/vis_image`` (seg; an absolute --show-dir is used as given). ``--tta``: multi-scale + flip for segmentation (the ADE20K numbers
-are ms+flip), horizontal flip for box-only detectors.
+``<work_dir>/<show-dir>/vis_data/vis_image`` (seg; an absolute --show-dir is used as given).
+``--tta``: multi-scale + flip for segmentation (the ADE20K numbers are ms+flip), horizontal
+flip for box-only detectors.
 The metrics are logged and also printed on the last line as JSON (``mmelsa-metrics: {...}``)
 so scripts can pick them up. A checkpoint that does not fit the model is an error (it would
 report the metrics of random weights) unless ``--allow-partial-load`` is given.
