@@ -315,3 +315,26 @@ def test_tool_trust_checkpoint_and_new_out_folder(tmp_path):
     res = _run_tool(SEG, str(ckpt), *args, '--trust-checkpoint', str(ckpt))
     assert res.returncode == 0, res.stdout + res.stderr
     assert onnx.load(str(out)).graph.input[0].name == 'x'
+
+
+def test_tool_fails_when_onnx_runtime_disagrees(tmp_path, monkeypatch, capsys):
+    """The comparison is a check, not only a printout (failed before: exit 0 whatever the
+    difference). An ONNX Runtime that returns the outputs shifted by 1 is caught."""
+    import sys
+
+    import mmelsa.deployment as deployment
+    sys.path.insert(0, osp.join(REPO, 'tools', 'deployment'))
+    import pytorch2onnx
+
+    class Shifted(deployment.OnnxRunner):
+        def __call__(self, x):
+            return [o + 1.0 for o in super().__call__(x)]
+
+    monkeypatch.setattr(deployment, 'OnnxRunner', Shifted)
+    out = tmp_path / 'bb.onnx'
+    with pytest.raises(SystemExit) as info:
+        pytorch2onnx.main([SEG, '--part', 'backbone', '--shape', '64', '64', '--legacy',
+                           '--out', str(out)])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f'{out} does not reproduce the model' in err, err
+    assert 'more than --rtol 0.001' in err

@@ -3,8 +3,9 @@
 Exports the backbone alone (--part backbone) or the whole model in tensor mode (--part model,
 the default: a segmentor's logits; a detector's backbone + neck features), checks the file with
 onnx.checker, runs it in ONNX Runtime next to PyTorch on one image (--image, resized to
---shape, else a random one) and prints the largest absolute difference per output; with
---benchmark also the median latency of both.
+--shape, else a random one) and prints the largest absolute difference per output (an error,
+exit 2, above --rtol of the output's largest magnitude); with --benchmark also the median
+latency of both.
 
 Examples:
     python tools/deployment/pytorch2onnx.py \\
@@ -40,6 +41,9 @@ def parse_args(argv=None):
     p.add_argument('--benchmark', action='store_true',
                    help='also print the median latency of ONNX Runtime and PyTorch')
     p.add_argument('--reps', type=int, default=10, help='timed runs for --benchmark')
+    p.add_argument('--rtol', type=float, default=1e-3,
+                   help='fail when an output of ONNX Runtime differs from PyTorch by more than '
+                   'this fraction of the output\'s largest magnitude (default 1e-3)')
     exporter = p.add_mutually_exclusive_group()
     exporter.add_argument('--dynamo', dest='dynamo', action='store_true', default=True,
                           help='torch.onnx.export(dynamo=True) (default)')
@@ -57,6 +61,8 @@ def check_args(args):
         raise UsageError(f'image not found: {args.image}')
     if args.reps < 1:
         raise UsageError(f'--reps must be >= 1, got {args.reps}')
+    if not args.rtol > 0:
+        raise UsageError(f'--rtol must be positive, got {args.rtol}')
     if osp.exists(output_path(args)) and not args.overwrite:
         raise UsageError(f'{output_path(args)} already exists: pass --overwrite to replace it, '
                          'or --out FILE')
@@ -112,10 +118,22 @@ def main(argv=None):
     with torch.no_grad():
         expected = module(x)
     got = runner(x)
+    bad = []
     for i, (g, e) in enumerate(zip(got, expected)):
-        diff = float(np.abs(g - e.numpy()).max())
+        if tuple(g.shape) != tuple(e.shape):
+            bad.append(f'output {i} has shape {tuple(g.shape)} in ONNX Runtime, '
+                       f'{tuple(e.shape)} in PyTorch')
+            continue
+        diff, scale = float(np.abs(g - e.numpy()).max()), float(e.abs().max())
         print(f'output {i} {tuple(e.shape)}: max |onnxruntime - pytorch| = {diff:.3e} '
-              f'(max |pytorch| = {float(e.abs().max()):.3g})')
+              f'(max |pytorch| = {scale:.3g})')
+        if not diff <= args.rtol * max(scale, 1e-12):  # NaN fails too
+            bad.append(f'output {i} differs by {diff:.3e}, more than --rtol {args.rtol:g} of '
+                       f'its largest magnitude {scale:.3g}')
+    if len(got) != len(expected):
+        bad.append(f'{len(got)} outputs in ONNX Runtime, {len(expected)} in PyTorch')
+    if bad:
+        cli.fail(f'{out} does not reproduce the model: ' + '; '.join(bad))
     if args.benchmark:
         def run_torch():
             with torch.no_grad():
