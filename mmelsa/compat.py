@@ -8,6 +8,9 @@
   falls back to nothing, and refuses anything else with a message naming the opt-in;
 * the kill-safe checkpoint saving (:mod:`mmelsa.engine.checkpoint_saver`): atomic files, old
   checkpoints removed only after the new one is complete, resume from the newest intact one;
+* the checkpoint-fit check for every OpenMMLab Inferencer (:mod:`mmelsa.engine.inferencers`):
+  ``DetInferencer(model, weights)`` loads weights non-strictly, so another model's checkpoint
+  would predict with partly random weights;
 * a safe YAML loader for mmengine's ``.yaml`` / ``.yml`` files (configs, annotations): mmengine
   0.10.7 reads them with PyYAML's full ``Loader``, which builds any Python object a file names
   (``!!python/object/apply:os.system``). The safe loader builds plain data, plus the tuples
@@ -51,4 +54,6 @@ def apply():
     checkpoint_loader.install()
     checkpoint_saver.install()
     install_safe_yaml()
+    from .engine import inferencers
+    inferencers.install()
     _applied = True

@@ -275,3 +275,32 @@ def test_config_text_beyond_plain_data_is_named(text, problem):
     from mmelsa.engine.config_text import plain_data_problem
     assert problem in plain_data_problem(text)
     assert plain_data_problem("x = dict(a=[1, -2.5, (None, 'b')], c=dict({'k.j': {1}}))") is None
+
+
+def test_inferencers_refuse_weights_that_do_not_fit(tmp_path):
+    """DetInferencer / MMSegInferencer load weights non-strictly (failed before: another
+    model's checkpoint gave predictions from partly random weights, with a log warning);
+    mmelsa's check applies, with the config's allow_partial_load as the opt-in."""
+    from mmengine.config import Config
+    from mmseg.apis import MMSegInferencer
+
+    from mmelsa.engine import CheckpointMismatchError
+    cfg = Config.fromfile(osp.join(REPO, TOY_SEG))
+    fits = tmp_path / 'fits.pth'
+    inferencer = MMSegInferencer(model=cfg, device='cpu')  # random weights, nothing loaded
+    torch.save({'state_dict': inferencer.model.state_dict()}, fits)
+    other = tmp_path / 'other.pth'
+    torch.save({'state_dict': {'backbone.foo': torch.zeros(3)}}, other)
+    with pytest.raises(CheckpointMismatchError, match=f'checkpoint {other} does not fit'):
+        MMSegInferencer(model=cfg, weights=str(other), device='cpu')
+    loaded = MMSegInferencer(model=cfg, weights=str(fits), device='cpu')
+    for k, v in inferencer.model.state_dict().items():
+        torch.testing.assert_close(loaded.model.state_dict()[k], v, rtol=0, atol=0)
+    cfg.allow_partial_load = True  # the opt-in: loads what fits
+    MMSegInferencer(model=cfg, weights=str(other), device='cpu')
+    # mmdet's DetInferencer has its own weight loading: checked as well
+    from mmdet.apis import DetInferencer
+    det_cfg = Config.fromfile(osp.join(REPO, 'configs/toy/'
+                                       'mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py'))
+    with pytest.raises(CheckpointMismatchError, match=f'checkpoint {other} does not fit'):
+        DetInferencer(model=det_cfg, weights=str(other), device='cpu')

@@ -1,0 +1,58 @@
+"""OpenMMLab Inferencers refuse weights that do not fit the model, as mmelsa's tools do.
+
+``DetInferencer(model=CONFIG, weights=CKPT)`` (and ``MMSegInferencer``, and any other
+``mmengine.infer.BaseInferencer``) loads ``CKPT`` non-strictly: a checkpoint of another model
+only logs "do not match exactly" and the predictions come from partly random weights. Once
+mmelsa is imported (``custom_imports`` in every mmelsa config), every Inferencer checks the
+weights first with :func:`mmelsa.engine.check_checkpoint_fits`. The opt-in, as for the tools, is
+``allow_partial_load = True`` in the config.
+
+The check wraps each Inferencer class's own ``_load_weights_to_model`` when an instance is first
+created (mmdet and mmseg override it), so classes imported before or after mmelsa are covered.
+"""
+import functools
+import re
+
+__all__ = ['install']
+
+
+def _checked(load_weights):
+    """Wrap an Inferencer's ``_load_weights_to_model(model, checkpoint, cfg)``."""
+
+    @functools.wraps(load_weights)
+    def wrapper(self, model, checkpoint, cfg):
+        allow_partial = bool(cfg.get('allow_partial_load', False)) if cfg is not None else False
+        if checkpoint is not None and not allow_partial:
+            from .runner import check_checkpoint_fits
+            state_dict = checkpoint.get('state_dict', checkpoint)
+            source = getattr(self, '_mmelsa_weights', None) or 'the weights'
+            check_checkpoint_fits(model, {re.sub(r'^module\.', '', k): v
+                                          for k, v in state_dict.items()}, source)
+        return load_weights(self, model, checkpoint, cfg)
+
+    wrapper.mmelsa_checked = True
+    return wrapper
+
+
+def install():
+    """Wrap ``BaseInferencer.__init__`` so that each Inferencer class gets the check (idempotent;
+    without mmengine's infer module: nothing to do)."""
+    try:
+        from mmengine.infer.infer import BaseInferencer
+    except ImportError:
+        return
+    if getattr(BaseInferencer.__init__, 'mmelsa_checked', False):
+        return
+    original_init = BaseInferencer.__init__
+
+    @functools.wraps(original_init)
+    def __init__(self, *args, **kwargs):
+        cls = type(self)
+        if not getattr(cls._load_weights_to_model, 'mmelsa_checked', False):
+            cls._load_weights_to_model = _checked(cls._load_weights_to_model)
+        weights = kwargs.get('weights', args[1] if len(args) > 1 else None)
+        self._mmelsa_weights = str(weights) if weights is not None else None
+        original_init(self, *args, **kwargs)
+
+    __init__.mmelsa_checked = True
+    BaseInferencer.__init__ = __init__
