@@ -88,9 +88,9 @@ def main(argv=None):
             loaders.append('val_dataloader')
         preflight.check_datasets(cfg, loaders)
         preflight.check_backbone_arguments(cfg)
-        preflight.check_amp_device(cfg)
         if not cfg.get('resume') and not cfg.get('load_from'):
             preflight.check_pretrained(cfg)  # a resumed/fine-tuned run loads over the init
+        preflight.check_amp_device(cfg)
         if not cfg.get('resume') and not cfg.get('overwrite_checkpoints'):
             cli.run_guarded(lambda: check_work_dir_is_free(cfg.work_dir))
     except preflight.UsageError as e:
