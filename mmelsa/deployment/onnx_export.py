@@ -14,14 +14,12 @@ in a stock ONNX Runtime. ``dynamic=True`` keeps batch, height and width symbolic
 import contextlib
 import os
 import os.path as osp
-import re
 import statistics
 import time
 
 import torch
 from torch import nn
 
-from ..engine.checkpoint_loader import CheckpointMismatchError
 from ..ops.onnx import ONNX_OPSET, custom_translation_table
 
 __all__ = ['build_from_config', 'TensorModeModel', 'min_dynamic_size', 'export_onnx',
@@ -68,16 +66,11 @@ def build_from_config(cfg, checkpoint=None, part='model', allow_partial_load=Fal
     if checkpoint:
         from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
-        from ..engine import check_checkpoint_fits
+        from ..engine import check_loaded_checkpoint_fits
         from ..engine.checkpoint_loader import load_any
         loaded = load_any(checkpoint)
-        state_dict = loaded.get('state_dict', loaded) if isinstance(loaded, dict) else loaded
-        if not isinstance(state_dict, dict):
-            raise CheckpointMismatchError(f'checkpoint {checkpoint} holds no state dict')
         if not allow_partial_load:
-            check_checkpoint_fits(
-                model, {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()},
-                checkpoint)
+            check_loaded_checkpoint_fits(model, loaded, checkpoint)
         _load_checkpoint_to_model(model, loaded)
     else:
         model.init_weights()

@@ -4,14 +4,13 @@
 ``mmengine.infer.BaseInferencer``) loads ``CKPT`` non-strictly: a checkpoint of another model
 only logs "do not match exactly" and the predictions come from partly random weights. Once
 mmelsa is imported (``custom_imports`` in every mmelsa config), every Inferencer checks the
-weights first with :func:`mmelsa.engine.check_checkpoint_fits`. The opt-in, as for the tools, is
-``allow_partial_load = True`` in the config.
+weights first with :func:`mmelsa.engine.check_loaded_checkpoint_fits`. The opt-in, as for the
+tools, is ``allow_partial_load = True`` in the config.
 
 The check wraps each Inferencer class's own ``_load_weights_to_model`` when an instance is first
 created (mmdet and mmseg override it), so classes imported before or after mmelsa are covered.
 """
 import functools
-import re
 
 __all__ = ['install']
 
@@ -23,11 +22,9 @@ def _checked(load_weights):
     def wrapper(self, model, checkpoint, cfg):
         allow_partial = bool(cfg.get('allow_partial_load', False)) if cfg is not None else False
         if checkpoint is not None and not allow_partial:
-            from .runner import check_checkpoint_fits
-            state_dict = checkpoint.get('state_dict', checkpoint)
+            from .runner import check_loaded_checkpoint_fits
             source = getattr(self, '_mmelsa_weights', None) or 'the weights'
-            check_checkpoint_fits(model, {re.sub(r'^module\.', '', k): v
-                                          for k, v in state_dict.items()}, source)
+            check_loaded_checkpoint_fits(model, checkpoint, source)
         return load_weights(self, model, checkpoint, cfg)
 
     wrapper.mmelsa_checked = True

@@ -29,8 +29,8 @@ from mmengine.runner import Runner
 from .checkpoint_loader import CheckpointMismatchError
 from .checkpoint_saver import existing_checkpoints
 
-__all__ = ['SafeRunner', 'WorkDirNotEmptyError',
-           'check_checkpoint_fits', 'check_work_dir_is_free']
+__all__ = ['SafeRunner', 'WorkDirNotEmptyError', 'check_checkpoint_fits',
+           'check_loaded_checkpoint_fits', 'check_work_dir_is_free']
 
 #: how many keys of each kind an error message names
 _SHOWN = 4
@@ -68,6 +68,24 @@ def check_checkpoint_fits(model, state_dict, source):
         f'checkpoint {source} does not fit the model {type(model).__name__}: '
         + '; '.join(parts) + '. Is it a checkpoint of another model or config? To load only '
         'what fits, pass --allow-partial-load (config: allow_partial_load = True).')
+
+
+def check_loaded_checkpoint_fits(model, checkpoint, source,
+                                 revise_keys=((r'^module.', ''), )):
+    """:func:`check_checkpoint_fits` for a loaded checkpoint (its ``state_dict``, or the
+    dict itself), with its keys revised as mmengine's ``_load_checkpoint_to_model`` revises
+    them before loading (by default a DataParallel ``module.`` prefix is removed)."""
+    state_dict = checkpoint.get('state_dict', checkpoint) \
+        if isinstance(checkpoint, dict) else checkpoint
+    if not isinstance(state_dict, dict):
+        raise CheckpointMismatchError(
+            f'checkpoint {source} holds no state dict (found {type(state_dict).__name__})')
+    revised = {}
+    for key, value in state_dict.items():
+        for pattern, repl in revise_keys:
+            key = re.sub(pattern, repl, key)
+        revised[key] = value
+    check_checkpoint_fits(model, revised, source)
 
 
 def check_work_dir_is_free(work_dir):
@@ -108,20 +126,9 @@ class SafeRunner(Runner):
         self.call_hook('after_load_checkpoint', checkpoint=checkpoint)
         model = self.model.module if is_model_wrapper(self.model) else self.model
         if not strict and not self._option('allow_partial_load'):
-            state_dict = checkpoint.get('state_dict', checkpoint) \
-                if isinstance(checkpoint, dict) else checkpoint
-            if not isinstance(state_dict, dict):
-                raise CheckpointMismatchError(
-                    f'checkpoint {filename} holds no state dict (found '
-                    f'{type(state_dict).__name__})')
-            revised = {}
-            for key, value in state_dict.items():
-                for pattern, repl in revise_keys:
-                    key = re.sub(pattern, repl, key)
-                revised[key] = value
             # mmengine loads a test-time-augmentation model's weights into the model it wraps
             inner = model.module if isinstance(model, BaseTTAModel) else model
-            check_checkpoint_fits(inner, revised, filename)
+            check_loaded_checkpoint_fits(inner, checkpoint, filename, revise_keys)
         checkpoint = _load_checkpoint_to_model(model, checkpoint, strict,
                                                revise_keys=revise_keys)
         self._has_loaded = True
