@@ -142,8 +142,9 @@ def find_latest_intact_checkpoint(work_dir):
         # A checkpoint past the pointer's is one whose pointer update a kill prevented, so it
         # was written after the pointer. One written before is left from an earlier run in
         # this folder (trained over with --overwrite), not this run's newest.
+        pointer_written = osp.getmtime(pointer)
         stale = {p for p in numbered if _step_of(p) > _step_of(named)
-                 and osp.getmtime(p) < osp.getmtime(pointer)}
+                 and osp.getmtime(p) < pointer_written}
         for path in sorted(stale, key=_step_of):
             _log(f'mmelsa: not resuming from {path}: it is older than last_checkpoint (which '
                  f'names {named}), so it is left from an earlier run', logging.WARNING)
