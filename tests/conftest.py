@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 import torch
 
@@ -10,3 +12,22 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if 'cuda' in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def mmengine_messages():
+    """The messages logged to mmengine's current logger (the instance current when the fixture
+    is set up) while the test runs."""
+    from mmengine.logging import MMLogger
+    messages = []
+
+    class Keep(logging.Handler):
+
+        def emit(self, record):
+            messages.append(record.getMessage())
+
+    handler = Keep()
+    logger = MMLogger.get_current_instance()
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)
