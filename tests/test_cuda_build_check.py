@@ -1,4 +1,4 @@
-"""The CUDA compile check (tools/ci/check_cuda_build.sh) must fail on a broken .cu file.
+"""The CUDA compile check (dev/ci/check_cuda_build.sh) must fail on a broken .cu file.
 
 It runs the real script on a copy of the sources with one planted device-code error.
 Needs nvcc and the CUDA build of torch in .venv-cuda, which tools/run_tests.sh prepares before
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / 'tools' / 'ci' / 'check_cuda_build.sh'
+SCRIPT = ROOT / 'dev' / 'ci' / 'check_cuda_build.sh'
 CUDA_VENV = Path(os.environ.get('MMELSA_CUDA_VENV', ROOT / '.venv-cuda'))
 
 

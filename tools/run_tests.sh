@@ -13,13 +13,13 @@ cd "$ROOT"
 bash tools/setup_env.sh || { echo "[tests] set-up failed: not running the tests" >&2; exit 1; }
 
 lint_rc=0
-bash tools/ci/lint.sh || lint_rc=$?
+bash dev/ci/lint.sh || lint_rc=$?
 
 cuda_rc=0
 if [ "${MMELSA_SKIP_CUDA_CHECK:-0}" = 1 ]; then
   echo "[tests] CUDA compile check skipped (MMELSA_SKIP_CUDA_CHECK=1)"
 else
-  bash tools/ci/check_cuda_build.sh || cuda_rc=$?
+  bash dev/ci/check_cuda_build.sh || cuda_rc=$?
 fi
 
 "${MMELSA_VENV:-$ROOT/.venv}/bin/python" -m pytest "$@"

@@ -1,7 +1,7 @@
 """Every CUDA kernel of the ELSA operators, checked without a GPU.
 
-tools/device/emulate_cuda_kernels.py compiles the CUDA launchers and kernels (csrc/pytorch/cuda,
-csrc/common/cuda) as host C++ over a SIMT emulator (tools/device/emulation/) and compares their
+tests/ops/cuda_emulation/emulate_cuda_kernels.py compiles the CUDA launchers and kernels (csrc/pytorch/cuda,
+csrc/common/cuda) as host C++ over a SIMT emulator (tests/ops/cuda_emulation/) and compares their
 results, forward and backward, plain and fused softmax + ELSA, the tiled fast path and the
 generic fallback, for float64 / float32 / float16 / bfloat16, with the float64 unfold reference.
 This runs it in CI. A second test plants index bugs in a copy of the kernels and asserts that
@@ -18,9 +18,9 @@ import pytest
 import torch
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
-SCRIPT = osp.join(REPO, 'tools', 'device', 'emulate_cuda_kernels.py')
-sys.path.insert(0, osp.dirname(SCRIPT))
-import emulate_cuda_kernels as emulation  # noqa: E402
+SCRIPT = osp.join(REPO, 'tests', 'ops', 'cuda_emulation', 'emulate_cuda_kernels.py')
+
+from tests.ops.cuda_emulation import emulate_cuda_kernels as emulation  # noqa: E402
 
 KERNELS = osp.join('csrc', 'common', 'cuda', 'elsa_kernel.cuh')
 LAUNCHERS = osp.join('csrc', 'pytorch', 'cuda', 'elsa_cuda.cu')

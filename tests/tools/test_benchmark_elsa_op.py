@@ -1,6 +1,6 @@
 """tools/analysis_tools/benchmark_elsa_op.py --compare-generic: its plumbing, run on the CPU.
 
-The comparison itself needs a GPU (tools/device/gpu_run.sh runs it); here both variants reach
+The comparison itself needs a GPU (dev/gpu/gpu_run.sh runs it); here both variants reach
 the same CPU kernels, so the table must report them equal and the switch must be restored.
 """
 import argparse

@@ -9,7 +9,7 @@
 // path (elsa_cuda_nhwc: channels innermost, K = 7, stride 1, dilation 1); the outputs are
 // allocated in the layouts that rule promises (elsa_empty_grads), whichever kernels run.
 //
-// MMELSA_CUDA_EMULATION is defined only by tools/device/emulation/, which compiles this file as
+// MMELSA_CUDA_EMULATION is defined only by tests/ops/cuda_emulation/, which compiles this file as
 // host C++ with a SIMT emulator standing in for the launch, the stream and the device guard, to
 // check the kernels and this launch logic on a machine without a GPU.
 #include <ATen/Dispatch.h>

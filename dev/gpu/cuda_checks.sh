@@ -4,7 +4,7 @@
 #   memcheck + racecheck on a small forward+backward, and the CUDA benchmark.
 # Logs go to $OUT (default ./.devout). Every step runs even if an earlier one fails; the exit
 # status is the number of failed steps.
-#   bash tools/device/cuda_checks.sh [--no-bench] [--quick-bench]
+#   bash dev/gpu/cuda_checks.sh [--no-bench] [--quick-bench]
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 1
 # The steps import mmelsa from this checkout (built in place here, not installed).
@@ -42,9 +42,9 @@ step import import.log $PY -c 'import mmelsa.ops as o; print(o.info()); assert o
 step pytest pytest.log timeout 200 $PY -m pytest tests/ops -q -ra -p no:cacheprovider --durations=8
 export PYTORCH_NO_CUDA_MEMORY_CACHING=1  # lets memcheck see out-of-bounds accesses in torch buffers
 step memcheck sanitizer.log timeout 100 compute-sanitizer --tool memcheck --error-exitcode 1 \
-  $PY tools/device/elsa_sanitize_case.py
+  $PY dev/gpu/elsa_sanitize_case.py
 step racecheck racecheck.log timeout 100 compute-sanitizer --tool racecheck --racecheck-report all \
-  --error-exitcode 1 $PY tools/device/elsa_sanitize_case.py
+  --error-exitcode 1 $PY dev/gpu/elsa_sanitize_case.py
 unset PYTORCH_NO_CUDA_MEMORY_CACHING
 case $BENCH in
   full) step bench bench_cuda.md timeout ${BENCH_TIMEOUT:-150} $PY \

@@ -2,7 +2,7 @@
 # Compile mmelsa's CUDA sources on a machine without a GPU, so that a broken .cu file is caught
 # before any GPU sees it.
 #
-#   bash tools/ci/check_cuda_build.sh [SOURCE_TREE]
+#   bash dev/ci/check_cuda_build.sh [SOURCE_TREE]
 #
 # Builds the extension with FORCE_CUDA=1 against the CUDA 13 build of torch 2.14.1 (kept in its
 # own venv, .venv-cuda, so the CPU environment is untouched) and the machine's nvcc, then imports

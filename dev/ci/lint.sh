@@ -9,7 +9,7 @@ BIN="${MMELSA_VENV:-$ROOT/.venv}/bin"
 rc=0
 "$BIN/ruff" check --quiet . || { echo "[lint] ruff found problems (above)" >&2; rc=1; }
 mapfile -t cxx < <(git ls-files 'csrc/*.cpp' 'csrc/*.cu' 'csrc/*.cuh' 'csrc/*.h' \
-                                 'tools/device/emulation/*.cpp' 'tools/device/emulation/*.h')
+                                 'tests/ops/cuda_emulation/*.cpp' 'tests/ops/cuda_emulation/*.h')
 "$BIN/clang-format" --dry-run --Werror "${cxx[@]}" ||
   { echo "[lint] clang-format: the files above are not formatted (.clang-format)" >&2; rc=1; }
 [ $rc -eq 0 ] && echo "[lint] ruff and clang-format: clean (${#cxx[@]} C++/CUDA files)"

@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Fill .whl/ (ignored by git) with what the GPU machine cannot download, so that a `run` call
-# with carry [".whl"] can install the OpenMMLab stack there (tools/device/gpu_run.sh does).
+# with carry [".whl"] can install the OpenMMLab stack there (dev/gpu/gpu_run.sh does).
 #
-#   bash tools/device/prepare_carry.sh            # repeatable: what is already there is kept
+#   bash dev/gpu/prepare_carry.sh            # repeatable: what is already there is kept
 #   CARRY_DIR=/path  PY312=/path/to/python3.12   # where to put it, which Python 3.12 resolves
 #
 # What it fetches (for CPython 3.12, manylinux x86-64, the GPU image's Python):
 #   * wheels of mmengine 0.10.7, mmdet 3.3.0, mmsegmentation 1.2.2, pycocotools >= 2.0.8, ftfy,
 #     and every requirement of theirs that the image lacks (the image's packages are listed in
-#     tools/device/image_packages.txt). The closure is computed by pip's resolver for the target
+#     dev/gpu/image_packages.txt). The closure is computed by pip's resolver for the target
 #     platform (`pip install --dry-run --report`), not guessed;
 #   * setuptools<80 (mmcv 2.1.0's setup.py imports pkg_resources; gpu_run.sh installs it only
 #     when the image's setuptools cannot);
@@ -27,7 +27,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 DEST=${CARRY_DIR:-$ROOT/.whl}
 MAX_MIB=${CARRY_MAX_MIB:-60}
-IMAGE_LIST=$ROOT/tools/device/image_packages.txt
+IMAGE_LIST=$ROOT/dev/gpu/image_packages.txt
 TOP=(mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 'pycocotools>=2.0.8' ftfy)
 SETUPTOOLS_SPEC='setuptools<80'
 MMCV_SDIST=mmcv-2.1.0.tar.gz

@@ -14,8 +14,8 @@ With --bench-table FILE (the markdown output of benchmark_elsa_op.py --device cu
 every measured row, the floor, the measured time over the floor and the issue's target
 (forward <= 2x floor, backward <= 3x floor).
 
-    python3 tools/device/gpu_floors.py [--bench-table bench_op.md] [--json floors.json]
-    python3 tools/device/gpu_floors.py --rates 3000 33.5 --bench-table bench_op.md  # no GPU
+    python3 dev/gpu/gpu_floors.py [--bench-table bench_op.md] [--json floors.json]
+    python3 dev/gpu/gpu_floors.py --rates 3000 33.5 --bench-table bench_op.md  # no GPU
 """
 import argparse
 import json
@@ -25,7 +25,7 @@ import sys
 
 import torch
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', 'analysis_tools'))
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'tools', 'analysis_tools'))
 from benchmark_elsa_op import CASES, K  # noqa: E402
 
 from mmelsa.utils.benchmark import time_fn  # noqa: E402

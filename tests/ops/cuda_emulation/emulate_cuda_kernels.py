@@ -1,19 +1,19 @@
 """Check the CUDA kernels and launchers of the ELSA operators without a GPU.
 
 Compiles csrc/pytorch/cuda/elsa_cuda.cu and csrc/common/cuda/elsa_kernel.cuh as host C++ over a
-small SIMT emulator (tools/device/emulation/cuda_shim.h: every CUDA thread a fiber, real block
+small SIMT emulator (tests/ops/cuda_emulation/cuda_shim.h: every CUDA thread a fiber, real block
 barriers and warp shuffles), runs the plain operator (forward, backward) and the fused softmax +
 ELSA operator (forward, backward) for every dtype, the specialised and the generic kernel sizes,
 dilation, stride, ghost variants, gradient masks and both input layouts (NCHW, and the
 channels-last maps ELSAAttention passes), and compares each result with the float64 unfold
 reference and each output's layout with the promised one. It proves the index math, the launch
 geometry, the barriers and the reductions; it cannot prove anything about timing, the memory
-model or the real compiler (use tools/device/cuda_checks.sh on a GPU for that).
+model or the real compiler (use dev/gpu/cuda_checks.sh on a GPU for that).
 tests/ops/test_cuda_emulation.py runs it in CI.
 
-    python tools/device/emulate_cuda_kernels.py             # the quick set
-    python tools/device/emulate_cuda_kernels.py --full      # the CI set: more and larger cases
-    python tools/device/emulate_cuda_kernels.py --src DIR   # the kernels of another tree
+    python tests/ops/cuda_emulation/emulate_cuda_kernels.py             # the quick set
+    python tests/ops/cuda_emulation/emulate_cuda_kernels.py --full      # the CI set: more and larger cases
+    python tests/ops/cuda_emulation/emulate_cuda_kernels.py --src DIR   # the kernels of another tree
 
 Exit status 0 when every check passes, 1 when one fails (each failure is printed).
 """
@@ -26,7 +26,8 @@ import time
 import torch
 from torch.utils.cpp_extension import load
 
-ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..', '..'))
+HERE = osp.dirname(osp.abspath(__file__))
 if ROOT not in sys.path:  # run as a script from anywhere: the reference comes from this tree
     sys.path.insert(0, ROOT)
 
@@ -68,7 +69,7 @@ VARIANTS = [((True, True), [True] * 4), ((False, True), [True, True, False, True
 
 def build(src_root=ROOT, build_dir=None, name='elsa_cuda_emulated', verbose=False):
     """Compile the emulated kernels of the tree ``src_root``; registers torch.ops.mmelsa_emu."""
-    emu_dir = osp.join(ROOT, 'tools', 'device', 'emulation')
+    emu_dir = HERE
     if build_dir:
         os.makedirs(build_dir, exist_ok=True)
     # the emulation's own sources, with the kernels of src_root

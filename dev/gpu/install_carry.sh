@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Install the wheels that tools/device/prepare_carry.sh put into .whl/ into one Python, without
+# Install the wheels that dev/gpu/prepare_carry.sh put into .whl/ into one Python, without
 # an index: on the GPU machine (called by gpu_run.sh's setup stage, into the image's python3,
 # which already holds torch) and here for the dry run (dryrun_carry.sh, into a throwaway venv).
 #
-#   PY=python3 CARRY_DIR=.whl bash tools/device/install_carry.sh
+#   PY=python3 CARRY_DIR=.whl bash dev/gpu/install_carry.sh
 #
 # How: mmengine alone with --no-deps (its metadata asks for opencv-python, and the image's
 # opencv-python-headless provides the same cv2 module); everything else by name with pip's
@@ -26,7 +26,7 @@ die() { printf '[install_carry] FAILED: %s\n' "$*" >&2; exit 1; }
 
 site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 [ -w "$site" ] || die "$site is not writable: install_carry.sh installs into $PY's own environment"
-[ -d "$CARRY" ] || die "$CARRY does not exist: run tools/device/prepare_carry.sh here and name .whl in the run call's carry"
+[ -d "$CARRY" ] || die "$CARRY does not exist: run dev/gpu/prepare_carry.sh here and name .whl in the run call's carry"
 # The pins of prepare_carry.sh; every other carried wheel is asked for by its name alone.
 declare -A PIN=([mmdet]='mmdet==3.3.0' [mmsegmentation]='mmsegmentation==1.2.2'
                 [pycocotools]='pycocotools>=2.0.8')

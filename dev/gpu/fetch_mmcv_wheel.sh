@@ -2,7 +2,7 @@
 # Put the mmcv wheel that gpu_run.sh built on the GPU machine into .whl/, so that the next run
 # call (carry [".whl"]) installs it in seconds instead of building mmcv for minutes.
 #
-#   bash tools/device/fetch_mmcv_wheel.sh FILES_AT    # FILES_AT: the folder the run reply names
+#   bash dev/gpu/fetch_mmcv_wheel.sh FILES_AT    # FILES_AT: the folder the run reply names
 #
 # gpu_run.sh sends the wheel back in pieces (<= 15 MiB each, under the tool's 16 MiB per file)
 # and writes its size and sha256 into summary.txt; this joins the pieces and checks both.

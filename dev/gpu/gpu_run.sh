@@ -2,9 +2,9 @@
 # The one driver for a lent GPU machine (the `run` device tool): set up, prove the CUDA path
 # correct, measure it. See docs/gpu_runbook.md for the exact calls and their expected times.
 #
-#   STAGES="correctness bench_tiled" bash tools/device/gpu_run.sh
+#   STAGES="correctness bench_tiled" bash dev/gpu/gpu_run.sh
 #
-# Needs .whl/ from tools/device/prepare_carry.sh, carried with the call (carry [".whl"]).
+# Needs .whl/ from dev/gpu/prepare_carry.sh, carried with the call (carry [".whl"]).
 # The set-up always runs first and is idempotent (seconds when the machine is still warm):
 #   install the carried wheels into the image's python3 (install_carry.sh); start building mmcv
 #   2.1.0 with its CUDA ops from the carried sdist in the background (nice 19, ~5-7 min,
@@ -36,7 +36,7 @@
 #   results.md    the tables and verdicts, as produced
 #   logs.tar.gz   every step's full log (re-packed after each step, so a kill leaves it)
 #   mmcv-2.1.0-cp312-cp312-linux_x86_64.whl.partN  the mmcv wheel built here, in <= 15 MiB
-#                 pieces: `bash tools/device/fetch_mmcv_wheel.sh FILES_AT` puts it into .whl/,
+#                 pieces: `bash dev/gpu/fetch_mmcv_wheel.sh FILES_AT` puts it into .whl/,
 #                 and later calls install it in seconds instead of building for minutes
 # Other knobs: CARRY_DIR (.whl), PY (python3), MMCV_JOBS (nproc), MMCV_CUDA (1; 0 builds mmcv's
 #   CPU ops only, enough for the backbone rows without --detector), BENCH_REPS (20),
@@ -45,7 +45,7 @@
 set -uo pipefail  # not -e: a failing step is recorded and the next one runs
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-SELF=$ROOT/tools/device/gpu_run.sh
+SELF=$ROOT/dev/gpu/gpu_run.sh
 cd "$ROOT" || exit 1
 export OUT=${OUT:-$ROOT/.devout}
 export PY=${PY:-python3}
@@ -58,7 +58,7 @@ export MMCV_WHEEL_NAME=mmcv-2.1.0-cp312-cp312-linux_x86_64.whl
 export BENCH_REPS=${BENCH_REPS:-20}
 export TOY_ARGS=${TOY_ARGS:-}
 export PYTHONUNBUFFERED=1
-# tools/*.py and tools/device/*.py import mmelsa from this checkout (built in place, not installed)
+# tools/*.py and dev/gpu/*.py import mmelsa from this checkout (built in place, not installed)
 export PYTHONPATH=$ROOT${PYTHONPATH:+:$PYTHONPATH}
 # torch's extension builder runs `ninja` from PATH: the image has it next to its python3
 PATH="$("$PY" -c 'import os, sys; print(os.path.dirname(sys.executable))' 2>/dev/null):$PATH"
@@ -124,7 +124,7 @@ path = sys.argv[1]
 src = open(path).read()
 helper = """
 
-def _heavy_first(files):  # added by mmelsa's tools/device/gpu_run.sh: compile order only
+def _heavy_first(files):  # added by mmelsa's dev/gpu/gpu_run.sh: compile order only
     heavy = ['filtered_lrelu.cu', 'cudabind.cpp', 'upfirdn2d_kernel.cu', 'bias_act_cuda.cu',
              'ms_deform_attn_cuda.cu']
     def key(f):
@@ -177,7 +177,7 @@ print("torch", torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.
   return "$rc"
 }
 
-step_install() { PY=$PY CARRY_DIR=$CARRY_DIR bash "$ROOT/tools/device/install_carry.sh"; }
+step_install() { PY=$PY CARRY_DIR=$CARRY_DIR bash "$ROOT/dev/gpu/install_carry.sh"; }
 
 step_mmcv_start() {
   local state
@@ -221,13 +221,13 @@ print("mmcv", mmcv.__version__, "mmdet", mmdet.__version__, "mmseg", mmseg.__ver
       "mmengine", mmengine.__version__)'
 }
 
-step_cuda_checks() { OUT=$LOGS/cuda_checks bash "$ROOT/tools/device/cuda_checks.sh" --no-bench; }
+step_cuda_checks() { OUT=$LOGS/cuda_checks bash "$ROOT/dev/gpu/cuda_checks.sh" --no-bench; }
 
 step_model_tests() {
   "$PY" -m pytest tests/models -m cuda -q -ra -p no:cacheprovider
 }
 
-step_model_check() { "$PY" tools/device/elsa_swin_cuda_check.py; }
+step_model_check() { "$PY" dev/gpu/elsa_swin_cuda_check.py; }
 
 step_bench_op() {
   "$PY" tools/analysis_tools/benchmark_elsa_op.py --device cuda --reps "$BENCH_REPS" \
@@ -247,7 +247,7 @@ step_bench_tiled_cl() {
 }
 
 step_floors() {
-  "$PY" tools/device/gpu_floors.py --bench-table "$LOGS/bench_op.md" --json "$LOGS/floors.json"
+  "$PY" dev/gpu/gpu_floors.py --bench-table "$LOGS/bench_op.md" --json "$LOGS/floors.json"
 }
 
 step_backbone_coco() {

@@ -1,6 +1,6 @@
 """ELSA-Swin-T on CUDA against a CPU float64 reference, and run-to-run reproducibility.
 
-For a GPU machine (tools/device/gpu_run.sh, stage ``correctness``). Checks, each printed as one
+For a GPU machine (dev/gpu/gpu_run.sh, stage ``correctness``). Checks, each printed as one
 line with its number and PASS / FAIL / INFO:
 
 1. fp32 on CUDA (TF32 off) against the same weights in float64 on the CPU, where the ELSA
@@ -18,7 +18,7 @@ line with its number and PASS / FAIL / INFO:
 
 Exit status 1 if any PASS/FAIL check fails.
 
-    python3 tools/device/elsa_swin_cuda_check.py [--size 256 320] [--batch 2] [--seed 0]
+    python3 dev/gpu/elsa_swin_cuda_check.py [--size 256 320] [--batch 2] [--seed 0]
 """
 import argparse
 import copy

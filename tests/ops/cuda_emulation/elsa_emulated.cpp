@@ -1,5 +1,5 @@
 // The CUDA launchers and kernels of the ELSA operators compiled as host code over cuda_shim.h,
-// registered as torch.ops.mmelsa_emu.* for tools/device/emulate_cuda_kernels.py and
+// registered as torch.ops.mmelsa_emu.* for tests/ops/cuda_emulation/emulate_cuda_kernels.py and
 // tests/ops/test_cuda_emulation.py. Inputs are CPU tensors. Only ATen and torch.library are
 // included (no pybind11, no torch/extension.h), which keeps the build short enough for CI.
 #include <ATen/ATen.h>

@@ -2,7 +2,7 @@
 # Dry run, on a machine WITHOUT a GPU, of the install half of gpu_run.sh: proves that .whl/
 # (from prepare_carry.sh) is complete for a Python 3.12 that has what the GPU image has.
 #
-#   bash tools/device/dryrun_carry.sh     # makes /tmp/mmelsa-dryrun-venv (DRYRUN_VENV=...)
+#   bash dev/gpu/dryrun_carry.sh     # makes /tmp/mmelsa-dryrun-venv (DRYRUN_VENV=...)
 #
 # A. From PyPI, into a throwaway Python 3.12 venv: stand-ins for packages the GPU image already
 #    has (numpy, scipy, matplotlib, opencv-python-headless, pyyaml, rich, ...; no torch: PyPI's
@@ -45,7 +45,7 @@ unset PIP_FIND_LINKS PIP_EXTRA_INDEX_URL PIP_INDEX_URL PIP_CONSTRAINT
 export PIP_CONFIG_FILE=/dev/null
 
 say "B. install_carry.sh, offline, as on the GPU machine"
-PY=$PY CARRY_DIR=$CARRY bash "$ROOT/tools/device/install_carry.sh"
+PY=$PY CARRY_DIR=$CARRY bash "$ROOT/dev/gpu/install_carry.sh"
 
 say "C. mmcv 2.1.0 from the carried sdist, offline, without ops (no torch here)"
 MMCV_WITH_OPS=0 "$PY" -m pip install -q --disable-pip-version-check --no-index --no-deps \
