@@ -25,7 +25,8 @@ import sys
 
 import torch
 
-sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..', 'tools', 'analysis_tools'))
+ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
 from benchmark_elsa_op import CASES, K  # noqa: E402
 
 from mmelsa.utils.benchmark import time_fn  # noqa: E402

@@ -1,13 +1,13 @@
 """Every CUDA kernel of the ELSA operators, checked without a GPU.
 
-tests/ops/cuda_emulation/emulate_cuda_kernels.py compiles the CUDA launchers and kernels (csrc/pytorch/cuda,
-csrc/common/cuda) as host C++ over a SIMT emulator (tests/ops/cuda_emulation/) and compares their
-results, forward and backward, plain and fused softmax + ELSA, the tiled fast path and the
-generic fallback, for float64 / float32 / float16 / bfloat16, with the float64 unfold reference.
-This runs it in CI. A second test plants index bugs in a copy of the kernels and asserts that
-the same checks fail, so that this test is known to be able to fail. The planted copy is built
-in a subprocess started as soon as this module's first test begins, concurrently with the build
-of the real kernels.
+cuda_emulation/emulate_cuda_kernels.py (beside this file) compiles the CUDA launchers and kernels
+(csrc/pytorch/cuda, csrc/common/cuda) as host C++ over a SIMT emulator (cuda_emulation/) and
+compares their results, forward and backward, plain and fused softmax + ELSA, the tiled fast
+path and the generic fallback, for float64 / float32 / float16 / bfloat16, with the float64
+unfold reference. This runs it in CI. A second test plants index bugs in a copy of the kernels
+and asserts that the same checks fail, so that this test is known to be able to fail. The
+planted copy is built in a subprocess started as soon as this module's first test begins,
+concurrently with the build of the real kernels.
 """
 import os.path as osp
 import shutil

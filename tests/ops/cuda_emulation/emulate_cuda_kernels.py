@@ -11,9 +11,9 @@ geometry, the barriers and the reductions; it cannot prove anything about timing
 model or the real compiler (use dev/gpu/cuda_checks.sh on a GPU for that).
 tests/ops/test_cuda_emulation.py runs it in CI.
 
-    python tests/ops/cuda_emulation/emulate_cuda_kernels.py             # the quick set
-    python tests/ops/cuda_emulation/emulate_cuda_kernels.py --full      # the CI set: more and larger cases
-    python tests/ops/cuda_emulation/emulate_cuda_kernels.py --src DIR   # the kernels of another tree
+    python tests/ops/cuda_emulation/emulate_cuda_kernels.py            # the quick set
+    python tests/ops/cuda_emulation/emulate_cuda_kernels.py --full     # the CI set: more, larger
+    python tests/ops/cuda_emulation/emulate_cuda_kernels.py --src DIR  # another tree's kernels
 
 Exit status 0 when every check passes, 1 when one fails (each failure is printed).
 """
