@@ -15,12 +15,11 @@ opt-in is per file: list the files you trust in the environment variable
 ``MMELSA_TRUSTED_CHECKPOINTS`` (paths separated by ``os.pathsep``), or pass
 ``--trust-checkpoint`` to mmelsa's tools; those files alone are read with a full unpickle.
 
-A file can also carry code as text: mmengine runs the config text it finds in a checkpoint
-(``Runner.resume``, Inferencers given weights alone). From untrusted files that text is kept only
-when it is plain data (:mod:`mmelsa.engine.config_text`); otherwise it is dropped with a warning.
+A file can also carry code as text: mmengine turns the config text it finds in a checkpoint into
+objects (``Runner.resume``, Inferencers given weights alone). From untrusted files that text is
+removed, whatever the scheme the file was read through (:mod:`mmelsa.engine.config_text`).
 """
 import importlib
-import logging
 import os
 import os.path as osp
 import pickle
@@ -33,7 +32,7 @@ TRUST_ENV = 'MMELSA_TRUSTED_CHECKPOINTS'
 
 __all__ = [
     'CheckpointError', 'UnsafeCheckpointError', 'CorruptCheckpointError',
-    'CheckpointMismatchError', 'TRUST_ENV',
+    'CheckpointMismatchError', 'UntrustedConfigError', 'TRUST_ENV',
     'load_checkpoint_file', 'trust_checkpoint', 'is_trusted', 'mmengine_safe_globals', 'install'
 ]
 
@@ -54,6 +53,10 @@ class CheckpointMismatchError(CheckpointError):
     """The checkpoint's weights do not fit the model they are loaded into."""
 
 
+class UntrustedConfigError(CheckpointError, ValueError):
+    """Building from the config inside a checkpoint was asked of a file that is not trusted."""
+
+
 def trusted_files():
     """Real paths of the files listed in ``MMELSA_TRUSTED_CHECKPOINTS``."""
     listed = os.environ.get(TRUST_ENV, '')
@@ -61,7 +64,15 @@ def trusted_files():
 
 
 def is_trusted(filename):
-    return osp.realpath(osp.expanduser(str(filename))) in trusted_files()
+    """Whether ``filename`` is listed in ``MMELSA_TRUSTED_CHECKPOINTS``. An http(s) URL is
+    trusted when the file it is cached in is listed (:func:`cached_path`); files of other remote
+    schemes (``s3://``, ``pavi://``, ...) cannot be listed and are never trusted."""
+    filename = str(filename)
+    if filename.startswith(('http://', 'https://')):
+        filename = cached_path(filename)
+    elif '://' in filename:
+        return False
+    return osp.realpath(osp.expanduser(filename)) in trusted_files()
 
 
 def trust_checkpoint(filename):
@@ -174,34 +185,8 @@ def load_checkpoint_file(filename, map_location='cpu'):
         raise _corrupt_error(filename, err) from err
     if not weights_only:
         return checkpoint
-    return _drop_config_code(checkpoint, filename)
-
-
-def _drop_config_code(checkpoint, filename):
-    """Remove config text that mmengine would execute and that is more than plain data.
-
-    The weights stay usable; what is lost is mmengine's GPU-count check on resume
-    (``meta['config']``) and building a model from the checkpoint alone in an Inferencer.
-    """
-    from .config_text import CONFIG_TEXT_KEYS, plain_data_problem
-    for keys in CONFIG_TEXT_KEYS:
-        holder = checkpoint
-        for key in keys[:-1]:
-            holder = holder.get(key) if isinstance(holder, dict) else None
-        if not isinstance(holder, dict) or keys[-1] not in holder:
-            continue
-        problem = plain_data_problem(holder[keys[-1]])
-        if problem is None:
-            continue
-        del holder[keys[-1]]
-        from mmengine.logging import print_log
-        where = ''.join(f'[{k!r}]' for k in keys)
-        print_log(
-            f'{filename}: ignoring the config text in checkpoint{where}: mmengine would run it '
-            f'as Python, and it holds {problem}, not just plain data. If you trust this file, '
-            f'allow it explicitly: {TRUST_ENV}={filename}', logger='current',
-            level=logging.WARNING)
-    return checkpoint
+    from .config_text import remove_config_text
+    return remove_config_text(checkpoint, filename)
 
 
 def _looks_refused(err):
@@ -217,16 +202,22 @@ def _corrupt_error(filename, err):
         f'corrupt or not a PyTorch checkpoint')
 
 
+def cached_path(url):
+    """Where :func:`download` keeps ``url``: torch hub's checkpoint folder, by file name."""
+    from urllib.parse import urlparse
+
+    from torch.hub import get_dir
+    return osp.join(get_dir(), 'checkpoints', osp.basename(urlparse(url).path))
+
+
 def download(url):
     """Download ``url`` once into torch hub's checkpoint cache (rank 0 first when distributed)
     and return the local path."""
-    from urllib.parse import urlparse
-
     from mmengine.dist import barrier, get_dist_info
     from mmengine.logging import print_log
-    from torch.hub import download_url_to_file, get_dir
+    from torch.hub import download_url_to_file
 
-    cached = osp.join(get_dir(), 'checkpoints', osp.basename(urlparse(url).path))
+    cached = cached_path(url)
     rank, world_size = get_dist_info()
     if rank == 0 and not osp.isfile(cached):
         os.makedirs(osp.dirname(cached), exist_ok=True)
@@ -258,8 +249,25 @@ def load_any(filename, map_location='cpu'):
     return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
 
 
+def _load_checkpoint_without_untrusted_text(original):
+    """Wrap ``CheckpointLoader.load_checkpoint``, the entry of every scheme mmengine reads
+    (local, http, ``s3://``, ``pavi://``, model zoos, and any a user registers), so that config
+    text from an untrusted file never reaches mmengine, whichever loader read it."""
+
+    def load_checkpoint(cls, filename, map_location=None, logger='current'):
+        checkpoint = original(filename, map_location, logger)
+        if isinstance(checkpoint, dict) and not is_trusted(filename):
+            from .config_text import remove_config_text
+            remove_config_text(checkpoint, filename)
+        return checkpoint
+
+    load_checkpoint.mmelsa_original = original
+    return classmethod(load_checkpoint)
+
+
 def install():
-    """Make :func:`load_checkpoint_file` mmengine's loader for local files and http(s)."""
+    """Make :func:`load_checkpoint_file` mmengine's loader for local files and http(s), and
+    remove untrusted config text after every scheme's loader (idempotent)."""
     import mmengine.runner.checkpoint as mm_checkpoint
 
     loader = mm_checkpoint.CheckpointLoader
@@ -269,3 +277,6 @@ def install():
     # The model-zoo schemes (open-mmlab://, torchvision://, ...) call these module globals.
     mm_checkpoint.load_from_http = load_from_http
     mm_checkpoint.load_from_local = load_from_local
+    if not hasattr(loader.load_checkpoint, 'mmelsa_original'):
+        loader.load_checkpoint = _load_checkpoint_without_untrusted_text(
+            loader.load_checkpoint)

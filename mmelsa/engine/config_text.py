@@ -1,60 +1,93 @@
-"""Config text stored inside checkpoints, and whether running it can do more than build data.
+"""Config text inside a checkpoint that is not trusted: none of it reaches mmengine.
 
-mmengine 0.10.7 writes the run's config into every checkpoint as Python text (``meta['cfg']``
-and ``message_hub['runtime_info']['cfg']``) and later *executes* such text through
-``Config.fromstring(text, '.py')``: ``Runner.resume`` for ``meta['config']``, and
-``BaseInferencer`` (``DetInferencer(weights=...)`` without a config) for the other two. A
-checkpoint that passes ``torch.load(weights_only=True)`` can therefore still carry code.
+mmengine 0.10.7 writes the run's config into every checkpoint as Python text
+(``meta['cfg']`` and ``message_hub['runtime_info']['cfg']``; mmcv 1.x files carry
+``meta['config']``) and later turns such text into objects: ``Runner.resume`` parses
+``meta['config']`` with ``Config.fromstring`` to read ``gpu_ids``, and an Inferencer given
+weights alone (``DetInferencer(model=None, weights=CKPT)``) builds the model from the ``cfg``
+text. Parsing alone imports what a ``custom_imports`` names, follows ``_base_`` files and
+substitutes ``{{ }}`` markers; building then imports any dotted ``type`` name that is not
+registered (``type='os.system'`` is called with the dict's other keys) and any package a
+``_scope_`` names. Text that is plain data can therefore still run code, and no syntax check
+makes it safe.
 
-mmengine's own config dumps (``Config.pretty_text``) are plain data: ``name = value`` lines
-whose values are literals, lists, tuples, sets, dicts and ``dict(...)`` calls of those.
-:func:`plain_data_problem` accepts exactly that and names the first thing that is not.
+The rule is by meaning, and the simplest that is safe: from a file that is not trusted, config
+text is removed before mmengine sees the checkpoint. The one value mmengine needs from it,
+``gpu_ids`` on resume, is read from ``meta['config']`` without running anything (a literal list
+or tuple of GPU indices, or ``range(a, b)`` as mmcv 1.x wrote it) and kept as the only line of
+that text. Trusted files (the opt-in of :mod:`mmelsa.engine.checkpoint_loader`) are untouched.
 """
 import ast
+import logging
 
-__all__ = ['plain_data_problem', 'CONFIG_TEXT_KEYS']
+__all__ = ['CONFIG_TEXT_KEYS', 'remove_config_text', 'gpu_ids_line']
 
 #: where mmengine keeps config text in a checkpoint: (outer key, inner key, ...)
 CONFIG_TEXT_KEYS = (('meta', 'cfg'), ('meta', 'config'), ('message_hub', 'runtime_info', 'cfg'))
+#: the text that keeps mmengine's GPU-count check on resume
+RESUME_TEXT_KEY = ('meta', 'config')
 
-# _base_ makes mmengine execute other files; rebinding dict would change what dict() builds.
-_REFUSED_NAMES = {'_base_', 'dict'}
 
-
-def _value_problem(node):
-    if isinstance(node, ast.Constant):
+def _gpu_ids(node):
+    """The GPU indices a ``gpu_ids`` value names, or None when it is anything else."""
+    if isinstance(node, (ast.List, ast.Tuple)):
+        values = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+        ok = len(values) == len(node.elts)
+    elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+          and node.func.id == 'range' and not node.keywords and 1 <= len(node.args) <= 2
+          and all(isinstance(a, ast.Constant) for a in node.args)):
+        values = [a.value for a in node.args]
+        ok = all(type(v) is int for v in values)
+        values = list(range(*values)) if ok and max(values) < 1 << 16 else []
+    else:
         return None
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        return _value_problem(node.operand)
-    if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-        return next(filter(None, map(_value_problem, node.elts)), None)
-    if isinstance(node, ast.Dict):  # a key None is a {**value} expansion
-        return next(filter(None, map(_value_problem, [k for k in node.keys if k is not None]
-                                     + node.values)), None)
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'dict':
-        # pretty_text writes dict({'a.b': ...}) for keys that are not identifiers
-        values = list(node.args) + [kw.value for kw in node.keywords]
-        return next(filter(None, map(_value_problem, values)), None)
-    return f'{type(node).__name__} at line {getattr(node, "lineno", "?")}'
+    if not ok or not all(type(v) is int and 0 <= v < 1 << 16 for v in values):
+        return None
+    return values
 
 
-def plain_data_problem(text):
-    """None when ``text`` only assigns plain data to names, else what it holds beyond that."""
+def gpu_ids_line(text):
+    """``'gpu_ids = [...]'`` from config text, read without running it; None when the text
+    has no top-level ``gpu_ids`` of GPU indices (or is not Python)."""
     if not isinstance(text, str):
-        return f'a {type(text).__name__} instead of config text'
-    if '{{' in text:  # mmengine substitutes these markers into the text before running it
-        return 'a {{ }} substitution marker'
+        return None
     try:
         tree = ast.parse(text)
-    except SyntaxError as err:
-        return f'not Python ({err.msg}, line {err.lineno})'
+    except (SyntaxError, ValueError):
+        return None
+    found = None
     for stmt in tree.body:
-        if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
-                and isinstance(stmt.targets[0], ast.Name)):
-            return f'{type(stmt).__name__} statement at line {stmt.lineno}'
-        if stmt.targets[0].id in _REFUSED_NAMES:
-            return f'an assignment to {stmt.targets[0].id} at line {stmt.lineno}'
-        problem = _value_problem(stmt.value)
-        if problem:
-            return problem
-    return None
+        if (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+                and isinstance(stmt.targets[0], ast.Name) and stmt.targets[0].id == 'gpu_ids'):
+            found = _gpu_ids(stmt.value)  # the last assignment wins, as when run
+    return None if found is None else f'gpu_ids = {found!r}'
+
+
+def remove_config_text(checkpoint, source):
+    """Remove every config text of ``checkpoint`` (in place) but a ``gpu_ids`` line, and say
+    so once, naming ``source`` and the opt-in. Idempotent; returns ``checkpoint``."""
+    removed = []
+    for keys in CONFIG_TEXT_KEYS:
+        holder = checkpoint
+        for key in keys[:-1]:
+            holder = holder.get(key) if isinstance(holder, dict) else None
+        if not isinstance(holder, dict) or keys[-1] not in holder:
+            continue
+        text = holder[keys[-1]]
+        kept = gpu_ids_line(text) if keys == RESUME_TEXT_KEY else None
+        if kept is None:
+            del holder[keys[-1]]
+        elif kept != text:
+            holder[keys[-1]] = kept
+        else:
+            continue
+        removed.append(''.join(f'[{k!r}]' for k in keys))
+    if removed:
+        from mmengine.logging import print_log
+
+        from .checkpoint_loader import TRUST_ENV
+        print_log(
+            f'{source}: the config text in checkpoint{", ".join(removed)} is not used: mmengine '
+            f'would turn it into code, and the file is not trusted (weights are unaffected; '
+            f'to trust it: {TRUST_ENV}={source})', logger='current', level=logging.INFO)
+    return checkpoint

@@ -9,6 +9,11 @@ tools, is ``allow_partial_load = True`` in the config.
 
 The check wraps each Inferencer class's own ``_load_weights_to_model`` when an instance is first
 created (mmdet and mmseg override it), so classes imported before or after mmelsa are covered.
+
+Given weights alone (``model=None``), an Inferencer builds the model from the config text inside
+the checkpoint, which mmengine turns into code (:mod:`mmelsa.engine.config_text`). From a file
+that is not trusted that text is never used: the Inferencer refuses at once, in one line that
+says how to go on (pass the config, or trust the file).
 """
 import functools
 
@@ -31,6 +36,16 @@ def _checked(load_weights):
     return wrapper
 
 
+def _refuse_untrusted_config(inferencer, weights):
+    from .checkpoint_loader import TRUST_ENV, UntrustedConfigError, is_trusted
+    if not is_trusted(weights):
+        raise UntrustedConfigError(
+            f'{inferencer}(model=None, weights={weights!r}) would build the model from the '
+            f'config inside the checkpoint, and that file is not trusted (mmengine turns its '
+            f'config text into code). Pass the config: {inferencer}(model=CONFIG, '
+            f'weights={weights!r}), or trust the file: {TRUST_ENV}={weights}')
+
+
 def install():
     """Wrap ``BaseInferencer.__init__`` so that each Inferencer class gets the check (idempotent;
     without mmengine's infer module: nothing to do)."""
@@ -47,7 +62,10 @@ def install():
         cls = type(self)
         if not getattr(cls._load_weights_to_model, 'mmelsa_checked', False):
             cls._load_weights_to_model = _checked(cls._load_weights_to_model)
+        model = kwargs.get('model', args[0] if args else None)
         weights = kwargs.get('weights', args[1] if len(args) > 1 else None)
+        if model is None and weights is not None:
+            _refuse_untrusted_config(cls.__name__, str(weights))
         self._mmelsa_weights = str(weights) if weights is not None else None
         original_init(self, *args, **kwargs)
 

@@ -202,61 +202,43 @@ def config_code_checkpoint(tmp_path):
 
 def test_config_code_in_a_checkpoint_is_not_run(config_code_checkpoint, mmengine_messages,
                                                 tmp_path):
-    """mmengine executes checkpoint config text on resume (meta['config']) and in Inferencers
-    given weights alone (runtime_info / meta 'cfg'): the loader drops text that is more than
-    plain data, with a warning that names the file and the opt-in (failed before: it ran)."""
+    """mmengine turns checkpoint config text into code on resume (meta['config']) and in
+    Inferencers given weights alone (runtime_info / meta 'cfg'): from an untrusted file the
+    loader removes it, keeping only a gpu_ids line for the resume check, and says so once."""
     path, markers = config_code_checkpoint
     ckpt = load_checkpoint_file(path)
-    assert 'config' not in ckpt['meta'] and 'cfg' not in ckpt['meta']
+    assert ckpt['meta']['config'] == 'gpu_ids = [0]' and 'cfg' not in ckpt['meta']
     assert 'cfg' not in ckpt['message_hub']['runtime_info']
     assert ckpt['state_dict'], 'the weights stay usable'
-    warned = [m for m in mmengine_messages if str(path) in m and TRUST_ENV in m]
-    assert len(warned) == 3 and all('Expr statement at line 1' in m for m in warned), warned
+    said = [m for m in mmengine_messages if str(path) in m and TRUST_ENV in m]
+    assert len(said) == 1 and 'not trusted' in said[0], said
     # resume through the Runner: training goes on from iteration 2
     runner = make_runner(tmp_path / 'resumed', 3, resume=True, load_from=str(path))
     runner.train()
     assert runner.iter == 3
-    # an Inferencer given the weights alone: no config left to build from, nothing run
+    # an Inferencer given the weights alone: refused, nothing run
     from mmdet.apis import DetInferencer
-    with pytest.raises(ValueError, match='Cannot find the config'):
+
+    from mmelsa.engine import UntrustedConfigError
+    with pytest.raises(UntrustedConfigError, match='Pass the config'):
         DetInferencer(model=None, weights=str(path), device='cpu')
     assert not any(m.exists() for m in markers.values()), markers
 
 
-def test_plain_config_text_is_kept_and_trusted_files_are_untouched(config_code_checkpoint,
-                                                                   tmp_path, monkeypatch):
-    """mmengine's own config dumps pass through unchanged (Inferencers can still build the
-    model from them); the opt-in keeps everything, as a full unpickle would."""
-    from mmengine import Config
-    from mmelsa.engine.config_text import plain_data_problem
-    path, _ = config_code_checkpoint
-    make_runner(tmp_path / 'plain', 1, note=dict(kept=(1, -2.5), by={'a.b': None})).train()
-    ckpt = load_checkpoint_file(tmp_path / 'plain' / 'iter_1.pth')
-    assert ckpt['meta']['cfg'] == ckpt['message_hub']['runtime_info']['cfg']
-    assert Config.fromstring(ckpt['meta']['cfg'], '.py').note.by == {'a.b': None}
-    for config in sorted(os.listdir(osp.join(REPO, 'configs', 'toy'))):
-        if config.endswith('.py'):
-            text = Config.fromfile(osp.join(REPO, 'configs', 'toy', config)).pretty_text
-            assert plain_data_problem(text) is None, config
+def test_trusted_files_keep_their_config_text(tmp_path, monkeypatch):
+    """An mmengine checkpoint of our own: untrusted, only its config text is left out (weights,
+    message hub statistics and meta stay); trusted, it loads whole, as a full unpickle would."""
+    make_runner(tmp_path / 'plain', 1).train()
+    path = tmp_path / 'plain' / 'iter_1.pth'
+    whole = torch.load(path, weights_only=False)
+    assert 'cfg' in whole['meta'] and 'cfg' in whole['message_hub']['runtime_info']
+    untrusted = load_checkpoint_file(path)
+    assert 'cfg' not in untrusted['meta'] and 'cfg' not in untrusted['message_hub']['runtime_info']
+    assert untrusted['meta']['iter'] == 1 and untrusted['message_hub']['log_scalars']
     monkeypatch.setenv(TRUST_ENV, str(path))
-    assert 'config' in load_checkpoint_file(path)['meta']
-
-
-@pytest.mark.parametrize('text,problem', [
-    ("x = {{'$NOPE:__import__(\"os\").system(\"id\")'}}", 'substitution marker'),
-    ('import os', 'Import statement'),
-    ("x = __import__('os')", 'Call at line 1'),
-    ("_base_ = ['/tmp/other.py']", 'assignment to _base_'),
-    ("dict = print\nx = dict(a=1)", 'assignment to dict'),
-    ('x = [i for i in range(3)]', 'ListComp'),
-    ('x = dict(**y)', 'Name at line 1'),
-    ('x = (', 'not Python'),
-    (b'x = 1', 'a bytes instead of config text'),
-])
-def test_config_text_beyond_plain_data_is_named(text, problem):
-    from mmelsa.engine.config_text import plain_data_problem
-    assert problem in plain_data_problem(text)
-    assert plain_data_problem("x = dict(a=[1, -2.5, (None, 'b')], c=dict({'k.j': {1}}))") is None
+    trusted = load_checkpoint_file(path)
+    assert trusted['meta']['cfg'] == whole['meta']['cfg']
+    assert trusted['message_hub']['runtime_info']['cfg'] == whole['meta']['cfg']
 
 
 def test_inferencers_refuse_weights_that_do_not_fit(tmp_path):

@@ -44,10 +44,11 @@ class RandomImages(Dataset):
 
 
 def make_runner(work_dir, max_iters, resume=False, max_keep_ckpts=-1, model=None,
-                custom_hooks=None, load_from=None, checkpoint=None, **cfg):
-    """A SafeRunner that checkpoints every iteration (iter_N.pth; ``checkpoint``: more
-    CheckpointHook arguments)."""
-    return SafeRunner(
+                custom_hooks=None, load_from=None, checkpoint=None, runner_class=SafeRunner,
+                **cfg):
+    """A SafeRunner (or ``runner_class``) that checkpoints every iteration (iter_N.pth;
+    ``checkpoint``: more CheckpointHook arguments)."""
+    return runner_class(
         model=model or TinyELSARegressor(),
         work_dir=str(work_dir),
         train_dataloader=dict(dataset=RandomImages(),
