@@ -22,7 +22,8 @@ import json
 import os
 import os.path as osp
 
-from mmelsa.engine import cli, preflight, test_options
+from mmelsa import cli
+from mmelsa.cli import preflight, test_time
 
 
 def parse_args(argv=None):
@@ -66,9 +67,9 @@ def build_cfg(args):
         backbone.init_cfg = None
     task = preflight.task_of(cfg)
     if args.show or args.show_dir:
-        test_options.enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
+        test_time.enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
     if args.tta:
-        test_options.enable_tta(cfg)
+        test_time.enable_tta(cfg)
     if args.out is not None and task == 'seg':
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True

@@ -13,7 +13,9 @@ import logging
 import os.path as osp
 import sys
 
-from mmelsa.engine import check_work_dir_is_free, cli, preflight
+from mmelsa import cli
+from mmelsa.cli import preflight
+from mmelsa.engine import check_work_dir_is_free
 
 
 def parse_args(argv=None):

@@ -53,7 +53,6 @@ def build_from_config(cfg, checkpoint=None, part='model', allow_partial_load=Fal
     an exported file with layers left at their random initialisation would look like a
     working model. ``allow_partial_load=True`` loads what fits and logs the rest.
     """
-    import mmelsa  # noqa: F401  (registers the backbone)
     scope = cfg.get('default_scope', 'mmdet')
     if scope == 'mmseg':
         from mmseg.registry import MODELS
@@ -66,9 +65,8 @@ def build_from_config(cfg, checkpoint=None, part='model', allow_partial_load=Fal
     if checkpoint:
         from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
-        from ..engine import check_loaded_checkpoint_fits
-        from ..engine.checkpoint_loader import load_any
-        loaded = load_any(checkpoint)
+        from ..checkpoint import check_loaded_checkpoint_fits, read_checkpoint
+        loaded = read_checkpoint(checkpoint)
         if not allow_partial_load:
             check_loaded_checkpoint_fits(model, loaded, checkpoint)
         _load_checkpoint_to_model(model, loaded)

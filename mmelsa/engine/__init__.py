@@ -1,17 +1,11 @@
-"""What mmelsa adds to mmengine's training engine: safe checkpoint loading and saving, and the
-:class:`SafeRunner` (registered in mmengine's ``RUNNERS``)."""
-from .checkpoint_loader import (TRUST_ENV, CheckpointError, CheckpointMismatchError,
-                                CorruptCheckpointError, UnsafeCheckpointError,
-                                UntrustedConfigError, load_checkpoint_file, trust_checkpoint)
-from .checkpoint_saver import atomic_write, checkpoint_problem, find_latest_intact_checkpoint
-from .runner import (SafeRunner, WorkDirNotEmptyError, check_checkpoint_fits,
-                     check_loaded_checkpoint_fits, check_work_dir_is_free)
+"""What mmelsa changes in mmengine's training engine, all installed by :mod:`.patches`: safe
+checkpoint reading for every loader (:mod:`.loading`), kill-safe saving (:mod:`.saving`), the
+Inferencers' checks (:mod:`.inferencers`), safe YAML (:mod:`.safe_yaml`); and the
+:class:`SafeRunner` (registered in mmengine's ``RUNNERS``) with its CPU-only distributed set-up."""
+from .runner import SafeRunner, WorkDirNotEmptyError, check_work_dir_is_free
+from .saving import atomic_write, checkpoint_problem, find_latest_intact_checkpoint
 
 __all__ = [
-    'TRUST_ENV', 'CheckpointError', 'CorruptCheckpointError', 'UnsafeCheckpointError',
-    'UntrustedConfigError',
-    'load_checkpoint_file', 'trust_checkpoint', 'atomic_write', 'checkpoint_problem',
-    'find_latest_intact_checkpoint', 'SafeRunner', 'CheckpointMismatchError',
-    'WorkDirNotEmptyError', 'check_checkpoint_fits', 'check_loaded_checkpoint_fits',
-    'check_work_dir_is_free'
+    'SafeRunner', 'WorkDirNotEmptyError', 'check_work_dir_is_free', 'atomic_write',
+    'checkpoint_problem', 'find_latest_intact_checkpoint'
 ]

@@ -4,14 +4,14 @@
 ``mmengine.infer.BaseInferencer``) loads ``CKPT`` non-strictly: a checkpoint of another model
 only logs "do not match exactly" and the predictions come from partly random weights. Once
 mmelsa is imported (``custom_imports`` in every mmelsa config), every Inferencer checks the
-weights first with :func:`mmelsa.engine.check_loaded_checkpoint_fits`. The opt-in, as for the
+weights first with :func:`mmelsa.checkpoint.check_loaded_checkpoint_fits`. The opt-in, as for the
 tools, is ``allow_partial_load = True`` in the config.
 
 The check wraps each Inferencer class's own ``_load_weights_to_model`` when an instance is first
 created (mmdet and mmseg override it), so classes imported before or after mmelsa are covered.
 
 Given weights alone (``model=None``), an Inferencer builds the model from the config text inside
-the checkpoint, which mmengine turns into code (:mod:`mmelsa.engine.config_text`). From a file
+the checkpoint, which mmengine turns into code (:mod:`mmelsa.checkpoint.config_text`). From a file
 that is not trusted that text is never used: the Inferencer refuses at once, in one line that
 says how to go on (pass the config, or trust the file).
 """
@@ -27,7 +27,7 @@ def _checked(load_weights):
     def wrapper(self, model, checkpoint, cfg):
         allow_partial = bool(cfg.get('allow_partial_load', False)) if cfg is not None else False
         if checkpoint is not None and not allow_partial:
-            from .runner import check_loaded_checkpoint_fits
+            from ..checkpoint import check_loaded_checkpoint_fits
             source = getattr(self, '_mmelsa_weights', None) or 'the weights'
             check_loaded_checkpoint_fits(model, checkpoint, source)
         return load_weights(self, model, checkpoint, cfg)
@@ -37,7 +37,7 @@ def _checked(load_weights):
 
 
 def _refuse_untrusted_config(inferencer, weights):
-    from .checkpoint_loader import TRUST_ENV, UntrustedConfigError, is_trusted
+    from ..checkpoint import TRUST_ENV, UntrustedConfigError, is_trusted
     if not is_trusted(weights):
         raise UntrustedConfigError(
             f'{inferencer}(model=None, weights={weights!r}) would build the model from the '

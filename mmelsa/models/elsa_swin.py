@@ -16,7 +16,7 @@ from mmengine.logging import print_log
 from mmengine.model import BaseModule
 from torch.nn.init import trunc_normal_
 
-from .checkpoint import load_official_weights
+from .official_weights import load_official_weights
 from .elsa_attention import ELSAAttention
 from .utils import DropPath, Mlp, build_norm, to_2tuple
 
@@ -639,8 +639,9 @@ class ELSASwinTransformer(BaseModule):
             ckpt = source = pretrained['checkpoint']
             prefix = pretrained.get('prefix')
             if prefix:
-                from .checkpoint import load_checkpoint_file, unwrap_state_dict
-                sd = unwrap_state_dict(load_checkpoint_file(ckpt))
+                from ..checkpoint import read_checkpoint
+                from .official_weights import unwrap_state_dict
+                sd = unwrap_state_dict(read_checkpoint(ckpt))
                 prefix = prefix if prefix.endswith('.') else prefix + '.'
                 ckpt = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
             load_official_weights(self, ckpt, source=str(source),

@@ -1,8 +1,6 @@
 """Native operators of mmelsa (the ELSA aggregation), see csrc/ for the kernels."""
 from .elsa_attention import ELSAAttentionOp, channels_last_path, elsa_attention
-from .flops import elsa_op_flops, register_complexity_handles
+from .flops import elsa_op_flops
 from .info import info
-
-register_complexity_handles()
 
 __all__ = ['elsa_attention', 'ELSAAttentionOp', 'channels_last_path', 'elsa_op_flops', 'info']

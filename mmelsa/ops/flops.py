@@ -4,7 +4,8 @@ mmengine's jit-tracing ``FlopAnalyzer`` / ``ActivationAnalyzer`` (behind
 ``mmengine.analysis.get_model_complexity_info`` and mmdet's / mmseg's ``get_flops.py``) only know
 aten operators and would skip ``mmelsa::elsa_forward`` (and the fused
 ``mmelsa::elsa_softmax_forward``) with an "unsupported operator" warning.
-:func:`register_complexity_handles` (called by ``import mmelsa``) adds it to both analyzers'
+:func:`register_complexity_handles` (installed with mmelsa's other mmengine changes,
+:mod:`mmelsa.engine.patches`) adds it to both analyzers'
 default handles. Counting follows fvcore's convention (one fused multiply-add = one FLOP):
 
     per output element (B * C * Ho * Wo of them):  K*K multiply-adds (the weighted sum)

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import mmelsa  # noqa: F401  (installs the loader into mmengine)
-from mmelsa.engine import (TRUST_ENV, CorruptCheckpointError, UnsafeCheckpointError,
-                           load_checkpoint_file)
+from mmelsa.checkpoint import (TRUST_ENV, CorruptCheckpointError, UnsafeCheckpointError,
+                               read_checkpoint_file)
 from mmelsa.models import ELSASwinTransformer
 from tests.engine.tiny_training import TinyELSARegressor, make_runner
 
@@ -50,7 +50,7 @@ def _assert_refused_message(text, path):
 def test_loader_refuses_planted_file(planted):
     path, marker = planted
     with pytest.raises(UnsafeCheckpointError) as info:
-        load_checkpoint_file(path)
+        read_checkpoint_file(path)
     assert not marker.exists()
     _assert_refused_message(str(info.value), path)
     assert '\n' not in str(info.value)
@@ -119,15 +119,15 @@ def test_opt_in_loads_a_trusted_legacy_file(tmp_path, monkeypatch):
     legacy = tmp_path / 'legacy.pth'
     torch.save({'state_dict': {'w': torch.ones(3)}, 'args': argparse.Namespace(lr=0.1)}, legacy)
     with pytest.raises(UnsafeCheckpointError, match='argparse.Namespace'):
-        load_checkpoint_file(legacy)
+        read_checkpoint_file(legacy)
     monkeypatch.setenv(TRUST_ENV, str(legacy))
-    loaded = load_checkpoint_file(legacy)
+    loaded = read_checkpoint_file(legacy)
     assert loaded['args'].lr == 0.1
     # trusting one file trusts no other
     other = tmp_path / 'other.pth'
     torch.save({'args': argparse.Namespace(lr=0.2)}, other)
     with pytest.raises(UnsafeCheckpointError):
-        load_checkpoint_file(other)
+        read_checkpoint_file(other)
 
 
 def test_converter_opt_in(tmp_path):
@@ -173,7 +173,7 @@ def test_damaged_file_is_one_clear_line(tmp_path, damage):
     path.write_bytes({'empty': b'', 'truncated': data[:len(data) // 2],
                       'garbage': b'not a checkpoint at all' * 10}[damage])
     with pytest.raises(CorruptCheckpointError) as info:
-        load_checkpoint_file(path)
+        read_checkpoint_file(path)
     message = str(info.value)
     assert str(path) in message and '\n' not in message
 
@@ -206,7 +206,7 @@ def test_config_code_in_a_checkpoint_is_not_run(config_code_checkpoint, mmengine
     Inferencers given weights alone (runtime_info / meta 'cfg'): from an untrusted file the
     loader removes it, keeping only a gpu_ids line for the resume check, and says so once."""
     path, markers = config_code_checkpoint
-    ckpt = load_checkpoint_file(path)
+    ckpt = read_checkpoint_file(path)
     assert ckpt['meta']['config'] == 'gpu_ids = [0]' and 'cfg' not in ckpt['meta']
     assert 'cfg' not in ckpt['message_hub']['runtime_info']
     assert ckpt['state_dict'], 'the weights stay usable'
@@ -219,7 +219,7 @@ def test_config_code_in_a_checkpoint_is_not_run(config_code_checkpoint, mmengine
     # an Inferencer given the weights alone: refused, nothing run
     from mmdet.apis import DetInferencer
 
-    from mmelsa.engine import UntrustedConfigError
+    from mmelsa.checkpoint import UntrustedConfigError
     with pytest.raises(UntrustedConfigError, match='Pass the config'):
         DetInferencer(model=None, weights=str(path), device='cpu')
     assert not any(m.exists() for m in markers.values()), markers
@@ -232,11 +232,11 @@ def test_trusted_files_keep_their_config_text(tmp_path, monkeypatch):
     path = tmp_path / 'plain' / 'iter_1.pth'
     whole = torch.load(path, weights_only=False)
     assert 'cfg' in whole['meta'] and 'cfg' in whole['message_hub']['runtime_info']
-    untrusted = load_checkpoint_file(path)
+    untrusted = read_checkpoint_file(path)
     assert 'cfg' not in untrusted['meta'] and 'cfg' not in untrusted['message_hub']['runtime_info']
     assert untrusted['meta']['iter'] == 1 and untrusted['message_hub']['log_scalars']
     monkeypatch.setenv(TRUST_ENV, str(path))
-    trusted = load_checkpoint_file(path)
+    trusted = read_checkpoint_file(path)
     assert trusted['meta']['cfg'] == whole['meta']['cfg']
     assert trusted['message_hub']['runtime_info']['cfg'] == whole['meta']['cfg']
 
@@ -248,7 +248,7 @@ def test_inferencers_refuse_weights_that_do_not_fit(tmp_path):
     from mmengine.config import Config
     from mmseg.apis import MMSegInferencer
 
-    from mmelsa.engine import CheckpointMismatchError
+    from mmelsa.checkpoint import CheckpointMismatchError
     cfg = Config.fromfile(osp.join(REPO, TOY_SEG))
     fits = tmp_path / 'fits.pth'
     inferencer = MMSegInferencer(model=cfg, device='cpu')  # random weights, nothing loaded

@@ -16,8 +16,7 @@ import pytest
 import torch
 
 import mmelsa  # noqa: F401  (installs the loader into mmengine)
-from mmelsa.engine import TRUST_ENV, UntrustedConfigError, load_checkpoint_file
-from mmelsa.engine.config_text import gpu_ids_line
+from mmelsa.checkpoint import TRUST_ENV, UntrustedConfigError, gpu_ids_line, read_checkpoint_file
 from tests.engine.tiny_training import make_runner
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
@@ -151,7 +150,7 @@ def test_untrusted_config_text_is_removed_on_every_scheme(planted, tmp_path, mon
         CheckpointLoader._schemes.pop(scheme, None)
     assert planted.ran() == []
     monkeypatch.setenv(TRUST_ENV, str(path))
-    assert load_checkpoint_file(path)['meta'] == ckpt['meta']  # trusted: untouched
+    assert read_checkpoint_file(path)['meta'] == ckpt['meta']  # trusted: untouched
 
 
 def test_plain_mmengine_runner_resume_runs_nothing(planted, tmp_path):
@@ -184,7 +183,7 @@ def test_train_tool_resume_runs_nothing(planted, tmp_path, toy_root):
     the run resumes (from a real checkpoint of the toy detector) and nothing planted runs."""
     sys.path.insert(0, osp.join(REPO, 'tools'))
     import train as train_tool
-    from mmelsa.engine import cli
+    from mmelsa import cli
     from tests.tools.conftest import toy_data_options
     opts = [*toy_data_options('det', toy_root), 'train_cfg.max_epochs=0',
             'train_cfg.val_interval=1']

@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mmelsa.engine import CheckpointMismatchError, WorkDirNotEmptyError
+from mmelsa.checkpoint import CheckpointMismatchError
+from mmelsa.engine import WorkDirNotEmptyError
 from tests.engine.tiny_training import TinyELSARegressor, make_runner
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))

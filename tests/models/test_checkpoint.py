@@ -6,7 +6,7 @@ import os.path as osp
 import pytest
 import torch
 
-import mmelsa.models.checkpoint as ckpt_mod
+import mmelsa.models.official_weights as ckpt_mod
 from mmelsa.models import ELSASwinTransformer, convert_backbone_state_dict
 from tests.models.elsa_swin_reference import random_state_dict
 
@@ -228,7 +228,7 @@ def test_url_checkpoint_is_downloaded_once_and_loaded_weights_only(
 
 def test_missing_file_is_a_clear_error():
     with pytest.raises(FileNotFoundError, match='no_such.pth'):
-        ckpt_mod.load_checkpoint_file('/nonexistent/no_such.pth')
+        ckpt_mod.read_checkpoint('/nonexistent/no_such.pth')
 
 
 def test_convert_backbone_state_dict_drops_only_classification_extras(official):

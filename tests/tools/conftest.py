@@ -55,7 +55,7 @@ def toy_root(tmp_path_factory):
 
 def point_at_toy(cfg, toy_root):
     """Rewrite every dataset/evaluator path of ``cfg`` to the toy data under ``toy_root``."""
-    from mmelsa.engine.preflight import inner_datasets, task_of
+    from mmelsa.cli.preflight import inner_datasets, task_of
     det = task_of(cfg) == 'det'
     for split in ('train', 'val', 'test'):
         loader = cfg.get(f'{split}_dataloader')

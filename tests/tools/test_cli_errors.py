@@ -89,7 +89,7 @@ def test_unknown_cfg_option(tmp_path, key, message):
 
 def test_new_cfg_key_is_allowed():
     """Setting a constructor argument the config leaves at its default is not a typo."""
-    from mmelsa.engine import preflight
+    from mmelsa.cli import preflight
     cfg = preflight.load_config(osp.join(REPO, DET), {'model.backbone.with_cp': True,
                                                       'randomness.deterministic': True})
     assert cfg.model.backbone.with_cp is True
@@ -166,7 +166,7 @@ def test_pretrained_check_takes_an_init_cfg_list(tmp_path):
     has no attribute 'get' in tools/train.py, before training started)."""
     from mmengine.config import Config
 
-    from mmelsa.engine import preflight
+    from mmelsa.cli import preflight
     cfg = Config.fromfile(osp.join(REPO, SEG))
     there = tmp_path / 'there.pth'
     there.write_bytes(b'x')

@@ -19,14 +19,14 @@ def _ids(paths):
 
 
 def load(path, toy_root):
-    from mmelsa.engine import preflight
+    from mmelsa.cli import preflight
     cfg = preflight.load_config(path)
     return point_at_toy(cfg, toy_root)
 
 
 def build_model(cfg):
     from mmengine.registry import init_default_scope
-    from mmelsa.engine import preflight
+    from mmelsa.cli import preflight
     init_default_scope(cfg.default_scope)
     if preflight.task_of(cfg) == 'det':
         from mmdet.registry import MODELS
@@ -115,7 +115,7 @@ def test_no_decay_keys_match_real_parameters(path, toy_root):
 
 def test_toy_backbone_is_small():
     """The embedded default must stay cheap: a few hundred thousand backbone parameters."""
-    from mmelsa.engine import preflight
+    from mmelsa.cli import preflight
     cfg = preflight.load_config(osp.join(REPO, 'configs/toy/'
                                        'mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py'))
     model = build_model(cfg)

@@ -22,7 +22,7 @@ def test_elsa_op_flops_match_the_calls(monkeypatch):
     calls of mmelsa.ops.elsa_attention (recorded here by wrapping the function)."""
     gf = _tool()
     import mmelsa.ops
-    from mmelsa.engine import preflight
+    from mmelsa.cli import preflight
     from mmelsa.ops.flops import elsa_op_flops
     calls = []
     real = mmelsa.ops.elsa_attention
@@ -63,7 +63,7 @@ def test_mmengine_complexity_info_counts_the_elsa_op(recwarn, mmengine_messages)
     without an "unsupported operator" warning for it, and agrees with our tool."""
     from mmengine.analysis import get_model_complexity_info
 
-    from mmelsa.engine import preflight
+    from mmelsa.cli import preflight
     from mmelsa.models import ELSASwinTransformer
     gf = _tool()
     cfg = preflight.load_config(DET)

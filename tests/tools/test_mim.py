@@ -90,3 +90,14 @@ def test_built_package_carries_configs_tools_and_index(tmp_path):
     for rel in imports:  # the index's imports resolve inside the built package
         assert (mim_dir / rel).is_file(), rel
     assert not [d for d, _, _ in os.walk(mim_dir) if d.endswith('__pycache__')]
+    # our development machinery (dev/: GPU-machine scripts, CI helpers; the CUDA emulator in
+    # tests/) ships neither in the package nor in the sdist
+    dev_files = {f for _, _, files in os.walk(osp.join(REPO, 'dev')) for f in files}
+    dev_files |= set(os.listdir(osp.join(REPO, 'tests', 'ops', 'cuda_emulation'))) - {
+        '__init__.py', '__pycache__'}
+    assert dev_files, 'the development folders moved: update this test'
+    shipped = {f for _, _, files in os.walk(lib) for f in files}
+    assert not dev_files & shipped, dev_files & shipped
+    assert not (mim_dir / 'dev').exists() and not (mim_dir / 'tests').exists()
+    manifest = open(osp.join(REPO, 'MANIFEST.in')).read().split()
+    assert not {'dev', 'tests'} & set(manifest), manifest

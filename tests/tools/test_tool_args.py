@@ -40,7 +40,7 @@ def test_train_amp_refuses_other_optim_wrappers(tools):
     """--amp upgrades OptimWrapper only; another wrapper is a usage error naming it (it was an
     assert, which `python -O` removes)."""
     train, _ = tools
-    from mmelsa.engine import preflight
+    from mmelsa.cli import preflight
     args = train.parse_args([DET, '--amp', '--cfg-options', 'optim_wrapper.type=ApexOptimWrapper'])
     with pytest.raises(preflight.UsageError, match='optim_wrapper.type=ApexOptimWrapper'):
         train.build_cfg(args)
@@ -52,7 +52,7 @@ def test_train_amp_without_a_gpu_is_one_line(tools, monkeypatch, has_gpu):
     traceback on a CPU machine, for --amp and for every full recipe)."""
     import mmengine.device
     train, _ = tools
-    from mmelsa.engine import preflight
+    from mmelsa.cli import preflight
     for name in ('is_cuda_available', 'is_npu_available', 'is_mlu_available',
                  'is_musa_available'):
         monkeypatch.setattr(mmengine.device, name, lambda: has_gpu)
@@ -75,7 +75,7 @@ def test_train_resume_from_path(tools, tmp_path):
     cfg = train.build_cfg(train.parse_args([DET, '--resume', str(ckpt)]))
     assert cfg.resume is True and cfg.load_from == str(ckpt)
     ckpt.write_bytes(ckpt.read_bytes()[:20])  # a save cut short
-    from mmelsa.engine import preflight
+    from mmelsa.cli import preflight
     with pytest.raises(preflight.UsageError, match='is damaged'):
         train.build_cfg(train.parse_args([DET, '--resume', str(ckpt)]))
 
@@ -95,7 +95,7 @@ def test_cpu_distributed_uses_gloo(tools):
 
 
 def test_task_detection(tools):
-    from mmelsa.engine import preflight
+    from mmelsa.cli import preflight
     assert preflight.task_of(preflight.load_config(DET)) == 'det'
     assert preflight.task_of(preflight.load_config(SEG)) == 'seg'
 
@@ -123,7 +123,7 @@ def test_test_flags_det(tools, tmp_path):
     assert task == 'det' and cfg.default_hooks.visualization.test_out_dir == 'vis'
     # the placeholder ImageNet checkpoint is not needed to test a trained model
     assert cfg.model.backbone.init_cfg is None
-    from mmelsa.engine import preflight
+    from mmelsa.cli import preflight
     with pytest.raises(preflight.UsageError, match='merges boxes only'):
         test.build_cfg(test.parse_args([DET, str(ckpt), '--tta']))
     with pytest.raises(preflight.UsageError, match='.pkl'):
@@ -134,7 +134,7 @@ def test_test_out_is_not_overwritten_unasked(tools, tmp_path):
     """tools/test.py --out replaced an earlier predictions file (det) or wrote over the PNGs of
     a folder (seg) without asking (failed before)."""
     _, test = tools
-    from mmelsa.engine import preflight
+    from mmelsa.cli import preflight
     ckpt = tmp_path / 'm.pth'
     ckpt.write_bytes(b'x')
     pkl, folder = tmp_path / 'pred.pkl', tmp_path / 'pred'
@@ -159,13 +159,13 @@ def test_shell_scripts_parse(script):
 
 
 def test_tta_reaches_every_test_set_under_a_wrapper():
-    """mmelsa.engine.test_options: a test set made of several datasets (ConcatDataset) gets the
+    """mmelsa.cli.test_time: a test set made of several datasets (ConcatDataset) gets the
     TTA pipeline in each of them, not only in one."""
-    from mmelsa.engine import preflight, test_options
+    from mmelsa.cli import preflight, test_time
     cfg = preflight.load_config(SEG)
     leaf = cfg.test_dataloader.dataset
     cfg.test_dataloader.dataset = dict(type='ConcatDataset', datasets=[leaf, copy.deepcopy(leaf)])
-    test_options.enable_tta(cfg)
+    test_time.enable_tta(cfg)
     leaves = list(preflight.inner_datasets(cfg.test_dataloader.dataset))
     assert len(leaves) == 2
     assert all(ds.pipeline == cfg.tta_pipeline for ds in leaves)

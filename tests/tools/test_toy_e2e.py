@@ -110,7 +110,7 @@ def test_resume_after_interruption(tmp_path, toy_root):
     import train as train_tool
     args = train_tool.parse_args(_train_cmd(work, 3, opts, ['--resume'])[2:])
     cfg = train_tool.build_cfg(args)
-    from mmelsa.engine import cli
+    from mmelsa import cli
     runner = cli.build_runner(cfg)  # what tools/train.py builds
     runner.load_or_resume()
     assert (runner.epoch, runner.iter) == (epoch, it)

@@ -21,7 +21,7 @@ import sys
 
 import torch
 
-from mmelsa.engine.cli import positive_int
+from mmelsa.cli import positive_int
 from mmelsa.utils.benchmark import CpuPeak, peak_memory, ratio, time_fn
 
 SWIN_T = dict(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,

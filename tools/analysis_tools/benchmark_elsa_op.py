@@ -50,7 +50,7 @@ import sys
 
 import torch
 
-from mmelsa.engine.cli import positive_int
+from mmelsa.cli import positive_int
 from mmelsa.ops import elsa_attention, elsa_op_flops, info
 from mmelsa.ops.reference import elsa_reference
 from mmelsa.utils.benchmark import CpuPeak, cuda_peak, time_fn

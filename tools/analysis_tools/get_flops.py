@@ -20,7 +20,8 @@ import sys
 
 import torch
 
-from mmelsa.engine import cli, preflight
+from mmelsa import cli
+from mmelsa.cli import preflight
 from mmelsa.ops.flops import ELSA_KEY, ELSA_OP
 
 def build_model(cfg):

@@ -19,8 +19,8 @@ import argparse
 import os
 import os.path as osp
 
-from mmelsa.engine import cli
-from mmelsa.engine.preflight import UsageError, load_config
+from mmelsa import cli
+from mmelsa.cli.preflight import UsageError, load_config
 
 
 def parse_args(argv=None):
@@ -90,7 +90,7 @@ def main(argv=None):
     from mmelsa.deployment import (OnnxRunner, build_from_config, export_onnx, load_image,
                                    median_latency, min_dynamic_size)
     torch.manual_seed(0)
-    from mmelsa.engine.checkpoint_loader import CheckpointError
+    from mmelsa.checkpoint import CheckpointError
     try:
         module, norm = build_from_config(cfg, args.checkpoint, part=args.part,
                                          allow_partial_load=args.allow_partial_load)

@@ -23,9 +23,9 @@ import sys
 
 import torch
 
-from mmelsa.engine import (CheckpointError, atomic_write, load_checkpoint_file,
-                           trust_checkpoint)
-from mmelsa.models.checkpoint import convert_model_state_dict
+from mmelsa.checkpoint import CheckpointError, read_checkpoint_file, trust_checkpoint
+from mmelsa.engine import atomic_write
+from mmelsa.models.official_weights import convert_model_state_dict
 
 
 def _plain_meta(meta):
@@ -75,7 +75,7 @@ def main(argv=None):
     for path in args.trust_checkpoint:
         trust_checkpoint(path)
     try:
-        checkpoint = load_checkpoint_file(args.src, map_location='cpu')
+        checkpoint = read_checkpoint_file(args.src, map_location='cpu')
     except (CheckpointError, FileNotFoundError) as err:
         sys.exit(f'error: {err}')
     converted, dropped = convert(checkpoint)

@@ -17,8 +17,11 @@ process that imported mmelsa saves safely, whichever tool started it:
   that is missing or damaged, warns and takes the newest intact checkpoint of the folder
   (:func:`find_latest_intact_checkpoint`).
 """
+import builtins
 import contextlib
+import functools
 import glob
+import io
 import logging
 import os
 import os.path as osp
@@ -173,7 +176,7 @@ def _is_local(filename, file_client_args, backend_args):
     return '://' not in str(filename)
 
 
-def _wrap_save_checkpoint(original):
+def _atomic_save_checkpoint(original):
 
     def save_checkpoint(checkpoint, filename, file_client_args=None, backend_args=None):
         if not _is_local(filename, file_client_args, backend_args):
@@ -183,53 +186,8 @@ def _wrap_save_checkpoint(original):
         _remove_stale_partials(osp.dirname(osp.abspath(filename)))
 
     save_checkpoint.__doc__ = original.__doc__
-    save_checkpoint.mmelsa_atomic = True
+    save_checkpoint.mmelsa_original = original
     return save_checkpoint
-
-
-def _write_last_checkpoint(runner, target):
-    if not osp.isdir(runner.work_dir):
-        os.makedirs(runner.work_dir, exist_ok=True)
-    atomic_write(osp.join(runner.work_dir, 'last_checkpoint'),
-                 lambda f: f.write(str(target).encode()))
-
-
-def _remove_checkpoint(hook, path):
-    if hook.file_backend.isfile(path):
-        hook.file_backend.remove(path)
-    elif hook.file_backend.isdir(path):  # deepspeed saves checkpoints as folders
-        hook.file_backend.rmtree(path)
-
-
-def _save_checkpoint_with_step(self, runner, step, meta):
-    """CheckpointHook's save: the new checkpoint, then ``last_checkpoint``, then pruning."""
-    from mmengine.dist import is_main_process
-
-    expired = None
-    if self.max_keep_ckpts > 0 and not (self.keep_ckpt_ids and self.keep_ckpt_ids[-1] == step):
-        # The ids are updated before the save (they are part of the checkpoint); only the
-        # deletion waits until the new file is complete.
-        if len(self.keep_ckpt_ids) == self.max_keep_ckpts:
-            expired = self.keep_ckpt_ids.popleft()
-        self.keep_ckpt_ids.append(step)
-        runner.message_hub.update_info('keep_ckpt_ids', list(self.keep_ckpt_ids))
-
-    ckpt_filename = self.filename_tmpl.format(step)
-    self.last_ckpt = self.file_backend.join_path(self.out_dir, ckpt_filename)
-    runner.message_hub.update_info('last_ckpt', self.last_ckpt)
-    runner.save_checkpoint(self.out_dir, ckpt_filename, self.file_client_args,
-                           save_optimizer=self.save_optimizer,
-                           save_param_scheduler=self.save_param_scheduler, meta=meta,
-                           by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
-    if not is_main_process():
-        return
-    _write_last_checkpoint(runner, self.last_ckpt)
-    if expired is None:
-        return
-    expired_path = self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(expired))
-    # a filename_tmpl without {} ('latest.pth') names the file just written: keep it
-    if expired_path != self.last_ckpt:
-        _remove_checkpoint(self, expired_path)
 
 
 class _DeferredRemovals:
@@ -267,15 +225,61 @@ def _current_checkpoints(hook):
     return [p for p in paths if p]
 
 
-def _defer_removals(method):
-    """Wrap a CheckpointHook method so that files it deletes go only once it has saved."""
+class _AtomicTextFile(io.StringIO):
+    """Stands in for ``open(last_checkpoint, 'w')``: the text goes to the file atomically
+    (:func:`atomic_write`) when it is closed, so a kill leaves the old pointer or the new one."""
 
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def close(self):
+        if not self.closed:
+            text = self.getvalue()
+            super().close()
+            atomic_write(self.path, lambda f: f.write(text.encode()))
+
+
+@contextlib.contextmanager
+def _atomic_pointer(module, pointer):
+    """While a CheckpointHook method runs, ``open(pointer, 'w')`` in the hook's ``module`` (its
+    only way of writing ``last_checkpoint``) returns an :class:`_AtomicTextFile`; every other
+    ``open`` is the builtin one."""
+    pointer = osp.abspath(pointer)
+
+    def hook_open(file, mode='r', *args, **kwargs):
+        if 'w' in mode and isinstance(file, (str, os.PathLike)) and \
+                osp.abspath(os.fspath(file)) == pointer:
+            return _AtomicTextFile(pointer)
+        return builtins.open(file, mode, *args, **kwargs)
+
+    module.open = hook_open
+    try:
+        yield
+    finally:
+        del module.open
+
+
+def _safe_save_step(method):
+    """Wrap a CheckpointHook save (``_save_checkpoint_with_step``, ``_save_best_checkpoint``)
+    so that files it deletes go only once it has saved and the checkpoints it holds as latest
+    and best are kept, and ``last_checkpoint`` is written atomically."""
+    import mmengine.hooks.checkpoint_hook as hook_module
+
+    @functools.wraps(method)
     def wrapper(self, runner, *args, **kwargs):
-        with _DeferredRemovals(self.file_backend, keep=lambda: _current_checkpoints(self)):
+        if getattr(self, '_mmelsa_saving', False):  # _save_best_checkpoint calls the other
             return method(self, runner, *args, **kwargs)
+        pointer = osp.join(runner.work_dir, 'last_checkpoint')
+        self._mmelsa_saving = True
+        try:
+            with _DeferredRemovals(self.file_backend, keep=lambda: _current_checkpoints(self)), \
+                    _atomic_pointer(hook_module, pointer):
+                return method(self, runner, *args, **kwargs)
+        finally:
+            self._mmelsa_saving = False
 
-    wrapper.__doc__ = method.__doc__
-    wrapper.mmelsa_deferred = True
+    wrapper.mmelsa_original = method
     return wrapper
 
 
@@ -286,14 +290,12 @@ def install():
     import mmengine.runner.runner as mm_runner
     from mmengine.hooks import CheckpointHook
 
-    if not getattr(mm_checkpoint.save_checkpoint, 'mmelsa_atomic', False):
-        safe_save = _wrap_save_checkpoint(mm_checkpoint.save_checkpoint)
+    if not hasattr(mm_checkpoint.save_checkpoint, 'mmelsa_original'):
+        safe_save = _atomic_save_checkpoint(mm_checkpoint.save_checkpoint)
         for module in (mm_checkpoint, mm_runner, mmengine.runner):
             module.save_checkpoint = safe_save
     for module in (mm_checkpoint, mm_runner, mmengine.runner):
         module.find_latest_checkpoint = find_latest_intact_checkpoint
-    CheckpointHook._save_checkpoint_with_step = _save_checkpoint_with_step
-    if not getattr(CheckpointHook._save_best_checkpoint, 'mmelsa_deferred', False):
-        CheckpointHook._save_best_checkpoint = _defer_removals(
-            CheckpointHook._save_best_checkpoint)
-
+    for name in ('_save_checkpoint_with_step', '_save_best_checkpoint'):
+        if not hasattr(getattr(CheckpointHook, name), 'mmelsa_original'):
+            setattr(CheckpointHook, name, _safe_save_step(getattr(CheckpointHook, name)))

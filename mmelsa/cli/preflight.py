@@ -62,6 +62,7 @@ def check_cfg_options(cfg, options):
     missing component has a close spelling among its existing siblings (``model.backbnoe``),
     or (c) the path runs into a value that is not a dict or list.
     """
+    tree = cfg.to_dict()
     for full_key in options:
         parts = full_key.split('.')
         if parts[0] not in cfg and parts[0] not in RUNNER_KEYS:
@@ -70,7 +71,7 @@ def check_cfg_options(cfg, options):
             hint = f'; did you mean "{near[0]}"?' if near else ''
             raise UsageError(f'unknown --cfg-options key "{full_key}": the config has no '
                              f'top-level "{parts[0]}"{hint}')
-        node = cfg._cfg_dict  # the ConfigDict behind the Config (a dict subclass)
+        node = tree
         for depth, part in enumerate(parts):
             if isinstance(node, (list, tuple)):
                 if not part.isdigit() or int(part) >= len(node):
@@ -303,7 +304,7 @@ def check_amp_device(cfg):
 
 def check_resume_checkpoint(path):
     """``--resume CKPT`` names a file that exists and is a complete checkpoint."""
-    from .checkpoint_saver import checkpoint_problem
+    from ..engine.saving import checkpoint_problem
     if not osp.isfile(path):
         raise UsageError(f'--resume checkpoint {path} does not exist')
     problem = checkpoint_problem(path)

@@ -19,7 +19,7 @@ from collections import OrderedDict
 import torch
 from mmengine.logging import print_log
 
-from ..engine.checkpoint_loader import CheckpointMismatchError, load_any
+from ..checkpoint import CheckpointMismatchError, read_checkpoint
 
 # Keys the classification model has and the dense-prediction backbone does not.
 _CLS_ONLY_PREFIXES = ('head.', 'norm.')
@@ -31,12 +31,6 @@ _SWIN_ATTENTION_KEY = re.compile(
 # have none; they keep their initialisation) and the relative position index buffers (derived
 # from the window size, not learned).
 _MAY_BE_MISSING = re.compile(r'^norm\d+\.|\.relative_id$')
-
-
-def load_checkpoint_file(filename, map_location='cpu'):
-    """A local path, an http(s) URL (cached in torch hub's folder) or any scheme mmengine
-    knows, read by mmelsa's one safe loader (:mod:`mmelsa.engine.checkpoint_loader`)."""
-    return load_any(filename, map_location)
 
 
 def unwrap_state_dict(checkpoint):
@@ -142,7 +136,7 @@ def load_official_weights(model, checkpoint, logger='current', strict=False,
     """
     if isinstance(checkpoint, (str, bytes)) or hasattr(checkpoint, '__fspath__'):
         source = str(checkpoint)
-        checkpoint = load_checkpoint_file(source)
+        checkpoint = read_checkpoint(source)
     elif source is None:
         source = 'the given state dict'
     state_dict, dropped = convert_backbone_state_dict(checkpoint)

@@ -26,7 +26,7 @@ def positive_int(text):
 
 def build_runner(cfg):
     """The Runner a config asks for (``runner_type``), else mmelsa's :class:`SafeRunner`."""
-    from .runner import SafeRunner
+    from ..engine.runner import SafeRunner
     if 'runner_type' in cfg:
         from mmengine.registry import RUNNERS
         return RUNNERS.build(cfg)
@@ -36,8 +36,8 @@ def build_runner(cfg):
 def run_guarded(action):
     """Run ``action()``; a checkpoint that cannot be used or a work dir that would be
     overwritten ends in one line (exit 2) instead of a traceback."""
-    from .checkpoint_loader import CheckpointError
-    from .runner import WorkDirNotEmptyError
+    from ..checkpoint import CheckpointError
+    from ..engine.runner import WorkDirNotEmptyError
     try:
         return action()
     except (CheckpointError, WorkDirNotEmptyError, FileNotFoundError) as err:
@@ -77,7 +77,7 @@ def add_checkpoint_flags(parser, overwrite=False):
 
 
 def apply_checkpoint_flags(cfg, args):
-    from .checkpoint_loader import trust_checkpoint
+    from ..checkpoint import trust_checkpoint
     for path in args.trust_checkpoint:
         trust_checkpoint(path)
     if args.allow_partial_load:

@@ -15,7 +15,7 @@ The rule is by meaning, and the simplest that is safe: from a file that is not t
 text is removed before mmengine sees the checkpoint. The one value mmengine needs from it,
 ``gpu_ids`` on resume, is read from ``meta['config']`` without running anything (a literal list
 or tuple of GPU indices, or ``range(a, b)`` as mmcv 1.x wrote it) and kept as the only line of
-that text. Trusted files (the opt-in of :mod:`mmelsa.engine.checkpoint_loader`) are untouched.
+that text. Trusted files (the opt-in of :mod:`mmelsa.checkpoint.reading`) are untouched.
 """
 import ast
 import logging
@@ -85,7 +85,7 @@ def remove_config_text(checkpoint, source):
     if removed:
         from mmengine.logging import print_log
 
-        from .checkpoint_loader import TRUST_ENV
+        from .reading import TRUST_ENV
         print_log(
             f'{source}: the config text in checkpoint{", ".join(removed)} is not used: mmengine '
             f'would turn it into code, and the file is not trusted (weights are unaffected; '

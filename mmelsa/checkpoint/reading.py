@@ -1,10 +1,10 @@
 """The one way a checkpoint file is read, by mmelsa and, once mmelsa is imported, by mmengine.
 
-Every path that reads a checkpoint ends in :func:`load_checkpoint_file`: the backbone's
+Every path that reads a checkpoint ends in :func:`read_checkpoint_file`: the backbone's
 ``init_cfg=dict(type='Pretrained', ...)``, ``load_from``, ``tools/test.py CONFIG CKPT``,
 ``--resume``, ``tools/model_converters/elsa2mmelsa.py`` and ``mmengine.runner.load_checkpoint`` in
-a user's own script (:func:`install` makes it mmengine's loader for local paths and http(s) URLs,
-which the ``open-mmlab://`` / ``torchvision://`` schemes resolve to).
+a user's own script (:mod:`mmelsa.engine.loading` makes it mmengine's loader for local paths and
+http(s) URLs, which the ``open-mmlab://`` / ``torchvision://`` schemes resolve to).
 
 Unpickling a file can run any code the file names, so files are read with
 ``torch.load(weights_only=True)`` plus an allowlist that holds exactly the non-tensor objects
@@ -17,7 +17,11 @@ opt-in is per file: list the files you trust in the environment variable
 
 A file can also carry code as text: mmengine turns the config text it finds in a checkpoint into
 objects (``Runner.resume``, Inferencers given weights alone). From untrusted files that text is
-removed, whatever the scheme the file was read through (:mod:`mmelsa.engine.config_text`).
+removed, whatever the scheme the file was read through (:mod:`mmelsa.checkpoint.config_text`).
+
+This module depends on torch and mmengine's logging and message-hub classes only, so that the
+models (``init_cfg``) and the engine read checkpoints the same way without depending on each
+other.
 """
 import importlib
 import os
@@ -32,8 +36,9 @@ TRUST_ENV = 'MMELSA_TRUSTED_CHECKPOINTS'
 
 __all__ = [
     'CheckpointError', 'UnsafeCheckpointError', 'CorruptCheckpointError',
-    'CheckpointMismatchError', 'UntrustedConfigError', 'TRUST_ENV',
-    'load_checkpoint_file', 'trust_checkpoint', 'is_trusted', 'mmengine_safe_globals', 'install'
+    'CheckpointMismatchError', 'UntrustedConfigError', 'TRUST_ENV', 'read_checkpoint_file',
+    'read_checkpoint', 'trust_checkpoint', 'is_trusted', 'mmengine_safe_globals', 'cached_path',
+    'download'
 ]
 
 
@@ -151,7 +156,7 @@ def _unsafe_error(filename, err):
         f'--trust-checkpoint {filename} with mmelsa\'s tools).')
 
 
-def load_checkpoint_file(filename, map_location='cpu'):
+def read_checkpoint_file(filename, map_location='cpu'):
     """Read a local checkpoint file safely (see the module docstring).
 
     Raises:
@@ -228,55 +233,13 @@ def download(url):
     return cached
 
 
-def load_from_local(filename, map_location=None):
-    """mmengine's loader for plain paths (same name, so mmengine's log line reads the same)."""
-    return load_checkpoint_file(filename, map_location)
-
-
-def load_from_http(filename, map_location=None, model_dir=None, progress=None):
-    """mmengine's loader for http(s) URLs: download to torch hub's cache, then read safely."""
-    return load_checkpoint_file(download(filename), map_location)
-
-
-def load_any(filename, map_location='cpu'):
-    """A local path, an http(s) URL, or any scheme mmengine's ``CheckpointLoader`` knows."""
+def read_checkpoint(filename, map_location='cpu'):
+    """A local path, an http(s) URL (cached in torch hub's folder, then read as a local file),
+    or any scheme mmengine's ``CheckpointLoader`` knows."""
     filename = str(filename)
     if filename.startswith(('http://', 'https://')):
-        return load_from_http(filename, map_location)
+        return read_checkpoint_file(download(filename), map_location)
     if '://' not in filename:
-        return load_checkpoint_file(filename, map_location)
+        return read_checkpoint_file(filename, map_location)
     from mmengine.runner import CheckpointLoader
     return CheckpointLoader.load_checkpoint(filename, map_location=map_location)
-
-
-def _load_checkpoint_without_untrusted_text(original):
-    """Wrap ``CheckpointLoader.load_checkpoint``, the entry of every scheme mmengine reads
-    (local, http, ``s3://``, ``pavi://``, model zoos, and any a user registers), so that config
-    text from an untrusted file never reaches mmengine, whichever loader read it."""
-
-    def load_checkpoint(cls, filename, map_location=None, logger='current'):
-        checkpoint = original(filename, map_location, logger)
-        if isinstance(checkpoint, dict) and not is_trusted(filename):
-            from .config_text import remove_config_text
-            remove_config_text(checkpoint, filename)
-        return checkpoint
-
-    load_checkpoint.mmelsa_original = original
-    return classmethod(load_checkpoint)
-
-
-def install():
-    """Make :func:`load_checkpoint_file` mmengine's loader for local files and http(s), and
-    remove untrusted config text after every scheme's loader (idempotent)."""
-    import mmengine.runner.checkpoint as mm_checkpoint
-
-    loader = mm_checkpoint.CheckpointLoader
-    # '' is mmengine's scheme for plain paths; force=True replaces its own loaders.
-    loader.register_scheme(prefixes='', loader=load_from_local, force=True)
-    loader.register_scheme(prefixes=('http://', 'https://'), loader=load_from_http, force=True)
-    # The model-zoo schemes (open-mmlab://, torchvision://, ...) call these module globals.
-    mm_checkpoint.load_from_http = load_from_http
-    mm_checkpoint.load_from_local = load_from_local
-    if not hasattr(loader.load_checkpoint, 'mmelsa_original'):
-        loader.load_checkpoint = _load_checkpoint_without_untrusted_text(
-            loader.load_checkpoint)

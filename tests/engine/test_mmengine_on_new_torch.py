@@ -10,7 +10,7 @@ import mmengine  # a dependency: a missing mmengine fails these tests, never ski
 from mmengine.model import BaseModel  # noqa: E402
 from mmengine.runner import Runner  # noqa: E402
 
-import mmelsa  # noqa: E402  (importing it applies mmelsa.compat)
+import mmelsa  # noqa: E402  (importing it installs mmelsa.engine.patches)
 
 
 class TinyRegressor(BaseModel):
@@ -76,7 +76,7 @@ def test_mmengine_checkpoint_round_trip_and_resume(tmp_path):
     torch.testing.assert_close(ckpt['state_dict']['linear.weight'], first.model.linear.weight)
     assert 'train/loss' in ckpt['message_hub']['log_scalars']
     # ...and it loads through the restricted unpickler, not the weights_only=False fallback
-    with torch.serialization.safe_globals(mmelsa.compat.mmengine_safe_globals()):
+    with torch.serialization.safe_globals(mmelsa.checkpoint.mmengine_safe_globals()):
         strict = torch.load(tmp_path / 'interrupted' / 'iter_3.pth', weights_only=True)
     assert strict['meta']['iter'] == 3
     assert strict['message_hub']['log_scalars']['train/loss'].mean() == pytest.approx(
@@ -109,7 +109,7 @@ class _ReachesForInit:
 def test_restricted_getattr_refuses_other_attributes(tmp_path):
     path = tmp_path / 'foreign.pth'
     torch.save({'x': _ReachesForInit()}, path)
-    with torch.serialization.safe_globals(mmelsa.compat.mmengine_safe_globals()):
+    with torch.serialization.safe_globals(mmelsa.checkpoint.mmengine_safe_globals()):
         with pytest.raises(pickle.UnpicklingError, match='is not allowed'):
             torch.load(path, weights_only=True)
 
