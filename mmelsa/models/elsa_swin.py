@@ -31,6 +31,17 @@ def round_up(n, d):
     return ceil_div(n, d) * d
 
 
+def patch_grid(img_size, patch_size):
+    """(h, w) patches of a pretraining image (int, (s, ) or (h, w)), as mmdet's Swin counts
+    them for its absolute position embedding: img_size // patch_size."""
+    size = tuple(img_size) if isinstance(img_size, (tuple, list)) else (img_size, )
+    size = size * 2 if len(size) == 1 else size
+    if len(size) != 2 or not all(isinstance(s, int) and s >= patch_size for s in size):
+        raise ValueError(f'use_abs_pos_embed: pretrain_img_size must be an int or 1 or 2 ints, '
+                         f'each at least patch_size ({patch_size}), got {img_size!r}')
+    return size[0] // patch_size, size[1] // patch_size
+
+
 class PatchEmbed(nn.Module):
     """Non-overlapping patch embedding: pad right/bottom to a multiple of the patch size,
     ``proj`` (Conv2d, kernel = stride = patch size), then LayerNorm ``norm``.
@@ -342,8 +353,9 @@ class ELSASwinTransformer(BaseModule):
     Swin in stage 3).
 
     Args:
-        pretrain_img_size (int | tuple[int]): Only used by mmdet's absolute position embedding,
-            which ELSA-Swin does not have; accepted for config compatibility. Default: 224.
+        pretrain_img_size (int | tuple[int]): Image size the absolute position embedding is
+            made for (``use_abs_pos_embed=True``): one embedding per patch of its
+            ``pretrain_img_size // patch_size`` grid. Unused otherwise. Default: 224.
         in_channels (int): Input channels. Default: 3.
         embed_dims (int): Channels of the first stage. Default: 96.
         patch_size (int): Patch size of the patch embedding. Default: 4.
@@ -363,7 +375,11 @@ class ELSASwinTransformer(BaseModule):
         attn_drop_rate (float): Attention-weight dropout. Default: 0.
         drop_path_rate (float): Stochastic depth, linearly increasing over all blocks.
             Default: 0.1.
-        use_abs_pos_embed (bool): Must be False: ELSA-Swin has no absolute position embedding.
+        use_abs_pos_embed (bool): Add a learned absolute position embedding
+            ``absolute_pos_embed`` (1, num_patches, embed_dims) to the patch embedding, then
+            dropout, as mmdet's Swin does (the official ELSA-Swin has none: default False).
+            Its patch grid is fixed, so every input must give that grid: a different one is
+            refused rather than broadcast or resized.
         act_cfg (dict): Activation of the MLPs and of the ELSA attention convs.
             Default: dict(type='GELU').
         norm_cfg (dict): LayerNorm config ('LN', optional ``eps``, ``requires_grad``).
@@ -476,11 +492,17 @@ class ELSASwinTransformer(BaseModule):
         self.frozen_stages = frozen_stages
         self.elsa_stages = tuple(sorted(set(int(i) for i in elsa_stages)))
         self.convert_weights = convert_weights
-        self.use_abs_pos_embed = False
+        self.use_abs_pos_embed = bool(use_abs_pos_embed)
         self.with_cp = with_cp
 
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size,
                                       norm_cfg if patch_norm else None)
+        if self.use_abs_pos_embed:
+            # mmdet's name and layout: one row per patch of the pretraining grid, row-major,
+            # so mmdet-trained checkpoints load by name.
+            self.abs_pos_grid = patch_grid(pretrain_img_size, patch_size)
+            self.absolute_pos_embed = nn.Parameter(
+                torch.zeros(1, self.abs_pos_grid[0] * self.abs_pos_grid[1], embed_dims))
         self.drop_after_pos = nn.Dropout(p=drop_rate)
 
         dpr = [r.item() for r in torch.linspace(0, drop_path_rate, sum(depths))]
@@ -567,14 +589,12 @@ class ELSASwinTransformer(BaseModule):
         if isinstance(pretrain_img_size, (tuple, list)) and len(pretrain_img_size) not in (1, 2):
             raise ValueError(f'pretrain_img_size must be an int or have length 1 or 2, got '
                              f'{pretrain_img_size!r}')
-        if use_abs_pos_embed:
-            raise ValueError('use_abs_pos_embed=True is not supported: ELSA-Swin has no '
-                             'absolute position embedding (ELSA and the relative bias of the '
-                             'Swin stage encode position)')
         ps = to_2tuple(patch_size)
         if len(ps) != 2 or ps[0] != ps[1] or not isinstance(ps[0], int) or ps[0] < 1:
             raise ValueError(f'patch_size must be a positive int (square patches), got '
                              f'{patch_size!r}')
+        if use_abs_pos_embed:
+            patch_grid(pretrain_img_size, ps[0])
         expected = (ps[0], ) + (2, ) * (num_layers - 1)
         if tuple(strides) != expected:
             raise ValueError(f'strides={tuple(strides)!r} is not supported: ELSA-Swin embeds '
@@ -602,7 +622,8 @@ class ELSASwinTransformer(BaseModule):
     # ------------------------------------------------------------------ init / weights
     def _init_default_weights(self):
         """Linear: truncated normal (std .02), zero bias; LayerNorm: ones/zeros. ``rb`` and the
-        ghost heads are initialised by their modules (trunc normal .02 / standard normal)."""
+        ghost heads are initialised by their modules (trunc normal .02 / standard normal),
+        ``absolute_pos_embed`` (if any) by trunc normal .02 as in mmdet's Swin."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 trunc_normal_(m.weight, std=.02)
@@ -615,6 +636,8 @@ class ELSASwinTransformer(BaseModule):
                 trunc_normal_(m.rb, std=.02)
             elif isinstance(m, ELSAAttention):
                 m.reset_ghost_head()
+        if self.use_abs_pos_embed:
+            trunc_normal_(self.absolute_pos_embed, std=.02)
 
     def _pretrained_cfg(self):
         cfgs = self.init_cfg if isinstance(self.init_cfg, (list, tuple)) else [self.init_cfg]
@@ -664,6 +687,8 @@ class ELSASwinTransformer(BaseModule):
             self.drop_after_pos.eval()
             for p in self.patch_embed.parameters():
                 p.requires_grad = False
+            if self.use_abs_pos_embed:
+                self.absolute_pos_embed.requires_grad = False
         for i in range(1, self.frozen_stages + 1):
             modules = [self.layers[i - 1]]
             if (i - 1) in self.out_indices:
@@ -674,11 +699,25 @@ class ELSASwinTransformer(BaseModule):
                     p.requires_grad = False
 
     # ------------------------------------------------------------------ forward
+    def _abs_pos_embed(self, grid):
+        """The embedding as (1, h, w, C) for a patch grid (h, w); refused for another grid."""
+        h, w = grid
+        if (h, w) != self.abs_pos_grid:
+            raise ValueError(
+                f'use_abs_pos_embed: the input gives a {h}x{w} patch grid, but the absolute '
+                f'position embedding has {self.abs_pos_grid[0]}x{self.abs_pos_grid[1]} '
+                f'(pretrain_img_size // patch_size); feed inputs of that size or build the '
+                f'model with pretrain_img_size = the input size')
+        return self.absolute_pos_embed.view(1, h, w, -1)
+
     def forward(self, x):
         """x: (B, in_channels, H, W) -> list of (B, C_i, H_i, W_i) for i in out_indices."""
         if x.dim() != 4:
             raise ValueError(f'expected a (B, C, H, W) input, got shape {tuple(x.shape)}')
-        x = self.drop_after_pos(self.patch_embed(x))
+        x = self.patch_embed(x)
+        if self.use_abs_pos_embed:
+            x = x + self._abs_pos_embed(x.shape[1:3])
+        x = self.drop_after_pos(x)
         outs = []
         for i, layer in enumerate(self.layers):
             out, x = layer(x)

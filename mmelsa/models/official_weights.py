@@ -28,9 +28,10 @@ _DROPPED_SUFFIXES = ('attn_mask', )
 _SWIN_ATTENTION_KEY = re.compile(
     r'(\.attn\.(qkv|proj)\.(weight|bias)$|relative_position_bias_table|\.attn\.w_msa\.)')
 # Model keys a file may lack without harm: the per-stage output norms (classification files
-# have none; they keep their initialisation) and the relative position index buffers (derived
-# from the window size, not learned).
-_MAY_BE_MISSING = re.compile(r'^norm\d+\.|\.relative_id$')
+# have none; they keep their initialisation), the relative position index buffers (derived
+# from the window size, not learned) and an absolute position embedding added on top of
+# weights trained without one (it keeps its initialisation, as in mmdet's Swin).
+_MAY_BE_MISSING = re.compile(r'^norm\d+\.|\.relative_id$|^absolute_pos_embed$')
 
 
 def unwrap_state_dict(checkpoint):
@@ -176,6 +177,10 @@ def load_official_weights(model, checkpoint, logger='current', strict=False,
         if lacking:
             _refuse(f'{source} lacks {len(lacking)} of the {len(own)} weights of '
                     f'{type(model).__name__} (e.g. {lacking[:3]}).')
+        if 'absolute_pos_embed' in extra:
+            _refuse(f'{source} has an absolute position embedding, {type(model).__name__} '
+                    'has not: build it with use_abs_pos_embed=True and the pretrain_img_size '
+                    'the file was trained at.')
         if extra:
             # e.g. ELSA-Swin-S weights (depths 2, 2, 18, 2) in an ELSA-Swin-T (2, 2, 6, 2):
             # every tensor of the smaller model fits, the deeper blocks would be dropped

@@ -153,6 +153,12 @@ def backbone_ref(img, sd, depths, num_heads, kernel_size=7, window=7, elsa_stage
     xp[:, :, :H, :W] = img
     x = F.conv2d(xp, sd['patch_embed.proj.weight'], sd['patch_embed.proj.bias'], stride=patch)
     x = layer_norm(x.permute(0, 2, 3, 1), sd, 'patch_embed.norm')
+    if 'absolute_pos_embed' in sd:
+        # one embedding per patch, token (i, j) being row i * w + j of the (1, h*w, C) table
+        # (mmdet's Swin flattens its patch grid row-major)
+        h, w = x.shape[1:3]
+        token = torch.arange(h)[:, None] * w + torch.arange(w)[None, :]
+        x = x + sd['absolute_pos_embed'][0][token]
     outs = []
     for i, depth in enumerate(depths):
         for j in range(depth):

@@ -277,3 +277,25 @@ def test_converter_output_is_loadable_by_the_backbone_loader(official, tmp_path)
     model = ELSASwinTransformer(**ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(dst)))
     model.init_weights()
     _assert_loaded(model, official, True)
+
+
+def test_absolute_pos_embed_checkpoints(official):
+    """A model with an absolute position embedding starts from weights without one (it keeps
+    its initialisation, as in mmdet's Swin) and loads its own strictly; a file with one is
+    refused by a model without one, naming the option."""
+    model = ELSASwinTransformer(**ARCH, use_abs_pos_embed=True, pretrain_img_size=32)
+    own_init = model.absolute_pos_embed.detach().clone()
+    ckpt_mod.load_official_weights(model, official)
+    torch.testing.assert_close(model.layers[0].blocks[0].attn.ghost_head.detach(),
+                               official['layers.0.blocks.0.attn.ghost_head'])
+    assert torch.equal(model.absolute_pos_embed.detach(), own_init)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    saved['absolute_pos_embed'] = torch.randn_like(saved['absolute_pos_embed'])
+    again = ELSASwinTransformer(**ARCH, use_abs_pos_embed=True, pretrain_img_size=32)
+    ckpt_mod.load_official_weights(again, saved)
+    assert torch.equal(again.absolute_pos_embed.detach(), saved['absolute_pos_embed'])
+    with pytest.raises(ckpt_mod.CheckpointMismatchError, match='use_abs_pos_embed=True'):
+        ckpt_mod.load_official_weights(ELSASwinTransformer(**ARCH), saved)
+    with pytest.raises(ckpt_mod.CheckpointMismatchError, match='absolute_pos_embed'):
+        ckpt_mod.load_official_weights(
+            ELSASwinTransformer(**ARCH, use_abs_pos_embed=True, pretrain_img_size=64), saved)

@@ -221,7 +221,9 @@ def test_batch_one_tiny_odd_inputs_and_out_indices():
 
 # --------------------------------------------------------------------------- arguments
 @pytest.mark.parametrize('kwargs,exc,match', [
-    (dict(use_abs_pos_embed=True), ValueError, 'use_abs_pos_embed'),
+    (dict(use_abs_pos_embed=True, pretrain_img_size=3), ValueError, 'pretrain_img_size'),
+    (dict(use_abs_pos_embed=True, pretrain_img_size=(64, 64, 3)), ValueError,
+     'pretrain_img_size'),
     (dict(strides=(4, 2, 2, 1)), ValueError, 'strides'),
     (dict(patch_size=2), ValueError, 'strides'),
     (dict(strides=(4, 2, 2)), ValueError, 'strides'),
@@ -278,6 +280,86 @@ def test_accepts_every_swin_argument():
     assert model.norm3.eps == 1e-6
     outs = model(torch.randn(1, 4, 40, 40))
     assert len(outs) == 1 and outs[0].shape == (1, 192, 2, 2)
+
+
+# --------------------------------------------------------------------------- abs. position
+@pytest.mark.parametrize('pretrain_img_size,size', [((48, 64), (48, 64)), ((48, 64), (46, 63)),
+                                                    (40, (40, 37))])
+def test_abs_pos_embed_matches_reference(pretrain_img_size, size):
+    """The embedding is added after the patch norm, one row per patch, row-major; an input
+    padded up to the pretraining grid (46x63 -> 12x16 patches) uses it too."""
+    model = small_model(use_abs_pos_embed=True, pretrain_img_size=pretrain_img_size,
+                        elsa_kernel_size=5, window_size=3).double().eval()
+    sd = random_state_dict(model, seed=3)
+    h, w = (pretrain_img_size, ) * 2 if isinstance(pretrain_img_size, int) else \
+        pretrain_img_size
+    assert sd['absolute_pos_embed'].shape == (1, (h // 4) * (w // 4), 24)
+    model.load_state_dict(sd, strict=True)
+    img = torch.randn(2, 3, *size, dtype=torch.float64)
+    with torch.no_grad():
+        outs = model(img)
+    refs = backbone_ref(img, sd, depths=(2, 1, 2, 2), num_heads=(1, 2, 2, 4), kernel_size=5,
+                        window=3)
+    for i, (o, r) in enumerate(zip(outs, refs)):
+        torch.testing.assert_close(o, r, rtol=1e-9, atol=1e-9, msg=f'output {i}')
+    # and it matters: without the embedding the reference gives something else
+    del sd['absolute_pos_embed']
+    plain = backbone_ref(img, sd, depths=(2, 1, 2, 2), num_heads=(1, 2, 2, 4), kernel_size=5,
+                         window=3)
+    assert (outs[0] - plain[0]).abs().max() > 1e-2
+
+
+def test_abs_pos_embed_refuses_another_patch_grid():
+    model = small_model(use_abs_pos_embed=True, pretrain_img_size=64).eval()
+    model(torch.randn(1, 3, 61, 64))  # 16x16 patches: fits
+    with pytest.raises(ValueError, match=r'use_abs_pos_embed: the input gives a 17x16 patch '
+                                         r'grid, but the absolute position embedding has 16x16'):
+        model(torch.randn(1, 3, 65, 64))
+
+
+def test_abs_pos_embed_trains_initialises_and_freezes_like_swin():
+    torch.manual_seed(0)
+    model = small_model(use_abs_pos_embed=True, pretrain_img_size=32, drop_rate=0.1).train()
+    model.absolute_pos_embed.data.fill_(0.5)
+    model.init_weights()
+    ape = model.absolute_pos_embed
+    assert abs(ape.std().item() - 0.02) < 0.004 and ape.abs().max() < 0.2
+    _loss(model(torch.randn(1, 3, 32, 32))).backward()
+    assert ape.grad is not None and ape.grad.abs().sum() > 0
+    frozen = small_model(use_abs_pos_embed=True, pretrain_img_size=32, frozen_stages=0).train()
+    assert not frozen.absolute_pos_embed.requires_grad
+    assert list(frozen.state_dict())[0] == 'absolute_pos_embed'
+
+
+@pytest.mark.parametrize('package', ['mmdet', 'mmseg'])
+def test_abs_pos_embed_drop_in_for_swin(package):
+    """The arguments mmdet's / mmseg's SwinTransformer take give the same parameter (name,
+    shape), and the same embedded tokens for the same patch embedding weights."""
+    import importlib
+    swin_cls = importlib.import_module(f'{package}.models.backbones.swin').SwinTransformer
+    args = dict(pretrain_img_size=(32, 48), embed_dims=24, depths=(1, 1, 1, 1),
+                num_heads=(1, 2, 2, 4), use_abs_pos_embed=True, drop_rate=0.1)
+    torch.manual_seed(0)
+    swin = swin_cls(**args).double()
+    swin.init_weights()
+    swin.eval()  # (mmdet's / mmseg's Swin.train returns None, so not chained)
+    ours = ELSASwinTransformer(**args).double().eval()
+    assert ours.absolute_pos_embed.shape == swin.absolute_pos_embed.shape == (1, 8 * 12, 24)
+    ours.load_state_dict({
+        'absolute_pos_embed': swin.absolute_pos_embed,
+        'patch_embed.proj.weight': swin.patch_embed.projection.weight,
+        'patch_embed.proj.bias': swin.patch_embed.projection.bias,
+        'patch_embed.norm.weight': swin.patch_embed.norm.weight,
+        'patch_embed.norm.bias': swin.patch_embed.norm.bias}, strict=False)
+    tokens = {}
+    for name, model in (('swin', swin), ('ours', ours)):
+        model.drop_after_pos.register_forward_hook(
+            lambda m, i, o, name=name: tokens.__setitem__(name, o))
+        with torch.no_grad():
+            model(torch.randn(1, 3, 30, 45, dtype=torch.float64,
+                              generator=torch.Generator().manual_seed(1)))
+    torch.testing.assert_close(tokens['ours'].reshape(1, -1, 24), tokens['swin'],
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_arch_presets():
