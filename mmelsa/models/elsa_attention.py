@@ -1,7 +1,7 @@
 """The ELSA module: Hadamard attention plus ghost head, evaluated by the ELSA operator.
 
-This is the token mixer of ELSA-Swin's first three stages (ELSA-SWIN-FACTS.md, "The ELSA
-block"). The module only prepares the per-pixel attention and the ghost matrices; the
+This is the token mixer of ELSA-Swin's first three stages (docs/elsa_facts.md, section 2,
+"The ELSA block"). The module only prepares the per-pixel attention and the ghost matrices; the
 aggregation of the K x K neighbourhood is done by :func:`mmelsa.ops.elsa_attention`, which never
 materialises the unfolded (B, C, K*K, H, W) tensor.
 """
@@ -52,7 +52,7 @@ def _check_lam(lam):
 class ELSAAttention(nn.Module):
     """Enhanced local self-attention (ELSA, arXiv 2112.12786) on a channels-last feature map.
 
-    Steps (ELSA-SWIN-FACTS.md):
+    Steps (docs/elsa_facts.md, section 2):
 
     1. ``pre_proj`` (1x1 conv, C -> 2*dim_qk + C) gives q, k (dim_qk each) and v (C), in that
        order; ``dim_qk`` is ``(C // 3) * 2`` rounded up to a multiple of ``group_width``.

@@ -2,8 +2,9 @@
 
 A drop-in replacement for mmdet's / mmseg's ``SwinTransformer`` backbone (same constructor
 arguments, same outputs), with the state-dict layout of the official ELSA checkpoints
-(ELSA-SWIN-FACTS.md), so those load by name. Feature maps travel channels-last (B, H, W, C)
-between blocks: LayerNorm and Linear want that layout, and only the ELSA convolutions permute.
+(docs/elsa_facts.md, sections 4-5), so those load by name. Feature maps travel channels-last
+(B, H, W, C) between blocks: LayerNorm and Linear want that layout, and only the ELSA
+convolutions permute.
 """
 import logging
 import warnings

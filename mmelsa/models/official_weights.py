@@ -1,7 +1,7 @@
 """Loading official ELSA checkpoints into :class:`ELSASwinTransformer`.
 
 The official release ships three kinds of files, all with the backbone names this package uses
-(ELSA-SWIN-FACTS.md):
+(docs/elsa_facts.md, section 5):
 
 * ImageNet-1K classification: backbone keys at top level (or under ``model``), plus the
   classifier ``head.*``, the final ``norm.*`` and per-block ``attn_mask`` buffers, which the

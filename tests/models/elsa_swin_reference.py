@@ -1,4 +1,4 @@
-"""Independent functional reference of ELSA-Swin, written from ELSA-SWIN-FACTS.md.
+"""Independent functional reference of ELSA-Swin, written from docs/elsa_facts.md.
 
 Plain PyTorch functions that read the weights by their official state-dict names; no code is
 shared with ``mmelsa.models``. Where the model has a fast formulation, this file uses a
@@ -32,7 +32,7 @@ def mlp(x, sd, name):
 
 
 def ghosts_from_head(gh, lam, gamma):
-    """(ghost_mul ** lam, ghost_add * gamma) per the facts sheet, each (C, K, K) or None."""
+    """(ghost_mul ** lam, ghost_add * gamma) per docs/elsa_facts.md, each (C, K, K) or None."""
     if gh is None or (lam == 0 and gamma == 0):
         return None, None
     if lam != 0 and gamma != 0:
@@ -51,7 +51,7 @@ def elsa_ref(x, sd, name, num_heads, kernel_size, lam=0., gamma=1., dilation=1):
     xc = x.permute(0, 3, 1, 2)
     y = F.conv2d(xc, sd[name + '.pre_proj.weight'], sd.get(name + '.pre_proj.bias'))
     dim_qk = (y.shape[1] - C) // 2
-    # facts: dim_qk = (C // 3) * 2 rounded up to the group width
+    # dim_qk = (C // 3) * 2 rounded up to the group width (docs/elsa_facts.md, section 2)
     gw = sd[name + '.attn.0.weight'].shape[1]
     assert dim_qk == math.ceil((C // 3) * 2 / gw) * gw
     q, k, v = y[:, :dim_qk], y[:, dim_qk:2 * dim_qk], y[:, 2 * dim_qk:]
@@ -138,7 +138,7 @@ def patch_merge_ref(x, sd, name):
     H2, W2 = H + H % 2, W + W % 2
     xp = x.new_zeros(B, H2, W2, C)
     xp[:, :H, :W] = x
-    # (B, H/2, row parity, W/2, col parity, C); the facts' order is (r,c) = 00, 10, 01, 11,
+    # (B, H/2, row parity, W/2, col parity, C); the merging order is (r,c) = 00, 10, 01, 11,
     # i.e. column parity major
     t = xp.reshape(B, H2 // 2, 2, W2 // 2, 2, C).permute(0, 1, 3, 4, 2, 5)
     t = t.reshape(B, H2 // 2, W2 // 2, 4 * C)

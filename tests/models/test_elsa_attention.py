@@ -6,7 +6,7 @@ from mmelsa.models import ELSAAttention
 from mmelsa.models.elsa_attention import ghost_head_shape
 from tests.models.elsa_swin_reference import elsa_ref, random_state_dict
 
-# (lam, gamma, expected ghost_head shape for C=24, K) -- the facts sheet's modes
+# (lam, gamma, expected ghost_head shape for C=24, K) -- the modes of docs/elsa_facts.md
 MODES = [
     (0., 1., (1, 24)),  # ELSA-Swin: additive ghost only
     (0., 0.7, (1, 24)),
