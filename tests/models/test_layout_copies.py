@@ -1,6 +1,5 @@
-"""ELSAAttention makes no full-size layout copy of v, the attention map or the output (issue
-13, item 3), on the CPU and (on a GPU) on CUDA, counted with torch.profiler (independent of
-timing)."""
+"""ELSAAttention makes no full-size layout copy of v, the attention map or the output, on
+the CPU and (on a GPU) on CUDA, counted with torch.profiler (independent of timing)."""
 import pytest
 import torch
 
