@@ -104,6 +104,13 @@ def export_onnx(module, example, path, dynamic=True, dynamo=True, max_size=4096)
     batch, height and width are symbolic (height and width >= :func:`min_dynamic_size` for
     the dynamo exporter).
     """
+    model = module.model
+    backbone = model if module.part == 'backbone' else getattr(model, 'backbone', None)
+    if dynamic and getattr(backbone, 'use_abs_pos_embed', False):
+        raise ValueError(
+            'export_onnx: a backbone with use_abs_pos_embed=True takes one input size only (its '
+            'position embedding fixes the patch grid), so it cannot be exported with a dynamic '
+            'height and width; export without --dynamic')
     low = min_dynamic_size(module)
     if dynamic and dynamo and min(example.shape[-2:]) < low:
         raise ValueError(

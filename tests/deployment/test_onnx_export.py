@@ -155,6 +155,23 @@ def test_backbone_dynamic_onnx(tmp_path, dynamo):
         _assert_outputs_close(runner(x), expected)
 
 
+def test_backbone_with_abs_pos_embed_exports_static_only(tmp_path):
+    torch.manual_seed(0)
+    model = ELSASwinTransformer(embed_dims=16, depths=(1, 1, 1, 1), num_heads=(1, 2, 2, 4),
+                                group_width=4, use_abs_pos_embed=True, pretrain_img_size=64,
+                                drop_path_rate=0.).eval()
+    module = TensorModeModel(model, 'backbone').eval()
+    x = torch.randn(1, 3, 64, 64)
+    for dynamo in (True, False):
+        with pytest.raises(ValueError, match='use_abs_pos_embed=True.*export without --dynamic'):
+            export_onnx(module, x, str(tmp_path / 'm.onnx'), dynamic=True, dynamo=dynamo)
+    assert not os.listdir(tmp_path)
+    path = export_onnx(module, x, str(tmp_path / 'ape.onnx'), dynamic=False, dynamo=True)
+    with torch.no_grad():
+        expected = module(x)
+    _assert_outputs_close(OnnxRunner(path)(x), expected)
+
+
 def test_torch_export_dynamic_height_width():
     model = small_backbone()
     dims = torch.export.Dim
