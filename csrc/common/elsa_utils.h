@@ -17,6 +17,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <tuple>
@@ -54,6 +55,13 @@ inline ElsaDims elsa_dims(const at::Tensor& x, const at::Tensor& attn, int64_t k
   D.Wo = elsa_out_size(D.W, stride);
   D.cpg = D.C / D.G;
   return D;
+}
+
+// Roughly how many multiply-adds a CPU kernel's parallel_for task should hold before it is worth
+// a thread: the grain for items of `work_per_item` multiply-adds each.
+inline int64_t grain_for(int64_t work_per_item) {
+  constexpr int64_t kGrainWork = 1 << 15;
+  return std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_item));
 }
 
 // First and one-past-last output index o in [0, out) whose tap o*s + off lands in [0, in).
@@ -123,6 +131,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cuda(
     const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& dims,
     std::array<bool, 4> output_mask, bool logits);
 #endif
+
+// How the dispatcher hands its arguments to the per-device kernels (and the CUDA emulator to the
+// launchers): a ghost contiguous, undefined when absent; a map as it is on the channels-last
+// path (read in place), NCHW-contiguous otherwise.
+inline at::Tensor elsa_ghost_arg(const c10::optional<at::Tensor>& t) {
+  return (t.has_value() && t->defined()) ? t->contiguous() : at::Tensor();
+}
+inline at::Tensor elsa_map_arg(const at::Tensor& t, bool nhwc) {
+  return nhwc ? t : t.contiguous();
+}
+
+// A ghost's data, nullptr when it is absent.
+template <typename scalar_t>
+const scalar_t* elsa_ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
+}
 
 // Which gradients a backward computes: those asked for in `mask`, less those of an absent
 // ghost.

@@ -36,10 +36,6 @@ void check_ghost(const c10::optional<at::Tensor>& ghost, const char* name, const
   check_same(t, name, x);
 }
 
-at::Tensor contiguous_or_undefined(const c10::optional<at::Tensor>& t) {
-  return (t.has_value() && t->defined()) ? t->contiguous() : at::Tensor();
-}
-
 // Checks every argument (TORCH_CHECK_VALUE / TORCH_CHECK_TYPE, so Python sees ValueError /
 // TypeError naming the argument) and returns the sizes. The fused op's messages name its
 // attention argument "logits".
@@ -97,11 +93,10 @@ at::Tensor elsa_forward(const at::Tensor& x, const at::Tensor& attn,
   const ElsaDims D =
       check_args<kLogits>(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride);
   const bool nhwc = elsa_use_nhwc(x, D);
-  const at::Tensor gm = contiguous_or_undefined(ghost_mul),
-                   ga = contiguous_or_undefined(ghost_add);
+  const at::Tensor gm = elsa_ghost_arg(ghost_mul), ga = elsa_ghost_arg(ghost_add);
   if (nhwc && x.is_cpu()) return elsa_forward_cpu_nhwc(x, attn, gm, ga, D, kLogits);
   // The NCHW kernels take contiguous inputs; the CUDA channels-last path reads them in place.
-  const at::Tensor xc = nhwc ? x : x.contiguous(), ac = nhwc ? attn : attn.contiguous();
+  const at::Tensor xc = elsa_map_arg(x, nhwc), ac = elsa_map_arg(attn, nhwc);
   if (x.is_cuda()) {
 #ifdef MMELSA_WITH_CUDA
     return elsa_forward_cuda(xc, ac, gm, ga, D, kLogits);
@@ -124,12 +119,11 @@ Grads elsa_backward(const at::Tensor& grad_out, const at::Tensor& x, const at::T
       check_args<kLogits>(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride);
   check_grad_out(grad_out, x, D);
   const bool nhwc = elsa_use_nhwc(x, D);
-  const at::Tensor gm = contiguous_or_undefined(ghost_mul),
-                   ga = contiguous_or_undefined(ghost_add);
+  const at::Tensor gm = elsa_ghost_arg(ghost_mul), ga = elsa_ghost_arg(ghost_add);
   if (nhwc && x.is_cpu())
     return elsa_backward_cpu_nhwc(grad_out, x, attn, gm, ga, D, output_mask, kLogits);
-  const at::Tensor go = nhwc ? grad_out : grad_out.contiguous(), xc = nhwc ? x : x.contiguous(),
-                   ac = nhwc ? attn : attn.contiguous();
+  const at::Tensor go = elsa_map_arg(grad_out, nhwc), xc = elsa_map_arg(x, nhwc),
+                   ac = elsa_map_arg(attn, nhwc);
   if (x.is_cuda()) {
 #ifdef MMELSA_WITH_CUDA
     return elsa_backward_cuda(go, xc, ac, gm, ga, D, output_mask, kLogits);

@@ -25,13 +25,6 @@
 namespace mmelsa {
 namespace {
 
-// Roughly how many multiply-adds a parallel_for task should hold before it is worth a thread.
-constexpr int64_t kGrainWork = 1 << 15;
-
-int64_t grain_for(int64_t work_per_item) {
-  return std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_item));
-}
-
 // Valid output-column range for every tap column v (the padding test hoisted out of the loops).
 struct TapRanges {
   std::vector<int64_t> lo, hi, off;
@@ -409,11 +402,6 @@ void softmax_probs_kernel(const scalar_t* logits, at::opmath_type<scalar_t>* pro
   });
 }
 
-template <typename scalar_t>
-const scalar_t* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
-}
-
 using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
 // kLogits: the fused op (attn holds logits).
@@ -427,7 +415,7 @@ at::Tensor forward_cpu(const at::Tensor& x, const at::Tensor& attn, const at::Te
       kLogits ? "elsa_softmax_forward_cpu" : "elsa_forward_cpu", [&] {
         auto* kernel = kLogits ? softmax_forward_kernel<scalar_t> : forward_kernel<scalar_t>;
         kernel(x.const_data_ptr<scalar_t>(), attn.const_data_ptr<scalar_t>(),
-               ptr_or_null<scalar_t>(ghost_mul), ptr_or_null<scalar_t>(ghost_add),
+               elsa_ptr_or_null<scalar_t>(ghost_mul), elsa_ptr_or_null<scalar_t>(ghost_add),
                out.mutable_data_ptr<scalar_t>(), D);
       });
   return out;
@@ -456,8 +444,8 @@ Grads backward_cpu(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
         using attn_t = std::conditional_t<kLogits, acc_t, scalar_t>;
         const scalar_t* go = grad_out.const_data_ptr<scalar_t>();
         const scalar_t* xp = x.const_data_ptr<scalar_t>();
-        const scalar_t* gmp = ptr_or_null<scalar_t>(ghost_mul);
-        const scalar_t* gap = ptr_or_null<scalar_t>(ghost_add);
+        const scalar_t* gmp = elsa_ptr_or_null<scalar_t>(ghost_mul);
+        const scalar_t* gap = elsa_ptr_or_null<scalar_t>(ghost_add);
         const bool any = need_x || need_gm || need_ga || need_attn;
         at::Tensor a = attn;
         if constexpr (kLogits) {

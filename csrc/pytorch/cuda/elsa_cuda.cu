@@ -150,11 +150,6 @@ void dispatch_kernel_size(int64_t K, F&& f) {
 }
 
 template <typename scalar_t>
-const scalar_t* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
-}
-
-template <typename scalar_t>
 scalar_t* mutable_or_null(at::Tensor& t, bool wanted) {
   return wanted && t.numel() > 0 ? t.mutable_data_ptr<scalar_t>() : nullptr;
 }
@@ -187,7 +182,7 @@ at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& attn, const at::T
           auto* kernel = tiled::elsa_tiled_forward_kernel<scalar_t, acc_t, kLogits>;
           ELSA_LAUNCH(kernel, tiled::tile_grid(T), kThreads, stream, x.const_data_ptr<scalar_t>(),
                       tiled::map4(x), attn.const_data_ptr<scalar_t>(), tiled::map5(attn),
-                      ptr_or_null<scalar_t>(ghost_mul), ptr_or_null<scalar_t>(ghost_add),
+                      elsa_ptr_or_null<scalar_t>(ghost_mul), elsa_ptr_or_null<scalar_t>(ghost_add),
                       out.mutable_data_ptr<scalar_t>(), tiled::map4(out), T);
         });
     return out;
@@ -205,8 +200,8 @@ at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& attn, const at::T
           auto* kernel = kLogits ? cuda::elsa_softmax_forward_kernel<scalar_t, acc_t, KT>
                                  : cuda::elsa_forward_kernel<scalar_t, acc_t, KT>;
           ELSA_LAUNCH(kernel, blocks_for(total), kThreads, stream, xc.const_data_ptr<scalar_t>(),
-                      ac.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
-                      ptr_or_null<scalar_t>(ghost_add), dst.mutable_data_ptr<scalar_t>(), D,
+                      ac.const_data_ptr<scalar_t>(), elsa_ptr_or_null<scalar_t>(ghost_mul),
+                      elsa_ptr_or_null<scalar_t>(ghost_add), dst.mutable_data_ptr<scalar_t>(), D,
                       total);
         });
       });
@@ -305,8 +300,8 @@ void generic_backward(const at::Tensor& go, const at::Tensor& x, const at::Tenso
         }
         launch_backward<scalar_t, attn_t, attn_t>(
             go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-            prob.const_data_ptr<attn_t>(), ptr_or_null<scalar_t>(ghost_mul),
-            ptr_or_null<scalar_t>(ghost_add), mutable_or_null<scalar_t>(gx, need[0]),
+            prob.const_data_ptr<attn_t>(), elsa_ptr_or_null<scalar_t>(ghost_mul),
+            elsa_ptr_or_null<scalar_t>(ghost_add), mutable_or_null<scalar_t>(gx, need[0]),
             mutable_or_null<attn_t>(gprob, need[1]), ggm, gga, D, need[2], need[3], x.options(),
             stream);
         if constexpr (kLogits) {
@@ -352,9 +347,10 @@ void tiled_backward(const tiled::Dims& T, const at::Tensor& go, const at::Tensor
           auto* kernel = tiled::elsa_tiled_backward_kernel<scalar_t, acc_t, attn_t, kLogits>;
           ELSA_LAUNCH(kernel, tiled::tile_grid(T), kThreads, stream, go.const_data_ptr<scalar_t>(),
                       GO, x.const_data_ptr<scalar_t>(), X, ap, A, attn.const_data_ptr<scalar_t>(),
-                      tiled::map5(attn), ptr_or_null<scalar_t>(ghost_mul),
-                      ptr_or_null<scalar_t>(ghost_add), mutable_or_null<scalar_t>(gx, need[0]),
-                      need[0] ? tiled::map4(gx) : no4, mutable_or_null<scalar_t>(gattn, need[1]),
+                      tiled::map5(attn), elsa_ptr_or_null<scalar_t>(ghost_mul),
+                      elsa_ptr_or_null<scalar_t>(ghost_add),
+                      mutable_or_null<scalar_t>(gx, need[0]), need[0] ? tiled::map4(gx) : no4,
+                      mutable_or_null<scalar_t>(gattn, need[1]),
                       need[1] ? tiled::map5(gattn) : no5, T);
         }
         if (!need[2] && !need[3]) return;

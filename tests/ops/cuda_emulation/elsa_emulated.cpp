@@ -16,24 +16,20 @@
 namespace {
 
 using mmelsa::elsa_dims;
+using mmelsa::elsa_ghost_arg;
+using mmelsa::elsa_map_arg;
 using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-// As the dispatcher (csrc/pytorch/elsa.cpp) hands tensors to the CUDA launchers: ghosts
-// contiguous or undefined, the maps as they are on the channels-last path, NCHW-contiguous
-// otherwise. kLogits: the fused op.
-at::Tensor or_undef(const c10::optional<at::Tensor>& t) {
-  return t ? t->contiguous() : at::Tensor();
-}
-at::Tensor as_dispatched(const at::Tensor& t, bool nhwc) { return nhwc ? t : t.contiguous(); }
-
+// The launchers called as the dispatcher (csrc/pytorch/elsa.cpp) calls them on CUDA, with the
+// CUDA layout rule. kLogits: the fused op.
 template <bool kLogits>
 at::Tensor forward(const at::Tensor& x, const at::Tensor& attn,
                    const c10::optional<at::Tensor>& gm, const c10::optional<at::Tensor>& ga,
                    int64_t K, int64_t d, int64_t s) {
   const auto D = elsa_dims(x, attn, K, d, s);
   const bool nhwc = mmelsa::elsa_cuda_nhwc(x, D);
-  return mmelsa::elsa_forward_cuda(as_dispatched(x, nhwc), as_dispatched(attn, nhwc), or_undef(gm),
-                                   or_undef(ga), D, kLogits);
+  return mmelsa::elsa_forward_cuda(elsa_map_arg(x, nhwc), elsa_map_arg(attn, nhwc),
+                                   elsa_ghost_arg(gm), elsa_ghost_arg(ga), D, kLogits);
 }
 
 template <bool kLogits>
@@ -42,9 +38,9 @@ Grads backward(const at::Tensor& go, const at::Tensor& x, const at::Tensor& attn
                int64_t d, int64_t s, std::array<bool, 4> mask) {
   const auto D = elsa_dims(x, attn, K, d, s);
   const bool nhwc = mmelsa::elsa_cuda_nhwc(x, D);
-  return mmelsa::elsa_backward_cuda(as_dispatched(go, nhwc), as_dispatched(x, nhwc),
-                                    as_dispatched(attn, nhwc), or_undef(gm), or_undef(ga), D, mask,
-                                    kLogits);
+  return mmelsa::elsa_backward_cuda(elsa_map_arg(go, nhwc), elsa_map_arg(x, nhwc),
+                                    elsa_map_arg(attn, nhwc), elsa_ghost_arg(gm),
+                                    elsa_ghost_arg(ga), D, mask, kLogits);
 }
 
 // Whether the launchers take the tiled fast path for these inputs.
