@@ -1,5 +1,6 @@
-// Shared pieces of the ELSA operator: argument checks, index math and the per-device entry
-// points. Included by the dispatcher (elsa.cpp), the CPU kernels and the CUDA launchers.
+// Shared pieces of the ELSA operators: the problem sizes, index math, the layout rules and the
+// per-device entry points. Included by the dispatcher (elsa.cpp), the CPU kernels, the CUDA
+// launchers and kernels, and the CUDA emulator (tests/ops/cuda_emulation/).
 //
 //   out[b, c, i, j] = sum_{u, v < K} x[b, c, i*s + (u - K/2)*d, j*s + (v - K/2)*d]
 //                     * (ghost_mul[c, u, v] * attn[b, c / (C/G), u*K + v, i, j] + ghost_add[c, u,
@@ -7,13 +8,16 @@
 //
 // with zero padding (taps outside the image contribute nothing), Ho = (H - 1) / s + 1.
 //
-// The fused variant (elsa_softmax_*) takes pre-softmax logits in place of attn and uses
+// The fused variant (elsa_softmax_*; `logits` = true below) takes pre-softmax logits in place of
+// attn and uses
 //   attn[b, g, t, i, j] = softmax over the K*K taps t of logits[b, g, :, i, j]
-// computed in the accumulation type (float for half / bfloat16 / float, double for double).
+// computed in the accumulation type (float for half / bfloat16 / float, double for double). Its
+// backward recomputes the probabilities and returns the gradient with respect to the logits.
 #pragma once
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <tuple>
@@ -32,6 +36,34 @@ inline int64_t elsa_out_size(int64_t in, int64_t stride) {
   return in <= 0 ? 0 : (in - 1) / stride + 1;
 }
 
+// The sizes of the problem of x (B, C, H, W) and an attention map (B, G, K*K, Ho, Wo): the one
+// place they are derived. The caller has checked that G >= 1 divides C.
+inline ElsaDims elsa_dims(const at::Tensor& x, const at::Tensor& attn, int64_t kernel_size,
+                          int64_t dilation, int64_t stride) {
+  ElsaDims D;
+  D.B = x.size(0);
+  D.C = x.size(1);
+  D.H = x.size(2);
+  D.W = x.size(3);
+  D.G = attn.size(1);
+  D.K = kernel_size;
+  D.KK = kernel_size * kernel_size;
+  D.dil = dilation;
+  D.stride = stride;
+  D.pad = (kernel_size / 2) * dilation;
+  D.Ho = elsa_out_size(D.H, stride);
+  D.Wo = elsa_out_size(D.W, stride);
+  D.cpg = D.C / D.G;
+  return D;
+}
+
+// Roughly how many multiply-adds a CPU kernel's parallel_for task should hold before it is worth
+// a thread: the grain for items of `work_per_item` multiply-adds each.
+inline int64_t grain_for(int64_t work_per_item) {
+  constexpr int64_t kGrainWork = 1 << 15;
+  return std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_item));
+}
+
 // First and one-past-last output index o in [0, out) whose tap o*s + off lands in [0, in).
 // Used by the CPU kernels to hoist the zero-padding test out of the inner loops.
 inline void elsa_valid_range(int64_t off, int64_t in, int64_t out, int64_t s, int64_t* lo,
@@ -47,39 +79,17 @@ inline void elsa_valid_range(int64_t off, int64_t in, int64_t out, int64_t s, in
   *hi = h;
 }
 
-// Checks every argument (TORCH_CHECK_VALUE / TORCH_CHECK_TYPE, so Python sees ValueError /
-// TypeError naming the argument) and returns the sizes. Shared by both directions and by the
-// fused op, whose messages name its attention argument "logits" (attn_name).
-ElsaDims elsa_check_args(const at::Tensor& x, const at::Tensor& attn,
-                         const c10::optional<at::Tensor>& ghost_mul,
-                         const c10::optional<at::Tensor>& ghost_add, int64_t kernel_size,
-                         int64_t dilation, int64_t stride, const char* attn_name = "attn");
-
-// grad_out of a backward must be (B, C, Ho, Wo) on x's device, in x's dtype.
-void elsa_check_grad_out(const at::Tensor& grad_out, const at::Tensor& x, const ElsaDims& D);
-
-// ---- per-device implementations (inputs already checked and contiguous) ----
+// ---- per-device implementations (inputs already checked and contiguous); logits: the fused op
 at::Tensor elsa_forward_cpu(const at::Tensor& x, const at::Tensor& attn,
                             const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
-                            const ElsaDims& dims);
+                            const ElsaDims& dims, bool logits);
 
 // Returns (grad_x, grad_attn, grad_ghost_mul, grad_ghost_add); an entry not asked for in
 // output_mask (or whose ghost is absent) is an empty (0,) tensor.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
     const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& dims,
-    std::array<bool, 4> output_mask);
-
-// Fused softmax + ELSA: `logits` holds the pre-softmax attention. The backward recomputes the
-// probabilities from the logits and returns the gradient with respect to the logits.
-at::Tensor elsa_softmax_forward_cpu(const at::Tensor& x, const at::Tensor& logits,
-                                    const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
-                                    const ElsaDims& dims);
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& logits,
-    const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& dims,
-    std::array<bool, 4> output_mask);
+    std::array<bool, 4> output_mask, bool logits);
 
 // ---- the channels-last path (CPU: csrc/pytorch/cpu/elsa_cpu_nhwc.cpp; CUDA: the tiled
 // kernels of csrc/common/cuda/elsa_tiled_kernel.cuh) ----
@@ -114,22 +124,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cpu_nhw
 #ifdef MMELSA_WITH_CUDA
 at::Tensor elsa_forward_cuda(const at::Tensor& x, const at::Tensor& attn,
                              const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
-                             const ElsaDims& dims);
+                             const ElsaDims& dims, bool logits);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cuda(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
     const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& dims,
-    std::array<bool, 4> output_mask);
-
-at::Tensor elsa_softmax_forward_cuda(const at::Tensor& x, const at::Tensor& logits,
-                                     const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
-                                     const ElsaDims& dims);
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward_cuda(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& logits,
-    const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& dims,
-    std::array<bool, 4> output_mask);
+    std::array<bool, 4> output_mask, bool logits);
 #endif
+
+// How the dispatcher hands its arguments to the per-device kernels (and the CUDA emulator to the
+// launchers): a ghost contiguous, undefined when absent; a map as it is on the channels-last
+// path (read in place), NCHW-contiguous otherwise.
+inline at::Tensor elsa_ghost_arg(const c10::optional<at::Tensor>& t) {
+  return (t.has_value() && t->defined()) ? t->contiguous() : at::Tensor();
+}
+inline at::Tensor elsa_map_arg(const at::Tensor& t, bool nhwc) {
+  return nhwc ? t : t.contiguous();
+}
+
+// A ghost's data, nullptr when it is absent.
+template <typename scalar_t>
+const scalar_t* elsa_ptr_or_null(const at::Tensor& t) {
+  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
+}
 
 // Which gradients a backward computes: those asked for in `mask`, less those of an absent
 // ghost.
@@ -165,46 +182,5 @@ inline std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_empty_gra
   }
   return std::make_tuple(gx, gattn, like(need[2], ghost_mul), like(need[3], ghost_add));
 }
-
-}  // namespace mmelsa
-
-// ---- the operator entries (csrc/pytorch/elsa.cpp), registered in csrc/pytorch/bindings.cpp ----
-namespace mmelsa {
-
-at::Tensor elsa_forward(const at::Tensor& x, const at::Tensor& attn,
-                        const c10::optional<at::Tensor>& ghost_mul,
-                        const c10::optional<at::Tensor>& ghost_add, int64_t kernel_size,
-                        int64_t dilation, int64_t stride);
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
-    const c10::optional<at::Tensor>& ghost_mul, const c10::optional<at::Tensor>& ghost_add,
-    int64_t kernel_size, int64_t dilation, int64_t stride, std::array<bool, 4> output_mask);
-
-// Autocast kernel of elsa_forward: casts the floating inputs of `device` to the autocast dtype
-// in force (fp16 or bf16 as the user chose), never to float32.
-template <c10::DeviceType device>
-at::Tensor elsa_forward_autocast(const at::Tensor& x, const at::Tensor& attn,
-                                 const c10::optional<at::Tensor>& ghost_mul,
-                                 const c10::optional<at::Tensor>& ghost_add, int64_t kernel_size,
-                                 int64_t dilation, int64_t stride);
-
-// The fused softmax + ELSA entries (csrc/pytorch/elsa_softmax.cpp): same arguments, `logits`
-// in place of `attn`; the backward's second gradient is with respect to the logits.
-at::Tensor elsa_softmax_forward(const at::Tensor& x, const at::Tensor& logits,
-                                const c10::optional<at::Tensor>& ghost_mul,
-                                const c10::optional<at::Tensor>& ghost_add, int64_t kernel_size,
-                                int64_t dilation, int64_t stride);
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& logits,
-    const c10::optional<at::Tensor>& ghost_mul, const c10::optional<at::Tensor>& ghost_add,
-    int64_t kernel_size, int64_t dilation, int64_t stride, std::array<bool, 4> output_mask);
-
-template <c10::DeviceType device>
-at::Tensor elsa_softmax_forward_autocast(const at::Tensor& x, const at::Tensor& logits,
-                                         const c10::optional<at::Tensor>& ghost_mul,
-                                         const c10::optional<at::Tensor>& ghost_add,
-                                         int64_t kernel_size, int64_t dilation, int64_t stride);
 
 }  // namespace mmelsa

@@ -1,13 +1,11 @@
-// The one place where mmelsa registers with torch: the operator schemas (torch.library,
-// namespace "mmelsa"), their CPU / CUDA / autocast kernels, and a small pybind11 module that
-// says how the extension was built. Autograd and the fake (meta) kernels are registered from
-// Python, in mmelsa/ops/elsa_attention.py.
+// The operator schemas (torch.library, namespace "mmelsa") and a small pybind11 module that
+// says how the extension was built. Their CPU / CUDA / autocast kernels are registered beside
+// the dispatch (elsa.cpp); autograd and the fake (meta) kernels from Python, in
+// mmelsa/ops/elsa_attention.py.
 #include <torch/extension.h>
 #include <torch/library.h>
 
 #include <string>
-
-#include "elsa_utils.h"
 
 #ifdef MMELSA_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -33,34 +31,6 @@ TORCH_LIBRARY(mmelsa, m) {
       "elsa_softmax_backward(Tensor grad_out, Tensor x, Tensor logits, Tensor? ghost_mul, "
       "Tensor? ghost_add, int kernel_size, int dilation, int stride, bool[4] output_mask) "
       "-> (Tensor, Tensor, Tensor, Tensor)");
-}
-
-TORCH_LIBRARY_IMPL(mmelsa, CPU, m) {
-  m.impl("elsa_forward", &mmelsa::elsa_forward);
-  m.impl("elsa_backward", &mmelsa::elsa_backward);
-  m.impl("elsa_softmax_forward", &mmelsa::elsa_softmax_forward);
-  m.impl("elsa_softmax_backward", &mmelsa::elsa_softmax_backward);
-}
-
-TORCH_LIBRARY_IMPL(mmelsa, AutocastCPU, m) {
-  m.impl("elsa_forward", &mmelsa::elsa_forward_autocast<c10::DeviceType::CPU>);
-  m.impl("elsa_softmax_forward", &mmelsa::elsa_softmax_forward_autocast<c10::DeviceType::CPU>);
-}
-
-#ifdef MMELSA_WITH_CUDA
-TORCH_LIBRARY_IMPL(mmelsa, CUDA, m) {
-  m.impl("elsa_forward", &mmelsa::elsa_forward);
-  m.impl("elsa_backward", &mmelsa::elsa_backward);
-  m.impl("elsa_softmax_forward", &mmelsa::elsa_softmax_forward);
-  m.impl("elsa_softmax_backward", &mmelsa::elsa_softmax_backward);
-}
-#endif
-
-// The autocast kernel is registered for CUDA even in a CPU-only build: it only casts and
-// re-dispatches, so it costs nothing and keeps the dispatch table identical.
-TORCH_LIBRARY_IMPL(mmelsa, AutocastCUDA, m) {
-  m.impl("elsa_forward", &mmelsa::elsa_forward_autocast<c10::DeviceType::CUDA>);
-  m.impl("elsa_softmax_forward", &mmelsa::elsa_softmax_forward_autocast<c10::DeviceType::CUDA>);
 }
 
 namespace {

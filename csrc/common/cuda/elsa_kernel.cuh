@@ -20,31 +20,22 @@
 // is bitwise reproducible run to run.
 #pragma once
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
 #include "elsa_utils.h"
 
+// ELSA_PLANT(n, good, bad) is `good` in every build but the CUDA emulator's
+// (tests/ops/cuda_emulation/), which can switch the marked place to `bad` at run time: planted
+// bug n, which tests/ops/test_cuda_emulation.py asserts that the emulator's checks catch.
+#ifndef ELSA_PLANT
+#define ELSA_PLANT(n, good, bad) (good)
+#endif
+
 namespace mmelsa {
 namespace cuda {
 
 constexpr int kThreads = 256;
-
-// Grid for a grid-stride loop over `total` items: enough blocks to fill the GPU many times
-// over, capped so that the block count stays well inside grid.x's limit.
-inline int64_t blocks_for(int64_t total) {
-  return std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 24);
-}
-
-// Chunks of the B*Ho*Wo positions for the ghost reduction: about 16 items per thread and at
-// most 1024 chunks (grid.y is limited to 65535). Sets *chunk_len, returns the chunk count.
-inline int64_t ghost_chunks(int64_t n_total, int64_t* chunk_len) {
-  const int64_t target = int64_t(kThreads) * 16;
-  int64_t n = std::max<int64_t>(1, std::min<int64_t>((n_total + target - 1) / target, 1024));
-  *chunk_len = std::max<int64_t>(1, (n_total + n - 1) / n);
-  return std::max<int64_t>(1, (n_total + *chunk_len - 1) / *chunk_len);
-}
 
 template <typename acc_t, typename scalar_t>
 __device__ __forceinline__ acc_t ld(const scalar_t* __restrict__ p, int64_t k) {
@@ -129,7 +120,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int v = 0; v < K; ++v) {
         const int64_t nx = xx + D.pad - v * D.dil;
-        if (nx < 0 || nx % D.stride != 0) continue;
+        if (nx < 0 || ELSA_PLANT(2, nx, ny) % D.stride != 0) continue;
         const int64_t j = nx / D.stride;
         if (j >= D.Wo) continue;
         const int t = u * K + v;
@@ -186,7 +177,8 @@ __global__ void __launch_bounds__(kThreads)
 template <typename acc_t>
 __device__ __forceinline__ acc_t block_sum(acc_t v, acc_t* smem) {
 #pragma unroll
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+  for (int off = ELSA_PLANT(3, 16, 8); off > 0; off >>= 1)
+    v += __shfl_down_sync(0xffffffffu, v, off);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) smem[warp] = v;
   __syncthreads();
@@ -270,7 +262,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t o = idx % HoWo;  // idx = (b * G + g) * HoWo + o
-    const int64_t j = o % D.Wo, i = o / D.Wo;
+    const int64_t j = o % ELSA_PLANT(1, D.Wo, D.Ho), i = o / D.Wo;
     const int64_t bg = idx / HoWo;
     const int64_t b = bg / D.G, g = bg % D.G;
     const scalar_t* lp = logits + bg * KK * HoWo + o;
@@ -366,7 +358,8 @@ __global__ void __launch_bounds__(kThreads)
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t off = (idx / HoWo) * KK * HoWo + idx % HoWo;
     acc_t dot = 0;
-    for (int64_t t = 0; t < KK; ++t) dot += prob[off + t * HoWo] * gprob[off + t * HoWo];
+    for (int64_t t = ELSA_PLANT(5, 0, 1); t < KK; ++t)
+      dot += prob[off + t * HoWo] * gprob[off + t * HoWo];
     for (int64_t t = 0; t < KK; ++t) {
       const int64_t k = off + t * HoWo;
       glogits[k] = static_cast<scalar_t>(prob[k] * (gprob[k] - dot));

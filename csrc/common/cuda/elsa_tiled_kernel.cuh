@@ -1,6 +1,8 @@
 // The tiled fast path of the ELSA operator on CUDA: K = 7, stride 1, dilation 1 (the only
 // configuration ELSA-Swin uses), 32-bit indices. docs/fast_elsa_design.md section 2 plans it;
-// the generic kernels of elsa_kernel.cuh stay the fallback for every other case.
+// the generic kernels of elsa_kernel.cuh stay the fallback for every other case. Device code
+// only: when the path applies and its grids are chosen by the launchers
+// (csrc/pytorch/cuda/elsa_cuda.cu).
 //
 // Every map is read and written through its element strides (Map4 / Map5), so NCHW tensors,
 // channels_last ones, a channel slice of a wider channels-last map (ELSAAttention's v) and
@@ -21,10 +23,7 @@
 // kernel sums the chunks in a fixed order. No atomics: every result is bitwise reproducible.
 #pragma once
 
-#include <climits>
 #include <cstdint>
-#include <cstdlib>
-#include <initializer_list>
 
 #include "elsa_kernel.cuh"
 
@@ -37,7 +36,6 @@ constexpr int kRows = 8, kCols = 32;  // a block's pixel tile, one pixel per thr
 constexpr int kTileH = kRows + 2 * kHalo, kTileW = kCols + 2 * kHalo;
 static_assert(kRows * kCols == kThreads, "one thread per pixel of the tile");
 constexpr int kGhostThreads = 64;  // threads of a ghost block: one per column, strided
-constexpr int kGhostRows = 8;      // rows of (b, i) per ghost chunk, grown if grid.y overflows
 
 // 32-bit sizes of a problem on the fast path.
 struct Dims {
@@ -52,54 +50,6 @@ struct Map4 {
 struct Map5 {
   int b, g, t, h, w;
 };
-
-inline Map4 map4(const at::Tensor& t) {
-  return Map4{static_cast<int>(t.stride(0)), static_cast<int>(t.stride(1)),
-              static_cast<int>(t.stride(2)), static_cast<int>(t.stride(3))};
-}
-inline Map5 map5(const at::Tensor& t) {
-  return Map5{static_cast<int>(t.stride(0)), static_cast<int>(t.stride(1)),
-              static_cast<int>(t.stride(2)), static_cast<int>(t.stride(3)),
-              static_cast<int>(t.stride(4))};
-}
-
-// Whether every element offset of t (the largest is sum (size - 1) * stride) fits in int.
-inline bool offsets_fit_int(const at::Tensor& t) {
-  int64_t last = 0;
-  for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
-  return last < INT_MAX;
-}
-
-// MMELSA_CUDA_NO_TILED=1 sends every call to the generic kernels: the GPU benchmark times old
-// against new in one process (benchmark_elsa_op.py --compare-generic). Read on every call (a
-// getenv, negligible beside a launch) so that it can be switched between calls.
-inline bool tiled_disabled() {
-  const char* off = std::getenv("MMELSA_CUDA_NO_TILED");
-  return off != nullptr && off[0] != '\0' && off[0] != '0';
-}
-
-// Fills *T and returns true when the fast path applies: K = 7, stride 1, dilation 1, every
-// offset of every map it reads or writes (`maps`; undefined ones are skipped) below 2^31, the
-// grid within CUDA's limits, and not switched off.
-inline bool fast_path(const ElsaDims& D, std::initializer_list<const at::Tensor*> maps, Dims* T) {
-  if (tiled_disabled()) return false;
-  if (D.K != kK || D.stride != 1 || D.dil != 1 || D.H <= 0 || D.W <= 0 || D.B <= 0) return false;
-  // numel too: the buffers the launchers allocate after this check (the fused backward's
-  // probabilities, contiguous) have a map's numel, and an expanded map can have few offsets
-  for (const at::Tensor* t : maps)
-    if (t->defined() && (t->numel() >= INT_MAX || !offsets_fit_int(*t))) return false;
-  const int64_t tiles_w = (D.W + kCols - 1) / kCols, tiles_h = (D.H + kRows - 1) / kRows;
-  if (D.B * D.G > 65535 || tiles_w * tiles_h >= INT_MAX || D.B * D.H >= INT_MAX) return false;
-  *T = Dims{static_cast<int>(D.B),    static_cast<int>(D.C), static_cast<int>(D.G),
-            static_cast<int>(D.H),    static_cast<int>(D.W), static_cast<int>(D.cpg),
-            static_cast<int>(tiles_w)};
-  return true;
-}
-
-inline dim3 tile_grid(const Dims& T) {
-  const int tiles_h = (T.H + kRows - 1) / kRows;
-  return dim3(static_cast<unsigned>(tiles_h * T.tiles_w), static_cast<unsigned>(T.B * T.G));
-}
 
 // Where this thread's pixel is: decoded once per block, never inside a tap loop.
 struct Pixel {
@@ -138,7 +88,7 @@ __device__ __forceinline__ void stage_halo(const scalar_t* __restrict__ plane, c
                                            acc_t (*tile)[kTileW], const Pixel& p, const Dims& T) {
   for (int k = threadIdx.x; k < kTileH * kTileW; k += kThreads) {
     const int ty = k / kTileW, tx = k % kTileW;
-    const int y = p.y0 + ty - kHalo, x = p.x0 + tx - kHalo;
+    const int y = p.y0 + ty - kHalo, x = p.x0 + tx - kHalo + ELSA_PLANT(6, 0, 1);
     tile[ty][tx] =
         (y >= 0 && y < T.H && x >= 0 && x < T.W) ? ld<acc_t>(plane, y * M.h + x * M.w) : acc_t(0);
   }
@@ -207,7 +157,8 @@ __global__ void __launch_bounds__(kThreads)
         acc += xs[p.r + u][p.col + v] * (gms[t] * a[t] + gas[t]);
       }
     }
-    out[p.b * O.b + c * O.c + p.i * O.h + p.j * O.w] = static_cast<scalar_t>(acc);
+    out[p.b * O.b + c * O.c + p.i * ELSA_PLANT(11, O.h, T.W) + p.j * O.w] =
+        static_cast<scalar_t>(acc);
   }
 }
 
@@ -266,7 +217,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int v = 0; v < kK; ++v) {
           const int t = u * kK + v;
-          acc += gs[p.r + 2 * kHalo - u][p.col + 2 * kHalo - v] * (gms[t] * a_in[t] + gas[t]);
+          acc += gs[p.r + 2 * kHalo - u][p.col + 2 * kHalo - ELSA_PLANT(7, v, u)] *
+                 (gms[t] * a_in[t] + gas[t]);
         }
       }
       gx[p.b * GX.b + c * GX.c + p.i * GX.h + p.j * GX.w] = static_cast<scalar_t>(acc);
@@ -293,7 +245,7 @@ __global__ void __launch_bounds__(kThreads)
     softmax_taps(prob);
     acc_t dot = 0;
 #pragma unroll
-    for (int t = 0; t < kKK; ++t) dot += prob[t] * g_at[t];
+    for (int t = ELSA_PLANT(10, 0, 1); t < kKK; ++t) dot += prob[t] * g_at[t];
 #pragma unroll
     for (int t = 0; t < kKK; ++t) dst[t * GA.t] = static_cast<scalar_t>(prob[t] * (g_at[t] - dot));
   } else {
@@ -355,8 +307,8 @@ __global__ void __launch_bounds__(kGhostThreads)
   const int c = static_cast<int>(blockIdx.x), chunk = static_cast<int>(blockIdx.y);
   const int g = c / T.cpg;
   const int n_begin = chunk * rows_per_chunk;
-  const int n_end = static_cast<int>(
-      min(int64_t(n_begin) + rows_per_chunk, int64_t(T.B) * T.H));  // int64: no overflow
+  const int n_end = static_cast<int>(min(int64_t(n_begin) + rows_per_chunk - ELSA_PLANT(8, 0, 1),
+                                         int64_t(T.B) * T.H));  // int64: no overflow
   acc_t s_add[kKK], s_mul[kKK];
 #pragma unroll
   for (int t = 0; t < kKK; ++t) s_add[t] = s_mul[t] = 0;
@@ -386,15 +338,6 @@ __global__ void __launch_bounds__(kGhostThreads)
   const int64_t row0 = static_cast<int64_t>(c) * kKK * n_chunks + chunk;  // (c, t = 0, chunk)
   if (part_ga) sum_taps_of_block(s_add, red, part_ga + row0, n_chunks);
   if (part_gm) sum_taps_of_block(s_mul, red, part_gm + row0, n_chunks);
-}
-
-// Rows per ghost chunk and the chunk count: kGhostRows rows, more when grid.y would overflow.
-inline int ghost_rows_per_chunk(const Dims& T, int* n_chunks) {
-  const int64_t rows = int64_t(T.B) * T.H;  // < 2^31 (fast_path), but the sums below may not be
-  int64_t per = kGhostRows;
-  if ((rows + per - 1) / per > 65535) per = (rows + 65534) / 65535;
-  *n_chunks = static_cast<int>((rows + per - 1) / per);
-  return static_cast<int>(per);
 }
 
 }  // namespace tiled

@@ -17,19 +17,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <vector>
 
 #include "elsa_utils.h"
 
 namespace mmelsa {
 namespace {
-
-// Roughly how many multiply-adds a parallel_for task should hold before it is worth a thread.
-constexpr int64_t kGrainWork = 1 << 15;
-
-int64_t grain_for(int64_t work_per_item) {
-  return std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_item));
-}
 
 // Valid output-column range for every tap column v (the padding test hoisted out of the loops).
 struct TapRanges {
@@ -408,32 +402,32 @@ void softmax_probs_kernel(const scalar_t* logits, at::opmath_type<scalar_t>* pro
   });
 }
 
-template <typename scalar_t>
-const scalar_t* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
-}
+using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-}  // namespace
-
-at::Tensor elsa_forward_cpu(const at::Tensor& x, const at::Tensor& attn,
-                            const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
-                            const ElsaDims& D) {
+// kLogits: the fused op (attn holds logits).
+template <bool kLogits>
+at::Tensor forward_cpu(const at::Tensor& x, const at::Tensor& attn, const at::Tensor& ghost_mul,
+                       const at::Tensor& ghost_add, const ElsaDims& D) {
   at::Tensor out = at::empty({D.B, D.C, D.Ho, D.Wo}, x.options());
   if (out.numel() == 0) return out;
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kBFloat16, at::kHalf, x.scalar_type(), "elsa_forward_cpu", [&] {
-        forward_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), attn.const_data_ptr<scalar_t>(),
-                                 ptr_or_null<scalar_t>(ghost_mul),
-                                 ptr_or_null<scalar_t>(ghost_add),
-                                 out.mutable_data_ptr<scalar_t>(), D);
+      at::kBFloat16, at::kHalf, x.scalar_type(),
+      kLogits ? "elsa_softmax_forward_cpu" : "elsa_forward_cpu", [&] {
+        auto* kernel = kLogits ? softmax_forward_kernel<scalar_t> : forward_kernel<scalar_t>;
+        kernel(x.const_data_ptr<scalar_t>(), attn.const_data_ptr<scalar_t>(),
+               elsa_ptr_or_null<scalar_t>(ghost_mul), elsa_ptr_or_null<scalar_t>(ghost_add),
+               out.mutable_data_ptr<scalar_t>(), D);
       });
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
-    const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& D,
-    std::array<bool, 4> mask) {
+// The fused backward recomputes the probabilities once into an acc_t buffer of the logits'
+// shape (pass A needs them at every tap of every channel plane), runs the plain backward's
+// passes on it, and folds the softmax backward into pass B.
+template <bool kLogits>
+Grads backward_cpu(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
+                   const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& D,
+                   std::array<bool, 4> mask) {
   const auto need = elsa_grad_mask(mask, ghost_mul, ghost_add);
   const bool need_x = need[0], need_attn = need[1], need_gm = need[2], need_ga = need[3];
   at::Tensor gx, gattn, ggm, gga;
@@ -443,19 +437,36 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cpu(
   at::Tensor part_ga = need_ga ? at::empty({D.B, D.C, D.KK}, dopts) : at::Tensor();
 
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kBFloat16, at::kHalf, x.scalar_type(), "elsa_backward_cpu", [&] {
+      at::kBFloat16, at::kHalf, x.scalar_type(),
+      kLogits ? "elsa_softmax_backward_cpu" : "elsa_backward_cpu", [&] {
+        using acc_t = at::opmath_type<scalar_t>;
+        // what passes A and B read as the attention: the probabilities for the fused op
+        using attn_t = std::conditional_t<kLogits, acc_t, scalar_t>;
         const scalar_t* go = grad_out.const_data_ptr<scalar_t>();
         const scalar_t* xp = x.const_data_ptr<scalar_t>();
-        const scalar_t* ap = attn.const_data_ptr<scalar_t>();
-        const scalar_t* gmp = ptr_or_null<scalar_t>(ghost_mul);
-        const scalar_t* gap = ptr_or_null<scalar_t>(ghost_add);
+        const scalar_t* gmp = elsa_ptr_or_null<scalar_t>(ghost_mul);
+        const scalar_t* gap = elsa_ptr_or_null<scalar_t>(ghost_add);
+        const bool any = need_x || need_gm || need_ga || need_attn;
+        at::Tensor a = attn;
+        if constexpr (kLogits) {
+          // Pass A (grad_x, grad_ghost_mul) and pass B (grad_logits) read the probabilities;
+          // pass A takes a valid pointer even when it computes only grad_ghost_add.
+          if (any) {
+            a = at::empty(attn.sizes(), x.options().dtype(c10::CppTypeToScalarType<acc_t>()));
+            softmax_probs_kernel<scalar_t>(attn.const_data_ptr<scalar_t>(),
+                                           a.mutable_data_ptr<acc_t>(), D);
+          }
+        }
+        const attn_t* ap = any ? a.const_data_ptr<attn_t>() : nullptr;
+        const acc_t* prob = nullptr;  // pass B: turn grad_p into grad_logits
+        if constexpr (kLogits) prob = ap;
         if (need_x || need_gm || need_ga)
-          backward_x_ghost_kernel<scalar_t>(
+          backward_x_ghost_kernel<scalar_t, attn_t>(
               go, xp, ap, gmp, gap, need_x ? gx.mutable_data_ptr<scalar_t>() : nullptr,
               need_gm ? part_gm.mutable_data_ptr<double>() : nullptr,
               need_ga ? part_ga.mutable_data_ptr<double>() : nullptr, D);
         if (need_attn)
-          backward_attn_kernel<scalar_t>(go, xp, gmp, gattn.mutable_data_ptr<scalar_t>(), D);
+          backward_attn_kernel<scalar_t>(go, xp, gmp, gattn.mutable_data_ptr<scalar_t>(), D, prob);
         if (need_gm)
           reduce_ghost_partials<scalar_t>(part_gm.const_data_ptr<double>(),
                                           ggm.mutable_data_ptr<scalar_t>(), D);
@@ -466,68 +477,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cpu(
   return std::make_tuple(gx, gattn, ggm, gga);
 }
 
-at::Tensor elsa_softmax_forward_cpu(const at::Tensor& x, const at::Tensor& logits,
-                                    const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
-                                    const ElsaDims& D) {
-  at::Tensor out = at::empty({D.B, D.C, D.Ho, D.Wo}, x.options());
-  if (out.numel() == 0) return out;
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kBFloat16, at::kHalf, x.scalar_type(), "elsa_softmax_forward_cpu", [&] {
-        softmax_forward_kernel<scalar_t>(
-            x.const_data_ptr<scalar_t>(), logits.const_data_ptr<scalar_t>(),
-            ptr_or_null<scalar_t>(ghost_mul), ptr_or_null<scalar_t>(ghost_add),
-            out.mutable_data_ptr<scalar_t>(), D);
-      });
-  return out;
+}  // namespace
+
+at::Tensor elsa_forward_cpu(const at::Tensor& x, const at::Tensor& attn,
+                            const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
+                            const ElsaDims& D, bool logits) {
+  return logits ? forward_cpu<true>(x, attn, ghost_mul, ghost_add, D)
+                : forward_cpu<false>(x, attn, ghost_mul, ghost_add, D);
 }
 
-// The fused backward recomputes the probabilities once into an acc_t buffer of the logits'
-// shape (pass A needs them at every tap of every channel plane), runs the plain backward's
-// passes on it, and folds the softmax backward into pass B.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_softmax_backward_cpu(
-    const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& logits,
-    const at::Tensor& ghost_mul, const at::Tensor& ghost_add, const ElsaDims& D,
-    std::array<bool, 4> mask) {
-  const auto need = elsa_grad_mask(mask, ghost_mul, ghost_add);
-  const bool need_x = need[0], need_logits = need[1], need_gm = need[2], need_ga = need[3];
-  at::Tensor gx, glogits, ggm, gga;
-  std::tie(gx, glogits, ggm, gga) = elsa_empty_grads(x, logits, ghost_mul, ghost_add, need);
-  const auto dopts = x.options().dtype(at::kDouble);
-  at::Tensor part_gm = need_gm ? at::empty({D.B, D.C, D.KK}, dopts) : at::Tensor();
-  at::Tensor part_ga = need_ga ? at::empty({D.B, D.C, D.KK}, dopts) : at::Tensor();
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kBFloat16, at::kHalf, x.scalar_type(), "elsa_softmax_backward_cpu", [&] {
-        using acc_t = at::opmath_type<scalar_t>;
-        const scalar_t* go = grad_out.const_data_ptr<scalar_t>();
-        const scalar_t* xp = x.const_data_ptr<scalar_t>();
-        const scalar_t* gmp = ptr_or_null<scalar_t>(ghost_mul);
-        const scalar_t* gap = ptr_or_null<scalar_t>(ghost_add);
-        // Pass A (grad_x, grad_ghost_mul) and pass B (grad_logits) read the probabilities;
-        // pass A takes a valid pointer even when it computes only grad_ghost_add.
-        const bool need_prob = need_x || need_gm || need_ga || need_logits;
-        at::Tensor prob;
-        if (need_prob) {
-          prob = at::empty(logits.sizes(), x.options().dtype(c10::CppTypeToScalarType<acc_t>()));
-          softmax_probs_kernel<scalar_t>(logits.const_data_ptr<scalar_t>(),
-                                         prob.mutable_data_ptr<acc_t>(), D);
-        }
-        const acc_t* pp = need_prob ? prob.const_data_ptr<acc_t>() : nullptr;
-        if (need_x || need_gm || need_ga)
-          backward_x_ghost_kernel<scalar_t, acc_t>(
-              go, xp, pp, gmp, gap, need_x ? gx.mutable_data_ptr<scalar_t>() : nullptr,
-              need_gm ? part_gm.mutable_data_ptr<double>() : nullptr,
-              need_ga ? part_ga.mutable_data_ptr<double>() : nullptr, D);
-        if (need_logits)
-          backward_attn_kernel<scalar_t>(go, xp, gmp, glogits.mutable_data_ptr<scalar_t>(), D, pp);
-        if (need_gm)
-          reduce_ghost_partials<scalar_t>(part_gm.const_data_ptr<double>(),
-                                          ggm.mutable_data_ptr<scalar_t>(), D);
-        if (need_ga)
-          reduce_ghost_partials<scalar_t>(part_ga.const_data_ptr<double>(),
-                                          gga.mutable_data_ptr<scalar_t>(), D);
-      });
-  return std::make_tuple(gx, glogits, ggm, gga);
+Grads elsa_backward_cpu(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
+                        const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
+                        const ElsaDims& D, std::array<bool, 4> mask, bool logits) {
+  return logits ? backward_cpu<true>(grad_out, x, attn, ghost_mul, ghost_add, D, mask)
+                : backward_cpu<false>(grad_out, x, attn, ghost_mul, ghost_add, D, mask);
 }
 
 }  // namespace mmelsa

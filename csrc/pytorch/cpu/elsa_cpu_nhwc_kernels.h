@@ -29,13 +29,8 @@ struct XStrides {
 // then a shorter tail.
 constexpr int kBlock = 32;
 constexpr int kSmall = 8;
-constexpr int64_t kGrainWork = 1 << 15;
 // Output rows per ghost-gradient partial (the partials are summed in a fixed order).
 constexpr int64_t kRowsPerPart = 4;
-
-inline int64_t nhwc_grain(int64_t work_per_item) {
-  return std::max<int64_t>(1, kGrainWork / std::max<int64_t>(1, work_per_item));
-}
 
 // 32-byte vectors of the accumulation type (GCC / clang vector extensions): one AVX2 register
 // in the AVX2 copy, two SSE registers in the baseline one. Written out because GCC did not keep
@@ -188,7 +183,7 @@ template <bool kLogits, bool kMul, typename scalar_t, typename acc_t>
 void forward_kernel(const scalar_t* x, XStrides xs, const scalar_t* attn, const acc_t* gmT,
                     const acc_t* gaT, scalar_t* out, const ElsaDims& D) {
   const int64_t GKK = D.G * D.KK;
-  at::parallel_for(0, D.B * D.Ho, nhwc_grain(D.Wo * D.KK * D.C), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, D.B * D.Ho, grain_for(D.Wo * D.KK * D.C), [&](int64_t begin, int64_t end) {
     std::vector<int64_t> soff(D.KK), aoff(D.KK);
     std::vector<int32_t> tap(D.KK);
     std::vector<acc_t> prob(GKK);
@@ -217,7 +212,7 @@ template <bool kMul, typename scalar_t, typename attn_t, typename acc_t>
 void grad_x_kernel(const scalar_t* gout, const attn_t* attn, const acc_t* gmT, const acc_t* gaT,
                    scalar_t* gx, const ElsaDims& D) {
   const int64_t GKK = D.G * D.KK;
-  at::parallel_for(0, D.B * D.H, nhwc_grain(D.W * D.KK * D.C), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, D.B * D.H, grain_for(D.W * D.KK * D.C), [&](int64_t begin, int64_t end) {
     std::vector<int64_t> soff(D.KK), aoff(D.KK);
     std::vector<int32_t> tap(D.KK);
     for (int64_t task = begin; task < end; ++task) {
@@ -380,7 +375,7 @@ void grad_attn_ghost_kernel(const scalar_t* gout, const scalar_t* x, XStrides xs
 template <typename scalar_t, typename acc_t>
 void probs_kernel(const scalar_t* logits, acc_t* prob, const ElsaDims& D) {
   const int64_t GKK = D.G * D.KK, P = D.B * D.Ho * D.Wo;
-  at::parallel_for(0, P, nhwc_grain(3 * GKK), [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, P, grain_for(3 * GKK), [&](int64_t begin, int64_t end) {
     for (int64_t pix = begin; pix < end; ++pix)
       softmax_pixel(logits + pix * GKK, D.G, D.KK, prob + pix * GKK);
   });

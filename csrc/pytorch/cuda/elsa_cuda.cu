@@ -1,5 +1,6 @@
-// CUDA launchers of the ELSA operator: path choice, dtype / kernel-size dispatch, launch
-// geometry, streams. Kernels are in csrc/common/cuda/: the tiled fast path
+// CUDA launchers of the ELSA operators, plain and fused (kLogits): the host-side policy (which
+// kernels run, launch geometry, the MMELSA_CUDA_NO_TILED switch), dtype / kernel-size dispatch,
+// streams. The kernels (device code only) are in csrc/common/cuda/: the tiled fast path
 // (elsa_tiled_kernel.cuh) where it applies (K = 7, stride 1, dilation 1, 32-bit offsets), which
 // reads and writes every map through its strides; the generic ones (elsa_kernel.cuh) for every
 // other case, on NCHW-contiguous copies. Everything runs on the current stream of the inputs'
@@ -16,6 +17,10 @@
 #include <ATen/OpMathType.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdlib>
+#include <initializer_list>
+#include <type_traits>
 
 #ifndef MMELSA_CUDA_EMULATION
 #include <ATen/cuda/CUDAContext.h>
@@ -35,6 +40,88 @@
 #include "elsa_utils.h"
 
 namespace mmelsa {
+namespace cuda {
+
+// ------------------------------------------------------------------------- launch policy
+// Grid for a grid-stride loop over `total` items: enough blocks to fill the GPU many times
+// over, capped so that the block count stays well inside grid.x's limit.
+inline int64_t blocks_for(int64_t total) {
+  return std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 24);
+}
+
+// Chunks of the B*Ho*Wo positions for the ghost reduction: about 16 items per thread and at
+// most 1024 chunks (grid.y is limited to 65535). Sets *chunk_len, returns the chunk count.
+inline int64_t ghost_chunks(int64_t n_total, int64_t* chunk_len) {
+  const int64_t target = int64_t(kThreads) * 16;
+  int64_t n = std::max<int64_t>(1, std::min<int64_t>((n_total + target - 1) / target, 1024));
+  *chunk_len = std::max<int64_t>(1, (n_total + n - 1) / n);
+  return std::max<int64_t>(1, (n_total + *chunk_len - 1) / *chunk_len);
+}
+
+namespace tiled {
+
+inline Map4 map4(const at::Tensor& t) {
+  return Map4{static_cast<int>(t.stride(0)), static_cast<int>(t.stride(1)),
+              static_cast<int>(t.stride(2)), static_cast<int>(t.stride(3))};
+}
+inline Map5 map5(const at::Tensor& t) {
+  return Map5{static_cast<int>(t.stride(0)), static_cast<int>(t.stride(1)),
+              static_cast<int>(t.stride(2)), static_cast<int>(t.stride(3)),
+              static_cast<int>(t.stride(4))};
+}
+
+// Whether every element offset of t (the largest is sum (size - 1) * stride) fits in int.
+inline bool offsets_fit_int(const at::Tensor& t) {
+  int64_t last = 0;
+  for (int64_t d = 0; d < t.dim(); ++d) last += (t.size(d) - 1) * t.stride(d);
+  return last < INT_MAX;
+}
+
+// MMELSA_CUDA_NO_TILED=1 sends every call to the generic kernels: the GPU benchmark times old
+// against new in one process (benchmark_elsa_op.py --compare-generic). Read on every call (a
+// getenv, negligible beside a launch) so that it can be switched between calls.
+inline bool tiled_disabled() {
+  const char* off = std::getenv("MMELSA_CUDA_NO_TILED");
+  return off != nullptr && off[0] != '\0' && off[0] != '0';
+}
+
+// Fills *T and returns true when the fast path applies: K = 7, stride 1, dilation 1, every
+// offset of every map it reads or writes (`maps`; undefined ones are skipped) below 2^31, the
+// grid within CUDA's limits, and not switched off.
+inline bool fast_path(const ElsaDims& D, std::initializer_list<const at::Tensor*> maps, Dims* T) {
+  if (tiled_disabled()) return false;
+  if (D.K != kK || D.stride != 1 || D.dil != 1 || D.H <= 0 || D.W <= 0 || D.B <= 0) return false;
+  // numel too: the buffers the launchers allocate after this check (the fused backward's
+  // probabilities, contiguous) have a map's numel, and an expanded map can have few offsets
+  for (const at::Tensor* t : maps)
+    if (t->defined() && (t->numel() >= INT_MAX || !offsets_fit_int(*t))) return false;
+  const int64_t tiles_w = (D.W + kCols - 1) / kCols, tiles_h = (D.H + kRows - 1) / kRows;
+  if (D.B * D.G > 65535 || tiles_w * tiles_h >= INT_MAX || D.B * D.H >= INT_MAX) return false;
+  *T = Dims{static_cast<int>(D.B),    static_cast<int>(D.C), static_cast<int>(D.G),
+            static_cast<int>(D.H),    static_cast<int>(D.W), static_cast<int>(D.cpg),
+            static_cast<int>(tiles_w)};
+  return true;
+}
+
+inline dim3 tile_grid(const Dims& T) {
+  const int tiles_h = (T.H + ELSA_PLANT(9, kRows - 1, 0)) / kRows;
+  return dim3(static_cast<unsigned>(tiles_h * T.tiles_w), static_cast<unsigned>(T.B * T.G));
+}
+
+// Rows per ghost chunk and the chunk count: kGhostRows rows of (b, i), more when grid.y would
+// overflow.
+constexpr int kGhostRows = 8;
+inline int ghost_rows_per_chunk(const Dims& T, int* n_chunks) {
+  const int64_t rows = int64_t(T.B) * T.H;  // < 2^31 (fast_path), but the sums below may not be
+  int64_t per = kGhostRows;
+  if ((rows + per - 1) / per > 65535) per = (rows + 65534) / 65535;
+  *n_chunks = static_cast<int>((rows + per - 1) / per);
+  return static_cast<int>(per);
+}
+
+}  // namespace tiled
+}  // namespace cuda
+
 namespace {
 
 using cuda::blocks_for;
@@ -60,11 +147,6 @@ void dispatch_kernel_size(int64_t K, F&& f) {
       f(std::integral_constant<int, 0>());
       break;
   }
-}
-
-template <typename scalar_t>
-const scalar_t* ptr_or_null(const at::Tensor& t) {
-  return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr;
 }
 
 template <typename scalar_t>
@@ -100,7 +182,7 @@ at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& attn, const at::T
           auto* kernel = tiled::elsa_tiled_forward_kernel<scalar_t, acc_t, kLogits>;
           ELSA_LAUNCH(kernel, tiled::tile_grid(T), kThreads, stream, x.const_data_ptr<scalar_t>(),
                       tiled::map4(x), attn.const_data_ptr<scalar_t>(), tiled::map5(attn),
-                      ptr_or_null<scalar_t>(ghost_mul), ptr_or_null<scalar_t>(ghost_add),
+                      elsa_ptr_or_null<scalar_t>(ghost_mul), elsa_ptr_or_null<scalar_t>(ghost_add),
                       out.mutable_data_ptr<scalar_t>(), tiled::map4(out), T);
         });
     return out;
@@ -113,12 +195,13 @@ at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& attn, const at::T
         dispatch_kernel_size(D.K, [&](auto kt) {
           constexpr int KT = decltype(kt)::value;
           // plain: one thread per output; fused: one per (b, g, pixel), over the head's channels
-          const int64_t total = kLogits ? D.B * D.G * D.Ho * D.Wo : dst.numel();
+          const int64_t total =
+              kLogits ? D.B * D.G * D.Ho * D.Wo - ELSA_PLANT(4, 0, 1) : dst.numel();
           auto* kernel = kLogits ? cuda::elsa_softmax_forward_kernel<scalar_t, acc_t, KT>
                                  : cuda::elsa_forward_kernel<scalar_t, acc_t, KT>;
           ELSA_LAUNCH(kernel, blocks_for(total), kThreads, stream, xc.const_data_ptr<scalar_t>(),
-                      ac.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
-                      ptr_or_null<scalar_t>(ghost_add), dst.mutable_data_ptr<scalar_t>(), D,
+                      ac.const_data_ptr<scalar_t>(), elsa_ptr_or_null<scalar_t>(ghost_mul),
+                      elsa_ptr_or_null<scalar_t>(ghost_add), dst.mutable_data_ptr<scalar_t>(), D,
                       total);
         });
       });
@@ -188,54 +271,46 @@ void launch_backward(const scalar_t* go, const scalar_t* xp, const attn_t* ap, c
   });
 }
 
-// The generic backward of the plain op on NCHW-contiguous inputs; gx / gattn contiguous.
+// The generic backward on NCHW-contiguous inputs; gx / gattn contiguous. For the fused op it
+// recomputes the probabilities from the logits into an acc_t buffer, runs the plain backward
+// kernels on them (grad_attn into an acc_t grad_p buffer), then the softmax backward.
+template <bool kLogits>
 void generic_backward(const at::Tensor& go, const at::Tensor& x, const at::Tensor& attn,
                       const at::Tensor& ghost_mul, const at::Tensor& ghost_add, at::Tensor& gx,
                       at::Tensor& gattn, at::Tensor& ggm, at::Tensor& gga, const ElsaDims& D,
                       std::array<bool, 4> need, cudaStream_t stream) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_backward_cuda", [&] {
-        launch_backward<scalar_t, scalar_t, scalar_t>(
-            go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-            attn.const_data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ghost_mul),
-            ptr_or_null<scalar_t>(ghost_add), mutable_or_null<scalar_t>(gx, need[0]),
-            mutable_or_null<scalar_t>(gattn, need[1]), ggm, gga, D, need[2], need[3], x.options(),
-            stream);
-      });
-}
-
-// The generic backward of the fused op: recomputes the probabilities from the logits into an
-// acc_t buffer, runs the plain backward kernels on them (grad_attn into an acc_t grad_p buffer),
-// then the softmax backward.
-void generic_softmax_backward(const at::Tensor& go, const at::Tensor& x, const at::Tensor& logits,
-                              const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
-                              at::Tensor& gx, at::Tensor& glogits, at::Tensor& ggm,
-                              at::Tensor& gga, const ElsaDims& D, std::array<bool, 4> need,
-                              cudaStream_t stream) {
   const int64_t pixels = D.B * D.G * D.Ho * D.Wo;
   AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_softmax_backward_cuda", [&] {
+      at::kHalf, at::kBFloat16, x.scalar_type(),
+      kLogits ? "elsa_softmax_backward_cuda" : "elsa_backward_cuda", [&] {
         using acc_t = at::opmath_type<scalar_t>;
-        const auto aopts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
-        at::Tensor prob = at::empty(logits.sizes(), aopts);
-        if (pixels > 0) {
-          auto* kernel = cuda::elsa_softmax_probs_kernel<scalar_t, acc_t>;
-          ELSA_LAUNCH(kernel, blocks_for(pixels), kThreads, stream,
-                      logits.const_data_ptr<scalar_t>(), prob.mutable_data_ptr<acc_t>(), D,
-                      pixels);
+        // what the kernels read as the attention and write as its gradient
+        using attn_t = std::conditional_t<kLogits, acc_t, scalar_t>;
+        at::Tensor prob = attn, gprob = gattn;
+        if constexpr (kLogits) {
+          const auto aopts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+          prob = at::empty(attn.sizes(), aopts);
+          if (pixels > 0) {
+            auto* kernel = cuda::elsa_softmax_probs_kernel<scalar_t, acc_t>;
+            ELSA_LAUNCH(kernel, blocks_for(pixels), kThreads, stream,
+                        attn.const_data_ptr<scalar_t>(), prob.mutable_data_ptr<acc_t>(), D,
+                        pixels);
+          }
+          gprob = need[1] ? at::empty(attn.sizes(), aopts) : at::Tensor();
         }
-        at::Tensor gprob = need[1] ? at::empty(logits.sizes(), aopts) : at::Tensor();
-        launch_backward<scalar_t, acc_t, acc_t>(
+        launch_backward<scalar_t, attn_t, attn_t>(
             go.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-            prob.const_data_ptr<acc_t>(), ptr_or_null<scalar_t>(ghost_mul),
-            ptr_or_null<scalar_t>(ghost_add), mutable_or_null<scalar_t>(gx, need[0]),
-            mutable_or_null<acc_t>(gprob, need[1]), ggm, gga, D, need[2], need[3], x.options(),
+            prob.const_data_ptr<attn_t>(), elsa_ptr_or_null<scalar_t>(ghost_mul),
+            elsa_ptr_or_null<scalar_t>(ghost_add), mutable_or_null<scalar_t>(gx, need[0]),
+            mutable_or_null<attn_t>(gprob, need[1]), ggm, gga, D, need[2], need[3], x.options(),
             stream);
-        if (need[1] && pixels > 0) {
-          auto* kernel = cuda::elsa_softmax_grad_kernel<scalar_t, acc_t>;
-          ELSA_LAUNCH(kernel, blocks_for(pixels), kThreads, stream, prob.const_data_ptr<acc_t>(),
-                      gprob.const_data_ptr<acc_t>(), glogits.mutable_data_ptr<scalar_t>(), D,
-                      pixels);
+        if constexpr (kLogits) {
+          if (need[1] && pixels > 0) {
+            auto* kernel = cuda::elsa_softmax_grad_kernel<scalar_t, acc_t>;
+            ELSA_LAUNCH(kernel, blocks_for(pixels), kThreads, stream, prob.const_data_ptr<acc_t>(),
+                        gprob.const_data_ptr<acc_t>(), gattn.mutable_data_ptr<scalar_t>(), D,
+                        pixels);
+          }
         }
       });
 }
@@ -272,9 +347,10 @@ void tiled_backward(const tiled::Dims& T, const at::Tensor& go, const at::Tensor
           auto* kernel = tiled::elsa_tiled_backward_kernel<scalar_t, acc_t, attn_t, kLogits>;
           ELSA_LAUNCH(kernel, tiled::tile_grid(T), kThreads, stream, go.const_data_ptr<scalar_t>(),
                       GO, x.const_data_ptr<scalar_t>(), X, ap, A, attn.const_data_ptr<scalar_t>(),
-                      tiled::map5(attn), ptr_or_null<scalar_t>(ghost_mul),
-                      ptr_or_null<scalar_t>(ghost_add), mutable_or_null<scalar_t>(gx, need[0]),
-                      need[0] ? tiled::map4(gx) : no4, mutable_or_null<scalar_t>(gattn, need[1]),
+                      tiled::map5(attn), elsa_ptr_or_null<scalar_t>(ghost_mul),
+                      elsa_ptr_or_null<scalar_t>(ghost_add),
+                      mutable_or_null<scalar_t>(gx, need[0]), need[0] ? tiled::map4(gx) : no4,
+                      mutable_or_null<scalar_t>(gattn, need[1]),
                       need[1] ? tiled::map5(gattn) : no5, T);
         }
         if (!need[2] && !need[3]) return;
@@ -314,11 +390,8 @@ Grads backward_cuda(const at::Tensor& grad_out, const at::Tensor& x, const at::T
   }
   const at::Tensor go = grad_out.contiguous(), xc = x.contiguous(), ac = attn.contiguous();
   at::Tensor gx_c = contiguous_target(gx), gattn_c = contiguous_target(gattn);
-  if (kLogits)
-    generic_softmax_backward(go, xc, ac, ghost_mul, ghost_add, gx_c, gattn_c, ggm, gga, D, need,
-                             stream);
-  else
-    generic_backward(go, xc, ac, ghost_mul, ghost_add, gx_c, gattn_c, ggm, gga, D, need, stream);
+  generic_backward<kLogits>(go, xc, ac, ghost_mul, ghost_add, gx_c, gattn_c, ggm, gga, D, need,
+                            stream);
   copy_back(gx, gx_c);
   copy_back(gattn, gattn_c);
   return std::make_tuple(gx, gattn, ggm, gga);
@@ -328,27 +401,16 @@ Grads backward_cuda(const at::Tensor& grad_out, const at::Tensor& x, const at::T
 
 at::Tensor elsa_forward_cuda(const at::Tensor& x, const at::Tensor& attn,
                              const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
-                             const ElsaDims& D) {
-  return forward_cuda<false>(x, attn, ghost_mul, ghost_add, D);
+                             const ElsaDims& D, bool logits) {
+  return logits ? forward_cuda<true>(x, attn, ghost_mul, ghost_add, D)
+                : forward_cuda<false>(x, attn, ghost_mul, ghost_add, D);
 }
 
 Grads elsa_backward_cuda(const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& attn,
                          const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
-                         const ElsaDims& D, std::array<bool, 4> mask) {
-  return backward_cuda<false>(grad_out, x, attn, ghost_mul, ghost_add, D, mask);
-}
-
-at::Tensor elsa_softmax_forward_cuda(const at::Tensor& x, const at::Tensor& logits,
-                                     const at::Tensor& ghost_mul, const at::Tensor& ghost_add,
-                                     const ElsaDims& D) {
-  return forward_cuda<true>(x, logits, ghost_mul, ghost_add, D);
-}
-
-Grads elsa_softmax_backward_cuda(const at::Tensor& grad_out, const at::Tensor& x,
-                                 const at::Tensor& logits, const at::Tensor& ghost_mul,
-                                 const at::Tensor& ghost_add, const ElsaDims& D,
-                                 std::array<bool, 4> mask) {
-  return backward_cuda<true>(grad_out, x, logits, ghost_mul, ghost_add, D, mask);
+                         const ElsaDims& D, std::array<bool, 4> mask, bool logits) {
+  return logits ? backward_cuda<true>(grad_out, x, attn, ghost_mul, ghost_add, D, mask)
+                : backward_cuda<false>(grad_out, x, attn, ghost_mul, ghost_add, D, mask);
 }
 
 }  // namespace mmelsa

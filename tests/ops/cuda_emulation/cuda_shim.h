@@ -34,8 +34,8 @@ namespace emu {
 
 inline dim3 thread_idx, block_idx, block_dim, grid_dim;
 inline int64_t launches = 0;
-// Set by a test to switch on one of the index bugs that it plants in a patched copy of the
-// kernels (0: none). The shipped kernels never read it.
+// Set by a test to switch on one of the bugs planted at the kernels' ELSA_PLANT markers (0: none);
+// only this emulation reads it.
 inline int planted_bug = 0;
 
 constexpr size_t kStackBytes = 64 * 1024;
@@ -230,6 +230,9 @@ T __shfl_down_sync(unsigned /*mask*/, T v, int offset) {
 
 using std::max;
 using std::min;
+
+// A marked place of the kernels takes its planted bug when that bug is switched on.
+#define ELSA_PLANT(n, good, bad) (emu::planted_bug == (n) ? (bad) : (good))
 
 #define ELSA_DEVICE_GUARD(t) (void)0
 #define ELSA_CURRENT_STREAM() 0

@@ -7,89 +7,51 @@
 
 #include "cuda_shim.h"
 
-// From the csrc/ on the include path (-I <tree>/csrc): the checked-out tree, or a patched copy
-// (tests/ops/test_cuda_emulation.py plants bugs in one to prove that the checks catch them).
+// From the csrc/ on the include path (-I <tree>/csrc): the checked-out tree or another one. The
+// places marked ELSA_PLANT in it switch to their planted bug when set_planted_bug chooses one
+// (cuda_shim.h).
 #define MMELSA_CUDA_EMULATION
 #include "pytorch/cuda/elsa_cuda.cu"
 
 namespace {
 
-mmelsa::ElsaDims dims(const at::Tensor& x, const at::Tensor& attn, int64_t K, int64_t d,
-                      int64_t s) {
-  mmelsa::ElsaDims D;
-  D.B = x.size(0);
-  D.C = x.size(1);
-  D.H = x.size(2);
-  D.W = x.size(3);
-  D.G = attn.size(1);
-  D.K = K;
-  D.KK = K * K;
-  D.dil = d;
-  D.stride = s;
-  D.pad = (K / 2) * d;
-  D.Ho = mmelsa::elsa_out_size(D.H, s);
-  D.Wo = mmelsa::elsa_out_size(D.W, s);
-  D.cpg = D.C / D.G;
-  return D;
-}
-
-at::Tensor or_undef(const c10::optional<at::Tensor>& t) {
-  return t ? t->contiguous() : at::Tensor();
-}
-
+using mmelsa::elsa_dims;
+using mmelsa::elsa_ghost_arg;
+using mmelsa::elsa_map_arg;
 using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-// As the dispatcher (csrc/pytorch/elsa.cpp) hands tensors to the CUDA launchers: as they are
-// on the channels-last path, NCHW-contiguous otherwise.
-at::Tensor as_dispatched(const at::Tensor& t, bool nhwc) { return nhwc ? t : t.contiguous(); }
-
+// The launchers called as the dispatcher (csrc/pytorch/elsa.cpp) calls them on CUDA, with the
+// CUDA layout rule. kLogits: the fused op.
+template <bool kLogits>
 at::Tensor forward(const at::Tensor& x, const at::Tensor& attn,
                    const c10::optional<at::Tensor>& gm, const c10::optional<at::Tensor>& ga,
                    int64_t K, int64_t d, int64_t s) {
-  const auto D = dims(x, attn, K, d, s);
+  const auto D = elsa_dims(x, attn, K, d, s);
   const bool nhwc = mmelsa::elsa_cuda_nhwc(x, D);
-  return mmelsa::elsa_forward_cuda(as_dispatched(x, nhwc), as_dispatched(attn, nhwc), or_undef(gm),
-                                   or_undef(ga), D);
+  return mmelsa::elsa_forward_cuda(elsa_map_arg(x, nhwc), elsa_map_arg(attn, nhwc),
+                                   elsa_ghost_arg(gm), elsa_ghost_arg(ga), D, kLogits);
 }
 
+template <bool kLogits>
 Grads backward(const at::Tensor& go, const at::Tensor& x, const at::Tensor& attn,
                const c10::optional<at::Tensor>& gm, const c10::optional<at::Tensor>& ga, int64_t K,
                int64_t d, int64_t s, std::array<bool, 4> mask) {
-  const auto D = dims(x, attn, K, d, s);
+  const auto D = elsa_dims(x, attn, K, d, s);
   const bool nhwc = mmelsa::elsa_cuda_nhwc(x, D);
-  return mmelsa::elsa_backward_cuda(as_dispatched(go, nhwc), as_dispatched(x, nhwc),
-                                    as_dispatched(attn, nhwc), or_undef(gm), or_undef(ga), D,
-                                    mask);
-}
-
-at::Tensor softmax_forward(const at::Tensor& x, const at::Tensor& logits,
-                           const c10::optional<at::Tensor>& gm,
-                           const c10::optional<at::Tensor>& ga, int64_t K, int64_t d, int64_t s) {
-  const auto D = dims(x, logits, K, d, s);
-  const bool nhwc = mmelsa::elsa_cuda_nhwc(x, D);
-  return mmelsa::elsa_softmax_forward_cuda(as_dispatched(x, nhwc), as_dispatched(logits, nhwc),
-                                           or_undef(gm), or_undef(ga), D);
-}
-
-Grads softmax_backward(const at::Tensor& go, const at::Tensor& x, const at::Tensor& logits,
-                       const c10::optional<at::Tensor>& gm, const c10::optional<at::Tensor>& ga,
-                       int64_t K, int64_t d, int64_t s, std::array<bool, 4> mask) {
-  const auto D = dims(x, logits, K, d, s);
-  const bool nhwc = mmelsa::elsa_cuda_nhwc(x, D);
-  return mmelsa::elsa_softmax_backward_cuda(as_dispatched(go, nhwc), as_dispatched(x, nhwc),
-                                            as_dispatched(logits, nhwc), or_undef(gm),
-                                            or_undef(ga), D, mask);
+  return mmelsa::elsa_backward_cuda(elsa_map_arg(go, nhwc), elsa_map_arg(x, nhwc),
+                                    elsa_map_arg(attn, nhwc), elsa_ghost_arg(gm),
+                                    elsa_ghost_arg(ga), D, mask, kLogits);
 }
 
 // Whether the launchers take the tiled fast path for these inputs.
 bool fast_path(const at::Tensor& x, const at::Tensor& attn, int64_t K, int64_t d, int64_t s) {
   mmelsa::cuda::tiled::Dims T;
-  return mmelsa::cuda::tiled::fast_path(dims(x, attn, K, d, s), {&x, &attn}, &T);
+  return mmelsa::cuda::tiled::fast_path(elsa_dims(x, attn, K, d, s), {&x, &attn}, &T);
 }
 
 // The CUDA launchers' layout rule (elsa_cuda_nhwc), for the test of its Python mirror.
 bool cuda_nhwc(const at::Tensor& x, const at::Tensor& attn, int64_t K, int64_t d, int64_t s) {
-  return mmelsa::elsa_cuda_nhwc(x, dims(x, attn, K, d, s));
+  return mmelsa::elsa_cuda_nhwc(x, elsa_dims(x, attn, K, d, s));
 }
 
 int64_t launches() { return emu::launches; }
@@ -103,19 +65,19 @@ int64_t set_planted_bug(int64_t bug) {
 
 TORCH_LIBRARY(mmelsa_emu, m) {
   m.def("forward(Tensor x, Tensor attn, Tensor? gm, Tensor? ga, int K, int d, int s) -> Tensor",
-        &forward);
+        &forward<false>);
   m.def(
       "backward(Tensor go, Tensor x, Tensor attn, Tensor? gm, Tensor? ga, int K, int d, int s, "
       "bool[4] mask) -> (Tensor, Tensor, Tensor, Tensor)",
-      &backward);
+      &backward<false>);
   m.def(
       "softmax_forward(Tensor x, Tensor logits, Tensor? gm, Tensor? ga, int K, int d, int s) "
       "-> Tensor",
-      &softmax_forward);
+      &forward<true>);
   m.def(
       "softmax_backward(Tensor go, Tensor x, Tensor logits, Tensor? gm, Tensor? ga, int K, "
       "int d, int s, bool[4] mask) -> (Tensor, Tensor, Tensor, Tensor)",
-      &softmax_backward);
+      &backward<true>);
   m.def("fast_path(Tensor x, Tensor attn, int K, int d, int s) -> bool", &fast_path);
   m.def("cuda_nhwc(Tensor x, Tensor attn, int K, int d, int s) -> bool", &cuda_nhwc);
   m.def("launches() -> int", &launches);

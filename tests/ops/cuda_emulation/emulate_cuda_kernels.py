@@ -209,7 +209,7 @@ def main():
     p.add_argument('--build-dir', default=None, help='where to build (default: torch cache)')
     p.add_argument('--name', default='elsa_cuda_emulated', help='extension name')
     p.add_argument('--planted-bug', type=int, default=0,
-                   help='switch on the index bug N planted in a patched --src (tests)')
+                   help='switch on the bug planted at the ELSA_PLANT(N, ...) marker (tests)')
     p.add_argument('--stop-at-first', action='store_true', help='stop at the first failure')
     p.add_argument('--max-cases', type=int, default=None, help='only the first N cases')
     p.add_argument('--build-only', action='store_true', help='build, run nothing')
