@@ -137,7 +137,7 @@ wanted+=("$MMCV_SDIST")
 for f in "$DEST"/*; do
   b=$(basename "$f")
   case $b in
-    MANIFEST.txt | IMAGE_PROVIDED.txt | mmcv-2.1.0-cp312-cp312-*.whl) continue ;;
+    MANIFEST.txt | IMAGE_PROVIDED.txt | BUILT_FOR.txt | prebuilt | mmcv-2.1.0-cp312-cp312-*.whl*) continue ;;
   esac
   if ! printf '%s\n' "${wanted[@]}" | grep -qxF "$b"; then
     say "removing stale $b"
