@@ -75,7 +75,8 @@ export MMELSA_STATE=${MMELSA_STATE:-}
 # Python for the steps after the set-up: in a dry run it stops at the first CUDA call.
 run_py() {
   if [ "$DRYRUN" = 1 ]; then
-    MMELSA_DRYRUN_STOP_AT_CUDA=1 PYTHONPATH=$ROOT/dev/gpu/dryrun:$PYTHONPATH "$PY" "$@"
+    MMELSA_DRYRUN_STOP_AT_CUDA=1 MMELSA_DRYRUN_STOP_FILE=$LOGS/$STEP.stop \
+      PYTHONPATH=$ROOT/dev/gpu/dryrun:$PYTHONPATH "$PY" "$@"
   else
     "$PY" "$@"
   fi
@@ -117,6 +118,10 @@ step_mmelsa() {
   else
     echo "building mmelsa here: the carry's versions differ from this machine's, or csrc/" \
          "changed since the build, or no prebuilt extension was carried"
+    if [ "$DRYRUN" = 1 ]; then  # the rehearsal checks the carry: a stale one is an error
+      echo "dry run: not built; rebuild the carry (dev/gpu/build_carry.sh mmelsa manifest)"
+      return 1
+    fi
     # nvcc on PATH may be a wrapper: prefer the toolkit's folder for CUDA_HOME
     [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ] && export CUDA_HOME=/usr/local/cuda
     FORCE_CUDA=1 MAX_JOBS=$(nproc) "$PY" setup.py -q build_ext --inplace || return 1
@@ -233,7 +238,8 @@ step_backbone_in1k() {
 step_toy() {
   # run_toy.sh: data (seeded), train, test, metrics; --amp on the GPU
   if [ "$DRYRUN" = 1 ]; then  # its Python processes stop at their first CUDA call too
-    export MMELSA_DRYRUN_STOP_AT_CUDA=1 PYTHONPATH=$ROOT/dev/gpu/dryrun:$PYTHONPATH
+    export MMELSA_DRYRUN_STOP_AT_CUDA=1 MMELSA_DRYRUN_STOP_FILE=$LOGS/$STEP.stop
+    export PYTHONPATH=$ROOT/dev/gpu/dryrun:$PYTHONPATH
   fi
   # shellcheck disable=SC2097,SC2098  # the variables are meant for run_toy.sh alone
   PYTHON=$PY TASKS=det WORK_DIR=$WORK/toy DET_TRAIN_ARGS="--amp $TOY_ARGS" \
@@ -254,6 +260,7 @@ PY
 }
 
 if [ "${1:-}" = __step ]; then
+  export STEP=$2
   "step_$2"
   exit
 fi
@@ -279,7 +286,7 @@ note() { echo "$*" | tee -a "$OUT/summary.txt"; }
 outcome() {  # NAME RC SECONDS: one summary line; a dry run's stop at CUDA counts as reached
   local name=$1 rc=$2 s=$3 where
   if [ "$DRYRUN" = 1 ] && [ "$rc" = 99 ]; then
-    where=$(grep -h -m1 '^DRYRUN-STOP' "$LOGS/$name.log" | sed 's/^DRYRUN-STOP //')
+    where=$(head -1 "$LOGS/$name.stop" 2>/dev/null)
     note "$name reached-cuda ${s}s ($where)"
     return 0
   fi

@@ -23,10 +23,14 @@ if os.environ.get('MMELSA_DRYRUN_STOP_AT_CUDA') == '1':
         here = [f for f in traceback.extract_stack()[:-1]
                 if os.sep + 'torch' + os.sep not in f.filename]
         where = '%s:%d' % (here[-1].filename, here[-1].lineno) if here else '?'
+        line = 'first CUDA call at %s after %.1f s' % (where, time.time() - _T0)
         sys.stdout.flush()
-        sys.stderr.write('\nDRYRUN-STOP first CUDA call at %s after %.1f s\n' %
-                         (where, time.time() - _T0))
+        sys.stderr.write('\nDRYRUN-STOP %s\n' % line)
         sys.stderr.flush()
+        # also into a file: pytest's output capture would swallow the line above
+        if os.environ.get('MMELSA_DRYRUN_STOP_FILE'):
+            with open(os.environ['MMELSA_DRYRUN_STOP_FILE'], 'a') as f:
+                f.write(line + '\n')
         os._exit(99)
 
     # torch's C++ side initialises CUDA through this Python function too (a CUDA tensor)
