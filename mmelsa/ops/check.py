@@ -385,12 +385,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         devices.append('cpu')
     if args.device in ('all', 'cuda') and run_cuda:
         devices.append('cuda')
-        print('CUDA device: %s' % torch.cuda.get_device_name())
     results = []
     timing = []
     cache = {}
     for device in devices:
         t = time.perf_counter()
+        if device == 'cuda':
+            print('CUDA device: %s' % torch.cuda.get_device_name())
         results += check_device(device, cache)
         print('%s: %d checks in %.1f s' % (device, sum(r.device == device for r in results),
                                            time.perf_counter() - t))
