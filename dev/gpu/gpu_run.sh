@@ -315,8 +315,8 @@ step() {  # step NAME LIMIT_S [NEEDS_MMCV]: step_NAME bounded by LIMIT_S and the
   fi
   echo "=== [$(date +%T) +$((SECONDS - START))s] $name (limit ${limit}s)"
   t0=$SECONDS
-  timeout -k 5 "$limit" bash "$SELF" __step "$name" > >(tee "$LOGS/$name.log") 2>&1
-  rc=$?
+  timeout -k 5 "$limit" bash "$SELF" __step "$name" 2>&1 | tee "$LOGS/$name.log"
+  rc=${PIPESTATUS[0]}
   outcome "$name" "$rc" $((SECONDS - t0))
   rc=$?
   pack
