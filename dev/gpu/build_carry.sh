@@ -150,11 +150,32 @@ print('mmcv setup.py: longest sources compile first (%d places)' % n)
 PY
 }
 
+mmcv_check() {  # the wheel's extension loads with this torch and was built with CUDA
+  # Loaded by itself: importing the mmcv package would need mmengine, which this venv lacks
+  # (the dry run imports the whole package).
+  rm -rf "$BUILD/mmcv-check" && mkdir -p "$BUILD/mmcv-check"
+  (cd "$BUILD/mmcv-check" && "$VPY" -m wheel unpack "$DEST/$MMCV_WHEEL" >/dev/null) \
+    || die "cannot unpack $DEST/$MMCV_WHEEL"
+  "$VPY" - "$BUILD"/mmcv-check/mmcv-2.1.0/mmcv/_ext*.so <<'PY' || die "the mmcv wheel's _ext does not load here"
+import importlib.util, sys
+import torch  # noqa: F401  (the extension links against it)
+spec = importlib.util.spec_from_file_location('mmcv._ext', sys.argv[1])
+ext = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ext)
+cuda = ext.get_compiling_cuda_version()
+print('  mmcv._ext loads: compiled with %s, CUDA %s; nms: %s, roi_align_forward: %s' % (
+    ext.get_compiler_version(), cuda, hasattr(ext, 'nms'), hasattr(ext, 'roi_align_forward')))
+assert cuda != 'not available', 'mmcv was built without CUDA'
+PY
+  rm -rf "$BUILD/mmcv-check"
+}
+
 step_mmcv() {
   local sdist=$DEST/mmcv-2.1.0.tar.gz src=$BUILD/mmcv-src/mmcv-2.1.0 t0 whl
   if [ "$FORCE" != 1 ] && [ -f "$DEST/$MMCV_WHEEL" ] && [ -f "$DEST/$MMCV_WHEEL.built_for" ] \
      && [ "$(cat "$DEST/$MMCV_WHEEL.built_for")" = "$(torch_tag)" ]; then
     say "mmcv: $MMCV_WHEEL for $(torch_tag) already built (kept)"
+    mmcv_check
     return
   fi
   [ -f "$sdist" ] || die "no $sdist: run the wheels step first"
@@ -180,19 +201,7 @@ step_mmcv() {
   "$VPY" -m wheel pack -d "$DEST" "$BUILD"/mmcv-unpacked/mmcv-2.1.0 >/dev/null
   [ -f "$DEST/$MMCV_WHEEL" ] || die "wheel pack wrote no $DEST/$MMCV_WHEEL"
   torch_tag > "$DEST/$MMCV_WHEEL.built_for"
-  # The wheel must load with this torch and list its CUDA ops (no GPU here to run one).
-  rm -rf "$BUILD/mmcv-check" && "$VPY" -m pip install -q --disable-pip-version-check --no-deps \
-    --no-index --target "$BUILD/mmcv-check" "$DEST/$MMCV_WHEEL"
-  PYTHONPATH=$BUILD/mmcv-check "$VPY" - <<'PY' || die "the stripped mmcv wheel does not load"
-import torch  # noqa: F401
-from mmcv.utils import ext_loader
-ext = ext_loader.load_ext('_ext', ['nms', 'roi_align_forward', 'get_compiler_version',
-                                   'get_compiling_cuda_version'])
-print('  mmcv._ext loads: compiled with', ext.get_compiler_version(), 'CUDA',
-      ext.get_compiling_cuda_version())
-assert ext.get_compiling_cuda_version() != 'not available', 'mmcv built without CUDA'
-PY
-  rm -rf "$BUILD/mmcv-check"
+  mmcv_check
   say "mmcv: $MMCV_WHEEL $(du -h "$DEST/$MMCV_WHEEL" | cut -f1) after stripping"
 }
 
