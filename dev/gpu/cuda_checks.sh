@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU checks of the ELSA operator, for a lent GPU machine (the `run` device tool):
+# GPU checks of the ELSA operator alone, on any CUDA machine (gpu_run.sh runs its own steps):
 #   build in place with the CUDA kernels, run tests/ops (CUDA tests included), compute-sanitizer
 #   memcheck + racecheck on a small forward+backward, and the CUDA benchmark.
 # Logs go to $OUT (default ./.devout). Every step runs even if an earlier one fails; the exit

@@ -6,8 +6,8 @@ line with its number and PASS / FAIL / INFO:
 1. fp32 on CUDA (TF32 off) against the same weights in float64 on the CPU, where the ELSA
    operator is the pure-PyTorch unfold reference (``mmelsa/ops/reference.py``) instead of the
    native kernels: the four stage outputs, the input gradient and every parameter gradient of a
-   random linear functional of the outputs, by ||a - r|| / ||r|| (METHOD.md: float32 lands far
-   under 1e-3). Fresh random inputs (seeded by --seed), never zeros.
+   random linear functional of the outputs, by ||a - r|| / ||r|| (float32 lands far under
+   1e-3). Fresh random inputs (seeded by --seed), never zeros.
 2. The same forward under autocast fp16 and bf16, against the float64 reference (looser).
 3. Bitwise reproducibility: the native operator alone, forward and backward on a Swin-T stage
    shape, twice: it has no atomics by design, so the results must be identical (PASS/FAIL).

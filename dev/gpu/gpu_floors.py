@@ -1,6 +1,7 @@
 """The two ceilings of the GPU, measured, and the ELSA operator's floors computed from them.
 
-Measures, on the GPU it runs on (METHOD.md: "measure the two ceilings once on the device"):
+Measures, on the GPU it runs on (the ceilings are measured there, in the same run, not taken
+from a data sheet):
   * device-to-device copy bandwidth (1 GiB buffers, bytes read + written), as
     benchmark_elsa_op.py does;
   * the fp32 FMA rate of the CUDA cores: a kernel of 8 independent fmaf() chains per thread,

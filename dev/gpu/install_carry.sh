@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the wheels that dev/gpu/prepare_carry.sh put into .whl/ into one Python, without
-# an index: on the GPU machine (called by gpu_run.sh's setup stage, into the image's python3,
-# which already holds torch) and here for the dry run (dryrun_carry.sh, into a throwaway venv).
+# an index: on the GPU machine (gpu_run.sh's set-up, into the image's python3, which already
+# holds torch) and here in the dry run (gpu_run.sh --dry-run, into a throwaway venv).
 #
 #   PY=python3 CARRY_DIR=.whl bash dev/gpu/install_carry.sh
 #
@@ -9,13 +9,14 @@
 # opencv-python-headless provides the same cv2 module); everything else by name with pip's
 # resolver, offline (--no-index --find-links .whl): a requirement that the image already meets
 # is kept (pip upgrades only if needed, so torch, numpy & co. are never replaced), and one that
-# neither the image nor .whl/ meets fails here, loudly, instead of at import time later.
-# Why into the image's python3 itself: the machine is fresh for every lease and discarded after
-# it, and nothing of the image is replaced (above). A venv with --system-site-packages would NOT
-# do: the image's python3 is itself a venv (/opt/torch/.venv), and a venv made from it sees the
-# base interpreter's site-packages, not the image venv's torch.
-# Idempotent: pip skips what is already installed (a second run takes seconds).
-# The mmcv sdist and an mmcv wheel built on the GPU machine are not handled here (gpu_run.sh).
+# neither the image nor .whl/ meets fails here, loudly, instead of at import time later. If that
+# fails (another Python than the carry's: its cp312 wheels do not fit), the pure-Python wheels
+# are installed one by one, so that mmengine and mmelsa still import.
+# Why into the image's python3 itself: the GPU machine is fresh for every run and discarded
+# after it, and nothing of the image is replaced (above). A venv with --system-site-packages
+# would NOT do: the image's python3 is itself a venv, and a venv made from it sees the base
+# interpreter's site-packages, not the image venv's torch.
+# The mmcv wheel is not handled here (gpu_run.sh installs it when the versions match).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -26,7 +27,7 @@ die() { printf '[install_carry] FAILED: %s\n' "$*" >&2; exit 1; }
 
 site=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 [ -w "$site" ] || die "$site is not writable: install_carry.sh installs into $PY's own environment"
-[ -d "$CARRY" ] || die "$CARRY does not exist: run dev/gpu/prepare_carry.sh here and name .whl in the run call's carry"
+[ -d "$CARRY" ] || die "$CARRY does not exist: run dev/gpu/build_carry.sh here and send .whl/ with the tree"
 # The pins of prepare_carry.sh; every other carried wheel is asked for by its name alone.
 declare -A PIN=([mmdet]='mmdet==3.3.0' [mmsegmentation]='mmsegmentation==1.2.2'
                 [pycocotools]='pycocotools>=2.0.8')
@@ -50,7 +51,14 @@ PIP=("$PY" -m pip install -q --disable-pip-version-check --no-index --no-cache-d
 say "installing into $("$PY" -c 'import sys; print(sys.prefix)'): $(basename "$mmengine_whl") (--no-deps), then ${specs[*]}"
 "${PIP[@]}" --no-deps "$mmengine_whl"
 say "(if pip now says 'mmengine 0.10.7 requires opencv-python, which is not installed': expected)"
-"${PIP[@]}" "${specs[@]}"
+if ! "${PIP[@]}" "${specs[@]}"; then
+  say "the carried set does not install into this Python as a whole: the pure-Python wheels one by one"
+  for f in "$CARRY"/*-py3-none-any.whl "$CARRY"/*-py2.py3-none-any.whl; do
+    [ -f "$f" ] || continue
+    case $(basename "$f") in setuptools-* | mmcv-*) continue ;; esac
+    "${PIP[@]}" --no-deps "$f" || say "could not install $(basename "$f")"
+  done
+fi
 
 # mmcv 2.1.0's setup.py does `from pkg_resources import ...`: newer setuptools dropped
 # pkg_resources, so the carried setuptools<80 is installed only when that import fails.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fill .whl/ (ignored by git) with what the GPU machine cannot download, so that a `run` call
-# with carry [".whl"] can install the OpenMMLab stack there (dev/gpu/gpu_run.sh does).
+# Fill .whl/ (ignored by git) with what the GPU machine, which has no network access, cannot
+# download, so that dev/gpu/gpu_run.sh can install the OpenMMLab stack there (.whl/ travels
+# with the working tree; dev/gpu/build_carry.sh calls this script and adds the compiled parts).
 #
 #   bash dev/gpu/prepare_carry.sh            # repeatable: what is already there is kept
 #   CARRY_DIR=/path  PY312=/path/to/python3.12   # where to put it, which Python 3.12 resolves
@@ -10,18 +11,17 @@
 #     and every requirement of theirs that the image lacks (the image's packages are listed in
 #     dev/gpu/image_packages.txt). The closure is computed by pip's resolver for the target
 #     platform (`pip install --dry-run --report`), not guessed;
-#   * setuptools<80 (mmcv 2.1.0's setup.py imports pkg_resources; gpu_run.sh installs it only
-#     when the image's setuptools cannot);
-#   * the mmcv 2.1.0 sdist (no mmcv wheel exists for torch 2.11; gpu_run.sh builds it there).
+#   * setuptools<80 (mmcv 2.1.0's setup.py imports pkg_resources; install_carry.sh installs it
+#     only when the image's setuptools has none);
+#   * the mmcv 2.1.0 sdist (no mmcv wheel exists for torch 2.11; build_carry.sh builds one here).
 # Never torch or nvidia-* (the image has them) and never opencv-python: mmengine's metadata asks
 # for it, but the image's opencv-python-headless provides the same cv2 module.
-# A wheel of mmcv built on the GPU machine (mmcv-2.1.0-cp312-*.whl, brought back by gpu_run.sh;
-# see docs/gpu_runbook.md) is kept when found here.
+# What build_carry.sh adds (the mmcv wheel, prebuilt/, BUILT_FOR.txt) is kept.
 #
 # Writes .whl/MANIFEST.txt (file, bytes, sha256) and .whl/IMAGE_PROVIDED.txt (requirements left
 # to the image, with the version pip would have picked), prints the total size and fails if it is
-# over CARRY_MAX_MIB together with the working tree that travels beside it (default 60: the
-# device tool's limit for the two together is 64 MiB).
+# over CARRY_MAX_MIB together with the working tree that travels beside it (default 60: at
+# most 64 MiB travel to the GPU machine).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -133,11 +133,11 @@ fi
 wanted+=("$MMCV_SDIST")
 
 # Keep exactly one version of each: drop what an earlier run left that is not wanted now, except
-# an mmcv wheel built on the GPU machine (it replaces the 10-minute build there).
+# what build_carry.sh built.
 for f in "$DEST"/*; do
   b=$(basename "$f")
   case $b in
-    MANIFEST.txt | IMAGE_PROVIDED.txt | mmcv-2.1.0-cp312-cp312-*.whl) continue ;;
+    MANIFEST.txt | IMAGE_PROVIDED.txt | BUILT_FOR.txt | prebuilt | mmcv-2.1.0-cp312-cp312-*.whl*) continue ;;
   esac
   if ! printf '%s\n' "${wanted[@]}" | grep -qxF "$b"; then
     say "removing stale $b"
