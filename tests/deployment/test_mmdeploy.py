@@ -143,3 +143,32 @@ def test_upernet_matches_pytorch(tmp_path, toy_images):
         agree = float((got.argmax(1) == expected.argmax(1).numpy()).mean())
         assert agree >= 0.999, agree
         assert np.abs(got - expected.numpy()).max() <= 1e-3 * float(expected.abs().max())
+
+
+def _run_tool(*args):
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+    return subprocess.run([sys.executable, osp.join(REPO, 'tools/deployment/mmdeploy2onnx.py'),
+                           *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_tool_converts_the_whole_detector_and_compares(tmp_path, toy_images):
+    ckpt = _random_checkpoint(Config.fromfile(DET), tmp_path / 'det.pth', spread_scores=True)
+    res = _run_tool(DET, ckpt, '--image', toy_images[1][0], '--work-dir', str(tmp_path / 'w'),
+                    '--benchmark', '--reps', '1')
+    assert res.returncode == 0, res.stdout + res.stderr
+    out = res.stdout
+    assert 'detections: pytorch 20, onnxruntime 20; leading 15 compared' in out, out
+    box = float(out.split('max |box diff| ')[1].split()[0])
+    iou = float(out.split('mask IoU: min ')[1].split(',')[0])
+    assert box < 1e-3 and iou >= 0.99 and 'labels equal: True' in out, out
+    assert 'onnxruntime' in out.splitlines()[-1] and ' ms' in out.splitlines()[-1]
+    assert osp.isfile(tmp_path / 'w' / 'end2end.onnx')
+
+
+def test_tool_bad_arguments(tmp_path):
+    res = _run_tool(DET, '--image', 'no/such.jpg', '--work-dir', str(tmp_path))
+    assert res.returncode == 2 and 'image not found: no/such.jpg' in res.stderr, res.stderr
+    assert 'Traceback' not in res.stderr
