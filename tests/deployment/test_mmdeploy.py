@@ -172,3 +172,13 @@ def test_tool_bad_arguments(tmp_path):
     res = _run_tool(DET, '--image', 'no/such.jpg', '--work-dir', str(tmp_path))
     assert res.returncode == 2 and 'image not found: no/such.jpg' in res.stderr, res.stderr
     assert 'Traceback' not in res.stderr
+
+
+def test_tool_segmenter_without_checkpoint(tmp_path, toy_images):
+    """Without a checkpoint the conversion and the comparison use one initialisation (failed
+    before: each drew its own random weights, argmax agreement 2.6%)."""
+    res = _run_tool(SEG, '--image', toy_images[0][0], '--work-dir', str(tmp_path))
+    assert res.returncode == 0, res.stdout + res.stderr
+    line = res.stdout.strip().splitlines()[-1]
+    assert line.startswith('logits (1, 5, 192, 192): argmax agreement'), res.stdout
+    assert float(line.split('argmax agreement ')[1].split('%')[0]) >= 99.9, line

@@ -5,7 +5,8 @@ decode head), which a plain torch.onnx.export cannot trace (see tools/deployment
 for the backbone / tensor-mode export). Converts with the deploy config (default: ours in
 configs/mmdeploy/ for the model's task), runs ONNX Runtime and PyTorch on one image and prints
 their agreement: a detector's detections (count, largest box / score difference over the
-leading ones, labels, mask IoU), a segmenter's argmax agreement; with --benchmark the median
+leading ones, labels, mask IoU), a segmenter's argmax agreement on the raw logits; with
+--benchmark the median
 latency of both, end to end (preprocessing, model, post-processing).
 
 Example:
@@ -44,6 +45,19 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def initialisation_checkpoint(cfg, deploy_cfg, path):
+    """Save the config's initialisation (seed 0) to ``path``; returns ``path``."""
+    import torch
+    from mmdeploy.apis.utils import build_task_processor
+    from mmengine.config import Config
+
+    import mmelsa  # noqa: F401
+    torch.manual_seed(0)
+    processor = build_task_processor(cfg, Config.fromfile(deploy_cfg), 'cpu')
+    torch.save({'state_dict': processor.build_pytorch_model(None).state_dict()}, path)
+    return path
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -66,15 +80,20 @@ def main(argv=None):
     from mmelsa.deployment import median_latency
     from mmelsa.deployment.mmdeploy_export import build_models, mmdeploy_convert
     os.makedirs(args.work_dir, exist_ok=True)
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        # one initialisation for both the conversion and the comparison (each would otherwise
+        # draw its own random weights)
+        checkpoint = initialisation_checkpoint(cfg, deploy_cfg,
+                                               osp.join(args.work_dir, 'initialisation.pth'))
     try:
-        onnx_file = mmdeploy_convert(cfg, deploy_cfg, args.checkpoint, args.image,
+        onnx_file = mmdeploy_convert(cfg, deploy_cfg, checkpoint, args.image,
                                      args.work_dir)
     except (RuntimeError, ValueError) as err:
         cli.fail(str(err).splitlines()[0])
     print(f'converted {args.config} with {deploy_cfg} to {onnx_file} '
           f'({osp.getsize(onnx_file) / 2**20:.1f} MiB)')
-    processor, pytorch_model, ort_model = build_models(cfg, deploy_cfg, args.checkpoint,
-                                                       onnx_file)
+    processor, pytorch_model, ort_model = build_models(cfg, deploy_cfg, checkpoint, onnx_file)
     from mmdeploy.utils import get_input_shape
     data, _ = processor.create_input(args.image, get_input_shape(deploy_cfg))
     with torch.no_grad():
@@ -96,11 +115,18 @@ def main(argv=None):
                 union = (me | mg).flatten(1).sum(1)
                 iou = torch.where(union > 0, inter / union.clamp(min=1), 1.)
                 print(f'mask IoU: min {float(iou.min()):.4f}, mean {float(iou.mean()):.4f}')
-    else:
-        e = expected.pred_sem_seg.data
-        g = got.pred_sem_seg.data
-        print(f'argmax agreement {float((e == g).float().mean()) * 100:.3f}% '
-              f'over {tuple(e.shape[-2:])}')
+    else:  # the raw logits, at the input size (what MMDeploy's graph returns)
+        import onnxruntime as ort
+        x = pytorch_model.data_preprocessor(data, False)['inputs']
+        with torch.no_grad():
+            e = torch.nn.functional.interpolate(
+                pytorch_model(x, mode='tensor'), size=x.shape[2:], mode='bilinear',
+                align_corners=pytorch_model.decode_head.align_corners)
+        session = ort.InferenceSession(onnx_file, providers=['CPUExecutionProvider'])
+        g = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+        agree = float((e.argmax(1) == g.argmax(1)).float().mean())
+        print(f'logits {tuple(e.shape)}: argmax agreement {agree * 100:.3f}%, max '
+              f'|onnxruntime - pytorch| {float((e - g).abs().max()):.3e}')
     if args.benchmark:
         def run(model):
             with torch.no_grad():
