@@ -113,6 +113,19 @@ else
   "${PIP[@]}" install -q "${MIM[@]:1}"
 fi
 
+# 5b. MMDeploy, for whole-model ONNX export (configs/mmdeploy/, mmelsa/deployment/). Without its
+# dependencies on purpose: it pins protobuf<=3.20.2, which today's onnx / onnxscript do not
+# import with, and grpcio serves only its remote-conversion server. Its obstacles on today's
+# torch are handled in mmelsa/deployment/mmdeploy_compat.py.
+MMDEPLOY=(mmdeploy==1.3.1 aenum multiprocess prettytable terminaltables)
+if have "${MMDEPLOY[@]}"; then
+  say "mmdeploy already installed"
+else
+  say "installing mmdeploy 1.3.1 (without its protobuf pin) and its other requirements"
+  "${PIP[@]}" install -q --no-deps mmdeploy==1.3.1
+  "${PIP[@]}" install -q "${MMDEPLOY[@]:1}"
+fi
+
 # 6. mmelsa itself (development install). Rebuilt only when its sources or the torch it builds
 # against change.
 stamp="$VENV/.mmelsa-build-stamp"

@@ -1,4 +1,5 @@
-"""Deployment helpers: ONNX export of ELSA-Swin models (see :mod:`.onnx_export`)."""
+"""Deployment helpers: plain ONNX export of ELSA-Swin models (:mod:`.onnx_export`) and whole-model
+export through MMDeploy (:mod:`.mmdeploy_export` with :mod:`.mmdeploy_compat`, imported on use)."""
 from .onnx_export import (OnnxRunner, TensorModeModel, build_from_config, export_onnx,
                           load_image, median_latency, min_dynamic_size)
 

@@ -8,8 +8,14 @@ What is exported (``part``):
   detector its ``extract_feat``, backbone + neck (the FPN maps; the RPN / RoI heads with their
   data-dependent proposal counts stay in PyTorch).
 
-The ELSA operator is written out in standard ONNX ops (:mod:`mmelsa.ops.onnx`), so the file runs
-in a stock ONNX Runtime. ``dynamic=True`` keeps batch, height and width symbolic.
+While exporting, the ELSA operator computes itself in standard torch ops
+(:func:`mmelsa.ops.onnx.elsa_export_form`), so this is a plain ``torch.onnx.export`` (no
+registration, no translation table) and the file runs in a stock ONNX Runtime. ``dynamic=True``
+keeps batch, height and width symbolic.
+
+A whole detector (RPN proposals, NMS, RoI heads) does not export this way: mmdet 3's heads
+and mmcv's NMS keep ONNX branches that import mmdet 2 modules (``mmdet.core``), which MMDeploy's
+rewriters replace; the whole detector goes through MMDeploy.
 """
 import contextlib
 import os
@@ -20,7 +26,7 @@ import time
 import torch
 from torch import nn
 
-from ..ops.onnx import ONNX_OPSET, custom_translation_table
+from ..ops.onnx import ONNX_OPSET
 
 __all__ = ['build_from_config', 'TensorModeModel', 'min_dynamic_size', 'export_onnx',
            'load_image', 'OnnxRunner', 'median_latency']
@@ -93,14 +99,16 @@ def min_dynamic_size(module):
     return backbone.patch_embed.patch_size * 2**halvings + 1
 
 
-def export_onnx(module, example, path, dynamic=True, dynamo=True, max_size=4096):
+def export_onnx(module, example, path, dynamic=True, dynamo=True, max_size=4096,
+                opset_version=ONNX_OPSET):
     """Export ``module`` (one (B, 3, H, W) input) to ``path``; returns ``path``.
 
     The file is written beside ``path`` and renamed over it once it passed its checks, so
     ``path`` is never left half-written or holding a file that failed them.
 
-    dynamo=True uses ``torch.onnx.export(dynamo=True)`` with ELSA's onnxscript translation,
-    dynamo=False the TorchScript exporter with ELSA's registered symbolic. With ``dynamic``
+    dynamo=True uses ``torch.onnx.export(dynamo=True)``, dynamo=False the TorchScript
+    exporter, both plain (any ``opset_version`` >= 11; the dynamo exporter writes opset 18
+    when it cannot lower its graph to an older one). With ``dynamic``
     batch, height and width are symbolic (height and width >= :func:`min_dynamic_size` for
     the dynamo exporter).
     """
@@ -122,7 +130,7 @@ def export_onnx(module, example, path, dynamic=True, dynamo=True, max_size=4096)
     partial = osp.join(osp.dirname(osp.abspath(path)),
                        f'.{osp.basename(path)}.{os.getpid()}.partial.onnx')
     try:
-        _export_checked(module, example, partial, dynamic, dynamo, max_size)
+        _export_checked(module, example, partial, dynamic, dynamo, max_size, opset_version)
         os.replace(partial, path)
     finally:
         with contextlib.suppress(OSError):
@@ -130,8 +138,7 @@ def export_onnx(module, example, path, dynamic=True, dynamo=True, max_size=4096)
     return path
 
 
-def _export_checked(module, example, path, dynamic, dynamo, max_size):
-    table = custom_translation_table()  # also registers the legacy symbolic
+def _export_checked(module, example, path, dynamic, dynamo, max_size, opset_version):
     with torch.no_grad():
         outputs = module(example)
     output_names = ['out%d' % i for i in range(len(outputs))]
@@ -145,17 +152,17 @@ def _export_checked(module, example, path, dynamic, dynamo, max_size):
             dynamic_shapes = {'x': {0: dims('batch', min=1, max=256),
                                     2: dims('height', min=low, max=max_size),
                                     3: dims('width', min=low, max=max_size)}}
-        torch.onnx.export(module, (example, ), path, dynamo=True, opset_version=ONNX_OPSET,
+        torch.onnx.export(module, (example, ), path, dynamo=True, opset_version=opset_version,
                           input_names=['x'], output_names=output_names,
-                          dynamic_shapes=dynamic_shapes, custom_translation_table=table,
-                          external_data=False, verbose=False)
+                          dynamic_shapes=dynamic_shapes, external_data=False, verbose=False)
     else:
         dynamic_axes = None
         if dynamic:
             dynamic_axes = {'x': {0: 'batch', 2: 'height', 3: 'width'}}
             dynamic_axes.update({n: {0: 'batch', 2: n + '_h', 3: n + '_w'}
                                  for n in output_names})
-        torch.onnx.export(module, (example, ), path, dynamo=False, opset_version=ONNX_OPSET,
+        torch.onnx.export(module, (example, ), path, dynamo=False,
+                          opset_version=opset_version,
                           input_names=['x'], output_names=output_names,
                           dynamic_axes=dynamic_axes)
     import onnx

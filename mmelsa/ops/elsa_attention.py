@@ -27,6 +27,8 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from .onnx import elsa_export_form, is_exporting
+
 try:
     from .. import _ext  # noqa: F401  (importing it registers torch.ops.mmelsa.*)
     _EXT_ERROR = None
@@ -174,8 +176,11 @@ def elsa_attention(x: Tensor,
         (B, C, Ho, Wo), in the dtype of the inputs (the autocast dtype under autocast).
         Differentiable with respect to x, attn, ghost_mul and ghost_add.
     """
-    _require_ext()
     _validate(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride, attn_is_logits)
+    if is_exporting():  # standard ops that every exporter knows; no extension needed
+        return elsa_export_form(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride,
+                                attn_is_logits)
+    _require_ext()
     op = torch.ops.mmelsa.elsa_softmax_forward if attn_is_logits else \
         torch.ops.mmelsa.elsa_forward
     return op(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride)

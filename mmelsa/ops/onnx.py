@@ -1,34 +1,91 @@
-"""ONNX translation of the ELSA operator (``torch.ops.mmelsa.elsa_forward``) and of the fused
-softmax + ELSA operator (``torch.ops.mmelsa.elsa_softmax_forward``, which becomes an ONNX
-Softmax over the taps, axis 2, followed by the same graph).
+"""Export forms of the ELSA operator (``torch.ops.mmelsa.elsa_forward``) and of the fused
+softmax + ELSA operator (``torch.ops.mmelsa.elsa_softmax_forward``).
 
-ONNX Runtime has no ELSA kernel, so the exporters must spell the operator in standard ONNX ops.
-The graph built here (opset >= 18) is, for zero padding p = (K // 2) * d:
+ONNX Runtime has no ELSA kernel, so an exported graph must spell the operator in standard ops.
+For zero padding p = (K // 2) * d the graph is
 
     xp      = Pad(x, p)                                 viewed as (B, G, C/G, H + 2p, W + 2p)
     tap t   = (u, v):  x_t = xp[..., u*d : u*d + H : s, v*d : v*d + W : s]   (B, G, C/G, Ho, Wo)
     out     = sum_t x_t * ghost_mul[:, t] * attn[:, :, t]  (attention broadcast over a head's
               C/G channels)  +  depthwise Conv(x, ghost_add) (K x K, dilation d, stride s)
 
-The additive ghost does not depend on the attention, so its term is exactly a depth-wise
-convolution and costs one Conv instead of K*K extra multiply-adds. Slice ends are
-``shape(x)[2:] + offset``, computed in the graph, so batch, height and width stay dynamic; only
-K, dilation, stride and the channel count C are fixed at export. Only tap-sized temporaries
-(B, C, Ho, Wo) exist besides the accumulator: nothing of size K*K x the output is materialised.
+(the fused operator first takes Softmax over the taps, axis 2). The additive ghost does not
+depend on the attention, so its term is exactly a depth-wise convolution and costs one Conv
+instead of K*K extra multiply-adds. Only tap-sized temporaries (B, C, Ho, Wo) exist besides the
+accumulator: nothing of size K*K x the output is materialised.
 
-Both exporters are covered by the same graph-building code:
+Two spellings of that graph:
 
-* ``torch.onnx.export(..., dynamo=True, custom_translation_table=custom_translation_table())``
-* ``torch.onnx.export(..., dynamo=False)`` after :func:`register_legacy_symbolic` (or
-  :func:`custom_translation_table`, which registers it too).
+* :func:`elsa_export_form`, the graph in plain torch ops. :func:`mmelsa.ops.elsa_attention`
+  computes itself this way whenever a model is being exported (``torch.onnx.export`` with
+  either exporter, ``torch.export``), so a bare ``torch.onnx.export(model, ...)`` works at
+  any opset >= 11 with dynamic batch, height and width, without any registration. The tap
+  slices use constant bounds counted from both ends of the padded map (``u*d`` and
+  ``-(2p - u*d)``), so they hold no shape arithmetic.
+* The translations of the raw operators, for graphs that call ``torch.ops.mmelsa.*``
+  directly rather than through :func:`mmelsa.ops.elsa_attention`:
+
+  * ``torch.onnx.export(..., dynamo=True, custom_translation_table=custom_translation_table())``
+  * ``torch.onnx.export(..., dynamo=False)`` after :func:`register_legacy_symbolic` (or
+    :func:`custom_translation_table`, which registers it too), opset >= 15.
+
+  Their slice ends are ``shape(x)[2:] + offset``, computed in the graph; only K, dilation,
+  stride and the channel count C are fixed at export.
 """
 import torch
 
-__all__ = ['ONNX_OPSET', 'custom_translation_table', 'register_legacy_symbolic',
-           'elsa_forward_onnxscript', 'elsa_softmax_forward_onnxscript']
+__all__ = ['ONNX_OPSET', 'is_exporting', 'elsa_export_form', 'custom_translation_table',
+           'register_legacy_symbolic', 'elsa_forward_onnxscript',
+           'elsa_softmax_forward_onnxscript']
 
-# Opset of the graph built here: Pad with inputs (>= 11), Shape with start/end (>= 15).
+# Opset of the raw operators' translations: Pad with inputs (>= 11), Shape with start/end
+# (>= 15); onnxscript's opset18. The torch-op form exports at any opset >= 11.
 ONNX_OPSET = 18
+
+
+def is_exporting():
+    """Whether a model is being exported: ``torch.onnx.export`` (the TorchScript exporter sets
+    ``is_in_onnx_export``) or ``torch.export`` (which the dynamo exporter runs)."""
+    return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
+
+
+def elsa_export_form(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dilation=1,
+                     stride=1, attn_is_logits=False):
+    """The ELSA operator in plain torch ops (Pad, strided slices, Mul / Add, one depth-wise
+    conv), as the module docstring writes it; same arguments and result as
+    :func:`mmelsa.ops.elsa_attention` (inputs already validated). Used when exporting.
+
+    x (B, C, H, W), attn (B, G, K*K, Ho, Wo) (logits when ``attn_is_logits``), ghosts
+    (C, K, K) or None -> (B, C, Ho, Wo).
+    """
+    K, d, s = kernel_size, dilation, stride
+    if attn_is_logits:
+        attn = attn.softmax(2)
+    channels, heads = x.shape[1], attn.shape[1]
+    pad = (K // 2) * d
+    # Dense NCHW inputs (no-ops in an ONNX graph): torch.export cannot reason about the
+    # strides of products of channel slices of channels-last maps with a symbolic width.
+    x, attn = x.contiguous(), attn.contiguous()
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    # (B, C, Hp, Wp) -> (B, G, C/G, Hp, Wp): a tap's attention then broadcasts over a head.
+    xp = xp.reshape(xp.shape[0], heads, channels // heads, xp.shape[2], xp.shape[3])
+    if ghost_mul is not None:  # (C, K, K) -> (G, C/G, K*K, 1, 1): tap t's channel multipliers
+        ghost_mul = ghost_mul.reshape(heads, channels // heads, K * K, 1, 1)
+    total = None
+    for u in range(K):
+        rows = slice(u * d, u * d - 2 * pad or None, s)  # u*d : u*d + H : s
+        for v in range(K):
+            t = u * K + v
+            x_tap = xp[:, :, :, rows, v * d:v * d - 2 * pad or None:s]  # (B, G, C/G, Ho, Wo)
+            if ghost_mul is not None:
+                x_tap = x_tap * ghost_mul[:, :, t]
+            term = x_tap * attn[:, :, t:t + 1]  # attn (B, G, 1, Ho, Wo)
+            total = term if total is None else total + term
+    out = total.reshape(total.shape[0], channels, total.shape[3], total.shape[4])
+    if ghost_add is not None:
+        out = out + torch.nn.functional.conv2d(x, ghost_add.unsqueeze(1), stride=s,
+                                               padding=pad, dilation=d, groups=channels)
+    return out
 _LEGACY_OPSET_MIN = 15
 
 

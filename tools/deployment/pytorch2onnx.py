@@ -5,7 +5,8 @@ the default: a segmentor's logits; a detector's backbone + neck features), check
 onnx.checker, runs it in ONNX Runtime next to PyTorch on one image (--image, resized to
 --shape, else a random one) and prints the largest absolute difference per output (an error,
 exit 2, above --rtol of the output's largest magnitude); with --benchmark also the median
-latency of both.
+latency of both. The export is a plain torch.onnx.export. A whole detector (RPN, NMS, RoI heads)
+does not trace that way: tools/deployment/mmdeploy2onnx.py converts it with MMDeploy.
 
 Examples:
     python tools/deployment/pytorch2onnx.py \\

@@ -1,0 +1,145 @@
+"""A bare ``torch.onnx.export(model, ...)`` of models holding ELSA: no registration, no
+translation table, no mmelsa argument. While exporting, ``elsa_attention`` computes itself in
+standard torch ops (:func:`mmelsa.ops.onnx.elsa_export_form`), so both exporters work at
+opsets 11 and 17. Checked in ONNX Runtime against the float64 reference (the operator) or
+PyTorch eager (the backbone) at the export size and two other, odd, sizes.
+"""
+import onnx
+import onnxruntime  # noqa: F401  (a missing install must fail here)
+import pytest
+import torch
+from torch import nn
+
+from mmelsa.deployment import OnnxRunner, TensorModeModel, min_dynamic_size
+from mmelsa.models import ELSASwinTransformer
+from mmelsa.ops import elsa_attention
+from mmelsa.ops.onnx import elsa_export_form
+from mmelsa.ops.reference import elsa_reference, max_rel_err
+from tests.ops._helpers import make_inputs
+
+TOL = 1e-4  # max |onnx - expected| / max(1, max |expected|), float32
+EXPORTERS = [pytest.param(True, id='dynamo'), pytest.param(False, id='legacy')]
+OPSETS = [11, 17]
+STANDARD_DOMAINS = {'', 'ai.onnx'}
+
+
+def assert_standard_onnx(path, opset, dynamo):
+    """Only standard ONNX domains in the graph; the legacy exporter writes the opset asked for.
+    The dynamo exporter builds opset 18 and keeps it when onnx's version converter cannot
+    lower the graph (it has no Pad adapter from 18 to 17), so it is >= the one asked for."""
+    proto = onnx.load(path)
+    onnx.checker.check_model(proto, full_check=True)
+    assert {n.domain for n in proto.graph.node} <= STANDARD_DOMAINS
+    assert {o.domain for o in proto.opset_import} <= STANDARD_DOMAINS
+    assert not proto.functions
+    version = {o.domain: o.version for o in proto.opset_import}.get('', None)
+    if version is None:
+        version = {o.domain: o.version for o in proto.opset_import}['ai.onnx']
+    assert version == opset if not dynamo else version >= opset
+    return proto
+
+
+class ElsaOp(nn.Module):
+    """The operator with its ghosts as parameters (as in a model); inputs x and attn."""
+
+    def __init__(self, channels, kernel_size, dilation, stride, attn_is_logits):
+        super().__init__()
+        gen = torch.Generator().manual_seed(1)
+        shape = (channels, kernel_size, kernel_size)
+        self.ghost_mul = nn.Parameter(torch.randn(shape, generator=gen))
+        self.ghost_add = nn.Parameter(torch.randn(shape, generator=gen))
+        self.hyper = (kernel_size, dilation, stride)
+        self.attn_is_logits = attn_is_logits
+
+    def forward(self, x, attn):
+        return elsa_attention(x, attn, self.ghost_mul, self.ghost_add, *self.hyper,
+                              attn_is_logits=self.attn_is_logits)
+
+
+@pytest.mark.parametrize('kernel_size,dilation,stride,ghost_mul,ghost_add', [
+    (3, 1, 1, True, True), (5, 2, 2, False, True), (1, 1, 1, True, False),
+    (3, 1, 3, False, False), (7, 3, 1, True, True),  # padding 9 > H: slices reach past x
+])
+def test_export_form_matches_reference(kernel_size, dilation, stride, ghost_mul, ghost_add):
+    """The torch-op form, eager in float64, is the operator (plain and fused)."""
+    x, attn, gm, ga = make_inputs(2, 8, 2, 7, 11, kernel_size, dilation, stride, ghost_mul,
+                                  ghost_add)
+    hyper = (kernel_size, dilation, stride)
+    torch.testing.assert_close(elsa_export_form(x, attn, gm, ga, *hyper),
+                               elsa_reference(x, attn, gm, ga, *hyper), rtol=1e-12,
+                               atol=1e-12)
+    torch.testing.assert_close(elsa_export_form(x, attn, gm, ga, *hyper, attn_is_logits=True),
+                               elsa_reference(x, attn.softmax(2), gm, ga, *hyper),
+                               rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize('opset', OPSETS)
+@pytest.mark.parametrize('dynamo', EXPORTERS)
+@pytest.mark.parametrize('fused', [False, True], ids=['plain', 'fused'])
+def test_bare_export_of_the_operator(tmp_path, fused, dynamo, opset):
+    C, G, K, d, s = 8, 2, 3, 2, 2
+    module = ElsaOp(C, K, d, s, attn_is_logits=fused).eval()
+    x, attn, _, _ = make_inputs(2, C, G, 12, 10, K, d, s, False, False, dtype=torch.float32)
+    path = str(tmp_path / 'elsa.onnx')
+    if dynamo:
+        auto = torch.export.Dim.AUTO  # attn's Ho, Wo follow H, W through the stride
+        torch.onnx.export(module, (x, attn), path, dynamo=True, opset_version=opset,
+                          dynamic_shapes={'x': {0: auto, 2: auto, 3: auto},
+                                          'attn': {0: auto, 3: auto, 4: auto}})
+    else:
+        torch.onnx.export(module, (x, attn), path, dynamo=False, opset_version=opset,
+                          input_names=['x', 'attn'],
+                          dynamic_axes={'x': {0: 'b', 2: 'h', 3: 'w'},
+                                        'attn': {0: 'b', 3: 'ho', 4: 'wo'}})
+    proto = assert_standard_onnx(path, opset, dynamo)
+    assert fused == any(n.op_type == 'Softmax' for n in proto.graph.node)
+    runner = OnnxRunner(path)
+    names = [i.name for i in runner.session.get_inputs()]
+    ghosts = (module.ghost_mul.detach().double(), module.ghost_add.detach().double())
+    for batch, height, width in [(2, 12, 10), (1, 7, 13), (3, 17, 9)]:  # export size first
+        x, attn, _, _ = make_inputs(batch, C, G, height, width, K, d, s, False, False,
+                                    dtype=torch.float32, seed=height)
+        got = runner.session.run(None, {names[0]: x.numpy(), names[1]: attn.numpy()})[0]
+        probs = attn.double().softmax(2) if fused else attn.double()
+        expected = elsa_reference(x.double(), probs, *ghosts, K, d, s)
+        assert got.shape == tuple(expected.shape)
+        assert max_rel_err(torch.from_numpy(got), expected) < TOL, (batch, height, width)
+
+
+def small_elsa_swin():
+    torch.manual_seed(0)
+    # ELSA (fused op, eval mode) in the first two stages; a plain and a shifted window block
+    # in the last one
+    return ELSASwinTransformer(embed_dims=16, depths=(1, 1, 1, 2), num_heads=(1, 2, 2, 4),
+                               window_size=7, elsa_kernel_size=5, group_width=4,
+                               drop_path_rate=0.).eval()
+
+
+@pytest.mark.parametrize('opset', OPSETS)
+@pytest.mark.parametrize('dynamo', EXPORTERS)
+def test_bare_export_of_elsa_swin(tmp_path, dynamo, opset):
+    model = small_elsa_swin()
+    x = torch.randn(2, 3, 64, 96)
+    path = str(tmp_path / 'elsa_swin.onnx')
+    if dynamo:
+        low = min_dynamic_size(TensorModeModel(model, 'backbone'))  # no feature map of size 1
+        dim = torch.export.Dim
+        torch.onnx.export(model, (x, ), path, dynamo=True, opset_version=opset,
+                          dynamic_shapes={'x': {0: dim('batch', max=64),
+                                                2: dim('height', min=low, max=1024),
+                                                3: dim('width', min=low, max=1024)}})
+    else:
+        torch.onnx.export(model, (x, ), path, dynamo=False, opset_version=opset,
+                          input_names=['x'], dynamic_axes={'x': {0: 'b', 2: 'h', 3: 'w'}})
+    assert_standard_onnx(path, opset, dynamo)
+    runner = OnnxRunner(path)
+    # the export size, odd sizes, one where the last stage has several (shifted) windows
+    for shape in [(2, 3, 64, 96), (1, 3, 37, 53), (1, 3, 233, 263)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            expected = model(x)
+        got = runner(x)
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected):
+            assert g.shape == tuple(e.shape)
+            assert max_rel_err(torch.from_numpy(g), e) < TOL, shape
