@@ -1,7 +1,7 @@
 // The operator schemas (torch.library, namespace "mmelsa") and a small pybind11 module that
 // says how the extension was built. Their CPU / CUDA / autocast kernels are registered beside
 // the dispatch (elsa.cpp); autograd and the fake (meta) kernels from Python, in
-// mmelsa/ops/elsa_attention.py.
+// mmelsa/ops/functional.py.
 #include <torch/extension.h>
 #include <torch/library.h>
 

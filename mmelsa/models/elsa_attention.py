@@ -12,7 +12,7 @@ import torch.nn as nn
 from torch.nn.init import trunc_normal_
 
 from .. import ops
-from ..ops.elsa_attention import check_hyperparameters
+from ..ops.functional import check_hyperparameters
 from .utils import build_activation
 
 

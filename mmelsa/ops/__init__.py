@@ -1,5 +1,5 @@
 """Native operators of mmelsa (the ELSA aggregation), see csrc/ for the kernels."""
-from .elsa_attention import ELSAAttentionOp, channels_last_path, elsa_attention
+from .functional import ELSAAttentionOp, channels_last_path, elsa_attention
 from .flops import elsa_op_flops
 from .info import info
 

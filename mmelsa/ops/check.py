@@ -33,7 +33,7 @@ from typing import List, Optional
 
 import torch
 
-from .elsa_attention import elsa_attention
+from .functional import elsa_attention
 from .info import info
 from .reference import elsa_reference, max_rel_err
 

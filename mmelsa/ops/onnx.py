@@ -232,7 +232,7 @@ def custom_translation_table():
     """``{op: translation}`` for the plain and the fused (softmax) ELSA operators, for
     ``torch.onnx.export(...,
     dynamo=True, custom_translation_table=...)``. Also registers the legacy symbolic."""
-    from .elsa_attention import _require_ext
+    from .functional import _require_ext
     _require_ext()
     register_legacy_symbolic()
     return {torch.ops.mmelsa.elsa_forward.default: elsa_forward_onnxscript,

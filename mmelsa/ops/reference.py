@@ -1,9 +1,10 @@
 """Pure-PyTorch reference of the ELSA operator, shipped with the package (as NATTEN ships its
 reference backend) so that tests, benchmarks and tools compare against one implementation.
 
-It follows the definition in ELSA-SWIN-FACTS.md literally, through ``F.unfold``: simple to read
-and independent of the native kernels, but it materialises a (B, C, K*K, Ho, Wo) temporary, which
-is exactly what the kernels exist to avoid. Run it in float64 to get a trustworthy reference.
+It follows the definition in docs/elsa_facts.md (section 1) literally, through ``F.unfold``:
+simple to read and independent of the native kernels, but it materialises a (B, C, K*K, Ho, Wo)
+temporary, which is exactly what the kernels exist to avoid. Run it in float64 to get a
+trustworthy reference.
 """
 import torch
 import torch.nn.functional as F

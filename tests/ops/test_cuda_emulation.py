@@ -146,7 +146,7 @@ def test_emulated_fast_path_refuses_32_bit_overflow(emu):
 def test_python_mirror_of_the_cuda_layout_rule(emu):
     """mmelsa.ops.channels_last_path (the fake kernels' layouts) follows the C++ rule that the
     CUDA launchers use, for every layout and configuration."""
-    from mmelsa.ops.elsa_attention import _cuda_channels_last
+    from mmelsa.ops.functional import _cuda_channels_last
     x = torch.randn(1, 6, 9, 10)
     layouts = [x, x.contiguous(memory_format=torch.channels_last),
                x.contiguous(memory_format=torch.channels_last)[:, 1:5], x[:, :, :, 1:],
