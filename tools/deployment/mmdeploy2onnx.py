@@ -18,8 +18,8 @@ import argparse
 import os
 import os.path as osp
 
-from mmelsa.engine import cli
-from mmelsa.engine.preflight import UsageError, load_config
+from mmelsa import cli
+from mmelsa.cli.preflight import UsageError, load_config
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DEFAULT_DEPLOY = {
