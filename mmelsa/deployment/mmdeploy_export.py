@@ -22,7 +22,6 @@ def _load(cfg):
 def mmdeploy_convert(model_cfg, deploy_cfg, checkpoint, image, work_dir):
     """Convert ``model_cfg`` (+ ``checkpoint``, None for the config's initialisation) with
     ``deploy_cfg`` traced on ``image``; returns the path of the ONNX file in ``work_dir``."""
-    import mmelsa  # noqa: F401  (registers the backbone)
     from mmdeploy.apis import torch2onnx
     from mmdeploy.utils import get_input_shape
     model_cfg, deploy_cfg = _load(model_cfg), _load(deploy_cfg)
@@ -38,7 +37,6 @@ def mmdeploy_convert(model_cfg, deploy_cfg, checkpoint, image, work_dir):
 def build_models(model_cfg, deploy_cfg, checkpoint, onnx_file):
     """``(task_processor, pytorch_model, onnxruntime_model)``: both models take
     ``task_processor.create_input(image, input_shape)[0]`` through ``test_step``."""
-    import mmelsa  # noqa: F401
     from mmdeploy.apis.utils import build_task_processor
     model_cfg, deploy_cfg = _load(model_cfg), _load(deploy_cfg)
     processor = build_task_processor(model_cfg, deploy_cfg, 'cpu')
