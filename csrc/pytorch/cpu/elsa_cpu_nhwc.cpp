@@ -1,5 +1,5 @@
 // Channels-last (NHWC) CPU path of the ELSA operator: layout preparation, the choice of
-// instruction set, and the entries called by the dispatchers (elsa.cpp, elsa_softmax.cpp).
+// instruction set, and the entries called by the dispatch (elsa.cpp).
 //
 // The kernels (elsa_cpu_nhwc_kernels.h) are compiled twice: for the baseline x86-64 ISA, and,
 // with GCC on x86-64, once more under `#pragma GCC target("avx2,fma")`. The AVX2 copy runs
