@@ -12,14 +12,14 @@ PACKAGE = osp.join(osp.dirname(osp.dirname(osp.abspath(__file__))), 'mmelsa')
 
 #: layer -> the mmelsa layers it may import (besides itself and the leaf modules below)
 ALLOWED = {
-    'ops': set(),
+    'utils': set(),
+    'ops': {'utils'},
     'checkpoint': set(),
     'models': {'ops', 'checkpoint'},
     'engine': {'ops', 'checkpoint', 'models'},
     'deployment': {'ops', 'checkpoint', 'models'},
     'datasets': set(),
     'cli': {'ops', 'checkpoint', 'models', 'engine'},
-    'utils': set(),
 }
 #: modules any layer may import: the version string and the compiled extension
 LEAVES = {'version', '_ext'}

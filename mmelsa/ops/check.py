@@ -35,6 +35,7 @@ import torch
 
 from .functional import elsa_attention
 from .info import info
+from ..utils.benchmark import time_fn
 from .reference import elsa_reference, max_rel_err
 
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
@@ -231,23 +232,6 @@ def check_device(device, cache=None) -> List[Result]:
 
 
 # ----------------------------------------------------------------------------- timing
-def _time_ms(fn, device, reps, warmup=2):
-    """Median wall time of ``fn`` in milliseconds (CUDA: synchronised around each call)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == 'cuda':
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    return 1e3 * times[len(times) // 2]
-
-
 def _timing_rows(device, label, shape, dtype, fused, reps) -> List[str]:
     """Rows for one shape, dtype and op: forward, then forward + backward."""
     B, C, G, H, W = shape
@@ -270,14 +254,14 @@ def _timing_rows(device, label, shape, dtype, fused, reps) -> List[str]:
 
     rows = []
     for direction, wrap in (('fwd', fwd), ('fwd+bwd', fwd_bwd)):
-        ms = _time_ms(lambda: wrap(elsa), device, reps)
+        ms = time_fn(lambda: wrap(elsa), device, reps, warmup=2)
         cells = [device, '%s (%d,%d,%d,%d) %d' % (label, B, C, H, W, G), SHORT[dtype],
                  'fused' if fused else 'plain', direction, '%.3f' % ms]
         if device == 'cuda':
             with _tiled_off(True):
-                cells.append('%.3f' % _time_ms(lambda: wrap(elsa), device, reps))
+                cells.append('%.3f' % time_fn(lambda: wrap(elsa), device, reps, warmup=2))
         # the reference is slow and only a yardstick: a few runs are enough
-        ref_ms = _time_ms(lambda: wrap(unfold), device, min(reps, 3), warmup=1)
+        ref_ms = time_fn(lambda: wrap(unfold), device, min(reps, 3), warmup=1)
         cells += ['%.3f' % ref_ms, '%.1fx' % (ref_ms / ms)]
         rows.append('| ' + ' | '.join(cells) + ' |')
     return rows
