@@ -150,7 +150,7 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.9',
     packages=find_packages(include=['mmelsa', 'mmelsa.*']),
-    install_requires=['numpy', 'mmengine>=0.10.7,<0.11', torch_requirement()],
+    install_requires=['numpy', 'packaging', 'mmengine>=0.10.7,<0.11', torch_requirement()],
     extras_require={
         'det': ['mmdet==3.3.0', 'mmcv==2.1.0'],
         'seg': ['mmsegmentation==1.2.2', 'mmcv==2.1.0', 'ftfy', 'regex'],

@@ -90,14 +90,6 @@ def upstream_drift():
     return drift
 
 
-def _version_tuple(version):
-    parts = []
-    for piece in version.split('.')[:3]:
-        digits = ''.join(c for c in piece if c.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
-
-
 def check_mmengine_version(version=None):
     """Raise ImportError, naming the version and the range, when the installed mmengine (or
     ``version``) is outside :data:`MMENGINE_REQUIREMENT`; warn when it is inside but not the
@@ -105,13 +97,15 @@ def check_mmengine_version(version=None):
     if version is None:
         import mmengine
         version = mmengine.__version__
-    found = _version_tuple(version)
-    if not (0, 10, 7) <= found < (0, 11, 0):
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+    found = Version(version)
+    if not Requirement(MMENGINE_REQUIREMENT).specifier.contains(found, prereleases=True):
         raise ImportError(
             f'mmelsa needs {MMENGINE_REQUIREMENT} (its fixes to mmengine are written for those '
             f'releases), but mmengine {version} is installed: pip install '
             f'"mmengine=={VERIFIED_VERSION}"')
-    if found != _version_tuple(VERIFIED_VERSION):
+    if found != Version(VERIFIED_VERSION):
         warnings.warn(
             f'mmelsa: mmengine {version} is in the supported range but its fixes were '
             f'checked against mmengine {VERIFIED_VERSION} only', stacklevel=2)
