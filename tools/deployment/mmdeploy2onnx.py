@@ -77,7 +77,7 @@ def main(argv=None):
 
     import torch
 
-    from mmelsa.deployment import median_latency
+    from mmelsa.deployment import OnnxRunner, median_latency
     from mmelsa.deployment.mmdeploy_export import build_models, mmdeploy_convert
     os.makedirs(args.work_dir, exist_ok=True)
     checkpoint = args.checkpoint
@@ -116,14 +116,12 @@ def main(argv=None):
                 iou = torch.where(union > 0, inter / union.clamp(min=1), 1.)
                 print(f'mask IoU: min {float(iou.min()):.4f}, mean {float(iou.mean()):.4f}')
     else:  # the raw logits, at the input size (what MMDeploy's graph returns)
-        import onnxruntime as ort
         x = pytorch_model.data_preprocessor(data, False)['inputs']
         with torch.no_grad():
             e = torch.nn.functional.interpolate(
                 pytorch_model(x, mode='tensor'), size=x.shape[2:], mode='bilinear',
                 align_corners=pytorch_model.decode_head.align_corners)
-        session = ort.InferenceSession(onnx_file, providers=['CPUExecutionProvider'])
-        g = torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.numpy()})[0])
+        g = torch.from_numpy(OnnxRunner(onnx_file)(x)[0])
         agree = float((e.argmax(1) == g.argmax(1)).float().mean())
         print(f'logits {tuple(e.shape)}: argmax agreement {agree * 100:.3f}%, max '
               f'|onnxruntime - pytorch| {float((e - g).abs().max()):.3e}')
