@@ -86,6 +86,8 @@ def elsa_export_form(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dil
         out = out + torch.nn.functional.conv2d(x, ghost_add.unsqueeze(1), stride=s,
                                                padding=pad, dilation=d, groups=channels)
     return out
+
+
 _LEGACY_OPSET_MIN = 15
 
 
