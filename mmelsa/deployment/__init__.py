@@ -1,5 +1,6 @@
 """Deployment helpers: plain ONNX export of ELSA-Swin models (:mod:`.onnx_export`) and whole-model
-export through MMDeploy (:mod:`.mmdeploy_export` with :mod:`.mmdeploy_compat`, imported on use)."""
+export through MMDeploy (:mod:`.mmdeploy_export` with :mod:`.mmdeploy_compat`; the conversion and
+comparison of ``pytorch2onnx.py --part whole`` in :mod:`.whole_model`; imported on use)."""
 from .onnx_export import (OnnxRunner, TensorModeModel, build_from_config, export_onnx,
                           load_image, median_latency, min_dynamic_size)
 

@@ -11,7 +11,14 @@ things it relies on are gone:
   ``torch.onnx.symbolic_opset9``, removed there. :func:`mmdeploy_compat` provides it (an ONNX
   Cast to int64, what it was) for as long as the context lasts.
 
-A third limit is not patched but checked (:func:`check_static_segmenter_size`): MMDeploy
+* its Cascade R-CNN rewriter asserts class-agnostic box regression in the stages before the last
+  (``reg_class_agnostic``), and mmdet's 4conv1fc GIoU cascade heads, which our Cascade configs
+  use, regress per class. :func:`mmdeploy_compat` registers, for ONNX Runtime and for as long as
+  the context lasts, a rewriter that does what mmdet does there (``regress_by_class``: each RoI
+  refined by the regression of its top-scoring class, background left out) and hands the rest
+  to MMDeploy's own.
+
+A last limit is not patched but checked (:func:`check_static_segmenter_size`): MMDeploy
 rewrites adaptive average pooling (UPerNet's pyramid pooling) as a fixed-kernel pooling, which
 is only exact when the last feature map divides by every pooling scale, so a segmenter with a
 pyramid pooling module exports at a static size whose last map (H / 32, W / 32 for ELSA-Swin)
@@ -35,6 +42,43 @@ TESTED_MMDEPLOY = ('1.3.1', )
 def _cast_long(g, input, non_blocking):
     """The removed ``torch.onnx.symbolic_opset9._cast_Long``: Cast(to=INT64)."""
     return g.op('Cast', input, to_i=7)  # onnx.TensorProto.INT64
+
+
+CASCADE_PREDICT_BBOX = 'mmdet.models.roi_heads.cascade_roi_head.CascadeRoIHead.predict_bbox'
+
+
+def _cascade_predict_bbox(self, x, batch_img_metas, rpn_results_list, rcnn_test_cfg,
+                          rescale=False, **kwargs):
+    """MMDeploy's ``CascadeRoIHead.predict_bbox`` rewriter, also for class-specific box
+    regression before the last stage: there each RoI's (N, classes * 4) regression is reduced to
+    the (N, 4) of its top class, which is what MMDeploy's rewriter expects of a class-agnostic
+    head (mmdet's ``BBoxHead.regress_by_class``)."""
+    from mmdeploy.codebase.mmdet.models.roi_heads import cascade_roi_head
+    specific = [head for head in self.bbox_head[:-1] if not head.reg_class_agnostic]
+    if not specific:
+        return cascade_roi_head.cascade_roi_head__predict_bbox(
+            self, x, batch_img_metas, rpn_results_list, rcnn_test_cfg, rescale, **kwargs)
+    bbox_forward = self._bbox_forward
+
+    def top_class_bbox_forward(stage, feats, rois, **kw):
+        results = bbox_forward(stage, feats, rois, **kw)
+        head = self.bbox_head[stage]
+        if head in specific:
+            label = results['cls_score'][:, :-1].argmax(dim=1)
+            pred = results['bbox_pred'].view(label.shape[0], -1, head.bbox_coder.encode_size)
+            results = dict(results, bbox_pred=pred[torch.arange(label.shape[0]), label])
+        return results
+
+    self._bbox_forward = top_class_bbox_forward
+    for head in specific:
+        head.reg_class_agnostic = True  # what it now is, for MMDeploy's assertion
+    try:
+        return cascade_roi_head.cascade_roi_head__predict_bbox(
+            self, x, batch_img_metas, rpn_results_list, rcnn_test_cfg, rescale, **kwargs)
+    finally:
+        del self._bbox_forward
+        for head in specific:
+            head.reg_class_agnostic = False
 
 
 def _check_version():
@@ -65,15 +109,20 @@ def mmdeploy_compat():
         kwargs.setdefault('dynamo', False)  # MMDeploy's rewriters need the TorchScript one
         return original_export(*args, **kwargs)
 
+    from mmdeploy.core import FUNCTION_REWRITER
     torch.onnx.export = export
     if added_cast:
         opset9._cast_Long = _cast_long
+    # a backend-specific rewriter takes precedence over MMDeploy's default one
+    FUNCTION_REWRITER.register_rewriter(CASCADE_PREDICT_BBOX,
+                                        backend='onnxruntime')(_cascade_predict_bbox)
     try:
         yield
     finally:
         torch.onnx.export = original_export
         if added_cast:
             del opset9._cast_Long
+        FUNCTION_REWRITER._registry.remove_record(_cascade_predict_bbox)
 
 
 def check_static_segmenter_size(model_cfg, shape, stride=32):

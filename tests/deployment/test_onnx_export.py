@@ -247,10 +247,13 @@ def test_tool_exports_and_compares(tmp_path, toy_images):
 
 
 @pytest.mark.parametrize('args,message', [
-    (['--shape', '0', '64'], '--shape must be positive'),
-    (['--shape', '64', '64', '--image', 'no/such.jpg'], 'image not found: no/such.jpg'),
-    (['missing.pth', '--shape', '64', '64'], 'checkpoint not found: missing.pth'),
-    (['--shape', '40', '40', '--dynamic'], 'needs --shape of at least 65 65'),
+    (['--part', 'model', '--shape', '0', '64'], '--shape must be positive'),
+    (['--part', 'model'], '--part model needs --shape H W'),
+    (['--part', 'model', '--shape', '64', '64', '--image', 'no/such.jpg'],
+     'image not found: no/such.jpg'),
+    (['missing.pth', '--part', 'model', '--shape', '64', '64'],
+     'checkpoint not found: missing.pth'),
+    (['--part', 'model', '--shape', '40', '40', '--dynamic'], 'needs --shape of at least 65 65'),
 ])
 def test_tool_bad_arguments(args, message):
     res = _run_tool(DET, *args)

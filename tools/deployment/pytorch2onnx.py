@@ -1,20 +1,30 @@
 """Export an ELSA-Swin model to ONNX, check it, and compare ONNX Runtime with PyTorch.
 
-Exports the backbone alone (--part backbone) or the whole model in tensor mode (--part model,
-the default: a segmentor's logits; a detector's backbone + neck features), checks the file with
-onnx.checker, runs it in ONNX Runtime next to PyTorch on one image (--image, resized to
---shape, else a random one) and prints the largest absolute difference per output (an error,
-exit 2, above --rtol of the output's largest magnitude); with --benchmark also the median
-latency of both. The export is a plain torch.onnx.export. A whole detector (RPN, NMS, RoI heads)
-does not trace that way: tools/deployment/mmdeploy2onnx.py converts it with MMDeploy.
+What is exported (--part):
+
+* ``whole`` (the default): the whole model, post-processing included (a detector's RPN, RoI
+  heads and NMS; a segmenter's decode head), converted through MMDeploy with a deploy config
+  (--deploy-cfg, default ours in configs/mmdeploy/ for the config's task: dynamic shapes for a
+  detector, 192 x 192 for a segmenter), traced on --image. Prints the agreement on that image:
+  a detector's detections (count, largest box / score difference over the --top leading ones,
+  labels, mask IoU), a segmenter's argmax agreement on the raw logits.
+* ``model``: the model in tensor mode by a plain torch.onnx.export (a segmenter's logits; a
+  detector's backbone + neck features), at --shape.
+* ``backbone``: the backbone alone, likewise.
+
+For ``model`` / ``backbone`` the file is checked with onnx.checker and run in ONNX Runtime
+next to PyTorch on one image (--image, resized to --shape, else a random one); the largest
+absolute difference per output is printed (an error, exit 2, above --rtol of the output's
+largest magnitude). With --benchmark, also the median latency of both (for ``whole`` end to
+end: preprocessing, model, post-processing).
 
 Examples:
     python tools/deployment/pytorch2onnx.py \\
-        configs/toy/upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py work_dirs/seg.pth \\
-        --shape 128 128 --image data/toy_ade/images/validation/000000.jpg --benchmark
+        configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py work_dirs/det.pth \\
+        --image data/toy_coco/val/000000.jpg --out work_dirs/det.onnx --benchmark
     python tools/deployment/pytorch2onnx.py \\
-        configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py --shape 128 160 \\
-        --dynamic --legacy --out det.onnx
+        configs/toy/upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py work_dirs/seg.pth \\
+        --part model --shape 128 128 --image data/toy_ade/images/validation/000000.jpg
 """
 import argparse
 import os
@@ -23,22 +33,36 @@ import os.path as osp
 from mmelsa import cli
 from mmelsa.cli.preflight import UsageError, load_config
 
+REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('config', help='mmdet / mmseg config with an ELSASwinTransformer backbone')
     p.add_argument('checkpoint', nargs='?', default=None,
                    help='checkpoint to load (default: the config\'s initialisation)')
-    p.add_argument('--shape', type=int, nargs=2, required=True, metavar=('H', 'W'),
-                   help='input height and width of the export (and of the comparison)')
-    p.add_argument('--part', choices=['model', 'backbone'], default='model',
-                   help='the whole model in tensor mode (default) or the backbone alone')
+    p.add_argument('--part', choices=['whole', 'model', 'backbone'], default='whole',
+                   help='the whole model through MMDeploy (default), the model in tensor mode '
+                   'or the backbone alone by a plain torch.onnx.export')
+    p.add_argument('--deploy-cfg', default=None,
+                   help='--part whole: MMDeploy deploy config (default: configs/mmdeploy/ for '
+                   'the task)')
+    p.add_argument('--top', type=int, default=15,
+                   help='--part whole: detections compared one to one, in score order '
+                   '(default 15)')
+    p.add_argument('--shape', type=int, nargs=2, default=None, metavar=('H', 'W'),
+                   help='input height and width of the export (and of the comparison); with '
+                   '--part whole it replaces the deploy config\'s input_shape (a segmenter '
+                   'with pyramid pooling needs multiples of 192)')
     p.add_argument('--dynamic', action='store_true',
-                   help='symbolic batch, height and width in the ONNX file')
+                   help='--part model / backbone: symbolic batch, height and width in the ONNX '
+                   'file')
     p.add_argument('--out', default=None, help='ONNX file (default: <config name>.onnx)')
     p.add_argument('--overwrite', action='store_true', help='replace an existing --out file')
     cli.add_checkpoint_flags(p)  # --allow-partial-load, --trust-checkpoint CKPT
-    p.add_argument('--image', default=None, help='image to compare on (default: random)')
+    p.add_argument('--image', default=None,
+                   help='image to trace (--part whole, required) and compare on (default for '
+                   'model / backbone: random)')
     p.add_argument('--benchmark', action='store_true',
                    help='also print the median latency of ONNX Runtime and PyTorch')
     p.add_argument('--reps', type=int, default=10, help='timed runs for --benchmark')
@@ -47,14 +71,30 @@ def parse_args(argv=None):
                    'this fraction of the output\'s largest magnitude (default 1e-3)')
     exporter = p.add_mutually_exclusive_group()
     exporter.add_argument('--dynamo', dest='dynamo', action='store_true', default=True,
-                          help='torch.onnx.export(dynamo=True) (default)')
+                          help='--part model / backbone: torch.onnx.export(dynamo=True) '
+                          '(default)')
     exporter.add_argument('--legacy', dest='dynamo', action='store_false',
-                          help='the TorchScript exporter, torch.onnx.export(dynamo=False)')
+                          help='--part model / backbone: the TorchScript exporter, '
+                          'torch.onnx.export(dynamo=False); MMDeploy always uses it')
     return p.parse_args(argv)
 
 
 def check_args(args):
-    if min(args.shape) < 1:
+    if args.part == 'whole':
+        if args.dynamic:
+            raise UsageError('--dynamic is for --part model / backbone; with --part whole the '
+                             'deploy config says which axes are dynamic (--deploy-cfg)')
+        if args.shape is not None and min(args.shape) < 1:
+            raise UsageError(f'--shape must be positive, got {args.shape[0]} {args.shape[1]}')
+        if not args.image:
+            raise UsageError('--part whole needs --image (the conversion traces on it)')
+        if args.deploy_cfg and not osp.isfile(args.deploy_cfg):
+            raise UsageError(f'--deploy-cfg not found: {args.deploy_cfg}')
+        if args.top < 1:
+            raise UsageError(f'--top must be >= 1, got {args.top}')
+    elif args.shape is None:
+        raise UsageError(f'--part {args.part} needs --shape H W')
+    elif min(args.shape) < 1:
         raise UsageError(f'--shape must be positive, got {args.shape[0]} {args.shape[1]}')
     if args.checkpoint and not osp.isfile(args.checkpoint):
         raise UsageError(f'checkpoint not found: {args.checkpoint}')
@@ -82,8 +122,15 @@ def main(argv=None):
         backbone = (cfg.get('model', {}) or {}).get('backbone', {}) or {}
         if str(backbone.get('type', '')).split('.')[-1] != 'ELSASwinTransformer':
             raise UsageError(f'{args.config}: model.backbone is not an ELSASwinTransformer')
+        if args.part == 'whole':
+            scope = cfg.get('default_scope', 'mmdet')
+            if scope not in ('mmdet', 'mmseg'):
+                raise UsageError(f'{args.config}: --part whole knows mmdet and mmseg models, '
+                                 f'default_scope is {scope}')
     except UsageError as err:
         cli.fail(str(err))
+    if args.part == 'whole':
+        return export_whole(args, cfg, scope)
 
     import numpy as np
     import torch
@@ -145,6 +192,35 @@ def main(argv=None):
         print(f'latency, median of {args.reps} runs, input {tuple(x.shape)}, '
               f'{torch.get_num_threads()} torch threads: pytorch {t_torch * 1e3:.1f} ms, '
               f'onnxruntime {t_ort * 1e3:.1f} ms ({t_torch / t_ort:.2f}x)')
+
+
+def export_whole(args, cfg, scope):
+    import torch
+    from mmengine.config import Config
+
+    from mmelsa.deployment.whole_model import (DEFAULT_DEPLOY_CONFIGS, agreement,
+                                               convert_whole_model, end_to_end_latency)
+    deploy_file = args.deploy_cfg or osp.join(REPO, DEFAULT_DEPLOY_CONFIGS[scope])
+    deploy_cfg = Config.fromfile(deploy_file)
+    if args.shape is not None:
+        deploy_cfg.onnx_config.input_shape = [args.shape[1], args.shape[0]]  # MMDeploy's (W, H)
+    out = output_path(args)
+    try:
+        processor, pytorch_model, ort_model, data = convert_whole_model(
+            cfg, deploy_cfg, args.checkpoint, args.image, out)
+    except (RuntimeError, ValueError) as err:
+        cli.fail(str(err).splitlines()[0])
+    print(f'exported the whole model to {out} through MMDeploy with {deploy_file} '
+          f'({osp.getsize(out) / 2**20:.1f} MiB)')
+    lines, problems = agreement(scope, pytorch_model, ort_model, data, out, top=args.top)
+    print('\n'.join(lines))
+    if problems:
+        cli.fail(f'{out} does not reproduce the model: ' + '; '.join(problems))
+    if args.benchmark:
+        t_torch, t_ort = end_to_end_latency(pytorch_model, ort_model, data, args.reps)
+        print(f'latency end to end, median of {args.reps} runs, {torch.get_num_threads()} '
+              f'torch threads: pytorch {t_torch * 1e3:.1f} ms, onnxruntime {t_ort * 1e3:.1f} '
+              f'ms ({t_torch / t_ort:.2f}x)')
 
 
 if __name__ == '__main__':
