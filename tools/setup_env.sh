@@ -7,7 +7,9 @@
 #   torch (torch==2.13.0 unless $TORCH_SPEC says otherwise; a torch already in the venv is kept),
 #   mmcv 2.1.0 built from source with its ops (the slow step: ~20 min on 2 cores the first time,
 #   pip's wheel cache makes later installs take seconds), mmengine 0.10.7, mmdet 3.3.0,
-#   mmsegmentation 1.2.2 and what they need on numpy 2, openmim (for `mim`), then mmelsa itself
+#   mmsegmentation 1.2.2 and what they need on numpy 2, openmim (for `mim`), mmpretrain 1.2.0, timm
+#   and the torchvision of the installed torch (classification; MMELSA_SKIP_CLS=1 skips it), then
+#   mmelsa itself
 #   (a development install: edits in the checkout take effect without reinstalling).
 # Idempotent: each step first checks whether its result is already there.
 # On a CUDA machine set FORCE_CUDA=1 (and TORCH_CUDA_ARCH_LIST) to build the CUDA kernels of mmcv
@@ -113,6 +115,48 @@ else
   "${PIP[@]}" install -q "${MIM[@]:1}"
 fi
 
+# 5b. ImageNet classification (configs/elsa_swin_cls, configs/elsa_volo): mmpretrain 1.2.0 and timm
+# (ELSA-VOLO is built on timm's VOLO), and a torchvision built for the installed torch: both
+# import it, and a torchvision wheel made for another build of the same torch version installs
+# and then fails on its own ops ("operator torchvision::nms does not exist"), e.g. PyPI's (CUDA)
+# torchvision 0.28.0 beside torch 2.13.0+cpu. The pairing: torch 2.13 -> torchvision 0.28.0,
+# 2.14 -> 0.29.1; a +cpu torch takes the +cpu torchvision of PyTorch's CPU wheel index, a PyPI
+# (CUDA) torch takes PyPI's. mmpretrain and timm without their dependencies (they would ask for
+# another torch); what they import is listed. MMELSA_SKIP_CLS=1 skips the step (detection and
+# segmentation do not need it; the classification tests then fail).
+CLS=(mmpretrain==1.2.0 timm==1.0.31 einops mat4py 'importlib-metadata<8.8' huggingface_hub
+     safetensors)
+TORCHVISION_INDEX=${TORCHVISION_INDEX:-https://download.pytorch.org/whl/cpu}
+torchvision_works() {
+  "$PY" -c 'import torch, torchvision
+b = torch.tensor([[0., 0., 2., 2.], [0., 0., 2., 2.1]])
+assert torchvision.ops.nms(b, torch.tensor([1., .9]), .5).tolist() == [0]' 2>/dev/null
+}
+if [ -n "${MMELSA_SKIP_CLS:-}" ]; then
+  say "MMELSA_SKIP_CLS set: mmpretrain, timm and torchvision not installed"
+elif have "${CLS[@]}" && torchvision_works; then
+  say "mmpretrain, timm and a working torchvision already installed"
+else
+  if ! torchvision_works; then
+    tv_spec=$("$PY" -c 'import torch
+v = torch.__version__
+tv = {"2.13": "0.28.0", "2.14": "0.29.1"}.get(".".join(v.split("+")[0].split(".")[:2]))
+print("" if tv is None else "torchvision==" + tv + ("+cpu" if v.endswith("+cpu") else ""))')
+    [ -n "$tv_spec" ] || die "no known torchvision for torch $("$PY" -c 'import torch; print(torch.__version__)'): install the torchvision of your torch build by hand, or set MMELSA_SKIP_CLS=1"
+    say "installing $tv_spec (the build that matches torch $("$PY" -c 'import torch; print(torch.__version__)'))"
+    if [[ $tv_spec == *+cpu ]]; then
+      "${PIP[@]}" install -q --no-deps "$tv_spec" --index-url "$TORCHVISION_INDEX" \
+        || die "could not install $tv_spec from $TORCHVISION_INDEX (PyPI has no +cpu torchvision); set TORCHVISION_INDEX to a mirror of it, or MMELSA_SKIP_CLS=1"
+    else
+      "${PIP[@]}" install -q --no-deps "$tv_spec"
+    fi
+    torchvision_works || die "$tv_spec is installed but torchvision.ops.nms fails with this torch (a wheel built for another torch build); see the error of: $PY -c 'import torchvision'"
+  fi
+  say "installing ${CLS[*]} (mmpretrain and timm without their dependencies)"
+  "${PIP[@]}" install -q --no-deps "${CLS[@]:0:2}"
+  "${PIP[@]}" install -q "${CLS[@]:2}"
+fi
+
 # 6. mmelsa itself (development install). Rebuilt only when its sources or the torch it builds
 # against change.
 stamp="$VENV/.mmelsa-build-stamp"
@@ -142,6 +186,12 @@ from mmelsa.ops import info
 print('  torch %s | mmengine %s | mmcv %s | mmdet %s | mmseg %s | mmelsa %s' % (
     torch.__version__, mmengine.__version__, mmcv.__version__, mmdet.__version__,
     mmseg.__version__, mmelsa.__version__))
+try:
+    import mmpretrain, timm, torchvision
+    print('  mmpretrain %s | timm %s | torchvision %s' % (
+        mmpretrain.__version__, timm.__version__, torchvision.__version__))
+except ImportError as err:
+    print('  classification stack not installed (%s)' % err)
 print('  mmelsa ops:', info())
 PYEOF
 trap - ERR

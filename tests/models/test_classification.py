@@ -1,6 +1,7 @@
 """ELSA-Swin as an mmpretrain ImageNet classifier: an official ImageNet checkpoint converted by
 tools/model_converters/elsa2mmelsa.py loads strictly and gives the logits of an independent
 float64 computation; the ImageNet config runs through tools/test.py on a tiny ImageNet folder."""
+import glob
 import importlib.util
 import json
 import math
@@ -192,3 +193,40 @@ def test_reference_pipeline_assumption_centre_crop_of_256():
     bgr = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
     out = pipeline(dict(img=bgr, img_shape=bgr.shape[:2], ori_shape=bgr.shape[:2]))
     np.testing.assert_array_equal(out['img'], bgr[16:240, 16:240])
+
+
+CLS_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'elsa_swin_cls', '*.py')) +
+                     glob.glob(osp.join(ROOT, 'configs', 'elsa_volo', '*.py')))
+
+
+@pytest.mark.parametrize('path', CLS_CONFIGS, ids=[osp.basename(p)[:-3] for p in CLS_CONFIGS])
+def test_imagenet_config_builds_and_exempts_exactly_the_intended_parameters(path):
+    """Each ImageNet config builds its classifier through mmpretrain (as tools/train.py does),
+    with the head width the backbone gives; AdamW's weight decay is off exactly for norms,
+    biases, the relative position table, the ghost head, VOLO's position embedding and class
+    token, and on for every other parameter."""
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+    import mmelsa  # noqa: F401
+    cfg = Config.fromfile(path)
+    assert cfg.custom_imports == dict(imports=['mmelsa'], allow_failed_imports=False)
+    assert cfg.default_scope == 'mmpretrain' and cfg.auto_scale_lr.base_batch_size == 1024
+    assert cfg.train_dataloader.batch_size * 8 == 1024
+    init_default_scope('mmpretrain')
+    model = MODELS.build(cfg.model)
+    width = model.backbone.num_features[-1] if hasattr(model.backbone, 'layers') \
+        else model.backbone.num_features
+    assert model.head.fc.in_features == width and model.head.fc.out_features == 1000
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    by_id = {id(p): n for n, p in model.named_parameters()}
+    decay = {by_id[id(p)]: g['weight_decay'] for g in wrapper.optimizer.param_groups
+             for p in g['params']}
+    assert set(decay) == set(by_id.values())
+    intended = {n for n, p in model.named_parameters()
+                if p.dim() == 1 or n.endswith(('.attn.rb', 'ghost_head', 'pos_embed',
+                                               'cls_token'))}
+    assert any('ghost_head' in n for n in intended)
+    wrong = sorted(n for n, wd in decay.items() if (wd == 0) != (n in intended))
+    assert not wrong, wrong
