@@ -33,7 +33,7 @@ def import_torch():
         sys.exit(
             'mmelsa compiles a C++/CUDA extension against PyTorch, and PyTorch is not installed '
             'in this Python (' + sys.executable + ').\n'
-            'Install it first, e.g. `pip install torch==2.13.0`, then run\n'
+            'Install it first, e.g. `pip install torch==2.14.1 torchvision==0.29.1`, then run\n'
             '    python setup.py develop --no-deps   (or: pip install . --no-build-isolation)\n'
             'or let `bash tools/setup_env.sh` set up everything. If torch is installed, pip ran '
             'this build in an isolated environment: add --no-build-isolation.')

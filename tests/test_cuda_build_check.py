@@ -1,25 +1,29 @@
 """The CUDA compile check (dev/ci/check_cuda_build.sh) must fail on a broken .cu file.
 
 It runs the real script on a copy of the sources with one planted device-code error.
-Needs nvcc and the CUDA build of torch in .venv-cuda, which tools/run_tests.sh prepares before
-pytest; skipped where they are absent (a developer machine without nvcc).
+Needs nvcc and a CUDA build of torch: this venv's (what tools/setup_env.sh installs) or
+$MMELSA_CUDA_VENV's; skipped where they are absent (a developer machine without nvcc).
 """
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / 'dev' / 'ci' / 'check_cuda_build.sh'
-CUDA_VENV = Path(os.environ.get('MMELSA_CUDA_VENV', ROOT / '.venv-cuda'))
+CUDA_VENV = Path(os.environ.get('MMELSA_CUDA_VENV', sys.prefix))
 
 
 @pytest.mark.slow
 def test_cuda_check_fails_on_a_planted_compile_error(tmp_path):
-    if shutil.which('nvcc') is None or not (CUDA_VENV / 'bin' / 'python').exists():
-        pytest.skip('needs nvcc and the CUDA torch venv that tools/run_tests.sh sets up')
+    import torch
+    cuda_torch = torch.version.cuda is not None if CUDA_VENV == Path(sys.prefix) else \
+        (CUDA_VENV / 'bin' / 'python').exists()
+    if shutil.which('nvcc') is None or not cuda_torch:
+        pytest.skip('needs nvcc and a CUDA build of torch (MMELSA_CUDA_VENV)')
     cu_files = sorted((ROOT / 'csrc').rglob('*.cu'))
     assert cu_files, 'no CUDA sources to check'
 

@@ -4,9 +4,11 @@
 #
 #   bash dev/ci/check_cuda_build.sh [SOURCE_TREE]
 #
-# Builds the extension with FORCE_CUDA=1 against the CUDA 13 build of torch 2.14.1 (kept in its
-# own venv, .venv-cuda, so the CPU environment is untouched) and the machine's nvcc, then imports
-# the result with that torch to prove it links. SOURCE_TREE defaults to this checkout (tests point
+# Builds the extension with FORCE_CUDA=1 against a CUDA build of torch and the machine's nvcc,
+# then imports the result with that torch to prove it links. The torch is the project venv's
+# when it is a CUDA build (tools/setup_env.sh installs PyPI's torch 2.14.1, CUDA 13), else one
+# installed once into its own venv, .venv-cuda ($TORCH_CUDA_SPEC, ~5.5 GB), so that a CPU-only
+# environment is left untouched; MMELSA_CUDA_VENV names another. SOURCE_TREE defaults to this checkout (tests point
 # it at a copy with a planted error). Object files are kept in $BUILD_DIR (default
 # build-cuda-check/), so later runs recompile only what changed.
 # Without nvcc it says so and skips, except under CI (CI=true), where it fails.
@@ -14,7 +16,10 @@ set -eEuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 SRC=$(cd "${1:-$ROOT}" && pwd)
-VENV=${MMELSA_CUDA_VENV:-$ROOT/.venv-cuda}
+is_cuda_torch() { "$1/bin/python" -c 'import torch, sys; sys.exit(torch.version.cuda is None)' 2>/dev/null; }
+if [ -n "${MMELSA_CUDA_VENV:-}" ]; then VENV=$MMELSA_CUDA_VENV
+elif is_cuda_torch "${MMELSA_VENV:-$ROOT/.venv}"; then VENV=${MMELSA_VENV:-$ROOT/.venv}
+else VENV=$ROOT/.venv-cuda; fi
 BUILD_DIR=${BUILD_DIR:-$SRC/build-cuda-check}
 TORCH_CUDA_SPEC=${TORCH_CUDA_SPEC:-torch==2.14.1}
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0}
@@ -35,7 +40,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "${PYTHON:-python3}" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-if ! "$PY" -c 'import torch, sys; sys.exit(torch.version.cuda is None)' 2>/dev/null; then
+if ! is_cuda_torch "$VENV"; then
   say "installing $TORCH_CUDA_SPEC (a CUDA build, ~5.5 GB; first run only)"
   "$PY" -m pip install -q --disable-pip-version-check "$TORCH_CUDA_SPEC" 'setuptools<80' wheel ninja numpy
 fi

@@ -9,10 +9,14 @@ download:
   different textures plus the same three shapes. PNG labels hold class indices with 0 meaning
   "unlabelled" (a thin rim around every shape), so the configs load them with
   ``reduce_zero_label=True`` exactly as ADE20K's are.
+* ``toy_cls``: ImageNet-format classification (mmpretrain's layout: ``{train,val}/`` images
+  and ``meta/{train,val}.txt`` lists of ``file label``). One upright circle, square or triangle
+  per image, of random colour and size, on the same textured backgrounds; the label is its
+  shape.
 
 Usage::
 
-    python -m mmelsa.datasets.toy --out data/ [--kind det|seg|all] [--seed 0]
+    python -m mmelsa.datasets.toy --out data/ [--kind det|seg|cls|all] [--seed 0]
 
 Generation is deterministic for a given seed (every image draws from its own generator seeded
 by ``(seed, split, index)``, so the train set does not change when the val size does), and
@@ -45,6 +49,8 @@ SEG_PALETTE = ((120, 120, 120), (80, 50, 50), (220, 20, 60), (0, 128, 255), (255
 
 DET_SIZE = (160, 128)  # (width, height)
 SEG_SIZE = (128, 128)
+CLS_CLASSES = DET_CLASSES
+CLS_SIZE = 64  # square images
 SPLITS = (('train', 0), ('val', 1))
 
 
@@ -376,18 +382,65 @@ def generate_toy_ade(out_root, seed=0, num_train=600, num_val=50, force=False):
     return root
 
 
+def generate_toy_cls(out_root, seed=0, num_train=600, num_val=50, force=False):
+    """Writes ``<out_root>/toy_cls`` and returns its path.
+
+    Layout (mmpretrain's ImageNet layout, so its ``ImageNet`` / ``CustomDataset`` read it)::
+
+        toy_cls/{train,val}/000000.png ...
+        toy_cls/meta/{train,val}.txt      lines "000000.png <class index>"
+
+    Each image holds one shape of 24-44 px, its label the shape (:data:`CLS_CLASSES`); the
+    classes are drawn in turn, so every split is balanced.
+    """
+    cv2 = _cv2()
+    root = osp.join(out_root, 'toy_cls')
+    meta = dict(kind='cls', version=GENERATOR_VERSION, seed=seed, num_train=num_train,
+                num_val=num_val, classes=list(CLS_CLASSES))
+    if _up_to_date_or_claim(root, meta, force):
+        return root
+    os.makedirs(osp.join(root, 'meta'))
+    h = w = CLS_SIZE
+    counts = dict(train=num_train, val=num_val)
+    for split, split_id in SPLITS:
+        os.makedirs(osp.join(root, split))
+        lines = []
+        for idx in range(counts[split]):
+            # split_id + 2: other streams than the detection set's images of the same index
+            rng = np.random.default_rng([seed, split_id + 2, idx])
+            kind = idx % len(CLS_CLASSES)
+            img = _textured_background(rng, h, w, cv2)
+            size = rng.uniform(24, 44)
+            poly = _shape_polygon(CLS_CLASSES[kind], 0.0, 0.0, size)
+            lo, hi = poly.min(axis=0), poly.max(axis=0)
+            centre = rng.uniform(2 - lo, np.array([w, h]) - 2 - hi)
+            poly = poly + centre
+            mask = np.zeros((h, w), np.uint8)
+            _fill(mask, poly, 1, cv2)
+            img = _paint_shapes(rng, img, [(kind, poly, mask)], 0.15, cv2)
+            img = img + rng.normal(0, 3, size=img.shape)
+            file_name = f'{idx:06d}.png'
+            cv2.imwrite(osp.join(root, split, file_name), _finish(img))
+            lines.append(f'{file_name} {kind}')
+        with open(osp.join(root, 'meta', f'{split}.txt'), 'w') as f:
+            f.write('\n'.join(lines) + '\n')
+        print(f'toy_cls/{split}: {len(lines)} images')
+    _write_stamp(root, meta)
+    return root
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(
         description='Generate the embedded toy datasets (COCO-format shapes for detection, '
                     'ADE20K-format scenes for segmentation).')
     p.add_argument('--out', default='data', help='parent folder (default: data)')
-    p.add_argument('--kind', choices=('det', 'seg', 'all'), default='all')
+    p.add_argument('--kind', choices=('det', 'seg', 'cls', 'all'), default='all')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--num-train', type=int, default=600)
     p.add_argument('--num-val', type=int, default=50)
     p.add_argument('--force', action='store_true',
-                   help='regenerate even if up to date, and replace a toy_coco / toy_ade '
-                   'folder that this generator did not write')
+                   help='regenerate even if up to date, and replace a toy_coco / toy_ade / '
+                   'toy_cls folder that this generator did not write')
     return p.parse_args(argv)
 
 
@@ -400,6 +453,8 @@ def main(argv=None):
             generate_toy_coco(args.out, **kw)
         if args.kind in ('seg', 'all'):
             generate_toy_ade(args.out, **kw)
+        if args.kind in ('cls', 'all'):
+            generate_toy_cls(args.out, **kw)
     except FileExistsError as err:
         sys.stderr.write(f'error: {err}\n')
         sys.exit(2)

@@ -412,7 +412,7 @@ class ELSASwinTransformer(BaseModule):
 
     Shape:
         - Input: (B, in_channels, H, W), any H, W >= 1
-        - Output: list over ``out_indices`` of (B, embed_dims * 2**i, H_i, W_i) with
+        - Output: tuple over ``out_indices`` of (B, embed_dims * 2**i, H_i, W_i) with
           H_0 = ceil(H / patch_size), H_{i+1} = ceil(H_i / 2) (likewise W)
     """
 
@@ -712,7 +712,10 @@ class ELSASwinTransformer(BaseModule):
         return self.absolute_pos_embed.view(1, h, w, -1)
 
     def forward(self, x):
-        """x: (B, in_channels, H, W) -> list of (B, C_i, H_i, W_i) for i in out_indices."""
+        """x: (B, in_channels, H, W) -> tuple of (B, C_i, H_i, W_i) for i in out_indices.
+
+        A tuple, as OpenMMLab backbones return it: mmpretrain's necks (GlobalAveragePooling)
+        accept nothing else; mmdet's and mmseg's necks and heads index it like a list."""
         if x.dim() != 4:
             raise ValueError(f'expected a (B, C, H, W) input, got shape {tuple(x.shape)}')
         x = self.patch_embed(x)
@@ -725,7 +728,7 @@ class ELSASwinTransformer(BaseModule):
             if i in self.out_indices:
                 out = getattr(self, f'norm{i}')(out)
                 outs.append(out.permute(0, 3, 1, 2).contiguous())
-        return outs
+        return tuple(outs)
 
 
 __all__ = ['ELSASwinTransformer', 'ELSABlock', 'SwinBlock', 'WindowAttention', 'PatchEmbed',

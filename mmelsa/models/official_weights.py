@@ -203,3 +203,51 @@ def load_official_weights(model, checkpoint, logger='current', strict=False,
         print_log(f'Unexpected keys in the checkpoint: {result.unexpected_keys}',
                   logger=logger, level=logging.WARNING)
     return result
+
+
+def is_classification_state_dict(state_dict):
+    """Whether ``state_dict`` is an official ImageNet classifier's (backbone keys at top level
+    next to a ``head.*`` classifier), as opposed to a detector's / segmentor's or a backbone's."""
+    keys = [_strip(k, 'module.') for k in unwrap_state_dict(state_dict)]
+    return (not any(k.startswith('backbone.') for k in keys)
+            and any(k.startswith('head.') for k in keys))
+
+
+def convert_classifier_state_dict(state_dict):
+    """Official ImageNet classifier weights -> an mmpretrain ``ImageClassifier``'s.
+
+    The official classifier is: last stage -> LayerNorm ``norm`` -> mean over positions ->
+    Linear ``head``. In the mmpretrain model (``ELSASwinTransformer(out_indices=(L,))`` with
+    ``GlobalAveragePooling`` and ``LinearClsHead``) that LayerNorm is the backbone's output norm
+    of the last stage, so the key map is::
+
+        <backbone key>   -> backbone.<backbone key>
+        norm.{weight,bias} -> backbone.norm{L}.{weight,bias}   (L: the last stage's index)
+        head.{weight,bias} -> head.fc.{weight,bias}
+        ...attn_mask      -> dropped (a buffer derived from the input size, not learned)
+
+    A ``module.`` (DataParallel) prefix is stripped.
+
+    Returns:
+        tuple(OrderedDict, list[str]): the converted weights and the dropped keys.
+    """
+    state_dict = unwrap_state_dict(state_dict)
+    if not is_classification_state_dict(state_dict):
+        raise ValueError('not an official ImageNet classifier state dict: it needs head.* '
+                         'keys and backbone keys at top level (no backbone. prefix)')
+    keys = [_strip(k, 'module.') for k in state_dict]
+    stages = [int(m.group(1)) for m in map(re.compile(r'^layers\.(\d+)\.').match, keys) if m]
+    if not stages:
+        raise ValueError('not an ELSA-Swin classifier state dict: no layers.<i>. keys')
+    last = max(stages)
+    out, dropped = OrderedDict(), []
+    for orig, key in zip(state_dict, keys):
+        if key.rsplit('.', 1)[-1] in _DROPPED_SUFFIXES:
+            dropped.append(orig)
+        elif key.startswith('head.'):
+            out['head.fc.' + key[len('head.'):]] = state_dict[orig]
+        elif key.startswith('norm.'):
+            out[f'backbone.norm{last}.' + key[len('norm.'):]] = state_dict[orig]
+        else:
+            out['backbone.' + key] = state_dict[orig]
+    return out, dropped

@@ -241,11 +241,11 @@ def test_convert_backbone_state_dict_drops_only_classification_extras(official):
 
 
 # --------------------------------------------------------------------------- converter tool
-def test_converter_imagenet_file_loads_strictly(official, tmp_path):
+def test_converter_imagenet_file_backbone_only_loads_strictly(official, tmp_path):
     src, dst = tmp_path / 'in1k.pth', tmp_path / 'out' / 'in1k_mmelsa.pth'
     sd = imagenet_extras(official)
     torch.save({'model': sd}, src)
-    _converter().main([str(src), str(dst)])
+    _converter().main([str(src), str(dst), '--backbone-only'])
     out = torch.load(dst, weights_only=True)
     model = ELSASwinTransformer(**ARCH, out_indices=())  # classification: no output norms
     model.load_state_dict(out['state_dict'], strict=True)

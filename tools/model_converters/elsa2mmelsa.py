@@ -1,16 +1,22 @@
-"""Convert an official ELSA checkpoint for use with mmelsa (mmdet 3.x / mmseg 1.x configs).
+"""Convert an official ELSA checkpoint for use with mmelsa (mmdet 3.x / mmseg 1.x / mmpretrain 1.x
+configs).
 
-    python tools/model_converters/elsa2mmelsa.py SRC DST [--trust-checkpoint SRC] [--overwrite]
+    python tools/model_converters/elsa2mmelsa.py SRC DST [--backbone-only]
+        [--trust-checkpoint SRC] [--overwrite]
 
 * mmdet 2.x (COCO) / mmseg 0.x (ADE20K) files: every key is kept (the neck and head names did
   not change in mmdet 3.x / mmseg 1.x) except ``module.`` prefixes and the backbone's
   ``attn_mask`` buffers; the result loads strictly into the matching mmelsa detector /
   segmentor (``load_from=DST``). ``meta`` is kept, and its ``CLASSES`` / ``PALETTE`` are also
   written as mmengine's ``meta['dataset_meta']`` (``classes`` / ``palette``).
-* ImageNet-1K files: the classifier ``head.*``, the final ``norm.*`` and the ``attn_mask``
-  buffers are removed; the result loads strictly into ``ELSASwinTransformer`` (and is what
-  ``init_cfg=dict(type='Pretrained', checkpoint=DST)`` expects, though the backbone also loads
-  the original file directly).
+* ImageNet-1K files: the whole classifier, for the mmpretrain configs (configs/elsa_swin_cls):
+  backbone keys under ``backbone.``, the final ``norm.*`` as the backbone's last output norm
+  ``backbone.norm3.*``, ``head.*`` as ``head.fc.*``, the ``attn_mask`` buffers removed
+  (:func:`mmelsa.models.official_weights.convert_classifier_state_dict`); the result loads strictly
+  into the ImageNet classifier, so ``tools/test.py CONFIG DST`` reports its top-1. The
+  backbone's ``init_cfg=dict(type='Pretrained', checkpoint=...)`` loads either file.
+  ``--backbone-only`` writes the bare backbone instead (head and final norm removed), which
+  loads strictly into ``ELSASwinTransformer(out_indices=())``.
 
 The source is read by mmelsa's safe loader (``torch.load(weights_only=True)`` and mmengine's
 allowlist); a file that needs more (pickled objects in ``meta``) is refused unless you pass
@@ -25,7 +31,9 @@ import torch
 
 from mmelsa.checkpoint import CheckpointError, read_checkpoint_file, trust_checkpoint
 from mmelsa.engine import atomic_write
-from mmelsa.models.official_weights import convert_model_state_dict
+from mmelsa.models.official_weights import (convert_classifier_state_dict,
+                                            convert_model_state_dict,
+                                            is_classification_state_dict)
 
 
 def _plain_meta(meta):
@@ -39,9 +47,15 @@ def _plain_meta(meta):
     return str(meta)
 
 
-def convert(checkpoint):
-    """Converted checkpoint dict ``{'state_dict': ..., 'meta': ...}`` and the dropped keys."""
-    state_dict, dropped = convert_model_state_dict(checkpoint)
+def convert(checkpoint, backbone_only=False):
+    """Converted checkpoint dict ``{'state_dict': ..., 'meta': ...}`` and the dropped keys.
+
+    An ImageNet classifier becomes an mmpretrain classifier, or with ``backbone_only`` a bare
+    backbone; detector / segmentor files keep their layout."""
+    if is_classification_state_dict(checkpoint) and not backbone_only:
+        state_dict, dropped = convert_classifier_state_dict(checkpoint)
+    else:
+        state_dict, dropped = convert_model_state_dict(checkpoint)
     meta = dict(checkpoint.get('meta') or {}) if isinstance(checkpoint, dict) else {}
     meta = _plain_meta(meta)
     dataset_meta = dict(meta.get('dataset_meta') or {})
@@ -58,13 +72,16 @@ def convert(checkpoint):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Convert an official ELSA (ImageNet / mmdet 2.x / mmseg 0.x) checkpoint '
-        'into one the mmelsa configs load strictly.')
+        'into one the mmelsa configs (mmpretrain / mmdet / mmseg) load strictly.')
     parser.add_argument('src', help='official checkpoint')
     parser.add_argument('dst', help='where to save the converted checkpoint')
     parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='CKPT',
                         help='allow a full unpickle of this file (SRC, if you trust it), which '
                              'can run code stored in it (as in tools/train.py and test.py)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing DST')
+    parser.add_argument('--backbone-only', action='store_true',
+                        help='for an ImageNet classifier: write the bare backbone (no head, no '
+                             'final norm) instead of the whole mmpretrain classifier')
     return parser.parse_args(argv)
 
 
@@ -78,7 +95,7 @@ def main(argv=None):
         checkpoint = read_checkpoint_file(args.src, map_location='cpu')
     except (CheckpointError, FileNotFoundError) as err:
         sys.exit(f'error: {err}')
-    converted, dropped = convert(checkpoint)
+    converted, dropped = convert(checkpoint, backbone_only=args.backbone_only)
     atomic_write(args.dst, lambda f: torch.save(converted, f))
     print(f'{args.src} -> {args.dst}: {len(converted["state_dict"])} tensors kept, '
           f'{len(dropped)} dropped' + (f' (e.g. {dropped[:3]})' if dropped else ''))
