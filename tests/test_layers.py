@@ -17,9 +17,9 @@ ALLOWED = {
     'checkpoint': set(),
     'models': {'ops', 'checkpoint'},
     'engine': {'ops', 'checkpoint', 'models'},
-    'deployment': {'ops', 'checkpoint', 'models'},
+    'deployment': {'utils', 'ops', 'checkpoint', 'models'},
     'datasets': set(),
-    'cli': {'ops', 'checkpoint', 'models', 'engine'},
+    'cli': {'utils', 'ops', 'checkpoint', 'models', 'engine'},
 }
 #: modules any layer may import: the version string and the compiled extension
 LEAVES = {'version', '_ext'}

@@ -8,9 +8,10 @@
 #
 #   bash tools/run_toy.sh            # both tasks
 #   TASKS=det bash tools/run_toy.sh  # only the detector (TASKS=seg: only the segmenter)
+#   TASKS=cls bash tools/run_toy.sh  # the toy ELSA-Swin classifier (mmpretrain), not a default
 #   WORK_DIR=work_dirs/toy  SEED=0   # where runs go (default), the data seed (default 0)
-#   DATA_DIR=data                    # parent of toy_coco/ and toy_ade/ (default data)
-#   DET_TRAIN_ARGS / SEG_TRAIN_ARGS    # extra tools/train.py arguments for one task, e.g.
+#   DATA_DIR=data                    # parent of toy_coco/, toy_ade/, toy_cls/ (default data)
+#   DET_TRAIN_ARGS / SEG_TRAIN_ARGS / CLS_TRAIN_ARGS   # extra tools/train.py arguments, e.g.
 #       DET_TRAIN_ARGS="--cfg-options train_cfg.max_epochs=1"
 #   TOY_GEN_ARGS="--num-train 24 --num-val 8"   # extra generator arguments (smaller sets)
 #
@@ -31,9 +32,11 @@ SEED=${SEED:-0}
 DATA_DIR=${DATA_DIR:-data}
 DET_TRAIN_ARGS=${DET_TRAIN_ARGS:-}
 SEG_TRAIN_ARGS=${SEG_TRAIN_ARGS:-}
+CLS_TRAIN_ARGS=${CLS_TRAIN_ARGS:-}
 TOY_GEN_ARGS=${TOY_GEN_ARGS:-}
 DET_CFG=configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py
 SEG_CFG=configs/toy/upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py
+CLS_CFG=configs/toy/elsa-swin-toy_1xb32-20e_toy-cls-64px.py
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 t_start=$(date +%s)
@@ -63,8 +66,10 @@ data_opts() {  # task
     if [ "$1" = det ]; then
         for k in train val test; do echo "${k}_dataloader.dataset.data_root=$DATA_DIR/toy_coco/"; done
         for k in val test; do echo "${k}_evaluator.ann_file=$DATA_DIR/toy_coco/annotations/instances_val.json"; done
-    else
+    elif [ "$1" = seg ]; then
         for k in train val test; do echo "${k}_dataloader.dataset.data_root=$DATA_DIR/toy_ade"; done
+    else
+        for k in train val test; do echo "${k}_dataloader.dataset.data_root=$DATA_DIR/toy_cls"; done
     fi
 }
 
@@ -78,9 +83,9 @@ run_task() {  # task config extra-train-args data-folder
     timed "train $task" "$PYTHON" tools/train.py "$cfg" --work-dir "$wd" --overwrite \
         ${opts[@]:+--cfg-options "${opts[@]}"} $extra
     ckpt=$(cat "$wd/last_checkpoint")
-    # Predictions are saved (det: a .pkl, seg: label PNGs) and drawn by toy_report.py, larger
-    # and with only confident detections, rather than by --show-dir at the images' own size.
-    if [ "$task" = det ]; then pred="$wd/pred.pkl"; else pred="$wd/pred"; fi
+    # Predictions are saved (det, cls: a .pkl, seg: label PNGs) and drawn by toy_report.py,
+    # larger and with only confident detections, rather than by --show-dir at the images' size.
+    if [ "$task" = seg ]; then pred="$wd/pred"; else pred="$wd/pred.pkl"; fi
     rm -rf "$pred"
     stamp "testing $task: $ckpt"
     timed "test $task" "$PYTHON" tools/test.py "$cfg" "$ckpt" --work-dir "$wd" --out "$pred" \
@@ -96,7 +101,8 @@ for task in $TASKS; do
     case $task in
         det) run_task det "$DET_CFG" "$DET_TRAIN_ARGS" "$DATA_DIR/toy_coco" ;;
         seg) run_task seg "$SEG_CFG" "$SEG_TRAIN_ARGS" "$DATA_DIR/toy_ade" ;;
-        *) echo "unknown task $task (use det and/or seg)" >&2; exit 2 ;;
+        cls) run_task cls "$CLS_CFG" "$CLS_TRAIN_ARGS" "$DATA_DIR/toy_cls" ;;
+        *) echo "unknown task $task (use det, seg and/or cls)" >&2; exit 2 ;;
     esac
     done_dirs+=("$WORK_DIR/$task")
 done

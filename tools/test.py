@@ -1,16 +1,18 @@
-"""Test (and evaluate) an ELSA-Swin detector or segmenter.
+"""Test (and evaluate) an ELSA detector, segmenter or ImageNet classifier.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE_OR_DIR [--overwrite]]
                          [--show]
                          [--show-dir DIR] [--tta] [--cfg-options k=v ...] [--launcher ...]
                          [--allow-partial-load] [--trust-checkpoint CKPT]
 
-Flags follow mmdet / mmseg. ``--out``: detection dumps raw predictions to a .pkl file
-(mmdet's DumpDetResults); segmentation writes prediction PNGs into the folder (mmseg's
-IoUMetric output_dir); an existing file, or a folder with files, is kept unless ``--overwrite``
-is given. ``--show-dir``: painted predictions go to
+Flags follow mmdet / mmseg / mmpretrain; the task is the config's default_scope. ``--out``:
+detection and classification dump raw predictions to a .pkl file (mmdet's DumpDetResults,
+mmengine's DumpResults as mmpretrain does); segmentation writes prediction PNGs into the
+folder (mmseg's IoUMetric output_dir); an existing file, or a folder with files, is kept
+unless ``--overwrite`` is given. ``--show-dir``: painted predictions go to
 ``<work_dir>/<timestamp>/<show-dir>`` (det, as mmdet does) or
-``<work_dir>/<show-dir>/vis_data/vis_image`` (seg; an absolute --show-dir is used as given).
+``<work_dir>/<show-dir>/vis_data/vis_image`` (seg; an absolute --show-dir is used as given)
+or ``<show-dir>`` (cls, mmpretrain's VisualizationHook).
 ``--tta``: multi-scale + flip for segmentation (the ADE20K numbers are ms+flip), horizontal
 flip for box-only detectors.
 The metrics are logged and also printed on the last line as JSON (``mmelsa-metrics: {...}``)
@@ -24,6 +26,7 @@ import os.path as osp
 
 from mmelsa import cli
 from mmelsa.cli import preflight, test_time
+from mmelsa.utils.toolboxes import task_of
 
 
 def parse_args(argv=None):
@@ -32,7 +35,7 @@ def parse_args(argv=None):
     parser.add_argument('config', help='test config file path')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='the dir to save the evaluation log')
-    parser.add_argument('--out', help='det: dump predictions to this .pkl; seg: save '
+    parser.add_argument('--out', help='det / cls: dump predictions to this .pkl; seg: save '
                                       'prediction PNGs into this folder')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace an existing --out file (det) or write into a non-empty '
@@ -65,7 +68,7 @@ def build_cfg(args):
     backbone = cfg.model.get('backbone')
     if backbone is not None and backbone.get('init_cfg'):
         backbone.init_cfg = None
-    task = preflight.task_of(cfg)
+    task = task_of(cfg)
     if args.show or args.show_dir:
         test_time.enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
     if args.tta:
@@ -73,10 +76,10 @@ def build_cfg(args):
     if args.out is not None and task == 'seg':
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
-    if args.out is not None and task == 'det' and not args.out.endswith(('.pkl', '.pickle')):
-        raise preflight.UsageError('--out for detection must be a .pkl file')
+    if args.out is not None and task != 'seg' and not args.out.endswith(('.pkl', '.pickle')):
+        raise preflight.UsageError('--out for detection and classification must be a .pkl file')
     if args.out is not None and not args.overwrite:
-        if task == 'det' and osp.exists(args.out):
+        if task != 'seg' and osp.exists(args.out):
             raise preflight.UsageError(f'--out {args.out} already exists: pass --overwrite to '
                                        'replace it, or another --out')
         if task == 'seg' and osp.isdir(args.out) and os.listdir(args.out):
@@ -99,6 +102,9 @@ def main(argv=None):
     if args.out is not None and task == 'det':
         from mmdet.evaluation import DumpDetResults
         runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=args.out))
+    if args.out is not None and task == 'cls':  # as mmpretrain's tools/test.py
+        from mmengine.evaluator import DumpResults
+        runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     metrics = cli.run_guarded(runner.test)
     if runner.rank == 0:
         print('mmelsa-metrics: ' + json.dumps({k: _plain(v) for k, v in (metrics or {}).items()}),

@@ -1,11 +1,12 @@
-"""Train an ELSA-Swin detector (mmdet) or segmenter (mmseg) with the mmengine Runner.
+"""Train an ELSA detector (mmdet), segmenter (mmseg) or ImageNet classifier (mmpretrain) with
+the mmengine Runner.
 
     python tools/train.py CONFIG [--work-dir DIR] [--amp] [--resume [CKPT]] [--overwrite]
                           [--cfg-options k=v ...] [--launcher none|pytorch|slurm|mpi]
                           [--allow-partial-load] [--trust-checkpoint CKPT]
 
-The task is read from the config (default_scope mmdet / mmseg), so one tool serves both
-families. The flags are mmdet's / mmseg's, plus the safety switches of mmelsa's SafeRunner:
+The task is read from the config (default_scope mmdet / mmseg / mmpretrain), so one tool serves
+all three families. The flags are the toolboxes', plus the safety switches of mmelsa's SafeRunner:
 a work dir that holds checkpoints is not trained into without ``--resume`` or ``--overwrite``.
 """
 import argparse
@@ -16,6 +17,7 @@ import sys
 from mmelsa import cli
 from mmelsa.cli import preflight
 from mmelsa.engine import check_work_dir_is_free
+from mmelsa.utils.toolboxes import task_of
 
 
 def parse_args(argv=None):
@@ -99,7 +101,7 @@ def main(argv=None):
         cli.fail(str(e))
 
     from mmengine.logging import print_log
-    task = preflight.task_of(cfg)
+    task = task_of(cfg)
     runner = cli.build_runner(cfg)
     print_log(f'mmelsa: {task} training, work dir {osp.abspath(cfg.work_dir)}',
               logger='current', level=logging.INFO)

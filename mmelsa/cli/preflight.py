@@ -95,17 +95,6 @@ def check_cfg_options(cfg, options):
             node = node[part]
 
 
-def task_of(cfg):
-    """'det' or 'seg' from the config's default_scope, falling back to the model type."""
-    scope = cfg.get('default_scope')
-    if scope in ('mmdet', 'mmseg'):
-        return 'det' if scope == 'mmdet' else 'seg'
-    model_type = str(cfg.get('model', {}).get('type', ''))
-    if model_type.split('.')[-1] in ('EncoderDecoder', 'CascadeEncoderDecoder', 'SegTTAModel'):
-        return 'seg'
-    return 'det'
-
-
 def _is_remote(path):
     return isinstance(path, str) and '://' in path
 
@@ -215,6 +204,8 @@ def check_datasets(cfg, which):
                     folder = _join(root, images) if images and not _is_remote(images) else None
                     _check_coco_json(ann_path, where, folder)
             prefix = ds.get('data_prefix') or {}
+            if isinstance(prefix, str):  # mmpretrain's datasets take a plain folder too
+                prefix = {'img_path': prefix}
             for name, sub in prefix.items():
                 if not sub or _is_remote(sub):
                     continue

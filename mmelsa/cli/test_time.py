@@ -4,7 +4,8 @@ tools/test.py, so that every entry point and the tests share one version."""
 import copy
 import os.path as osp
 
-from .preflight import UsageError, inner_datasets, task_of
+from ..utils.toolboxes import task_of
+from .preflight import UsageError, inner_datasets
 
 
 def enable_visualization(cfg, show=False, show_dir=None, wait_time=2):
@@ -12,14 +13,18 @@ def enable_visualization(cfg, show=False, show_dir=None, wait_time=2):
     hooks = cfg.get('default_hooks', {})
     if 'visualization' not in hooks:
         raise UsageError('--show/--show-dir need default_hooks.visualization in the config '
-                         '(DetVisualizationHook / SegVisualizationHook)')
+                         '(DetVisualizationHook / SegVisualizationHook / VisualizationHook)')
     vis = hooks['visualization']
-    vis['draw'] = True
+    task = task_of(cfg)
+    # mmpretrain's hook is switched on by `enable` and writes to `out_dir`
+    vis['enable' if task == 'cls' else 'draw'] = True
     if show:
         vis['show'] = True
         vis['wait_time'] = wait_time
     if show_dir:
-        if task_of(cfg) == 'det':
+        if task == 'cls':
+            vis['out_dir'] = show_dir
+        elif task == 'det':
             vis['test_out_dir'] = show_dir
         else:
             # mmseg's LocalVisBackend writes to <save_dir>/vis_data/vis_image; a relative
@@ -41,10 +46,11 @@ def enable_tta(cfg):
     multi-scale + flip for segmentation (the config's), horizontal flip for box-only detectors;
     refused for detectors with masks (mmdet 3.3 would merge the boxes and drop the masks)."""
     task = task_of(cfg)
-    if task == 'seg':
+    if task in ('seg', 'cls'):
         if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
             raise UsageError('--tta needs tta_model and tta_pipeline in the config '
-                             '(mmseg::_base_/datasets/ade20k.py defines them)')
+                             '(mmseg::_base_/datasets/ade20k.py defines them; for a classifier '
+                             'e.g. AverageClsScoreTTA and a TestTimeAug pipeline)')
         _use_test_pipeline(cfg, cfg.tta_pipeline)
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model

@@ -382,7 +382,7 @@ def generate_toy_ade(out_root, seed=0, num_train=600, num_val=50, force=False):
     return root
 
 
-def generate_toy_cls(out_root, seed=0, num_train=600, num_val=50, force=False):
+def generate_toy_cls(out_root, seed=0, num_train=3000, num_val=150, force=False):
     """Writes ``<out_root>/toy_cls`` and returns its path.
 
     Layout (mmpretrain's ImageNet layout, so its ``ImageNet`` / ``CustomDataset`` read it)::
@@ -391,7 +391,9 @@ def generate_toy_cls(out_root, seed=0, num_train=600, num_val=50, force=False):
         toy_cls/meta/{train,val}.txt      lines "000000.png <class index>"
 
     Each image holds one shape of 24-44 px, its label the shape (:data:`CLS_CLASSES`); the
-    classes are drawn in turn, so every split is balanced.
+    classes are drawn in turn, so every split is balanced. More images than the other sets (they
+    are small): a transformer trained from scratch on 600 of them learns them by heart and
+    generalises to about 40% (docs/benchmarks.md, "Toy classifier").
     """
     cv2 = _cv2()
     root = osp.join(out_root, 'toy_cls')
@@ -436,8 +438,10 @@ def parse_args(argv=None):
     p.add_argument('--out', default='data', help='parent folder (default: data)')
     p.add_argument('--kind', choices=('det', 'seg', 'cls', 'all'), default='all')
     p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--num-train', type=int, default=600)
-    p.add_argument('--num-val', type=int, default=50)
+    p.add_argument('--num-train', type=int, default=None,
+                   help='training images per set (default: 600 det / seg, 3000 cls)')
+    p.add_argument('--num-val', type=int, default=None,
+                   help='validation images per set (default: 50 det / seg, 150 cls)')
     p.add_argument('--force', action='store_true',
                    help='regenerate even if up to date, and replace a toy_coco / toy_ade / '
                    'toy_cls folder that this generator did not write')
@@ -446,8 +450,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    kw = dict(seed=args.seed, num_train=args.num_train, num_val=args.num_val,
-              force=args.force)
+    kw = dict(seed=args.seed, force=args.force)
+    for name, value in (('num_train', args.num_train), ('num_val', args.num_val)):
+        if value is not None:  # else each generator's own default
+            kw[name] = value
     try:
         if args.kind in ('det', 'all'):
             generate_toy_coco(args.out, **kw)

@@ -6,7 +6,8 @@ What is exported (``part``):
 * ``'model'``: the whole model in mmengine's tensor mode, without post-processing: for a
   segmentor ``model(x, mode='tensor')``, the decode head's logits (B, classes, H/4, W/4); for a
   detector its ``extract_feat``, backbone + neck (the FPN maps; the RPN / RoI heads with their
-  data-dependent proposal counts stay in PyTorch).
+  data-dependent proposal counts stay in PyTorch); for an mmpretrain classifier its logits
+  (B, classes), which is the whole classifier.
 
 While exporting, the ELSA operator computes itself in standard torch ops
 (:func:`mmelsa.ops.onnx.elsa_export_form`), so this is a plain ``torch.onnx.export`` (no
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from ..ops.onnx import ONNX_OPSET
+from ..utils import toolboxes
 
 __all__ = ['build_from_config', 'TensorModeModel', 'min_dynamic_size', 'export_onnx',
            'load_image', 'OnnxRunner', 'median_latency']
@@ -46,7 +48,8 @@ class TensorModeModel(nn.Module):
     def forward(self, x):
         if self.part == 'backbone':
             return tuple(self.model(x))
-        if hasattr(self.model, 'decode_head'):  # a segmentor: the logits, one tensor
+        if hasattr(self.model, 'decode_head') or hasattr(self.model, 'with_head'):
+            # a segmentor or an mmpretrain classifier: the logits, one tensor
             return (self.model(x, mode='tensor'), )
         return tuple(self.model.extract_feat(x))  # a detector: backbone + neck
 
@@ -59,15 +62,7 @@ def build_from_config(cfg, checkpoint=None, part='model', allow_partial_load=Fal
     an exported file with layers left at their random initialisation would look like a
     working model. ``allow_partial_load=True`` loads what fits and logs the rest.
     """
-    scope = cfg.get('default_scope', 'mmdet')
-    if scope == 'mmseg':
-        from mmseg.registry import MODELS
-        from mmseg.utils import register_all_modules
-    else:
-        from mmdet.registry import MODELS
-        from mmdet.utils import register_all_modules
-    register_all_modules(init_default_scope=True)
-    model = MODELS.build(cfg.model)
+    model = toolboxes.build_model(cfg)
     if checkpoint:
         from mmengine.runner.checkpoint import _load_checkpoint_to_model
 
@@ -92,6 +87,8 @@ def min_dynamic_size(module):
     stride-2 level a detector's neck adds on top (FPN's P6)."""
     model = module.model
     backbone = model if module.part == 'backbone' else model.backbone
+    if not hasattr(backbone, 'patch_embed') or not hasattr(backbone, 'layers'):
+        return 1  # not an ELSA-Swin (ELSA-VOLO: its position embedding fixes the size)
     halvings = len(backbone.layers) - 1
     neck = getattr(model, 'neck', None) if module.part != 'backbone' else None
     if neck is not None and hasattr(neck, 'num_outs') and hasattr(neck, 'in_channels'):

@@ -28,6 +28,7 @@ from mmelsa.ops.reference import elsa_reference
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET = osp.join(REPO, 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py')
 SEG = osp.join(REPO, 'configs/toy/upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py')
+CLS = osp.join(REPO, 'configs/toy/elsa-swin-toy_1xb32-20e_toy-cls-64px.py')
 TOL = 1e-4  # max |onnx - expected| / max(1, max |expected|), float32
 
 
@@ -349,3 +350,16 @@ def test_tool_fails_when_onnx_runtime_disagrees(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert info.value.code == 2 and f'{out} does not reproduce the model' in err, err
     assert 'more than --rtol 0.001' in err
+
+
+def test_tool_exports_a_classifier_whole(tmp_path):
+    """An mmpretrain classifier: --part whole (the default) is its logits, by a plain export,
+    checked in ONNX Runtime like the other parts."""
+    out = tmp_path / 'cls.onnx'
+    res = _run_tool(CLS, '--shape', '64', '64', '--legacy', '--out', str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert 'exported the classifier (logits)' in res.stdout, res.stdout
+    (line, ) = [ln for ln in res.stdout.splitlines() if 'max |onnxruntime - pytorch|' in ln]
+    assert line.startswith('output 0 (1, 3):'), line  # the toy's three classes
+    assert float(line.split('= ')[1].split()[0]) < 1e-4
+    assert onnx.load(str(out)).graph.input[0].name == 'x'

@@ -61,8 +61,19 @@ def reference_logits(img, sd, arch):
 
 
 def build_classifier(arch, num_classes):
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
+    from mmpretrain.utils import register_all_modules
+
     import mmelsa  # noqa: F401  (registers ELSASwinTransformer into the root MODELS)
+    register_all_modules(init_default_scope=False)
+    # another test may have left its toolbox as mmengine's default scope, whose registry
+    # Registry.build would search first
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return _build(MODELS, arch, num_classes)
+
+
+def _build(MODELS, arch, num_classes):  # noqa: N803
     return MODELS.build(dict(
         type='ImageClassifier',
         backbone=dict(type='ELSASwinTransformer', **arch, out_indices=(3, )),

@@ -55,7 +55,8 @@ def toy_root(tmp_path_factory):
 
 def point_at_toy(cfg, toy_root):
     """Rewrite every dataset/evaluator path of ``cfg`` to the toy data under ``toy_root``."""
-    from mmelsa.cli.preflight import inner_datasets, task_of
+    from mmelsa.cli.preflight import inner_datasets
+    from mmelsa.utils.toolboxes import task_of
     det = task_of(cfg) == 'det'
     for split in ('train', 'val', 'test'):
         loader = cfg.get(f'{split}_dataloader')

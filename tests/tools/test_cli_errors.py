@@ -8,6 +8,7 @@ from .conftest import REPO, needs_stack, run_tool, toy_data_options
 
 DET = 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py'
 SEG = 'configs/toy/upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py'
+CLS = 'configs/toy/elsa-swin-toy_1xb32-20e_toy-cls-64px.py'
 pytestmark = needs_stack
 
 
@@ -44,6 +45,18 @@ def test_missing_seg_images(tmp_path, toy_root):
     res = run_tool(['tools/train.py', SEG, '--work-dir', str(tmp_path / 'w'), '--cfg-options',
                     *opts, 'train_dataloader.dataset.data_prefix.img_path=images/train'])
     _assert_clear(res, 'data_prefix.img_path folder', 'images/train does not exist')
+
+
+def test_classification_image_folder_given_as_a_plain_string(tmp_path):
+    """mmpretrain's datasets take ``data_prefix='train'`` (a string; failed before:
+    AttributeError: 'str' object has no attribute 'items')."""
+    from mmelsa.datasets.toy import generate_toy_cls
+    root = generate_toy_cls(str(tmp_path), seed=0, num_train=3, num_val=3)
+    res = run_tool(['tools/train.py', CLS, '--work-dir', str(tmp_path / 'w'), '--cfg-options',
+                    *(f'{k}_dataloader.dataset.data_root={root}' for k in ('train', 'val',
+                                                                           'test')),
+                    'train_dataloader.dataset.data_prefix=no_such_folder'])
+    _assert_clear(res, 'data_prefix.img_path folder', 'no_such_folder does not exist')
 
 
 def test_missing_annotation_file(tmp_path, toy_root):

@@ -10,10 +10,12 @@ import torch.nn as nn
 from .conftest import REPO, needs_stack, point_at_toy
 
 # Detection and segmentation model configs: configs/mmdeploy/ holds MMDeploy's deploy configs
-# (tests/deployment uses them); the ImageNet configs, mmpretrain's, are checked in
-# tests/models/test_classification.py and test_elsa_volo.py.
+# (tests/deployment uses them); the classification configs, mmpretrain's, are checked in
+# tests/models/test_classification.py, test_elsa_volo.py and tests/tools/test_toy_e2e.py.
+CLASSIFICATION = ('elsa_swin_cls', 'elsa_volo')
 CONFIGS = sorted(c for c in glob.glob(osp.join(REPO, 'configs', '*', '*.py'))
-                 if osp.basename(osp.dirname(c)) not in ('mmdeploy', 'elsa_swin_cls', 'elsa_volo'))
+                 if osp.basename(osp.dirname(c)) not in ('mmdeploy', ) + CLASSIFICATION
+                 and '_toy-cls' not in osp.basename(c))
 FULL = [c for c in CONFIGS if '/toy/' not in c]
 pytestmark = needs_stack
 
@@ -30,9 +32,9 @@ def load(path, toy_root):
 
 def build_model(cfg):
     from mmengine.registry import init_default_scope
-    from mmelsa.cli import preflight
+    from mmelsa.utils.toolboxes import task_of
     init_default_scope(cfg.default_scope)
-    if preflight.task_of(cfg) == 'det':
+    if task_of(cfg) == 'det':
         from mmdet.registry import MODELS
     else:
         from mmseg.registry import MODELS

@@ -10,6 +10,7 @@ from .conftest import REPO, needs_stack
 
 DET = osp.join(REPO, 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py')
 SEG = osp.join(REPO, 'configs/toy/upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py')
+CLS = osp.join(REPO, 'configs/toy/elsa-swin-toy_1xb32-20e_toy-cls-64px.py')
 FULL_DET = osp.join(REPO, 'configs/elsa_swin/'
                     'mask-rcnn_elsa-swin-t-p4-w7_fpn_amp-ms-crop-3x_coco.py')
 pytestmark = needs_stack
@@ -96,8 +97,15 @@ def test_cpu_distributed_uses_gloo(tools):
 
 def test_task_detection(tools):
     from mmelsa.cli import preflight
-    assert preflight.task_of(preflight.load_config(DET)) == 'det'
-    assert preflight.task_of(preflight.load_config(SEG)) == 'seg'
+    from mmelsa.utils.toolboxes import scope_of, task_of
+    assert task_of(preflight.load_config(DET)) == 'det'
+    assert task_of(preflight.load_config(SEG)) == 'seg'
+    cls_cfg = preflight.load_config(CLS)
+    assert task_of(cls_cfg) == 'cls' and scope_of(cls_cfg) == 'mmpretrain'
+    # without default_scope, the model type tells
+    assert task_of({'model': {'type': 'ImageClassifier'}}) == 'cls'
+    assert task_of({'model': {'type': 'EncoderDecoder'}}) == 'seg'
+    assert task_of({'model': {'type': 'MaskRCNN'}}) == 'det'
 
 
 def test_test_flags_seg_tta_show_out(tools, tmp_path, toy_root):

@@ -164,3 +164,34 @@ def test_test_tool_seg_tta_and_out(tmp_path, toy_root):
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     assert 'mIoU' in _metrics(res.stdout)
     assert len(os.listdir(tmp_path / 'pred')) == 8
+
+
+def test_run_toy_script_classifier(tmp_path):
+    """TASKS=cls: the toy ELSA-Swin classifier, 2 epochs on a small shape set: trains
+    (validating the untrained model first), tests with --out, and its report's top-1 and
+    per-class accuracy, computed from the saved predictions, agree with mmpretrain's Accuracy
+    metric of the test tool."""
+    from mmelsa.datasets.toy import generate_toy_cls
+    data = tmp_path / 'data'
+    generate_toy_cls(str(data), seed=0, num_train=24, num_val=9)
+    work = tmp_path / 'work'
+    res = run_tool(['bash', 'tools/run_toy.sh'], env=dict(
+        TASKS='cls', DATA_DIR=str(data), WORK_DIR=str(work), PYTHON=python(),
+        TOY_GEN_ARGS='--num-train 24 --num-val 9',
+        CLS_TRAIN_ARGS='--cfg-options train_cfg.max_epochs=2 train_cfg.val_interval=1'),
+        timeout=900)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-5000:]
+    wd = work / 'cls'
+    with open(wd / 'summary.json') as f:
+        summary = json.load(f)
+    test_metrics = _metrics((wd / 'test.log').read_text())
+    top1 = summary['metrics']['accuracy/top1']
+    assert top1 == pytest.approx(test_metrics['accuracy/top1'], abs=1e-3)
+    per_class = summary['per_class']['accuracy']
+    assert sorted(per_class) == ['circle', 'square', 'triangle']
+    assert top1 == pytest.approx(sum(per_class.values()) / 3, abs=1e-6)  # 3 images each
+    assert 'accuracy/top1' in summary['untrained']
+    assert len([f for f in os.listdir(wd / 'vis') if f.endswith('.png')]) == 9
+    table = out[out.index('toy end-to-end results'):]
+    assert re.search(r'^cls +accuracy/top1 +[0-9.]+ +[0-9.]+ +[0-9]+ s$', table, re.M), table

@@ -23,19 +23,16 @@ import torch
 from mmelsa import cli
 from mmelsa.cli import preflight
 from mmelsa.ops.flops import ELSA_KEY, ELSA_OP
+from mmelsa.utils import toolboxes
+
+#: input (H, W) counted when --shape is not given: the sizes papers report FLOPs at
+DEFAULT_SHAPE = {'det': (800, 1280), 'seg': (512, 2048), 'cls': (224, 224)}
+
 
 def build_model(cfg):
-    task = preflight.task_of(cfg)
-    if task == 'det':
-        from mmdet.registry import MODELS
-        from mmdet.utils import register_all_modules
-    else:
-        from mmseg.registry import MODELS
-        from mmseg.utils import register_all_modules
-    register_all_modules(init_default_scope=True)
     from mmengine.model import revert_sync_batchnorm
-    model = MODELS.build(cfg.model)
-    return revert_sync_batchnorm(model).eval(), task
+    model = toolboxes.build_model(cfg)
+    return revert_sync_batchnorm(model).eval(), toolboxes.task_of(cfg)
 
 
 def fake_det_samples(h, w):
@@ -62,6 +59,8 @@ class _Forward(torch.nn.Module):
             return self.model.backbone(x)
         if self.task == 'det':
             return self.model._forward(x, fake_det_samples(*self.shape))
+        if self.task == 'cls':
+            return self.model(x, mode='tensor')  # the logits
         return self.model._forward(x)
 
 
@@ -93,7 +92,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Params and FLOPs (ELSA operator included)')
     p.add_argument('configs', nargs='+', help='config file(s)')
     p.add_argument('--shape', type=cli.positive_int, nargs=2, metavar=('H', 'W'),
-                   help='input size (default: det 800 1280, seg 512 2048)')
+                   help='input size (default: det 800 1280, seg 512 2048, cls 224 224)')
     p.add_argument('--backbone-only', action='store_true', help='count the backbone alone')
     p.add_argument('--params-only', action='store_true',
                    help='skip the (slow on CPU) FLOP trace, count parameters only')
@@ -113,9 +112,8 @@ def main(argv=None):
     for path, cfg in zip(args.configs, cfgs):
         if cfg.model.get('backbone', {}).get('init_cfg'):
             cfg.model.backbone.init_cfg = None  # no checkpoint needed to count
-        task = preflight.task_of(cfg)
-        shape = tuple(args.shape) if args.shape else ((800, 1280) if task == 'det' else
-                                                      (512, 2048))
+        task = toolboxes.task_of(cfg)
+        shape = tuple(args.shape) if args.shape else DEFAULT_SHAPE[task]
         res = count(cfg, shape, args.backbone_only, flops=not args.params_only)
         rows.append((osp.splitext(osp.basename(path))[0], f'{shape[0]}x{shape[1]}',
                      _fmt(res['params'], 1e6), _fmt(res['backbone_params'], 1e6),

@@ -4,6 +4,7 @@ the final summary table of the toy runs.
     # one task, after its training and its ``tools/test.py ... --out PRED``
     python tools/analysis_tools/toy_report.py det WORK_DIR --data DATA_DIR/toy_coco --pred PRED.pkl
     python tools/analysis_tools/toy_report.py seg WORK_DIR --data DATA_DIR/toy_ade --pred PRED_DIR
+    python tools/analysis_tools/toy_report.py cls WORK_DIR --data DATA_DIR/toy_cls --pred PRED.pkl
     # the table over the tasks' reports (and the wall time of each part of the run)
     python tools/analysis_tools/toy_report.py table WORK_DIR/det WORK_DIR/seg --times TIMES
 
@@ -16,7 +17,8 @@ A task report writes into WORK_DIR:
   run's ``vis_data/scalars.json``; the point at iteration 0 is the untrained model, evaluated
   by ``ValidateBeforeTrainHook``);
 * ``summary.json``: the metrics, computed here from the saved predictions (COCO AP per class
-  with pycocotools; IoU per class from the label maps), and the untrained model's.
+  with pycocotools; IoU per class from the label maps; top-1 accuracy per class from the
+  predicted labels), and the untrained model's.
 
 The metrics are computed from the predictions independently of the test tool's evaluator, so
 the per-class figures come with their totals (the test tool's are printed next to them).
@@ -30,7 +32,8 @@ import sys
 
 import numpy as np
 
-HEADLINE = dict(det=('coco/bbox_mAP', 'coco/segm_mAP'), seg=('mIoU', ))
+HEADLINE = dict(det=('coco/bbox_mAP', 'coco/segm_mAP'), seg=('mIoU', ),
+                cls=('accuracy/top1', ))
 
 
 def _cv2():
@@ -338,6 +341,48 @@ def report_seg(args):
     return values, per_class, pictures
 
 
+# ----------------------------------------------------------------------------- classification
+def _load_cls_predictions(pred_file):
+    """tools/test.py --out FILE.pkl of a classifier (mmengine's DumpResults of mmpretrain's
+    data samples): {image file name: (predicted label, its score)}."""
+    out = {}
+    for r in _safe_unpickle(pred_file):
+        label = int(np.asarray(r['pred_label']).reshape(-1)[0])
+        score = float(np.asarray(r['pred_score'], np.float64).reshape(-1)[label])
+        out[osp.basename(r['img_path'])] = (label, score)
+    return out
+
+
+def report_cls(args):
+    cv2 = _cv2()
+    names = args.classes
+    with open(osp.join(args.data, 'meta', 'val.txt')) as f:
+        truth = [(name, int(k)) for name, k in (line.split() for line in f if line.strip())]
+    preds = _load_cls_predictions(args.pred)
+    missing = [name for name, _ in truth if name not in preds]
+    if missing:
+        sys.exit(f'toy_report: no prediction for {len(missing)} validation images in '
+                 f'{args.pred} (e.g. {missing[0]}): run tools/test.py with --out {args.pred}')
+    right = np.array([preds[name][0] == k for name, k in truth])
+    labels = np.array([k for _, k in truth])
+    per_class = {'accuracy': {n: float(100 * right[labels == i].mean())
+                              for i, n in enumerate(names) if (labels == i).any()}}
+    vis_dir = osp.join(args.work_dir, 'vis')
+    os.makedirs(vis_dir, exist_ok=True)
+    pictures = []
+    for name, k in truth:
+        img = cv2.imread(osp.join(args.data, 'val', name))
+        big = cv2.resize(img, None, fx=args.scale, fy=args.scale,
+                         interpolation=cv2.INTER_NEAREST)
+        label, score = preds[name]
+        colour = (0, 200, 0) if label == k else (0, 0, 255)
+        _text(big, (4, big.shape[0] - 8), f'{names[label]} {score:.2f}', colour)
+        pic = _titled(big, f'{name}: {names[k]}')
+        cv2.imwrite(osp.join(vis_dir, osp.splitext(name)[0] + '.png'), pic)
+        pictures.append(pic)
+    return {'accuracy/top1': float(100 * right.mean())}, per_class, pictures
+
+
 # ----------------------------------------------------------------------------- curves
 def read_scalars(work_dir):
     """Training and validation scalars of the newest training run under ``work_dir``
@@ -380,7 +425,7 @@ def plot_curves(rows, keys, out_file, title):
 
 def report(args):
     task = args.task
-    values, per_class, pictures = (report_det if task == 'det' else report_seg)(args)
+    values, per_class, pictures = dict(det=report_det, seg=report_seg, cls=report_cls)[task](args)
     rows, scalars = read_scalars(args.work_dir)
     keys = HEADLINE[task]
     val_rows = [r for r in rows if any(k in r for k in keys)]
@@ -389,8 +434,8 @@ def report(args):
     curves = plot_curves(rows, keys, osp.join(args.work_dir, 'curves.png'),
                          f'toy {task}: {osp.basename(args.config or task)}')
     over = overview(pictures[:args.num_overview], osp.join(args.work_dir, 'overview.png'))
-    # The untrained model's validation reports the headline metrics on mmdet's / mmseg's
-    # scale; ours are 0-1 (COCO AP) and 0-100 (IoU) as well.
+    # The untrained model's validation reports the headline metrics on mmdet's / mmseg's /
+    # mmpretrain's scale; ours are 0-1 (COCO AP) and 0-100 (IoU, accuracy) as well.
     summary = dict(task=task, metrics=values, untrained=untrained, per_class=per_class,
                    iterations=last_step, test_tool_metrics=args.test_metrics,
                    curves=curves, overview=over, pictures=osp.join(args.work_dir, 'vis'),
@@ -444,10 +489,10 @@ def table(args):
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description='Pictures, curves and the summary of the toy runs')
     sub = p.add_subparsers(dest='task', required=True)
-    for task in ('det', 'seg'):
+    for task in ('det', 'seg', 'cls'):
         q = sub.add_parser(task, help=f'report of the toy {task} run')
         q.add_argument('work_dir', help='the training and test work dir')
-        q.add_argument('--data', required=True, help='toy_coco / toy_ade folder')
+        q.add_argument('--data', required=True, help='toy_coco / toy_ade / toy_cls folder')
         q.add_argument('--pred', required=True, help='tools/test.py --out of the val set')
         q.add_argument('--config', help='the config (named in the plot title)')
         q.add_argument('--test-metrics', type=json.loads, default=None,
@@ -460,10 +505,11 @@ def parse_args(argv=None):
     q.add_argument('task_dirs', nargs='+')
     q.add_argument('--times', help='file of "<part> <seconds>" lines')
     args = p.parse_args(argv)
-    if args.task in ('det', 'seg'):
+    if args.task in ('det', 'seg', 'cls'):
         from mmelsa.datasets import toy
-        args.classes = toy.DET_CLASSES if args.task == 'det' else toy.SEG_CLASSES
-        args.palette = toy.DET_PALETTE if args.task == 'det' else toy.SEG_PALETTE
+        args.classes = dict(det=toy.DET_CLASSES, seg=toy.SEG_CLASSES,
+                            cls=toy.CLS_CLASSES)[args.task]
+        args.palette = toy.SEG_PALETTE if args.task == 'seg' else toy.DET_PALETTE
     return args
 
 

@@ -32,6 +32,8 @@ import os.path as osp
 
 from mmelsa import cli
 from mmelsa.cli.preflight import UsageError, load_config
+from mmelsa.utils import toolboxes
+from mmelsa.utils.toolboxes import task_of
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -116,21 +118,23 @@ def output_path(args):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        check_args(args)
         cfg = load_config(args.config)
-        cli.apply_checkpoint_flags(cfg, args)
         backbone = (cfg.get('model', {}) or {}).get('backbone', {}) or {}
-        if str(backbone.get('type', '')).split('.')[-1] != 'ELSASwinTransformer':
-            raise UsageError(f'{args.config}: model.backbone is not an ELSASwinTransformer')
-        if args.part == 'whole':
-            scope = cfg.get('default_scope', 'mmdet')
-            if scope not in ('mmdet', 'mmseg'):
-                raise UsageError(f'{args.config}: --part whole knows mmdet and mmseg models, '
-                                 f'default_scope is {scope}')
+        if str(backbone.get('type', '')).split('.')[-1] not in ('ELSASwinTransformer',
+                                                                'ELSAVOLO'):
+            raise UsageError(f'{args.config}: model.backbone is not an ELSASwinTransformer '
+                             'or ELSAVOLO')
+        task = task_of(cfg)
+        if task == 'cls' and args.part == 'whole':
+            # a classifier in tensor mode is the whole model (its logits): a plain export
+            args.part = 'model'
+            args.shape = args.shape or [224, 224]
+        check_args(args)
+        cli.apply_checkpoint_flags(cfg, args)
     except UsageError as err:
         cli.fail(str(err))
     if args.part == 'whole':
-        return export_whole(args, cfg, scope)
+        return export_whole(args, cfg, toolboxes.scope_of(cfg))
 
     import numpy as np
     import torch
@@ -157,7 +161,8 @@ def main(argv=None):
         export_onnx(module, x, out, dynamic=args.dynamic, dynamo=args.dynamo)
     except RuntimeError as err:
         cli.fail(str(err).splitlines()[0])
-    what = 'backbone' if args.part == 'backbone' else 'model (tensor mode)'
+    what = ('backbone' if args.part == 'backbone' else
+            'classifier (logits)' if task == 'cls' else 'model (tensor mode)')
     print(f'exported the {what} to {out} ({"dynamo" if args.dynamo else "legacy"} exporter, '
           f'{"dynamic" if args.dynamic else "static"} shape, {os.path.getsize(out) / 2**20:.1f}'
           f' MiB); onnx.checker: OK')
