@@ -1,25 +1,15 @@
 """Official checkpoints (ImageNet, mmdet 2.x, mmseg 0.x layouts) through the loader
 (init_cfg Pretrained / deprecated pretrained) and through tools/model_converters/elsa2mmelsa.py."""
-import importlib.util
-import os.path as osp
 
 import pytest
 import torch
 
 import mmelsa.models.official_weights as ckpt_mod
 from mmelsa.models import ELSASwinTransformer, convert_backbone_state_dict
+from tests.models.converter_tool import load_converter
 from tests.models.elsa_swin_reference import random_state_dict
 
-ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 ARCH = dict(embed_dims=24, depths=(2, 1, 1, 2), num_heads=(1, 2, 2, 4), group_width=4)
-
-
-def _converter():
-    spec = importlib.util.spec_from_file_location(
-        'elsa2mmelsa', osp.join(ROOT, 'tools', 'model_converters', 'elsa2mmelsa.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope='module')
@@ -245,7 +235,7 @@ def test_converter_imagenet_file_backbone_only_loads_strictly(official, tmp_path
     src, dst = tmp_path / 'in1k.pth', tmp_path / 'out' / 'in1k_mmelsa.pth'
     sd = imagenet_extras(official)
     torch.save({'model': sd}, src)
-    _converter().main([str(src), str(dst), '--backbone-only'])
+    load_converter().main([str(src), str(dst), '--backbone-only'])
     out = torch.load(dst, weights_only=True)
     model = ELSASwinTransformer(**ARCH, out_indices=())  # classification: no output norms
     model.load_state_dict(out['state_dict'], strict=True)
@@ -257,7 +247,7 @@ def test_converter_detector_file_keeps_neck_heads_and_meta(official, tmp_path):
     ckpt = detector_layout(official)
     ckpt['state_dict']['backbone.layers.3.blocks.1.attn_mask'] = torch.zeros(1, 49, 49)
     torch.save(ckpt, src)
-    _converter().main([str(src), str(dst)])
+    load_converter().main([str(src), str(dst)])
     out = torch.load(dst, weights_only=True)
     sd = out['state_dict']
     assert 'neck.lateral_convs.0.conv.weight' in sd and 'rpn_head.rpn_conv.bias' in sd
@@ -273,7 +263,7 @@ def test_converter_detector_file_keeps_neck_heads_and_meta(official, tmp_path):
 def test_converter_output_is_loadable_by_the_backbone_loader(official, tmp_path):
     src, dst = tmp_path / 'ade.pth', tmp_path / 'ade_mmelsa.pth'
     torch.save(detector_layout(official), src)
-    _converter().main([str(src), str(dst)])
+    load_converter().main([str(src), str(dst)])
     model = ELSASwinTransformer(**ARCH, init_cfg=dict(type='Pretrained', checkpoint=str(dst)))
     model.init_weights()
     _assert_loaded(model, official, True)

@@ -2,7 +2,6 @@
 tools/model_converters/elsa2mmelsa.py loads strictly and gives the logits of an independent
 float64 computation; the ImageNet config runs through tools/test.py on a tiny ImageNet folder."""
 import glob
-import importlib.util
 import json
 import math
 import os
@@ -17,19 +16,12 @@ import torch
 from PIL import Image
 
 from mmelsa.models import ELSASwinTransformer
+from tests.models.converter_tool import load_converter
 from tests.models.elsa_swin_reference import backbone_ref, random_state_dict
 
 ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 SMALL = dict(embed_dims=24, depths=(2, 1, 1, 2), num_heads=(1, 2, 2, 4), group_width=4)
 TINY_CONFIG = osp.join(ROOT, 'configs', 'elsa_swin_cls', 'elsa-swin-tiny_8xb128_in1k.py')
-
-
-def _converter():
-    spec = importlib.util.spec_from_file_location(
-        'elsa2mmelsa', osp.join(ROOT, 'tools', 'model_converters', 'elsa2mmelsa.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def official_imagenet_state_dict(arch, num_classes, seed, dtype=torch.float64):
@@ -92,7 +84,7 @@ def test_converted_imagenet_checkpoint_loads_strictly_and_matches_float64(tmp_pa
     sd = official_imagenet_state_dict(SMALL, num_classes=10, seed=3)
     src, dst = tmp_path / 'elsa_swin_in1k.pth', tmp_path / 'converted.pth'
     torch.save({'model': sd}, src)
-    _converter().main([str(src), str(dst)])
+    load_converter().main([str(src), str(dst)])
     converted = torch.load(dst, weights_only=True)['state_dict']
     assert not any(k.endswith('attn_mask') for k in converted)
     assert {'head.fc.weight', 'head.fc.bias', 'backbone.norm3.weight'} <= set(converted)
@@ -112,7 +104,7 @@ def test_backbone_init_cfg_still_loads_the_converted_and_the_original_file(tmp_p
     sd = official_imagenet_state_dict(SMALL, 10, seed=4, dtype=torch.float32)
     src, dst = tmp_path / 'in1k.pth', tmp_path / 'converted.pth'
     torch.save({'model': sd}, src)
-    _converter().main([str(src), str(dst)])
+    load_converter().main([str(src), str(dst)])
     for path in (src, dst):
         model = ELSASwinTransformer(**SMALL, init_cfg=dict(type='Pretrained',
                                                            checkpoint=str(path)))
@@ -153,7 +145,7 @@ def test_tools_test_reports_the_top1_of_a_converted_checkpoint(tmp_path):
     sd = official_imagenet_state_dict(arch, num_classes=1000, seed=7, dtype=torch.float32)
     src, ckpt = tmp_path / 'elsa_swin_tiny_in1k.pth', tmp_path / 'converted.pth'
     torch.save({'model': sd}, src)
-    _converter().main([str(src), str(ckpt)])
+    load_converter().main([str(src), str(ckpt)])
 
     rng = np.random.default_rng(0)
     rgbs = [rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for _ in range(4)]

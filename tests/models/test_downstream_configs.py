@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.models.converter_tool import load_converter
+
 pytestmark = pytest.mark.slow
 
-ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..'))
 
 
 def _swap_backbone(cfg):
@@ -34,11 +35,7 @@ def _grads_ok(model):
 def _converted_checkpoint_loads_strictly(model, tmp_path, meta):
     """An official-style (mmdet 2.x / mmseg 0.x) whole-model checkpoint -> converter -> strict
     load into the freshly built mmelsa model."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'elsa2mmelsa', osp.join(ROOT, 'tools', 'model_converters', 'elsa2mmelsa.py'))
-    conv = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(conv)
+    conv = load_converter()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     # the classification-style buffers an official backbone may carry
     state['backbone.layers.3.blocks.1.attn_mask'] = torch.zeros(1, 49, 49)

@@ -33,7 +33,6 @@ import os.path as osp
 from mmelsa import cli
 from mmelsa.cli.preflight import UsageError, load_config
 from mmelsa.utils import toolboxes
-from mmelsa.utils.toolboxes import task_of
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 
@@ -124,7 +123,7 @@ def main(argv=None):
                                                                 'ELSAVOLO'):
             raise UsageError(f'{args.config}: model.backbone is not an ELSASwinTransformer '
                              'or ELSAVOLO')
-        task = task_of(cfg)
+        task = toolboxes.task_of(cfg)
         if task == 'cls' and args.part == 'whole':
             # a classifier in tensor mode is the whole model (its logits): a plain export
             args.part = 'model'
