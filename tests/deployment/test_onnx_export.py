@@ -28,7 +28,7 @@ from mmelsa.ops.reference import elsa_reference
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 DET = osp.join(REPO, 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py')
 SEG = osp.join(REPO, 'configs/toy/upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py')
-CLS = osp.join(REPO, 'configs/toy/elsa-swin-toy_1xb32-20e_toy-cls-64px.py')
+CLS = osp.join(REPO, 'configs/toy/elsa-swin-toy_1xb32-8e_toy-cls-64px.py')
 TOL = 1e-4  # max |onnx - expected| / max(1, max |expected|), float32
 
 

@@ -8,7 +8,7 @@ from .conftest import REPO, needs_stack, run_tool, toy_data_options
 
 DET = 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py'
 SEG = 'configs/toy/upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py'
-CLS = 'configs/toy/elsa-swin-toy_1xb32-20e_toy-cls-64px.py'
+CLS = 'configs/toy/elsa-swin-toy_1xb32-8e_toy-cls-64px.py'
 pytestmark = needs_stack
 
 

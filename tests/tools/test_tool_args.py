@@ -10,7 +10,7 @@ from .conftest import REPO, needs_stack
 
 DET = osp.join(REPO, 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py')
 SEG = osp.join(REPO, 'configs/toy/upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py')
-CLS = osp.join(REPO, 'configs/toy/elsa-swin-toy_1xb32-20e_toy-cls-64px.py')
+CLS = osp.join(REPO, 'configs/toy/elsa-swin-toy_1xb32-8e_toy-cls-64px.py')
 FULL_DET = osp.join(REPO, 'configs/elsa_swin/'
                     'mask-rcnn_elsa-swin-t-p4-w7_fpn_amp-ms-crop-3x_coco.py')
 pytestmark = needs_stack

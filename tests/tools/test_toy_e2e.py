@@ -43,6 +43,8 @@ def test_run_toy_script(tmp_path, toy_root):
         timeout=900)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-5000:]
+    # only the sets of the tasks run: the classification set (12000 images) is not made
+    assert not osp.exists(osp.join(toy_root, 'toy_cls'))
     table = out[out.index('toy end-to-end results'):]
     assert re.search(r'^task +metric +value +untrained +time$', table, re.M), table
     for task, keys in (('det', ('coco/bbox_mAP', 'coco/segm_mAP')), ('seg', ('mIoU', ))):
@@ -164,6 +166,18 @@ def test_test_tool_seg_tta_and_out(tmp_path, toy_root):
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     assert 'mIoU' in _metrics(res.stdout)
     assert len(os.listdir(tmp_path / 'pred')) == 8
+
+
+def test_run_toy_script_refuses_an_unknown_task_before_any_work(tmp_path):
+    """A misspelt task stops the script at once (exit 2), before data is generated (it
+    failed only after generating all three sets and training the tasks before it)."""
+    data = tmp_path / 'data'
+    res = run_tool(['bash', 'tools/run_toy.sh'], env=dict(
+        TASKS='det clss', DATA_DIR=str(data), WORK_DIR=str(tmp_path / 'work'),
+        PYTHON=python()), timeout=60)
+    assert res.returncode == 2, (res.stdout + res.stderr)[-3000:]
+    assert 'unknown task clss (use det, seg and/or cls)' in res.stderr
+    assert not data.exists()
 
 
 def test_run_toy_script_classifier(tmp_path):
