@@ -84,7 +84,8 @@ val_cfg = dict()
 test_cfg = dict()
 
 default_hooks = dict(
-    logger=dict(type='LoggerHook', interval=125),
+    # validation metrics logged by iteration: the toy report draws them on the loss's axis
+    logger=dict(type='LoggerHook', interval=125, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', interval=2, max_keep_ckpts=1,
                     save_best='accuracy/top1', rule='greater'))
 custom_hooks = [dict(type='ValidateBeforeTrainHook')]

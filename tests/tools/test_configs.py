@@ -127,3 +127,14 @@ def test_toy_backbone_is_small():
     model = build_model(cfg)
     n = sum(p.numel() for p in model.backbone.parameters())
     assert n < 2_000_000
+
+
+@pytest.mark.parametrize('path', sorted(glob.glob(osp.join(REPO, 'configs', 'toy', '*.py'))),
+                         ids=_ids)
+def test_toy_configs_log_validation_by_iteration(path):
+    """tools/analysis_tools/toy_report.py draws the validation metric on the training loss's
+    iteration axis, so every toy config logs it by iteration (the classifier's logged it by
+    epoch: its curve ran from 0 to 8 on an axis labelled iteration)."""
+    from mmelsa.cli import preflight
+    cfg = preflight.load_config(path)
+    assert cfg.default_hooks.logger.get('log_metric_by_epoch', True) is False
