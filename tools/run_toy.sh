@@ -62,16 +62,10 @@ for task in $TASKS; do
 done
 
 # Only the sets the tasks use: the classification set alone is 12000 images.
-gen_data() {
-    local task
-    for task in $TASKS; do
-        # shellcheck disable=SC2086  # TOY_GEN_ARGS is a list of arguments on purpose
-        "$PYTHON" -m mmelsa.datasets.toy --out "$DATA_DIR" --kind "$task" --seed "$SEED" \
-            $TOY_GEN_ARGS
-    done
-}
 stamp "generating toy data (seed $SEED, for: $TASKS) with $PYTHON"
-timed "data" gen_data
+# shellcheck disable=SC2086  # TASKS and TOY_GEN_ARGS are lists of words on purpose
+timed "data" "$PYTHON" -m mmelsa.datasets.toy --out "$DATA_DIR" --kind $TASKS --seed "$SEED" \
+    $TOY_GEN_ARGS
 
 # The configs read data/...; another DATA_DIR is passed to every dataset and evaluator.
 data_opts() {  # task

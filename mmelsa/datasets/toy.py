@@ -439,7 +439,8 @@ def parse_args(argv=None):
                     'ADE20K-format scenes for segmentation, an ImageNet-layout shape set for '
                     'classification).')
     p.add_argument('--out', default='data', help='parent folder (default: data)')
-    p.add_argument('--kind', choices=('det', 'seg', 'cls', 'all'), default='all')
+    p.add_argument('--kind', nargs='+', choices=('det', 'seg', 'cls', 'all'), default=['all'],
+                   help='the sets to make, one or more (default: all)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--num-train', type=int, default=None,
                    help='training images per set (default: 600 det / seg, 12000 cls)')
@@ -457,12 +458,13 @@ def main(argv=None):
     for name, value in (('num_train', args.num_train), ('num_val', args.num_val)):
         if value is not None:  # else each generator's own default
             kw[name] = value
+    kinds = {'det', 'seg', 'cls'} if 'all' in args.kind else set(args.kind)
     try:
-        if args.kind in ('det', 'all'):
+        if 'det' in kinds:
             generate_toy_coco(args.out, **kw)
-        if args.kind in ('seg', 'all'):
+        if 'seg' in kinds:
             generate_toy_ade(args.out, **kw)
-        if args.kind in ('cls', 'all'):
+        if 'cls' in kinds:
             generate_toy_cls(args.out, **kw)
     except FileExistsError as err:
         sys.stderr.write(f'error: {err}\n')

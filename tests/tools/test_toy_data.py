@@ -120,6 +120,15 @@ def test_cli(tmp_path):
     assert not osp.exists(tmp_path / 'toy_coco')
 
 
+def test_cli_makes_several_kinds_in_one_call(tmp_path):
+    """``--kind det cls`` (run_toy.sh passes its task list): those two sets, not the third."""
+    toy.main(['--out', str(tmp_path), '--kind', 'det', 'cls', '--num-train', '3',
+              '--num-val', '3'])
+    assert osp.isfile(tmp_path / 'toy_coco' / 'annotations' / 'instances_val.json')
+    assert osp.isfile(tmp_path / 'toy_cls' / 'meta' / 'val.txt')
+    assert not osp.exists(tmp_path / 'toy_ade')
+
+
 def test_a_folder_it_did_not_write_is_kept(tmp_path, capsys):
     """toy_coco / toy_ade folders without the generator's stamp hold someone else's files:
     refused unless --force (failed before: deleted); an interrupted run's folder (stamped
