@@ -9,8 +9,10 @@ Flags follow mmdet / mmseg / mmpretrain; the task is the config's default_scope.
 detection and classification dump raw predictions to a .pkl file (mmdet's DumpDetResults,
 mmengine's DumpResults as mmpretrain does); segmentation writes prediction PNGs into the
 folder (mmseg's IoUMetric output_dir); an existing file, or a folder with files, is kept
-unless ``--overwrite`` is given. ``--show-dir``: painted predictions go to
-``<work_dir>/<timestamp>/<show-dir>`` (det, as mmdet does) or
+unless ``--overwrite`` is given. ``--out`` is checked with the arguments (a folder where a file
+is expected, a file where a folder is, the wrong suffix, a place that cannot be written), and
+the test set's data as tools/train.py checks it, before the test starts. ``--show-dir``:
+painted predictions go to ``<work_dir>/<timestamp>/<show-dir>`` (det, as mmdet does) or
 ``<work_dir>/<show-dir>/vis_data/vis_image`` (seg; an absolute --show-dir is used as given)
 or ``<show-dir>`` (cls, mmpretrain's VisualizationHook).
 ``--tta``: multi-scale + flip for segmentation (the ADE20K numbers are ms+flip), horizontal
@@ -21,7 +23,6 @@ report the metrics of random weights) unless ``--allow-partial-load`` is given.
 """
 import argparse
 import json
-import os
 import os.path as osp
 
 from mmelsa import cli
@@ -73,18 +74,12 @@ def build_cfg(args):
         test_time.enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
     if args.tta:
         test_time.enable_tta(cfg)
+    if args.out is not None:
+        # here, not when the predictions are written after the whole test
+        preflight.check_out_path(args.out, task, args.overwrite)
     if args.out is not None and task == 'seg':
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
-    if args.out is not None and task != 'seg' and not args.out.endswith(('.pkl', '.pickle')):
-        raise preflight.UsageError('--out for detection and classification must be a .pkl file')
-    if args.out is not None and not args.overwrite:
-        if task != 'seg' and osp.exists(args.out):
-            raise preflight.UsageError(f'--out {args.out} already exists: pass --overwrite to '
-                                       'replace it, or another --out')
-        if task == 'seg' and osp.isdir(args.out) and os.listdir(args.out):
-            raise preflight.UsageError(f'--out folder {args.out} is not empty: its PNGs would '
-                                       'be overwritten; pass --overwrite, or another --out')
     cli.apply_checkpoint_flags(cfg, args)
     return cfg, task
 

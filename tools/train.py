@@ -8,6 +8,9 @@ the mmengine Runner.
 The task is read from the config (default_scope mmdet / mmseg / mmpretrain), so one tool serves
 all three families. The flags are the toolboxes', plus the safety switches of mmelsa's SafeRunner:
 a work dir that holds checkpoints is not trained into without ``--resume`` or ``--overwrite``.
+Before the Runner is built, the data of the train (and val) sets is checked
+(:func:`mmelsa.cli.preflight.check_datasets`: annotation records, images, the pixel bound
+``MMELSA_MAX_IMAGE_PIXELS``); bad data ends in one line naming the file and the record.
 """
 import argparse
 import logging
