@@ -154,7 +154,7 @@ setup(
     extras_require={
         'det': ['mmdet==3.3.0', 'mmcv==2.1.0'],
         'seg': ['mmsegmentation==1.2.2', 'mmcv==2.1.0', 'ftfy', 'regex'],
-        'tests': ['pytest'],
+        'tests': ['pytest', 'hypothesis'],
     },
     ext_modules=make_extensions(),
     cmdclass={'build_ext': build_ext_class(), 'build_py': BuildPyWithMim,

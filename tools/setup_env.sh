@@ -24,7 +24,7 @@ BASE_PYTHON=${PYTHON:-python3}
 # e.g. PyPI's torchvision 0.28.0 beside a torch 2.13.0+cpu. See README.md, "Tested with".
 TORCH_SPEC=${TORCH_SPEC:-torch==2.14.1 torchvision==0.29.1}
 MMCV_VERSION=2.1.0
-STACK=(mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 'pycocotools>=2.0.8' ftfy regex pytest
+STACK=(mmengine==0.10.7 mmdet==3.3.0 mmsegmentation==1.2.2 'pycocotools>=2.0.8' ftfy regex pytest hypothesis
        ruff clang-format onnx onnxscript onnxruntime)
 START=$SECONDS
 

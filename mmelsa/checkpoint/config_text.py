@@ -63,9 +63,10 @@ def gpu_ids_line(text):
     return None if found is None else f'gpu_ids = {found!r}'
 
 
-def remove_config_text(checkpoint, source):
+def remove_config_text(checkpoint, source, trust_entry=None):
     """Remove every config text of ``checkpoint`` (in place) but a ``gpu_ids`` line, and say
-    so once, naming ``source`` and the opt-in. Idempotent; returns ``checkpoint``."""
+    so once, naming ``source`` and the opt-in (``trust_entry``, e.g. ``sha256:<digest>``).
+    Idempotent; returns ``checkpoint``."""
     removed = []
     for keys in CONFIG_TEXT_KEYS:
         holder = checkpoint
@@ -85,9 +86,10 @@ def remove_config_text(checkpoint, source):
     if removed:
         from mmengine.logging import print_log
 
-        from .reading import TRUST_ENV
+        from .trust import TRUST_ENV
         print_log(
             f'{source}: the config text in checkpoint{", ".join(removed)} is not used: mmengine '
             f'would turn it into code, and the file is not trusted (weights are unaffected; '
-            f'to trust it: {TRUST_ENV}={source})', logger='current', level=logging.INFO)
+            f'to trust it: {TRUST_ENV}={trust_entry or source})', logger='current',
+            level=logging.INFO)
     return checkpoint

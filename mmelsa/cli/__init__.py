@@ -3,11 +3,12 @@ safety check for one run (:mod:`.common`), the checks made before a run starts
 (:mod:`.preflight`) and the test-time additions to a config (:mod:`.test_time`)."""
 from . import preflight, test_time
 from .common import (add_checkpoint_flags, add_launcher_flags, apply_checkpoint_flags,
-                     build_runner, export_local_rank, fail, positive_int, run_guarded)
+                     build_runner, export_local_rank, fail, positive_int, run_guarded,
+                     trust_checkpoints)
 from .preflight import UsageError
 
 __all__ = [
     'preflight', 'test_time', 'UsageError', 'add_checkpoint_flags', 'add_launcher_flags',
     'apply_checkpoint_flags', 'build_runner', 'export_local_rank', 'fail', 'positive_int',
-    'run_guarded'
+    'run_guarded', 'trust_checkpoints'
 ]

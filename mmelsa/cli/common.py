@@ -69,17 +69,24 @@ def add_checkpoint_flags(parser, overwrite=False):
     parser.add_argument(
         '--trust-checkpoint', action='append', default=[], metavar='CKPT',
         help='allow a full unpickle of this checkpoint file, which can run code stored in it; '
-             'only for files you trust (repeatable; env: MMELSA_TRUSTED_CHECKPOINTS)')
+             'only for files you trust. It is trusted by its content: the sha256 digest is '
+             'printed (repeatable; env: MMELSA_TRUSTED_CHECKPOINTS=sha256:<digest>)')
     if overwrite:
         parser.add_argument(
             '--overwrite', action='store_true',
             help='train into a work dir that already holds checkpoints, replacing them')
 
 
-def apply_checkpoint_flags(cfg, args):
+def trust_checkpoints(paths):
+    """``--trust-checkpoint`` for each of ``paths``: trusted by content, and the digest printed
+    (it is the entry that trusts the same bytes elsewhere)."""
     from ..checkpoint import trust_checkpoint
-    for path in args.trust_checkpoint:
-        trust_checkpoint(path)
+    for path in paths:
+        print(f'trusting {path}: {trust_checkpoint(path)}', flush=True)
+
+
+def apply_checkpoint_flags(cfg, args):
+    trust_checkpoints(args.trust_checkpoint)
     if args.allow_partial_load:
         cfg.allow_partial_load = True
     if getattr(args, 'overwrite', False):

@@ -4,10 +4,11 @@ mmengine versions.
 ``import mmelsa`` calls :func:`install` (idempotent), which first checks the installed mmengine
 against :data:`MMENGINE_REQUIREMENT` (the same range ``setup.py`` declares) and then installs:
 
-* the safe checkpoint reading (:mod:`mmelsa.engine.loading`): mmengine 0.10.7 calls
+* the checkpoint gate for every scheme (:mod:`mmelsa.engine.loading`): mmengine 0.10.7 calls
   ``torch.load(path)``, which since torch 2.6 means ``weights_only=True`` and refuses mmengine's
-  own checkpoints (their message hub holds numpy objects); mmelsa's reader allows exactly those,
-  falls back to nothing, and keeps config text of untrusted files away from mmengine;
+  own checkpoints (their message hub holds numpy objects); mmelsa's gate reads them as plain
+  data, refuses anything else from untrusted files, keeps their config text away from mmengine,
+  and checks weights by value where mmengine loads them into a model;
 * the kill-safe checkpoint saving (:mod:`mmelsa.engine.saving`): atomic files, old checkpoints
   removed only after the new one is complete, resume from the newest intact one;
 * the checkpoint-fit check for every OpenMMLab Inferencer (:mod:`mmelsa.engine.inferencers`);
@@ -35,12 +36,16 @@ VERIFIED_VERSION = '0.10.7'
 #: ``module:qualified.name`` -> the first 16 hex digits of sha256(inspect.getsource) at
 #: :data:`VERIFIED_VERSION`, for every mmengine function mmelsa replaces, wraps or relies on
 UPSTREAM = {
-    # engine/loading.py: replaced for plain paths and http(s); wrapped for every scheme
+    # engine/loading.py: replaced for plain paths and http(s); wrapped for every scheme (its
+    # torch.load goes through the gate); the fit check wraps loading into a model, and
+    # PretrainedInit is exempt from it
     'mmengine.runner.checkpoint:load_from_local': 'aa24a2a99a65f3f6',
     'mmengine.runner.checkpoint:load_from_http': 'ed82c56c8e371d63',
     'mmengine.runner.checkpoint:CheckpointLoader.load_checkpoint': '9cb0e50abe844026',
     'mmengine.runner.checkpoint:_load_checkpoint': '8cf68c1873d03aea',
     'mmengine.runner.checkpoint:_load_checkpoint_to_model': 'e97ceb7819af8c87',
+    'mmengine.runner.checkpoint:load_from_openmmlab': 'c17b71970067b708',
+    'mmengine.model.weight_init:PretrainedInit.__call__': 'bdbb82924053183a',
     # engine/saving.py: wrapped (atomic files, deferred removals); replaced (resume choice)
     'mmengine.runner.checkpoint:save_checkpoint': '7f60c6ca167fd4dd',
     'mmengine.runner.checkpoint:find_latest_checkpoint': '3a539bcc0eb37663',

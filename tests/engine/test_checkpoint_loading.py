@@ -136,6 +136,7 @@ def test_converter_opt_in(tmp_path):
     torch.save({'model': sd, 'args': argparse.Namespace(lr=0.1)}, legacy)
     out = tmp_path / 'converted.pth'
     # trusting another file does not trust this one; the refusal names the flag as it is taken
+    torch.save({'state_dict': {}}, tmp_path / 'other.pth')
     res = _tool(['tools/model_converters/elsa2mmelsa.py', str(legacy), str(out),
                  '--trust-checkpoint', str(tmp_path / 'other.pth')])
     assert res.returncode != 0 and f'--trust-checkpoint {legacy}' in res.stderr, res.stderr

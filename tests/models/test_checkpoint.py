@@ -1,6 +1,8 @@
 """Official checkpoints (ImageNet, mmdet 2.x, mmseg 0.x layouts) through the loader
 (init_cfg Pretrained / deprecated pretrained) and through tools/model_converters/elsa2mmelsa.py."""
 
+import os
+
 import pytest
 import torch
 
@@ -213,7 +215,11 @@ def test_url_checkpoint_is_downloaded_once_and_loaded_weights_only(
         model.init_weights()
         _assert_loaded(model, official, with_out_norms=False)
     assert calls == [url]  # cached after the first time
-    assert (tmp_path / 'hub' / 'checkpoints' / 'elsa_swin_t_in1k.pth').is_file()
+    # in a folder of its own per URL: another URL's same-named file never takes its place
+    from mmelsa.checkpoint import cached_path
+    cached = cached_path(url)
+    assert cached.startswith(str(tmp_path / 'hub' / 'checkpoints')) and os.path.isfile(cached)
+    assert cached != cached_path('https://other.example/elsa_swin_t_in1k.pth')
 
 
 def test_missing_file_is_a_clear_error():

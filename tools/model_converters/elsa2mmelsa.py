@@ -29,7 +29,8 @@ import sys
 
 import torch
 
-from mmelsa.checkpoint import CheckpointError, read_checkpoint_file, trust_checkpoint
+from mmelsa.checkpoint import CheckpointError, read_checkpoint_file
+from mmelsa.cli import trust_checkpoints
 from mmelsa.engine import atomic_write
 from mmelsa.models.official_weights import (convert_classifier_state_dict,
                                             convert_model_state_dict,
@@ -89,9 +90,8 @@ def main(argv=None):
     args = parse_args(argv)
     if osp.exists(args.dst) and not args.overwrite:
         sys.exit(f'error: {args.dst} exists; pass --overwrite to replace it')
-    for path in args.trust_checkpoint:
-        trust_checkpoint(path)
     try:
+        trust_checkpoints(args.trust_checkpoint)
         checkpoint = read_checkpoint_file(args.src, map_location='cpu')
     except (CheckpointError, FileNotFoundError) as err:
         sys.exit(f'error: {err}')
