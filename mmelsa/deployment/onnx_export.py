@@ -18,10 +18,11 @@ A whole detector (RPN proposals, NMS, RoI heads) does not export this way: mmdet
 and mmcv's NMS keep ONNX branches that import mmdet 2 modules (``mmdet.core``), which MMDeploy's
 rewriters replace; the whole detector goes through MMDeploy.
 """
-import contextlib
 import os
 import os.path as osp
+import shutil
 import statistics
+import tempfile
 import time
 
 import torch
@@ -31,7 +32,52 @@ from ..ops.onnx import ONNX_OPSET
 from ..utils import toolboxes
 
 __all__ = ['build_from_config', 'TensorModeModel', 'min_dynamic_size', 'export_onnx',
-           'load_image', 'OnnxRunner', 'median_latency']
+           'load_image', 'OnnxRunner', 'median_latency', 'StagedFile']
+
+
+class StagedFile:
+    """A file written under a temporary name beside ``path`` and moved onto ``path`` only when
+    :meth:`publish` is called, so a failed export or comparison leaves ``path`` as it was.
+
+    ``partial`` is a path in a new folder that :func:`tempfile.mkdtemp` makes beside ``path``
+    (random name, created exclusively, only we may write in it): the exporters write it by name,
+    so nothing planted in ``path``'s folder (a symlink at a name we might use) can redirect them.
+    Leaving the ``with`` block removes that folder and whatever was not published.
+    """
+
+    def __init__(self, path):
+        self.path = osp.abspath(path)
+        folder, base = osp.split(self.path)
+        os.makedirs(folder, exist_ok=True)  # e.g. work_dirs/onnx/
+        self._folder = tempfile.mkdtemp(dir=folder, prefix=f'.{base}.', suffix='.partial')
+        self.partial = osp.join(self._folder, base)
+
+    def publish(self):
+        """Move the file onto ``path``. rename(2) replaces the directory entry: a symlink at
+        ``path`` is replaced, the file it pointed at is not written."""
+        os.replace(self.partial, self.path)
+
+    def publish_if_new(self):
+        """Move the file onto ``path`` only where nothing is there (not even a symlink); True if
+        it moved. A hard link, not a check then a rename: a file that appears meanwhile stays."""
+        try:
+            os.link(self.partial, self.path)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links
+            if osp.lexists(self.path):
+                return False
+            os.replace(self.partial, self.path)
+            return True
+        os.remove(self.partial)
+        return True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        shutil.rmtree(self._folder, ignore_errors=True)
+        return False
 
 
 class TensorModeModel(nn.Module):
@@ -100,8 +146,9 @@ def export_onnx(module, example, path, dynamic=True, dynamo=True, max_size=4096,
                 opset_version=ONNX_OPSET):
     """Export ``module`` (one (B, 3, H, W) input) to ``path``; returns ``path``.
 
-    The file is written beside ``path`` and renamed over it once it passed its checks, so
-    ``path`` is never left half-written or holding a file that failed them.
+    The file is written beside ``path`` (:class:`StagedFile`) and renamed over it once it
+    passed its checks, so ``path`` is never left half-written or holding a file that failed
+    them, and nothing planted beside it is written through.
 
     dynamo=True uses ``torch.onnx.export(dynamo=True)``, dynamo=False the TorchScript
     exporter, both plain (any ``opset_version`` >= 11; the dynamo exporter writes opset 18
@@ -124,14 +171,10 @@ def export_onnx(module, example, path, dynamic=True, dynamo=True, max_size=4096,
             'torch.export specialises feature maps of size 1; use a larger example or '
             'dynamo=False')
     path = str(path)
-    partial = osp.join(osp.dirname(osp.abspath(path)),
-                       f'.{osp.basename(path)}.{os.getpid()}.partial.onnx')
-    try:
-        _export_checked(module, example, partial, dynamic, dynamo, max_size, opset_version)
-        os.replace(partial, path)
-    finally:
-        with contextlib.suppress(OSError):
-            os.remove(partial)
+    with StagedFile(path) as staged:
+        _export_checked(module, example, staged.partial, dynamic, dynamo, max_size,
+                        opset_version)
+        staged.publish()
     return path
 
 

@@ -4,6 +4,10 @@ head) converted through MMDeploy and compared with PyTorch on one image, for
 
 The file is written next to ``out`` under a temporary name and moved onto ``out`` only once it
 converted and ONNX Runtime ran it, so a failed conversion never replaces a file already there.
+MMDeploy works in a folder made by :func:`tempfile.mkdtemp` (random name, only we may write in
+it), so nothing planted beside ``out`` redirects its writes. The tool passes a
+:class:`~mmelsa.deployment.onnx_export.StagedFile` as ``out`` and moves it onto ``--out`` only
+after :func:`agreement` too has passed.
 """
 import os
 import os.path as osp

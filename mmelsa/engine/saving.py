@@ -10,7 +10,10 @@ therefore leaves a truncated ``epoch_N.pth``, an empty ``last_checkpoint`` that 
 process that imported mmelsa saves safely, whichever tool started it:
 
 * local checkpoint files and ``last_checkpoint`` are written atomically: into a temporary file
-  in the same folder, flushed and fsynced, then renamed over the final name (:func:`atomic_write`);
+  in the same folder, flushed and fsynced, then renamed over the final name (:func:`atomic_write`).
+  The temporary file has a random name and is created exclusively (``O_EXCL | O_NOFOLLOW``), so
+  a file or symlink planted in the folder is never opened, let alone written through; the
+  rename replaces a symlink at the final name rather than writing to its target;
 * ``CheckpointHook`` removes an expired checkpoint (``max_keep_ckpts``, an older best
   checkpoint) only after the new checkpoint and ``last_checkpoint`` are complete;
 * resuming from ``last_checkpoint`` (bare ``--resume``) checks the file it points at and, when
@@ -19,23 +22,31 @@ process that imported mmelsa saves safely, whichever tool started it:
 """
 import builtins
 import contextlib
+import errno
 import functools
-import glob
 import io
 import logging
 import os
 import os.path as osp
 import re
+import secrets
+import string
 import zipfile
 
 import torch
 
 #: suffix of the temporary files that :func:`atomic_write` renames into place
 PARTIAL_SUFFIX = '.mmelsa-partial'
-_CHECKPOINT_NAME = re.compile(r'^(?:epoch|iter)_(\d+)\.pth$')
+#: the file names mmengine's CheckpointHook saves under without a ``filename_tmpl``
+DEFAULT_FILENAME_TMPLS = ('epoch_{}.pth', 'iter_{}.pth')
+#: not on every platform; where it is missing O_EXCL alone refuses a planted symlink
+_O_NOFOLLOW = getattr(os, 'O_NOFOLLOW', 0)
+#: temporary files of this process that a failed save could not remove: path -> pid. Only
+#: these are cleaned up later; any other partial file may be another run's save in progress.
+_LEFT_BEHIND = {}
 
 __all__ = ['atomic_write', 'checkpoint_problem', 'find_latest_intact_checkpoint',
-           'existing_checkpoints', 'install']
+           'existing_checkpoints', 'DEFAULT_FILENAME_TMPLS', 'install']
 
 
 def _fsync_folder(folder):
@@ -52,34 +63,77 @@ def _fsync_folder(folder):
         os.close(fd)
 
 
+def _exclusive_opener(path, flags):
+    """``open``'s opener for a new temporary file: O_CREAT | O_EXCL fails on any existing entry,
+    a symlink included, and O_NOFOLLOW says so twice. 0o666 leaves the permissions to the umask,
+    as for a file mmengine writes itself (mkstemp's 0o600 would hide checkpoints from a group)."""
+    return os.open(path, flags | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW, 0o666)
+
+
+def _open_partial(path):
+    """``(name, binary file)``: a new temporary file beside ``path``, under a random name that
+    nobody can plant a file or symlink at in advance (a taken name is skipped, never opened)."""
+    folder, base = osp.split(path)
+    for _ in range(100):
+        partial = osp.join(folder, f'.{base}.{secrets.token_hex(8)}{PARTIAL_SUFFIX}')
+        try:
+            # builtins.open rather than os.fdopen: tests count the writes of files opened so
+            return partial, open(partial, 'xb', opener=_exclusive_opener)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, 'no free temporary file name beside', path)
+
+
+def _discard(partial):
+    """Remove our temporary file; one that cannot be removed now is remembered as ours, for
+    :func:`_remove_stale_partials` to retry."""
+    try:
+        os.remove(partial)
+    except FileNotFoundError:
+        pass
+    except OSError:
+        _LEFT_BEHIND[partial] = os.getpid()
+
+
 def atomic_write(path, write):
     """Create or replace ``path`` so that it is either the old file or the complete new one.
 
-    ``write(f)`` writes the content into a binary file object; it goes to a temporary file
-    beside ``path`` that is flushed, fsynced and then renamed over ``path``.
+    ``write(f)`` writes the content into a binary file object; it goes to a new temporary file
+    beside ``path`` (:func:`_open_partial`) that is flushed, fsynced and then renamed over
+    ``path``. The rename replaces the directory entry: a symlink at ``path`` is replaced, and
+    the file it pointed at is left as it was.
     """
     path = osp.abspath(path)
     folder = osp.dirname(path)
     os.makedirs(folder, exist_ok=True)
-    partial = osp.join(folder, f'.{osp.basename(path)}.{os.getpid()}{PARTIAL_SUFFIX}')
+    partial, f = _open_partial(path)
     try:
-        with open(partial, 'wb') as f:
+        with f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(partial, path)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(partial)
+        _discard(partial)
         raise
     _fsync_folder(folder)
 
 
 def _remove_stale_partials(folder):
-    """Temporary files of saves that were killed; a finished save makes them worthless."""
-    for stale in glob.glob(osp.join(folder, f'.*{PARTIAL_SUFFIX}')):
-        with contextlib.suppress(OSError):
-            os.remove(stale)
+    """Retry removing the temporary files in ``folder`` that this process's failed saves left.
+    Only those: another partial file may belong to a run saving into the same folder right now
+    (or be planted), and is not ours to delete."""
+    pid = os.getpid()
+    for partial, owner in list(_LEFT_BEHIND.items()):
+        if owner != pid or osp.dirname(partial) != folder:
+            continue  # a forked child inherits the record of its parent's files
+        try:
+            os.remove(partial)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            continue
+        del _LEFT_BEHIND[partial]
 
 
 def checkpoint_problem(path):
@@ -107,15 +161,41 @@ def checkpoint_problem(path):
     return None
 
 
-def _step_of(path):
-    match = _CHECKPOINT_NAME.match(osp.basename(path))
-    return int(match.group(1)) if match else -1
+@functools.lru_cache(maxsize=None)
+def _template_regex(filename_tmpl):
+    """The names a CheckpointHook ``filename_tmpl`` gives: ``'ckpt_{}.pth'`` matches
+    ``ckpt_12.pth``. mmengine formats the epoch or iteration into each replacement field, so
+    each is a number; the rest of the template is literal text."""
+    try:
+        pieces = list(string.Formatter().parse(filename_tmpl))
+    except ValueError:  # not a valid template: mmengine would fail to format it; match it as is
+        pieces = [(filename_tmpl, None, None, None)]
+    regex = ''.join(re.escape(literal) + (r'(\d+)' if field is not None else '')
+                    for literal, field, _, _ in pieces)
+    return re.compile(f'^{regex}$')
 
 
-def existing_checkpoints(folder):
-    """The ``epoch_*.pth`` / ``iter_*.pth`` files in ``folder``, newest (highest step) first."""
-    found = [p for p in glob.glob(osp.join(folder, '*.pth')) if _step_of(p) >= 0]
-    return sorted(found, key=_step_of, reverse=True)
+def _step_of(path, filename_tmpls=DEFAULT_FILENAME_TMPLS):
+    """The epoch or iteration in a checkpoint's name (0 for a template without a field), or -1
+    when no template gives the name."""
+    name = osp.basename(path)
+    for tmpl in filename_tmpls:
+        match = _template_regex(osp.basename(tmpl)).match(name)
+        if match:
+            return int(match.group(1)) if match.groups() else 0
+    return -1
+
+
+def existing_checkpoints(folder, filename_tmpls=DEFAULT_FILENAME_TMPLS):
+    """The files in ``folder`` named as a CheckpointHook with one of ``filename_tmpls`` names its
+    checkpoints (default: mmengine's ``epoch_{}.pth`` / ``iter_{}.pth``), newest (highest step)
+    first. A template with a folder (``'ckpts/epoch_{}.pth'``) is looked for in that folder."""
+    found = set()
+    for tmpl in filename_tmpls:
+        sub = osp.join(folder, osp.dirname(tmpl))
+        names = os.listdir(sub) if osp.isdir(sub) else []
+        found.update(osp.join(sub, n) for n in names if _step_of(n, (tmpl, )) >= 0)
+    return sorted(found, key=lambda p: (_step_of(p, filename_tmpls), p), reverse=True)
 
 
 def _log(msg, level=logging.INFO):

@@ -169,3 +169,19 @@ def test_numpy_weights_in_a_trusted_file_are_refused(tmp_path, monkeypatch):
     monkeypatch.setenv('MMELSA_TRUSTED_CHECKPOINTS', str(tmp_path / 'np.pth'))
     with pytest.raises(CheckpointMismatchError, match='numpy.ndarray, not a tensor'):
         load_checkpoint(model, str(tmp_path / 'np.pth'))
+
+
+def test_whole_model_export_refuses_other_weights(seg_files, tmp_path, toy_root):
+    """``pytorch2onnx.py`` with ``--part whole`` (the default) loads the weights through MMDeploy:
+    checked there too (before: no fit check at all), and nothing is written at ``--out``."""
+    image = sorted((p for p in os.scandir(osp.join(toy_root, 'toy_coco', 'val'))
+                    if p.name.endswith('.jpg')), key=lambda p: p.name)[0].path
+    out = tmp_path / 'det.onnx'
+    res = subprocess.run(
+        [sys.executable, 'tools/deployment/pytorch2onnx.py', DET, str(seg_files / 'other.pth'),
+         '--image', image, '--out', str(out)], cwd=REPO, capture_output=True, text=True,
+        timeout=900, env=dict(os.environ, PYTHONPATH=REPO))
+    assert res.returncode == 2, res.stderr[-3000:]
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith('error: ') and 'other.pth does not fit' in last, last
+    assert not out.exists() and os.listdir(tmp_path) == []

@@ -18,6 +18,10 @@ absolute difference per output is printed (an error, exit 2, above --rtol of the
 largest magnitude). With --benchmark, also the median latency of both (for ``whole`` end to
 end: preprocessing, model, post-processing).
 
+The file is written under a temporary name beside --out and moved onto it only once it exported
+and passed the comparison: with --overwrite, a failure (exit 2) leaves the file that was there
+byte for byte; a new --out keeps a file that fails the comparison, to be looked at.
+
 Examples:
     python tools/deployment/pytorch2onnx.py \\
         configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py work_dirs/det.pth \\
@@ -27,6 +31,7 @@ Examples:
         --part model --shape 128 128 --image data/toy_ade/images/validation/000000.jpg
 """
 import argparse
+import contextlib
 import os
 import os.path as osp
 
@@ -59,7 +64,9 @@ def parse_args(argv=None):
                    help='--part model / backbone: symbolic batch, height and width in the ONNX '
                    'file')
     p.add_argument('--out', default=None, help='ONNX file (default: <config name>.onnx)')
-    p.add_argument('--overwrite', action='store_true', help='replace an existing --out file')
+    p.add_argument('--overwrite', action='store_true',
+                   help='replace an existing --out file (only with one that exported and '
+                   'reproduces the model)')
     cli.add_checkpoint_flags(p)  # --allow-partial-load, --trust-checkpoint CKPT
     p.add_argument('--image', default=None,
                    help='image to trace (--part whole, required) and compare on (default for '
@@ -134,12 +141,16 @@ def main(argv=None):
         cli.fail(str(err))
     if args.part == 'whole':
         return export_whole(args, cfg, toolboxes.scope_of(cfg))
+    return export_part(args, cfg, task)
 
-    import numpy as np
+
+def export_part(args, cfg, task):
+    """--part model / backbone: a plain torch.onnx.export, compared in ONNX Runtime."""
     import torch
 
     from mmelsa.deployment import (OnnxRunner, build_from_config, export_onnx, load_image,
                                    median_latency, min_dynamic_size)
+    from mmelsa.deployment.onnx_export import StagedFile
     torch.manual_seed(0)
     from mmelsa.checkpoint import CheckpointError
     try:
@@ -155,37 +166,23 @@ def main(argv=None):
     H, W = args.shape
     x = load_image(args.image, (H, W), norm) if args.image else torch.randn(1, 3, H, W)
     out = output_path(args)
-    os.makedirs(osp.dirname(osp.abspath(out)), exist_ok=True)  # e.g. work_dirs/onnx/
-    try:
-        export_onnx(module, x, out, dynamic=args.dynamic, dynamo=args.dynamo)
-    except RuntimeError as err:
-        cli.fail(str(err).splitlines()[0])
-    what = ('backbone' if args.part == 'backbone' else
-            'classifier (logits)' if task == 'cls' else 'model (tensor mode)')
-    print(f'exported the {what} to {out} ({"dynamo" if args.dynamo else "legacy"} exporter, '
-          f'{"dynamic" if args.dynamic else "static"} shape, {os.path.getsize(out) / 2**20:.1f}'
-          f' MiB); onnx.checker: OK')
-
-    runner = OnnxRunner(out)
-    with torch.no_grad():
-        expected = module(x)
-    got = runner(x)
-    bad = []
-    for i, (g, e) in enumerate(zip(got, expected)):
-        if tuple(g.shape) != tuple(e.shape):
-            bad.append(f'output {i} has shape {tuple(g.shape)} in ONNX Runtime, '
-                       f'{tuple(e.shape)} in PyTorch')
-            continue
-        diff, scale = float(np.abs(g - e.numpy()).max()), float(e.abs().max())
-        print(f'output {i} {tuple(e.shape)}: max |onnxruntime - pytorch| = {diff:.3e} '
-              f'(max |pytorch| = {scale:.3g})')
-        if not diff <= args.rtol * max(scale, 1e-12):  # NaN fails too
-            bad.append(f'output {i} differs by {diff:.3e}, more than --rtol {args.rtol:g} of '
-                       f'its largest magnitude {scale:.3g}')
-    if len(got) != len(expected):
-        bad.append(f'{len(got)} outputs in ONNX Runtime, {len(expected)} in PyTorch')
-    if bad:
-        cli.fail(f'{out} does not reproduce the model: ' + '; '.join(bad))
+    # written beside --out and moved onto it only once it exported and compared: a failure
+    # leaves a file that --overwrite would have replaced as it was
+    with StagedFile(out) as staged:
+        try:
+            export_onnx(module, x, staged.partial, dynamic=args.dynamic, dynamo=args.dynamo)
+        except RuntimeError as err:
+            cli.fail(str(err).splitlines()[0])
+        what = ('backbone' if args.part == 'backbone' else
+                'classifier (logits)' if task == 'cls' else 'model (tensor mode)')
+        print(f'exported the {what} to {out} ({"dynamo" if args.dynamo else "legacy"} '
+              f'exporter, {"dynamic" if args.dynamic else "static"} shape, '
+              f'{os.path.getsize(staged.partial) / 2**20:.1f} MiB); onnx.checker: OK')
+        runner = OnnxRunner(staged.partial)
+        bad = compare_outputs(runner(x), module, x, args.rtol)
+        if bad:
+            fail_comparison(staged, out, bad)
+        staged.publish()
     if args.benchmark:
         def run_torch():
             with torch.no_grad():
@@ -198,28 +195,69 @@ def main(argv=None):
               f'onnxruntime {t_ort * 1e3:.1f} ms ({t_torch / t_ort:.2f}x)')
 
 
+def compare_outputs(got, module, x, rtol):
+    """What differs between ONNX Runtime's outputs ``got`` and PyTorch's (printing each
+    output's largest difference); empty when every output is within ``rtol``."""
+    import numpy as np
+    import torch
+    with torch.no_grad():
+        expected = module(x)
+    bad = []
+    for i, (g, e) in enumerate(zip(got, expected)):
+        if tuple(g.shape) != tuple(e.shape):
+            bad.append(f'output {i} has shape {tuple(g.shape)} in ONNX Runtime, '
+                       f'{tuple(e.shape)} in PyTorch')
+            continue
+        diff, scale = float(np.abs(g - e.numpy()).max()), float(e.abs().max())
+        print(f'output {i} {tuple(e.shape)}: max |onnxruntime - pytorch| = {diff:.3e} '
+              f'(max |pytorch| = {scale:.3g})')
+        if not diff <= rtol * max(scale, 1e-12):  # NaN fails too
+            bad.append(f'output {i} differs by {diff:.3e}, more than --rtol {rtol:g} of '
+                       f'its largest magnitude {scale:.3g}')
+    if len(got) != len(expected):
+        bad.append(f'{len(got)} outputs in ONNX Runtime, {len(expected)} in PyTorch')
+    return bad
+
+
+def fail_comparison(staged, out, problems):
+    """Exit 2 for an export that does not reproduce the model. A new --out keeps the file, to
+    be looked at; a file that was there (--overwrite) is left as it was, the new one deleted."""
+    if staged.publish_if_new():
+        cli.fail(f'{out} does not reproduce the model: ' + '; '.join(problems))
+    cli.fail('the export does not reproduce the model: ' + '; '.join(problems) +
+             f'; {out} is left as it was (--overwrite replaces it only with a file that does)')
+
+
 def export_whole(args, cfg, scope):
     import torch
     from mmengine.config import Config
 
+    from mmelsa.deployment.onnx_export import StagedFile
     from mmelsa.deployment.whole_model import (DEFAULT_DEPLOY_CONFIGS, agreement,
                                                convert_whole_model, end_to_end_latency)
+    from mmelsa.engine.loading import partial_load
     deploy_file = args.deploy_cfg or osp.join(REPO, DEFAULT_DEPLOY_CONFIGS[scope])
     deploy_cfg = Config.fromfile(deploy_file)
     if args.shape is not None:
         deploy_cfg.onnx_config.input_shape = [args.shape[1], args.shape[0]]  # MMDeploy's (W, H)
     out = output_path(args)
-    try:
-        processor, pytorch_model, ort_model, data = convert_whole_model(
-            cfg, deploy_cfg, args.checkpoint, args.image, out)
-    except (RuntimeError, ValueError) as err:
-        cli.fail(str(err).splitlines()[0])
-    print(f'exported the whole model to {out} through MMDeploy with {deploy_file} '
-          f'({osp.getsize(out) / 2**20:.1f} MiB)')
-    lines, problems = agreement(scope, pytorch_model, ort_model, data, out, top=args.top)
-    print('\n'.join(lines))
-    if problems:
-        cli.fail(f'{out} does not reproduce the model: ' + '; '.join(problems))
+    # MMDeploy loads the weights through mmengine, where mmelsa checks that they fit the model
+    fit = partial_load() if args.allow_partial_load else contextlib.nullcontext()
+    with StagedFile(out) as staged:  # onto --out only once converted and compared
+        try:
+            with fit:
+                processor, pytorch_model, ort_model, data = convert_whole_model(
+                    cfg, deploy_cfg, args.checkpoint, args.image, staged.partial)
+        except (RuntimeError, ValueError) as err:
+            cli.fail(str(err).splitlines()[0])
+        print(f'exported the whole model to {out} through MMDeploy with {deploy_file} '
+              f'({osp.getsize(staged.partial) / 2**20:.1f} MiB)')
+        lines, problems = agreement(scope, pytorch_model, ort_model, data, staged.partial,
+                                    top=args.top)
+        print('\n'.join(lines))
+        if problems:
+            fail_comparison(staged, out, problems)
+        staged.publish()
     if args.benchmark:
         t_torch, t_ort = end_to_end_latency(pytorch_model, ort_model, data, args.reps)
         print(f'latency end to end, median of {args.reps} runs, {torch.get_num_threads()} '
