@@ -143,8 +143,10 @@ if have "${MIM[@]}"; then
   say "openmim already installed"
 else
   say "installing openmim (without opendatalab) and its other requirements"
-  "${PIP[@]}" install -q --no-deps openmim==0.3.9
+  # its requirements first: pip checks the environment after an install with dependencies and
+  # would report openmim's missing opendatalab as an alarming but harmless ERROR
   "${PIP[@]}" install -q "${MIM[@]:1}"
+  "${PIP[@]}" install -q --no-deps openmim==0.3.9
 fi
 
 # 5b. MMDeploy, for whole-model ONNX export (configs/mmdeploy/, mmelsa/deployment/). Without its
@@ -156,8 +158,8 @@ if have "${MMDEPLOY[@]}"; then
   say "mmdeploy already installed"
 else
   say "installing mmdeploy 1.3.1 (without its protobuf pin) and its other requirements"
+  "${PIP[@]}" install -q "${MMDEPLOY[@]:1}"  # first, as for openmim
   "${PIP[@]}" install -q --no-deps mmdeploy==1.3.1
-  "${PIP[@]}" install -q "${MMDEPLOY[@]:1}"
 fi
 
 # 5c. ImageNet classification (configs/elsa_swin_cls, configs/elsa_volo): mmpretrain 1.2.0 and timm
@@ -189,8 +191,8 @@ print({"2.13": "0.28.0", "2.14": "0.29.1"}.get(".".join(torch.__version__.split(
   fi
   torchvision_works || die "torchvision $("$PY" -c 'import torchvision; print(torchvision.__version__)' 2>/dev/null) does not run its ops with torch $("$PY" -c 'import torch; print(torch.__version__)') (a wheel built for another torch build: e.g. PyPI's torchvision 0.28.0 beside torch 2.13.0+cpu); install the pair, e.g. TORCH_SPEC='torch==2.14.1 torchvision==0.29.1' in a new venv, or set MMELSA_SKIP_CLS=1"
   say "installing ${CLS[*]} (mmpretrain and timm without their dependencies)"
+  "${PIP[@]}" install -q "${CLS[@]:2}"  # first, as for openmim
   "${PIP[@]}" install -q --no-deps "${CLS[@]:0:2}"
-  "${PIP[@]}" install -q "${CLS[@]:2}"
 fi
 
 # 6. mmelsa itself (development install). Rebuilt only when its sources or the torch it builds

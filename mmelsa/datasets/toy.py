@@ -16,7 +16,7 @@ download:
 
 Usage::
 
-    python -m mmelsa.datasets.toy --out data/ [--kind det|seg|cls|all] [--seed 0]
+    python -m mmelsa.datasets.toy --out data/ [--kind det seg (default) | cls | all] [--seed 0]
 
 Generation is deterministic for a given seed (every image draws from its own generator seeded
 by ``(seed, split, index)``, so the train set does not change when the val size does), and
@@ -439,8 +439,10 @@ def parse_args(argv=None):
                     'ADE20K-format scenes for segmentation, an ImageNet-layout shape set for '
                     'classification).')
     p.add_argument('--out', default='data', help='parent folder (default: data)')
-    p.add_argument('--kind', nargs='+', choices=('det', 'seg', 'cls', 'all'), default=['all'],
-                   help='the sets to make, one or more (default: all)')
+    p.add_argument('--kind', nargs='+', choices=('det', 'seg', 'cls', 'all'),
+                   default=['det', 'seg'],
+                   help='the sets to make, one or more (default: det seg, the main job\'s; the '
+                   'classification set is 12000 images, about 145 MB: ask for cls or all)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--num-train', type=int, default=None,
                    help='training images per set (default: 600 det / seg, 12000 cls)')

@@ -60,8 +60,9 @@ def check_work_dir_is_free(work_dir, filename_tmpls=()):
         raise WorkDirNotEmptyError(
             f'work dir {work_dir} already holds checkpoints ({shown}'
             f'{", ..." if len(found) > 3 else ""}) and training would overwrite them. Pass '
-            '--resume to continue that run, --work-dir DIR to train elsewhere, or --overwrite '
-            '(config: overwrite_checkpoints = True) to replace them.')
+            '--resume to continue that run, --work-dir DIR to train elsewhere, or, to replace '
+            'them, --cfg-options overwrite_checkpoints=True (any train.py, mim train) or '
+            '--overwrite (mmelsa\'s tools/train.py).')
 
 
 @RUNNERS.register_module(force=True)

@@ -151,3 +151,31 @@ def test_mmdet_own_train_tool_resumes_with_the_uninterrupted_lr(tmp_path, toy_ro
 
     straight, resumed = lrs(tmp_path / 'straight'), lrs(tmp_path / 'resumed')
     assert resumed == pytest.approx(straight, rel=1e-6)
+
+
+def test_mmdet_train_tool_is_told_the_option_it_has(tmp_path, toy_root):
+    """mmdet's own tools/train.py has no --overwrite: the refusal names the config option that
+    works under it, and that option lets the second run through."""
+    import os
+    import subprocess
+    import sys
+
+    import mmdet
+
+    from tests.tools.conftest import REPO, toy_data_options
+    tool = os.path.join(os.path.dirname(mmdet.__file__), '.mim', 'tools', 'train.py')
+    seg = 'configs/toy/upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py'
+    opts = ['train_cfg.max_iters=1', 'train_cfg.val_interval=100', 'custom_hooks=[]',
+            'default_hooks.checkpoint.interval=1', *toy_data_options('seg', toy_root)]
+
+    def train(*extra):
+        return subprocess.run(
+            [sys.executable, tool, seg, '--work-dir', str(tmp_path), '--cfg-options', *opts,
+             *extra], cwd=REPO, capture_output=True, text=True, timeout=600,
+            env=dict(os.environ, PYTHONPATH=REPO))
+
+    assert train().returncode == 0
+    again = train()
+    assert again.returncode != 0
+    assert '--cfg-options overwrite_checkpoints=True' in again.stderr, again.stderr[-2000:]
+    assert train('overwrite_checkpoints=True').returncode == 0
