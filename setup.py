@@ -64,6 +64,13 @@ def make_extensions():
     include_dirs = [osp.join(ROOT, 'csrc', 'common')]
     define_macros = []
     extra_compile_args = {'cxx': ['-O3']}
+    extra_link_args = []
+    if sys.platform.startswith('linux'):
+        # at::parallel_for is inlined from torch's headers into our sources: without OpenMP it
+        # runs its loop on one thread. torch's wheels load their own libgomp.so.1, which this
+        # link then shares (same soname), so torch.set_num_threads() governs our loops too.
+        extra_compile_args['cxx'].append('-fopenmp')
+        extra_link_args.append('-fopenmp')
     if want_cuda(torch):
         sources += rel_glob('csrc/pytorch/cuda/*.cu')
         include_dirs.append(osp.join(ROOT, 'csrc', 'common', 'cuda'))
@@ -72,11 +79,13 @@ def make_extensions():
         print('mmelsa: building the CPU and CUDA kernels (%d sources)' % len(sources))
         return [CUDAExtension('mmelsa._ext', sources, include_dirs=include_dirs,
                               define_macros=define_macros,
-                              extra_compile_args=extra_compile_args)]
+                              extra_compile_args=extra_compile_args,
+                              extra_link_args=extra_link_args)]
     print('mmelsa: building the CPU kernels only (%d sources); set FORCE_CUDA=1 to add '
           'the CUDA kernels' % len(sources))
     return [CppExtension('mmelsa._ext', sources, include_dirs=include_dirs,
-                         define_macros=define_macros, extra_compile_args=extra_compile_args)]
+                         define_macros=define_macros, extra_compile_args=extra_compile_args,
+                         extra_link_args=extra_link_args)]
 
 
 def torch_requirement():
@@ -154,6 +163,8 @@ setup(
     extras_require={
         'det': ['mmdet==3.3.0', 'mmcv==2.1.0'],
         'seg': ['mmsegmentation==1.2.2', 'mmcv==2.1.0', 'ftfy', 'regex'],
+        # classification: mmpretrain's ModelHub names and timm's entry points (mmelsa.registry)
+        'cls': ['mmpretrain==1.2.0', 'mmcv==2.1.0', 'timm>=0.9'],
         'tests': ['pytest', 'hypothesis'],
     },
     ext_modules=make_extensions(),

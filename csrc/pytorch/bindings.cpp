@@ -2,10 +2,14 @@
 // says how the extension was built. Their CPU / CUDA / autocast kernels are registered beside
 // the dispatch (elsa.cpp); autograd and the fake (meta) kernels from Python, in
 // mmelsa/ops/functional.py.
+#include <ATen/Parallel.h>
 #include <torch/extension.h>
 #include <torch/library.h>
 
+#include <mutex>
+#include <set>
 #include <string>
+#include <thread>
 
 #ifdef MMELSA_WITH_CUDA
 #include <cuda_runtime_api.h>
@@ -52,10 +56,25 @@ std::string cuda_version() {
 #endif
 }
 
+// How many threads at::parallel_for uses in this extension for `n` items of grain 1. It is
+// compiled here, like the kernels' loops (torch's headers inline it): 1 means the extension was
+// built without OpenMP and its CPU kernels run serially whatever torch.set_num_threads says.
+int64_t parallel_for_threads(int64_t n) {
+  std::mutex lock;
+  std::set<std::thread::id> seen;
+  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+    std::lock_guard<std::mutex> guard(lock);
+    seen.insert(std::this_thread::get_id());
+  });
+  return static_cast<int64_t>(seen.size());
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "mmelsa native kernels (the ELSA operator is registered as torch.ops.mmelsa.*)";
   m.def("with_cuda", &with_cuda, "True when the CUDA kernels were compiled in");
   m.def("cuda_version", &cuda_version, "CUDA runtime version built against, '' when none");
+  m.def("parallel_for_threads", &parallel_for_threads,
+        "threads at::parallel_for uses in the extension for n items (1: built without OpenMP)");
 }
