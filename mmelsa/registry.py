@@ -9,7 +9,16 @@ may be absent. mmpretrain's ``ImageClassifier`` finds ``type='ELSASwinTransforme
 ``ELSAVOLO`` is built on timm's VOLO. It is registered as a builder that imports it when a
 config asks for one, so that ``import mmelsa`` works without timm (and the torchvision that timm
 imports) for detection and segmentation.
+
+Where they can be imported, mmelsa's classifiers are also made known by name to mmpretrain
+(``mmpretrain.list_models('*elsa*')``, ``get_model``, the Inferencers:
+:mod:`mmelsa.models.mmpretrain_hub`) and to timm (``timm.create_model('elsa_swin_tiny')``:
+:mod:`mmelsa.models.timm_entry`). An installation where either fails to import (absent, or a
+torchvision built for another torch) costs one warning, never ``import mmelsa``.
 """
+import importlib.util
+import warnings
+
 from mmengine.registry import MODELS
 
 from .models import ELSASwinTransformer
@@ -37,6 +46,36 @@ def register_all():
     return [cls.__name__ for cls in BACKBONES] + ['ELSAVOLO']
 
 
-register_all()
+def _optional(package, register):
+    """``register()`` when ``package`` is installed; a failure is one warning."""
+    if importlib.util.find_spec(package) is None:
+        return []
+    try:
+        return register()
+    except Exception as err:  # noqa: BLE001 - a broken optional stack must not break import
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else ''
+        warnings.warn(f'mmelsa: {package} is installed but its registration failed '
+                      f'({type(err).__name__}: {msg}); mmelsa\'s models are not known to '
+                      f'{package} by name', stacklevel=3)
+        return []
 
-__all__ = ['register_all', 'BACKBONES', 'ELSAVOLO']
+
+def register_toolbox_names():
+    """mmelsa's classifiers by name in mmpretrain's ModelHub and in timm, where installed."""
+
+    def mmpretrain_hub():
+        from .models.mmpretrain_hub import register_mmpretrain_models
+        return register_mmpretrain_models()
+
+    def timm_entry():
+        from .models.timm_entry import register_timm_models
+        return register_timm_models()
+
+    return {'mmpretrain': _optional('mmpretrain', mmpretrain_hub),
+            'timm': _optional('timm', timm_entry)}
+
+
+register_all()
+register_toolbox_names()
+
+__all__ = ['register_all', 'register_toolbox_names', 'BACKBONES', 'ELSAVOLO']

@@ -50,15 +50,19 @@ test_pipeline = [
 ]
 dataset = dict(type='CustomDataset', data_root=data_root, metainfo=dict(classes=classes),
                with_label=True)
+# num_workers=0, so persistent_workers=False: mmpretrain's tools/train.py (`mim train mmpretrain`)
+# defaults persistent_workers to True, which torch refuses without workers.
 train_dataloader = dict(
     batch_size=32,
     num_workers=0,
+    persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=True),
     dataset=dict(**dataset, ann_file='meta/train.txt', data_prefix='train',
                  pipeline=train_pipeline))
 val_dataloader = dict(
     batch_size=50,
     num_workers=0,
+    persistent_workers=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(**dataset, ann_file='meta/val.txt', data_prefix='val',
                  pipeline=test_pipeline))

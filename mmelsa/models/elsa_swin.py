@@ -345,13 +345,13 @@ class ELSASwinStage(nn.Module):
 
 
 class ELSASwinTransformer(BaseModule):
-    """ELSA-Swin backbone (arXiv 2112.12786) for mmdet and mmseg.
+    """ELSA-Swin backbone (arXiv 2112.12786) for mmdet, mmseg and mmpretrain.
 
     Accepts every argument of mmdet's / mmseg's ``SwinTransformer`` with the same meaning (and
-    mmdet's positional order), so changing ``type='SwinTransformer'`` to
-    ``type='ELSASwinTransformer'`` in a config is enough. The stages listed in ``elsa_stages``
-    use ELSA blocks, the others Swin window attention (the official model: ELSA in stages 0-2,
-    Swin in stage 3).
+    mmdet's positional order), and mmpretrain's (see below), so changing
+    ``type='SwinTransformer'`` to ``type='ELSASwinTransformer'`` in a config is enough. The
+    stages listed in ``elsa_stages`` use ELSA blocks, the others Swin window attention (the
+    official model: ELSA in stages 0-2, Swin in stage 3).
 
     Args:
         pretrain_img_size (int | tuple[int]): Image size the absolute position embedding is
@@ -410,6 +410,27 @@ class ELSASwinTransformer(BaseModule):
         gamma (float): ELSA ghost head additive weight (0: none). Default: 1.
         elsa_stages (Sequence[int]): Stages built from ELSA blocks. Default: (0, 1, 2).
 
+    mmpretrain's ``SwinTransformer`` arguments are accepted too, with mmpretrain's meaning, so
+    that an mmpretrain Swin config with only the type changed works. Any of ``img_size``,
+    ``out_after_downsample``, ``interpolate_mode``, ``norm_eval``, ``pad_small_map``,
+    ``stage_cfgs``, ``patch_cfg`` or a dict ``arch`` selects mmpretrain's conventions for the
+    arguments the toolboxes share: ``out_indices`` defaults to the last stage only,
+    ``frozen_stages=i`` freezes stages 0..i (mmdet / mmseg: stages < i) and ``drop_rate`` is
+    the dropout after the patch embedding only.
+
+        arch (dict): ``embed_dims``, ``depths``, ``num_heads`` (and optionally
+            ``group_width``); 'large' does not exist for ELSA-Swin.
+        img_size (int | tuple[int]): mmdet's ``pretrain_img_size`` (giving both, different,
+            is an error).
+        out_after_downsample (bool): only False (outputs before patch merging).
+        interpolate_mode (str): accepted, unused: the absolute position embedding is never
+            resized; inputs must give its ``img_size // patch_size`` grid.
+        norm_eval (bool): accepted, no effect: ELSA-Swin has no BatchNorm.
+        pad_small_map (bool): only True: maps smaller than the window are padded (never a
+            shrunk window).
+        stage_cfgs, patch_cfg (dict): only empty ones; the blocks and the patch embedding are
+            set by the arguments above.
+
     Shape:
         - Input: (B, in_channels, H, W), any H, W >= 1
         - Output: tuple over ``out_indices`` of (B, embed_dims * 2**i, H_i, W_i) with
@@ -437,7 +458,7 @@ class ELSASwinTransformer(BaseModule):
                  depths=None,
                  num_heads=None,
                  strides=(4, 2, 2, 2),
-                 out_indices=(0, 1, 2, 3),
+                 out_indices=None,
                  qkv_bias=True,
                  qk_scale=None,
                  patch_norm=True,
@@ -458,7 +479,14 @@ class ELSASwinTransformer(BaseModule):
                  group_width=None,
                  lam=0.,
                  gamma=1.,
-                 elsa_stages=(0, 1, 2)):
+                 elsa_stages=(0, 1, 2),
+                 img_size=None,
+                 out_after_downsample=None,
+                 interpolate_mode=None,
+                 norm_eval=None,
+                 pad_small_map=None,
+                 stage_cfgs=None,
+                 patch_cfg=None):
         # --- deprecated `pretrained`, as mmdet/mmseg handle it
         if init_cfg is not None and pretrained is not None:
             raise ValueError('init_cfg and pretrained cannot be specified at the same time')
@@ -470,9 +498,36 @@ class ELSASwinTransformer(BaseModule):
             raise TypeError(f'pretrained must be a str or None, got {type(pretrained)}')
         super().__init__(init_cfg=init_cfg)
 
+        # --- mmpretrain's SwinTransformer arguments (see _mmpretrain_args)
+        mmpretrain_style = img_size is not None or isinstance(arch, dict) or any(
+            v is not None for v in (out_after_downsample, interpolate_mode, norm_eval,
+                                    pad_small_map, stage_cfgs, patch_cfg))
+        if isinstance(arch, dict):
+            arch, embed_dims, depths, num_heads, group_width = self._arch_dict(
+                arch, embed_dims, depths, num_heads, group_width)
+        pretrain_img_size = self._mmpretrain_args(
+            img_size=img_size, pretrain_img_size=pretrain_img_size,
+            out_after_downsample=out_after_downsample, interpolate_mode=interpolate_mode,
+            norm_eval=norm_eval, pad_small_map=pad_small_map, stage_cfgs=stage_cfgs,
+            patch_cfg=patch_cfg)
+        self.norm_eval = bool(norm_eval)  # no BatchNorm here: kept for mmpretrain, no effect
+
         embed_dims, depths, num_heads, group_width = self._resolve_arch(
             arch, embed_dims, depths, num_heads, group_width)
         num_layers = len(depths)
+        if out_indices is None:
+            # mmpretrain's default is the last stage only (its classifiers use nothing else);
+            # mmdet's and mmseg's every stage.
+            out_indices = (num_layers - 1, ) if mmpretrain_style else (0, 1, 2, 3)
+        block_drop_rate = drop_rate
+        if mmpretrain_style:
+            # mmpretrain's drop_rate is the dropout after the patch embedding only, and its
+            # frozen_stages=i freezes stages 0..i (mmdet's / mmseg's: stages < i).
+            block_drop_rate = 0.
+            if not isinstance(frozen_stages, int) or not -1 <= frozen_stages < num_layers:
+                raise ValueError(f'frozen_stages must be in [-1, {num_layers - 1}] (mmpretrain '
+                                 f'counts stages from 0), got {frozen_stages!r}')
+            frozen_stages = frozen_stages + 1 if frozen_stages >= 0 else -1
         out_indices = self._check_args(
             num_layers=num_layers, num_heads=num_heads, pretrain_img_size=pretrain_img_size,
             patch_size=patch_size, strides=strides, out_indices=out_indices,
@@ -517,14 +572,16 @@ class ELSASwinTransformer(BaseModule):
                     ELSABlock(dim, num_heads[i], kernel_size=elsa_kernel_size,
                               dilation=elsa_dilation, group_width=group_width, lam=lam,
                               gamma=gamma, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-                              drop=drop_rate, attn_drop=attn_drop_rate, drop_path=rates[j],
+                              drop=block_drop_rate, attn_drop=attn_drop_rate,
+                              drop_path=rates[j],
                               act_cfg=act_cfg, norm_cfg=norm_cfg) for j in range(depths[i])
                 ]
             else:
                 blocks = [
                     SwinBlock(dim, num_heads[i], window_size=window_size, shift=j % 2 == 1,
                               mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
-                              drop=drop_rate, attn_drop=attn_drop_rate, drop_path=rates[j],
+                              drop=block_drop_rate, attn_drop=attn_drop_rate,
+                              drop_path=rates[j],
                               act_cfg=act_cfg, norm_cfg=norm_cfg) for j in range(depths[i])
                 ]
             downsample = None
@@ -539,6 +596,71 @@ class ELSASwinTransformer(BaseModule):
         self._freeze_stages()
 
     # ------------------------------------------------------------------ arguments
+    _arch_dict_keys = ('embed_dims', 'depths', 'num_heads')
+
+    @classmethod
+    def _arch_dict(cls, arch, embed_dims, depths, num_heads, group_width):
+        """mmpretrain's ``arch`` dict (embed_dims, depths, num_heads; group_width optional)
+        as the explicit arguments; giving one of them also with another value is an error."""
+        keys = set(arch)
+        needed = set(cls._arch_dict_keys)
+        if not needed <= keys or not keys <= needed | {'group_width'}:
+            raise ValueError(f'arch as a dict needs exactly the keys {sorted(needed)} (and '
+                             f'optionally group_width), got {sorted(keys)}')
+        given = dict(embed_dims=embed_dims, depths=depths, num_heads=num_heads,
+                     group_width=group_width)
+        for name, value in given.items():
+            if value is None or name not in arch:
+                continue
+            v = tuple(value) if isinstance(value, (list, tuple)) else value
+            a = tuple(arch[name]) if isinstance(arch[name], (list, tuple)) else arch[name]
+            if v != a:
+                raise ValueError(f'{name}={value!r} conflicts with arch={arch!r}; give one or '
+                                 f'the other')
+        return (None, arch['embed_dims'], tuple(arch['depths']), tuple(arch['num_heads']),
+                arch.get('group_width', group_width))
+
+    @staticmethod
+    def _mmpretrain_args(img_size, pretrain_img_size, out_after_downsample, interpolate_mode,
+                         norm_eval, pad_small_map, stage_cfgs, patch_cfg):
+        """Check mmpretrain's SwinTransformer arguments; returns the pretraining image size.
+
+        ``img_size`` is mmdet's ``pretrain_img_size``. The others either match what ELSA-Swin
+        does (``pad_small_map=True``, ``out_after_downsample=False``, empty ``stage_cfgs`` /
+        ``patch_cfg``), have nothing to act on (``norm_eval``: there is no BatchNorm;
+        ``interpolate_mode``: the absolute position embedding is not resized, inputs must give
+        its grid), or are refused by name."""
+        if img_size is not None:
+            if pretrain_img_size not in (224, img_size):  # 224: the default, not given
+                raise ValueError(f'img_size={img_size!r} (mmpretrain\'s name) and '
+                                 f'pretrain_img_size={pretrain_img_size!r} (mmdet\'s) name the '
+                                 f'same size; give one')
+            pretrain_img_size = img_size
+        if out_after_downsample:
+            raise ValueError('out_after_downsample=True is not supported: ELSA-Swin returns '
+                             'each stage\'s output before its patch merging (False)')
+        if pad_small_map is not None and not pad_small_map:
+            raise ValueError('pad_small_map=False is not supported: ELSA-Swin always pads '
+                             'maps smaller than the window (mmpretrain\'s pad_small_map=True) '
+                             'instead of shrinking the window')
+        if interpolate_mode is not None and interpolate_mode not in (
+                'nearest', 'linear', 'bilinear', 'bicubic', 'trilinear', 'area',
+                'nearest-exact'):
+            raise ValueError(f'interpolate_mode must be a torch interpolation mode, got '
+                             f'{interpolate_mode!r}')
+        if norm_eval is not None and not isinstance(norm_eval, bool):
+            raise ValueError(f'norm_eval must be a bool, got {norm_eval!r}')
+        stages = stage_cfgs if isinstance(stage_cfgs, (list, tuple)) else [stage_cfgs]
+        if any(c for c in stages):
+            raise ValueError(f'stage_cfgs={stage_cfgs!r} is not supported: ELSA-Swin\'s stages '
+                             f'are set by its own arguments (window_size, mlp_ratio, '
+                             f'elsa_kernel_size, ...); only empty dicts are accepted')
+        if patch_cfg:
+            raise ValueError(f'patch_cfg={patch_cfg!r} is not supported: the patch embedding is '
+                             f'set by patch_size, in_channels and patch_norm; only an empty '
+                             f'dict is accepted')
+        return pretrain_img_size
+
     @classmethod
     def _resolve_arch(cls, arch, embed_dims, depths, num_heads, group_width):
         given = dict(embed_dims=embed_dims, depths=depths, num_heads=num_heads,
