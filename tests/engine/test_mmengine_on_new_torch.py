@@ -75,9 +75,9 @@ def test_mmengine_checkpoint_round_trip_and_resume(tmp_path):
     assert ckpt['meta']['iter'] == 3
     torch.testing.assert_close(ckpt['state_dict']['linear.weight'], first.model.linear.weight)
     assert 'train/loss' in ckpt['message_hub']['log_scalars']
-    # ...and it loads through the restricted unpickler, not the weights_only=False fallback
-    with torch.serialization.safe_globals(mmelsa.checkpoint.mmengine_safe_globals()):
-        strict = torch.load(tmp_path / 'interrupted' / 'iter_3.pth', weights_only=True)
+    # ...and it loads as untrusted bytes through the gate (plain data, HistoryBuffers kept)
+    path = tmp_path / 'interrupted' / 'iter_3.pth'
+    strict = mmelsa.checkpoint.load_bytes(path.read_bytes(), str(path), trusted=False)
     assert strict['meta']['iter'] == 3
     assert strict['message_hub']['log_scalars']['train/loss'].mean() == pytest.approx(
         ckpt['message_hub']['log_scalars']['train/loss'].mean())
@@ -109,9 +109,8 @@ class _ReachesForInit:
 def test_restricted_getattr_refuses_other_attributes(tmp_path):
     path = tmp_path / 'foreign.pth'
     torch.save({'x': _ReachesForInit()}, path)
-    with torch.serialization.safe_globals(mmelsa.checkpoint.mmengine_safe_globals()):
-        with pytest.raises(pickle.UnpicklingError, match='is not allowed'):
-            torch.load(path, weights_only=True)
+    with pytest.raises(pickle.UnpicklingError, match=r"\['x'\] is getattr\(.*'__init__'\)"):
+        mmelsa.checkpoint.read_checkpoint_file(path)
 
 
 def test_yaml_files_build_plain_data_only(tmp_path):
