@@ -18,7 +18,8 @@ import torch
 from .mmdeploy_export import build_models, mmdeploy_convert
 from .onnx_export import OnnxRunner, median_latency
 
-__all__ = ['DEFAULT_DEPLOY_CONFIGS', 'convert_whole_model', 'agreement', 'end_to_end_latency']
+__all__ = ['DEFAULT_DEPLOY_CONFIGS', 'convert_whole_model', 'match_detections', 'agreement',
+           'end_to_end_latency']
 
 # ours, in configs/mmdeploy/, by the model config's default_scope
 DEFAULT_DEPLOY_CONFIGS = {
@@ -68,44 +69,107 @@ def convert_whole_model(model_cfg, deploy_cfg, checkpoint, image, out):
     return processor, pytorch_model, ort_model, data
 
 
-#: what ``agreement`` accepts: boxes within this many pixels and equal labels over the leading
-#: detections; segmenter argmax agreement at least this fraction
+#: what ``agreement`` accepts: a detector's detections scoring at least ``score_thr``
+#: (default :data:`SCORE_THRESHOLD`) matched one to one across the two models (same label, box
+#: IoU at least :data:`MATCH_IOU`, greedily in score order), each pair's boxes within
+#: :data:`BOX_TOLERANCE_PX` pixels; segmenter argmax agreement at least this fraction
+SCORE_THRESHOLD = 0.05
+MATCH_IOU = 0.5
 BOX_TOLERANCE_PX = 0.5
 ARGMAX_AGREEMENT = 0.999
+#: a detection just below a boundary in one model may be just above it in the other: the
+#: candidates for a match are taken down to ``SCORE_MARGIN`` below the boundary. The boundaries:
+#: ``score_thr``, and the lowest score the other model kept when it kept at least as many
+#: detections (its ``max_per_img`` may have cut a near-tie)
+SCORE_MARGIN = 0.01
 
 
-def agreement(scope, pytorch_model, ort_model, data, onnx_file, top=15):
+def match_detections(expected, got, score_thr=SCORE_THRESHOLD, min_iou=MATCH_IOU):
+    """Match ``expected``'s detections (PyTorch's ``pred_instances``) to ``got``'s (ONNX
+    Runtime's), those scoring at least ``score_thr``: in ``expected``'s score order, each to
+    the unmatched one of ``got`` with the same label and the largest box IoU, if at least
+    ``min_iou`` (candidates down to ``SCORE_MARGIN`` below ``score_thr`` on either side).
+    A detection needs a match when it scores at least ``score_thr`` and, where the other model
+    kept at least as many detections, more than ``SCORE_MARGIN`` above the lowest it kept.
+
+    Returns ``(pairs, missing, extra)``: index pairs (expected, got), the indices of
+    ``expected``'s detections that need a match and have none, and of ``got``'s."""
+    from mmdet.structures.bbox import bbox_overlaps
+
+    def floor(this, other):
+        if len(other) and len(other) >= len(this):
+            return max(score_thr, float(other.scores.min()) + SCORE_MARGIN)
+        return score_thr
+
+    low = score_thr - SCORE_MARGIN
+    e_idx = [i for i in range(len(expected)) if float(expected.scores[i]) >= low]
+    g_idx = [j for j in range(len(got)) if float(got.scores[j]) >= low]
+    iou = bbox_overlaps(expected.bboxes[e_idx], got.bboxes[g_idx]) if e_idx and g_idx \
+        else torch.zeros(len(e_idx), len(g_idx))
+    pairs, used = [], set()
+    for a, i in sorted(enumerate(e_idx), key=lambda t: -float(expected.scores[t[1]])):
+        best, best_iou = None, min_iou
+        for b, j in enumerate(g_idx):
+            if b in used or int(got.labels[j]) != int(expected.labels[i]):
+                continue
+            if float(iou[a, b]) >= best_iou:
+                best, best_iou = b, float(iou[a, b])
+        if best is not None:
+            used.add(best)
+            pairs.append((i, g_idx[best]))
+    matched_e = {i for i, _ in pairs}
+    matched_g = {j for _, j in pairs}
+    floor_e, floor_g = floor(expected, got), floor(got, expected)
+    missing = [i for i in e_idx if i not in matched_e and float(expected.scores[i]) >= floor_e]
+    extra = [j for j in g_idx if j not in matched_g and float(got.scores[j]) >= floor_g]
+    return pairs, missing, extra
+
+
+def agreement(scope, pytorch_model, ort_model, data, onnx_file, score_thr=SCORE_THRESHOLD):
     """``(lines, problems)``: how ONNX Runtime's results (of ``ort_model``, built on
-    ``onnx_file``) agree with PyTorch's on ``data``, and what falls short of
-    :data:`BOX_TOLERANCE_PX` / :data:`ARGMAX_AGREEMENT` (empty when nothing does).
+    ``onnx_file``) agree with PyTorch's on ``data``, and what falls short (empty when nothing
+    does).
 
-    A detector: counts, the largest box and score difference and label equality over the
-    ``top`` leading detections (in score order), and their mask IoU. A segmenter: the argmax
-    agreement of the raw logits at the input size (what MMDeploy's graph returns)."""
+    A detector: the detections scoring at least ``score_thr`` in either model, matched one to
+    one (:func:`match_detections`: same label, box IoU >= :data:`MATCH_IOU`); a problem is a
+    detection without a match, or a pair whose boxes differ by more than
+    :data:`BOX_TOLERANCE_PX` px; the pairs' largest score difference and mask IoU are printed.
+    A segmenter: the argmax agreement of the raw logits at the input size (what MMDeploy's
+    graph returns), at least :data:`ARGMAX_AGREEMENT`."""
     lines, problems = [], []
     with torch.no_grad():
         expected = pytorch_model.test_step(data)[0]
         got = ort_model.test_step(data)[0]
     if scope == 'mmdet':
         e, g = expected.pred_instances, got.pred_instances
-        n = min(top, len(e), len(g))
-        lines.append(f'detections: pytorch {len(e)}, onnxruntime {len(g)}; leading {n} '
-                     'compared')
-        if n:
-            box = float((e.bboxes[:n] - g.bboxes[:n]).abs().max())
-            score = float((e.scores[:n] - g.scores[:n]).abs().max())
-            labels = bool(torch.equal(e.labels[:n], g.labels[:n]))
-            lines.append(f'max |box diff| {box:.3e} px, max |score diff| {score:.3e}, '
-                         f'labels equal: {labels}')
-            if not box <= BOX_TOLERANCE_PX or not labels:  # NaN fails too
-                problems.append(f'the leading {n} detections differ (boxes by {box:.3g} px, '
-                                f'more than {BOX_TOLERANCE_PX} px, or labels)')
+        pairs, missing, extra = match_detections(e, g, score_thr)
+        lines.append(
+            f'detections: pytorch {len(e)}, onnxruntime {len(g)}; compared: those scoring >= '
+            f'{score_thr:g}, matched one to one (same label, box IoU >= {MATCH_IOU:g}, in score '
+            f'order): {len(pairs)} matched, {len(missing)} of pytorch\'s and {len(extra)} of '
+            'onnxruntime\'s without a match (a match is not required within '
+            f'{SCORE_MARGIN:g} of the threshold or of the other\'s lowest kept score)')
+        if missing or extra:
+            problems.append(
+                f'{len(missing)} of pytorch\'s and {len(extra)} of onnxruntime\'s detections '
+                f'scoring >= {score_thr:g} have no match in the other (same label, box IoU >= '
+                f'{MATCH_IOU:g})')
+        if pairs:
+            ie = torch.tensor([i for i, _ in pairs])
+            ig = torch.tensor([j for _, j in pairs])
+            box = float((e.bboxes[ie] - g.bboxes[ig]).abs().max())
+            score = float((e.scores[ie] - g.scores[ig]).abs().max())
+            lines.append(f'matched pairs: max |box diff| {box:.3e} px, max |score diff| '
+                         f'{score:.3e}')
+            if not box <= BOX_TOLERANCE_PX:  # NaN fails too
+                problems.append(f'matched detections differ by {box:.3g} px, more than '
+                                f'{BOX_TOLERANCE_PX} px')
             if 'masks' in e and 'masks' in g:
-                me, mg = e.masks[:n].bool(), g.masks[:n].bool()
+                me, mg = e.masks[ie].bool(), g.masks[ig].bool()
                 inter = (me & mg).flatten(1).sum(1)
                 union = (me | mg).flatten(1).sum(1)
                 iou = torch.where(union > 0, inter / union.clamp(min=1), 1.)
-                lines.append(f'mask IoU: min {float(iou.min()):.4f}, '
+                lines.append(f'mask IoU of the pairs: min {float(iou.min()):.4f}, '
                              f'mean {float(iou.mean()):.4f}')
     else:
         x = pytorch_model.data_preprocessor(data, False)['inputs']

@@ -210,10 +210,11 @@ def test_tool_converts_the_whole_detector_and_compares(tmp_path, toy_images):
                     '--benchmark', '--reps', '1')
     assert res.returncode == 0, res.stdout + res.stderr
     out = res.stdout
-    assert 'detections: pytorch 20, onnxruntime 20; leading 15 compared' in out, out
+    assert 'detections: pytorch 20, onnxruntime 20; compared: those scoring >= 0.05' in out, out
+    assert "0 of pytorch's and 0 of onnxruntime's without a match" in out, out
     box = float(out.split('max |box diff| ')[1].split()[0])
-    iou = float(out.split('mask IoU: min ')[1].split(',')[0])
-    assert box < 1e-3 and iou >= 0.99 and 'labels equal: True' in out, out
+    iou = float(out.split('mask IoU of the pairs: min ')[1].split(',')[0])
+    assert box < 1e-3 and iou >= 0.99, out
     assert 'onnxruntime' in out.splitlines()[-1] and ' ms' in out.splitlines()[-1]
     assert os.listdir(tmp_path / 'w') == ['det.onnx']  # nothing left over
 
@@ -240,7 +241,8 @@ def test_tool_whole_segmenter_shape_is_checked(tmp_path, toy_images):
 
 def test_tool_fails_when_onnx_runtime_disagrees(tmp_path, toy_images, monkeypatch, capsys):
     """The whole-model comparison is a check too: an ONNX Runtime segmenter whose logits are
-    shifted channel-wise is refused, exit 2, and the file it wrote stays (it converted)."""
+    shifted channel-wise is refused, exit 2: nothing at --out, the file it wrote kept as
+    seg.rejected.onnx (it converted; before: kept at --out)."""
     import sys
 
     import mmelsa.deployment.whole_model as whole_model
@@ -256,8 +258,9 @@ def test_tool_fails_when_onnx_runtime_disagrees(tmp_path, toy_images, monkeypatc
     with pytest.raises(SystemExit) as info:
         pytorch2onnx.main([SEG, '--image', toy_images[0][0], '--out', str(out)])
     err = capsys.readouterr().err
-    assert info.value.code == 2 and f'{out} does not reproduce the model: argmax agreement' in err
-    assert out.is_file()
+    assert info.value.code == 2 and 'does not reproduce the model: argmax agreement' in err
+    assert f'nothing is written to {out}' in err and not out.exists()
+    assert (tmp_path / 'seg.rejected.onnx').is_file()
 
 
 def test_tool_segmenter_without_checkpoint(tmp_path, toy_images):

@@ -348,7 +348,9 @@ def test_tool_fails_when_onnx_runtime_disagrees(tmp_path, monkeypatch, capsys):
         pytorch2onnx.main([SEG, '--part', 'backbone', '--shape', '64', '64', '--legacy',
                            '--out', str(out)])
     err = capsys.readouterr().err
-    assert info.value.code == 2 and f'{out} does not reproduce the model' in err, err
+    assert info.value.code == 2 and 'the export does not reproduce the model' in err, err
+    assert f'nothing is written to {out}' in err and not out.exists()
+    assert (tmp_path / 'bb.rejected.onnx').is_file()
     assert 'more than --rtol 0.001' in err
 
 

@@ -75,7 +75,8 @@ def test_failed_comparison_keeps_the_old_file(tool, tmp_path, monkeypatch, capsy
     out = _old_out(tmp_path)
     assert _run(tool, _plain_args(config, part, out)) == 2
     assert out.read_bytes() == OLD
-    assert os.listdir(out.parent) == ['model.onnx']  # the temporary is gone
+    # the temporary is gone; the file that failed is kept beside it, under its own name
+    assert sorted(os.listdir(out.parent)) == ['model.onnx', 'model.rejected.onnx']
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert 'does not reproduce the model' in err and f'{out} is left as it was' in err, err
 
@@ -163,7 +164,8 @@ def test_whole_failure_keeps_the_old_file(tool, tmp_path, monkeypatch, image, fa
     out = _old_out(tmp_path)
     assert _run(tool, [DET, '--image', image, '--out', str(out), '--overwrite']) == 2
     assert out.read_bytes() == OLD
-    assert os.listdir(out.parent) == ['model.onnx']
+    assert sorted(os.listdir(out.parent)) == (
+        ['model.onnx', 'model.rejected.onnx'] if failure == 'comparison' else ['model.onnx'])
 
 
 def test_whole_success_replaces_a_symlink_at_out(tool, tmp_path, monkeypatch, image):
@@ -178,17 +180,22 @@ def test_whole_success_replaces_a_symlink_at_out(tool, tmp_path, monkeypatch, im
     assert os.listdir(out.parent) == ['model.onnx']
 
 
-def test_failed_comparison_without_an_earlier_file_keeps_the_new_one(tool, tmp_path,
-                                                                      monkeypatch, image,
-                                                                      capsys):
-    """Nothing to lose: the file that does not reproduce the model stays at --out, to be
-    looked at, and the error names it."""
+def test_failed_comparison_without_an_earlier_file_leaves_nothing_at_out(tool, tmp_path,
+                                                                         monkeypatch, image,
+                                                                         capsys):
+    """A file that does not reproduce the model is never at --out (before: it was, when no
+    file was there): it is kept as OUT.rejected.onnx, to be looked at, and the error names
+    it."""
     _fake_conversion(monkeypatch, problems=['planted disagreement'])
     out = tmp_path / 'new' / 'model.onnx'
+    rejected = tmp_path / 'new' / 'model.rejected.onnx'
     assert _run(tool, [DET, '--image', image, '--out', str(out)]) == 2
-    assert f'{out} does not reproduce the model: planted disagreement' in capsys.readouterr().err
-    assert out.read_bytes() == b'a converted model'
-    assert os.listdir(out.parent) == ['model.onnx']
+    err = capsys.readouterr().err
+    assert 'the export does not reproduce the model: planted disagreement' in err, err
+    assert f'nothing is written to {out}, the file is kept as {rejected}' in err, err
+    assert not osp.lexists(out)
+    assert rejected.read_bytes() == b'a converted model'
+    assert os.listdir(out.parent) == ['model.rejected.onnx']
 
 
 def test_whole_segmenter_real_conversion_failed_comparison_keeps_the_old_file(
@@ -210,6 +217,6 @@ def test_whole_segmenter_real_conversion_failed_comparison_keeps_the_old_file(
     out = _old_out(tmp_path)
     assert _run(tool, [SEG, '--image', image, '--out', str(out), '--overwrite']) == 2
     assert out.read_bytes() == OLD
-    assert os.listdir(out.parent) == ['model.onnx']
+    assert sorted(os.listdir(out.parent)) == ['model.onnx', 'model.rejected.onnx']
     err = capsys.readouterr().err
     assert 'does not reproduce the model: argmax agreement' in err, err

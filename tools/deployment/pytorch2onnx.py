@@ -6,10 +6,11 @@ What is exported (--part):
   heads and NMS; a segmenter's decode head), converted through MMDeploy with a deploy config
   (--deploy-cfg, default ours in configs/mmdeploy/ for the config's task: dynamic shapes for a
   detector, 192 x 192 for a segmenter), traced on --image. Prints the agreement on that image:
-  a detector's detections (count, largest box / score difference over the --top leading ones,
-  labels, mask IoU), a segmenter's argmax agreement on the raw logits.
+  a detector's detections scoring at least --score-thr (default 0.05) in either model, matched
+  one to one (same label, box IoU >= 0.5, in score order; boxes of a pair within 0.5 px, mask
+  IoU printed), a segmenter's argmax agreement on the raw logits.
 * ``model``: the model in tensor mode by a plain torch.onnx.export (a segmenter's logits; a
-  detector's backbone + neck features), at --shape.
+  detector's backbone + neck features), at --shape (default: --image's size).
 * ``backbone``: the backbone alone, likewise.
 
 For ``model`` / ``backbone`` the file is checked with onnx.checker and run in ONNX Runtime
@@ -19,8 +20,10 @@ largest magnitude). With --benchmark, also the median latency of both (for ``who
 end: preprocessing, model, post-processing).
 
 The file is written under a temporary name beside --out and moved onto it only once it exported
-and passed the comparison: with --overwrite, a failure (exit 2) leaves the file that was there
-byte for byte; a new --out keeps a file that fails the comparison, to be looked at.
+and passed the comparison: a failure (exit 2) never leaves a file at --out (with --overwrite,
+the file that was there stays byte for byte). A file that exported but fails the comparison is
+kept, to be looked at, as OUT.rejected.onnx beside --out (OUT: --out without .onnx; replaced
+by the next rejected one), and the error names it.
 
 Examples:
     python tools/deployment/pytorch2onnx.py \\
@@ -40,6 +43,7 @@ from mmelsa.cli.preflight import UsageError, load_config
 from mmelsa.utils import toolboxes
 
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+SCORE_THRESHOLD = 0.05  # mmelsa.deployment.whole_model.SCORE_THRESHOLD (imported only on use)
 
 
 def parse_args(argv=None):
@@ -53,13 +57,16 @@ def parse_args(argv=None):
     p.add_argument('--deploy-cfg', default=None,
                    help='--part whole: MMDeploy deploy config (default: configs/mmdeploy/ for '
                    'the task)')
-    p.add_argument('--top', type=int, default=15,
-                   help='--part whole: detections compared one to one, in score order '
-                   '(default 15)')
+    p.add_argument('--score-thr', type=float, default=None,
+                   help='--part whole, detector: compare the detections scoring at least this '
+                   'in either model, matched one to one by label and box IoU (default %g)' %
+                   SCORE_THRESHOLD)
+    p.add_argument('--top', type=int, default=None, help=argparse.SUPPRESS)  # before --score-thr
     p.add_argument('--shape', type=int, nargs=2, default=None, metavar=('H', 'W'),
                    help='input height and width of the export (and of the comparison); with '
                    '--part whole it replaces the deploy config\'s input_shape (a segmenter '
-                   'with pyramid pooling needs multiples of 192)')
+                   'with pyramid pooling needs multiples of 192); --part model / backbone '
+                   'default: --image\'s size')
     p.add_argument('--dynamic', action='store_true',
                    help='--part model / backbone: symbolic batch, height and width in the ONNX '
                    'file')
@@ -98,10 +105,15 @@ def check_args(args):
             raise UsageError('--part whole needs --image (the conversion traces on it)')
         if args.deploy_cfg and not osp.isfile(args.deploy_cfg):
             raise UsageError(f'--deploy-cfg not found: {args.deploy_cfg}')
-        if args.top < 1:
-            raise UsageError(f'--top must be >= 1, got {args.top}')
+        if args.top is not None:
+            raise UsageError('--top is gone: the detections are now matched by label and box '
+                             'IoU above a score threshold (--score-thr, default %g), not '
+                             'compared rank by rank' % SCORE_THRESHOLD)
+        if args.score_thr is not None and not 0 < args.score_thr <= 1:
+            raise UsageError(f'--score-thr must be in (0, 1], got {args.score_thr}')
     elif args.shape is None:
-        raise UsageError(f'--part {args.part} needs --shape H W')
+        raise UsageError(f'--part {args.part} needs --shape H W (or --image, whose size it '
+                         'then takes)')
     elif min(args.shape) < 1:
         raise UsageError(f'--shape must be positive, got {args.shape[0]} {args.shape[1]}')
     if args.checkpoint and not osp.isfile(args.checkpoint):
@@ -115,6 +127,17 @@ def check_args(args):
     if osp.exists(output_path(args)) and not args.overwrite:
         raise UsageError(f'{output_path(args)} already exists: pass --overwrite to replace it, '
                          'or --out FILE')
+
+
+def default_shape(args):
+    """--part model / backbone without --shape: --image's (H, W) (None without --image)."""
+    if not args.image or not osp.isfile(args.image):
+        return None  # check_args says what is missing
+    import mmcv
+    img = mmcv.imread(args.image)
+    if img is None:
+        raise UsageError(f'cannot read image {args.image}')
+    return [int(img.shape[0]), int(img.shape[1])]
 
 
 def output_path(args):
@@ -135,6 +158,8 @@ def main(argv=None):
             # a classifier in tensor mode is the whole model (its logits): a plain export
             args.part = 'model'
             args.shape = args.shape or [224, 224]
+        if args.part != 'whole' and args.shape is None:
+            args.shape = default_shape(args)
         check_args(args)
         cli.apply_checkpoint_flags(cfg, args)
     except UsageError as err:
@@ -219,13 +244,25 @@ def compare_outputs(got, module, x, rtol):
     return bad
 
 
+def rejected_path(out):
+    """Where a file that fails the comparison is kept: OUT.rejected.onnx beside --out."""
+    root, ext = osp.splitext(out)
+    return (root if ext == '.onnx' else out) + '.rejected.onnx'
+
+
 def fail_comparison(staged, out, problems):
-    """Exit 2 for an export that does not reproduce the model. A new --out keeps the file, to
-    be looked at; a file that was there (--overwrite) is left as it was, the new one deleted."""
-    if staged.publish_if_new():
-        cli.fail(f'{out} does not reproduce the model: ' + '; '.join(problems))
+    """Exit 2 for an export that does not reproduce the model. Nothing is left at --out (a file
+    that was there, --overwrite, stays as it was); the new file is kept, to be looked at, at
+    :func:`rejected_path`, which the message names."""
+    rejected = rejected_path(out)
+    kept = f'the file is kept as {rejected}'
+    try:
+        os.replace(staged.partial, rejected)  # a symlink there is replaced, not followed
+    except OSError as err:
+        kept = f'the file could not be kept ({err.strerror}: {rejected})'
+    where = (f'{out} is left as it was' if osp.lexists(out) else f'nothing is written to {out}')
     cli.fail('the export does not reproduce the model: ' + '; '.join(problems) +
-             f'; {out} is left as it was (--overwrite replaces it only with a file that does)')
+             f'; {where}, {kept}')
 
 
 def export_whole(args, cfg, scope):
@@ -253,7 +290,7 @@ def export_whole(args, cfg, scope):
         print(f'exported the whole model to {out} through MMDeploy with {deploy_file} '
               f'({osp.getsize(staged.partial) / 2**20:.1f} MiB)')
         lines, problems = agreement(scope, pytorch_model, ort_model, data, staged.partial,
-                                    top=args.top)
+                                    score_thr=args.score_thr or SCORE_THRESHOLD)
         print('\n'.join(lines))
         if problems:
             fail_comparison(staged, out, problems)
