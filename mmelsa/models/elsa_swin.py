@@ -19,7 +19,7 @@ from torch.nn.init import trunc_normal_
 
 from .official_weights import load_official_weights
 from .elsa_attention import ELSAAttention
-from .utils import DropPath, Mlp, build_norm, to_2tuple
+from .utils import DropPath, Mlp, SuggestsArguments, build_norm, to_2tuple
 
 
 def ceil_div(n, d):
@@ -344,7 +344,7 @@ class ELSASwinStage(nn.Module):
         return out, x
 
 
-class ELSASwinTransformer(BaseModule):
+class ELSASwinTransformer(SuggestsArguments, BaseModule):
     """ELSA-Swin backbone (arXiv 2112.12786) for mmdet, mmseg and mmpretrain.
 
     Accepts every argument of mmdet's / mmseg's ``SwinTransformer`` with the same meaning (and

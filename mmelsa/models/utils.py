@@ -3,6 +3,9 @@
 They read mmcv-style ``act_cfg`` / ``norm_cfg`` dicts without needing mmcv, so the model works
 (and is testable) with only torch and mmengine installed.
 """
+import difflib
+import inspect
+
 import torch.nn as nn
 
 # mmcv's short names for the norm layers; only LayerNorm makes sense on channels-last tokens.
@@ -106,3 +109,21 @@ def to_2tuple(x):
 
 
 __all__ = ['build_activation', 'build_norm', 'DropPath', 'Mlp', 'to_2tuple']
+
+
+class SuggestsArguments:
+    """Base class: an unknown keyword argument is a one-line TypeError naming the closest
+    accepted one, on every path that builds the class (a config through any registry, mmdet's
+    ``init_detector``, mmseg's ``init_model``, a direct call), instead of Python's bare
+    "unexpected keyword argument" from deep inside a build."""
+
+    def __new__(cls, *args, **kwargs):
+        params = inspect.signature(cls.__init__).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            accepted = [name for name in params if name != 'self']
+            for key in kwargs:
+                if key not in accepted:
+                    near = difflib.get_close_matches(key, accepted, n=1, cutoff=0.6)
+                    hint = f'; did you mean {near[0]!r}?' if near else ''
+                    raise TypeError(f'{cls.__name__} has no argument {key!r}{hint}')
+        return super().__new__(cls)

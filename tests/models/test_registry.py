@@ -89,3 +89,27 @@ def test_builds_while_the_default_scope_is_mmengine():
     DefaultScope.get_instance('mmelsa_test_root_scope', scope_name='mmengine')
     model = MODELS.build(dict(SMALL))
     assert isinstance(model, ELSASwinTransformer)
+
+
+def test_a_misspelt_backbone_argument_is_named_on_every_path(tmp_path):
+    """mmdet's init_detector (and any registry build) with ``embed_dim=`` for ``embed_dims``:
+    one line naming the argument and the closest real one (before: a bare "unexpected keyword
+    argument" TypeError; only mmelsa's own tools suggested the name)."""
+    import os.path as osp
+
+    import pytest
+    from mmdet.apis import init_detector
+    from mmengine.config import Config
+
+    from mmelsa.models import ELSASwinTransformer
+    repo = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+    cfg = Config.fromfile(
+        osp.join(repo, 'configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py'))
+    cfg.model.backbone.embed_dim = cfg.model.backbone.pop('embed_dims')
+    with pytest.raises(TypeError, match="has no argument 'embed_dim'; did you mean 'embed_dims'"):
+        init_detector(cfg, device='cpu')
+    with pytest.raises(TypeError, match="did you mean 'depths'"):
+        ELSASwinTransformer(depth=(2, 2, 6, 2))
+    built = ELSASwinTransformer(embed_dims=8, depths=(1, 1), num_heads=(1, 2), group_width=4,
+                                strides=(4, 2), out_indices=(1, ), elsa_stages=(0, ))
+    assert built.embed_dims == 8
