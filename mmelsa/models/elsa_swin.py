@@ -833,17 +833,22 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
                 f'model with pretrain_img_size = the input size')
         return self.absolute_pos_embed.view(1, h, w, -1)
 
-    def forward(self, x):
-        """x: (B, in_channels, H, W) -> tuple of (B, C_i, H_i, W_i) for i in out_indices.
-
-        A tuple, as OpenMMLab backbones return it: mmpretrain's necks (GlobalAveragePooling)
-        accept nothing else; mmdet's and mmseg's necks and heads index it like a list."""
+    def embed_patches(self, x):
+        """(B, in_channels, H, W) -> the first stage's input tokens, (B, h, w, C): patch
+        embedding, absolute position embedding if any, dropout."""
         if x.dim() != 4:
             raise ValueError(f'expected a (B, C, H, W) input, got shape {tuple(x.shape)}')
         x = self.patch_embed(x)
         if self.use_abs_pos_embed:
             x = x + self._abs_pos_embed(x.shape[1:3])
-        x = self.drop_after_pos(x)
+        return self.drop_after_pos(x)
+
+    def forward(self, x):
+        """x: (B, in_channels, H, W) -> tuple of (B, C_i, H_i, W_i) for i in out_indices.
+
+        A tuple, as OpenMMLab backbones return it: mmpretrain's necks (GlobalAveragePooling)
+        accept nothing else; mmdet's and mmseg's necks and heads index it like a list."""
+        x = self.embed_patches(x)
         outs = []
         for i, layer in enumerate(self.layers):
             out, x = layer(x)

@@ -96,12 +96,7 @@ class ELSASwinClassifier(ELSASwinTransformer):
 
     def forward_features(self, x):
         """(B, C_in, H, W) -> the last stage's output after ``norm``, (B, h, w, C)."""
-        if x.dim() != 4:
-            raise ValueError(f'expected a (B, C, H, W) input, got shape {tuple(x.shape)}')
-        x = self.patch_embed(x)
-        if self.use_abs_pos_embed:
-            x = x + self._abs_pos_embed(x.shape[1:3])
-        x = self.drop_after_pos(x)
+        x = self.embed_patches(x)
         for layer in self.layers:
             out, x = layer(x)
         return self.norm(out)
