@@ -30,12 +30,16 @@ def _read_once(filename):
         fd = os.open(filename, os.O_RDONLY)
     except FileNotFoundError:
         raise FileNotFoundError(f'checkpoint file {filename} does not exist') from None
-    except IsADirectoryError:
-        raise CorruptCheckpointError(f'checkpoint {filename} is a folder, not a file') from None
-    with os.fdopen(fd, 'rb') as f:  # closes fd
+    try:
         opened = os.fstat(fd)
         if not stat.S_ISREG(opened.st_mode):
-            raise CorruptCheckpointError(f'checkpoint {filename} is not a regular file')
+            raise CorruptCheckpointError(
+                f'checkpoint {filename} is not a file (a folder, a device or a pipe)')
+        f = os.fdopen(fd, 'rb')
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:  # closes fd
         data = f.read()  # one allocation: the reader sizes it from fstat
     if not data:
         raise CorruptCheckpointError(

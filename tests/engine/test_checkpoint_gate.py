@@ -339,3 +339,9 @@ def test_stride_zero_checkpoint_via_mmengine_is_refused(tmp_path):
     torch.save(ckpt, tmp_path / 's.pth')
     with pytest.raises(CheckpointTooLargeError, match='declares more data'):
         read_checkpoint_file(tmp_path / 's.pth')
+
+
+def test_a_folder_given_as_checkpoint_is_one_line(tmp_path):
+    from mmelsa.checkpoint import CorruptCheckpointError
+    with pytest.raises(CorruptCheckpointError, match='is not a file'):
+        read_checkpoint_file(tmp_path)
