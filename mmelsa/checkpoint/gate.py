@@ -45,16 +45,18 @@ def _to_device(obj, device):
     return obj
 
 
-def load_bytes(data, source, trusted, map_location=None):
+def load_bytes(data, source, trusted, map_location=None, digest=None):
     """The checkpoint in ``data`` (the bytes of ``source``, named in messages).
 
     ``map_location`` as ``torch.load`` takes it: for untrusted bytes a device (string or
     ``torch.device``) moves the tensors there; ``None``, ``'cpu'`` and callables keep them on the
-    CPU, where mmengine's loaders move them to the model's device anyway.
+    CPU, where mmengine's loaders move them to the model's device anyway. ``digest``: the bytes'
+    sha256 when the caller already has it (hashing a large file is not free).
     """
+    digest = digest or digest_of(data)
     if trusted:
         from mmengine.logging import print_log
-        print_log(f'{source} is trusted (sha256 {digest_of(data)[:16]}...): loading it with a '
+        print_log(f'{source} is trusted (sha256 {digest[:16]}...): loading it with a '
                   f'full unpickle', logger='current')
         # torch.serialization.load: torch.load itself may be routed to this gate (engine)
         return torch.serialization.load(io.BytesIO(data), map_location=map_location,
@@ -64,8 +66,8 @@ def load_bytes(data, source, trusted, map_location=None):
     except UnsafeCheckpointError as err:  # the opt-in, with the digest that trusts these bytes
         raise type(err)(
             f'{err} If you trust this file: --trust-checkpoint {source} (mmelsa\'s tools) or '
-            f'{TRUST_ENV}=sha256:{digest_of(data)}') from None
-    checkpoint = remove_config_text(checkpoint, source, f'sha256:{digest_of(data)}')
+            f'{TRUST_ENV}=sha256:{digest}') from None
+    checkpoint = remove_config_text(checkpoint, source, f'sha256:{digest}')
     device = _device(map_location)
     return checkpoint if device is None else _to_device(checkpoint, device)
 

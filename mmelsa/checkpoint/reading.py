@@ -17,7 +17,7 @@ import os.path as osp
 import stat
 
 from .errors import CorruptCheckpointError
-from .gate import load_bytes
+from .gate import digest_of, load_bytes
 from .trust import trust_list
 
 __all__ = ['read_checkpoint_file', 'read_checkpoint', 'read_checkpoint_bytes', 'is_trusted',
@@ -50,9 +50,9 @@ def _read_once(filename):
 def read_checkpoint_bytes(data, source, opened=None, url=None, map_location=None):
     """The checkpoint in ``data``: trusted when the trust list says so for these bytes (and the
     file ``opened`` / the exact ``url`` they came from), else plain data."""
-    digest = hashlib.sha256(data).hexdigest()
+    digest = digest_of(data)
     trusted = trust_list().trusts(digest, opened=opened, url=url)
-    return load_bytes(data, source, trusted, map_location)
+    return load_bytes(data, source, trusted, map_location, digest=digest)
 
 
 def read_checkpoint_file(filename, map_location=None, url=None, source=None):
@@ -87,7 +87,7 @@ def is_trusted(source):
         data, opened = _read_once(osp.expanduser(source))
     except (OSError, CorruptCheckpointError):
         return False
-    return trust_list().trusts(hashlib.sha256(data).hexdigest(), opened=opened, url=url)
+    return trust_list().trusts(digest_of(data), opened=opened, url=url)
 
 
 def cached_path(url):
