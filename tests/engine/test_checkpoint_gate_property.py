@@ -219,6 +219,10 @@ def _string(text):
     return b'X' + struct.pack('<I', len(data)) + data
 
 
+#: opcodes that consume everything back to the last MARK
+_CLOSES_MARK = {'tuple': b't', 'list': b'l', 'dict': b'd', 'setitems': b'u', 'appends': b'e'}
+
+
 @st.composite
 def opcodes(draw):
     """A protocol-2 pickle body: pushes, containers, globals called with random arguments."""
@@ -243,20 +247,8 @@ def opcodes(draw):
         elif op == 'mark':
             out.append(b'(')
             depth += 1
-        elif op == 'tuple' and depth:
-            out.append(b't')
-            depth -= 1
-        elif op == 'list' and depth:
-            out.append(b'l')
-            depth -= 1
-        elif op == 'dict' and depth:
-            out.append(b'd')
-            depth -= 1
-        elif op == 'setitems' and depth:
-            out.append(b'u')
-            depth -= 1
-        elif op == 'appends' and depth:
-            out.append(b'e')
+        elif op in _CLOSES_MARK and depth:
+            out.append(_CLOSES_MARK[op])
             depth -= 1
         elif op == 'empty_tuple':
             out.append(b')')
