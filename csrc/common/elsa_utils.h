@@ -1,12 +1,18 @@
 // Shared pieces of the ELSA operators: the problem sizes, index math, the layout rules and the
-// per-device entry points. Included by the dispatcher (elsa.cpp), the CPU kernels, the CUDA
-// launchers and kernels, and the CUDA emulator (tests/ops/cuda_emulation/).
+// per-device entry points. Included by the ops' kernels of each dispatch key (csrc/pytorch/cpu/
+// elsa_cpu_ops.cpp, csrc/pytorch/cuda/elsa_cuda_ops.cpp), the CPU kernels, the CUDA launchers
+// and kernels, and the CUDA emulator (tests/ops/cuda_emulation/).
 //
 //   out[b, c, i, j] = sum_{u, v < K} x[b, c, i*s + (u - K/2)*d, j*s + (v - K/2)*d]
-//                     * (ghost_mul[c, u, v] * attn[b, c / (C/G), u*K + v, i, j] + ghost_add[c, u,
-//                     v])
+//                     * (ghost_mul[c, u, v] * attn[b, c / (C/G), u*K + v, i, j]
+//                        + ghost_add[c, u, v])
 //
-// with zero padding (taps outside the image contribute nothing), Ho = (H - 1) / s + 1.
+// with zero padding (taps outside the image contribute nothing), Ho = (H - 1) / s + 1. Each
+// ghost is optional (absent: ones / zeros) and either shared by the batch, (C, K, K), or one per
+// sample, (B, C, K, K), read as ghost[b, c, u, v] (DDF's channel filter is a per-sample
+// ghost_mul or ghost_add). The kernels read a ghost at b * batch stride + c * K*K + tap, the
+// batch stride 0 for a shared ghost (ElsaDims::gm_bstride / ga_bstride); the gradient of a
+// per-sample ghost is per sample too, that of a shared one summed over the batch.
 //
 // The fused variant (elsa_softmax_*; `logits` = true below) takes pre-softmax logits in place of
 // attn and uses
@@ -29,6 +35,9 @@ struct ElsaDims {
   int64_t B, C, G, H, W, Ho, Wo;
   int64_t K, KK, pad, dil, stride;
   int64_t cpg;  // channels per group, C / G
+  // Element distance between two samples' rows of ghost_mul / ghost_add: C * K*K for a
+  // per-sample ghost (B, C, K, K), 0 for a shared (C, K, K) or absent one.
+  int64_t gm_bstride, ga_bstride;
 };
 
 // Output extent of one spatial axis: "same" padding, so only the stride shrinks the map.
@@ -36,10 +45,18 @@ inline int64_t elsa_out_size(int64_t in, int64_t stride) {
   return in <= 0 ? 0 : (in - 1) / stride + 1;
 }
 
-// The sizes of the problem of x (B, C, H, W) and an attention map (B, G, K*K, Ho, Wo): the one
-// place they are derived. The caller has checked that G >= 1 divides C.
+// Whether a ghost is one per sample, (B, C, K, K), rather than shared by the batch, (C, K, K).
+inline bool elsa_ghost_per_sample(const c10::optional<at::Tensor>& ghost) {
+  return ghost.has_value() && ghost->defined() && ghost->dim() == 4;
+}
+
+// The sizes of the problem of x (B, C, H, W), an attention map (B, G, K*K, Ho, Wo) and the
+// ghosts (for their batch strides): the one place they are derived. The caller has checked
+// that G >= 1 divides C (and, before a kernel runs, the ghosts' shapes).
 inline ElsaDims elsa_dims(const at::Tensor& x, const at::Tensor& attn, int64_t kernel_size,
-                          int64_t dilation, int64_t stride) {
+                          int64_t dilation, int64_t stride,
+                          const c10::optional<at::Tensor>& ghost_mul = c10::nullopt,
+                          const c10::optional<at::Tensor>& ghost_add = c10::nullopt) {
   ElsaDims D;
   D.B = x.size(0);
   D.C = x.size(1);
@@ -54,6 +71,8 @@ inline ElsaDims elsa_dims(const at::Tensor& x, const at::Tensor& attn, int64_t k
   D.Ho = elsa_out_size(D.H, stride);
   D.Wo = elsa_out_size(D.W, stride);
   D.cpg = D.C / D.G;
+  D.gm_bstride = elsa_ghost_per_sample(ghost_mul) ? D.C * D.KK : 0;
+  D.ga_bstride = elsa_ghost_per_sample(ghost_add) ? D.C * D.KK : 0;
   return D;
 }
 
@@ -98,17 +117,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cpu(
 // CPU always, on CUDA for the tiled configuration (K = 7, stride 1, dilation 1). The output and
 // grad_x are then channels_last, grad_attn is laid out (B, Ho, Wo, G, K*K) (the layout of a 1x1
 // conv's channels_last output reshaped to (B, G, K*K, H, W)). Every other input keeps the NCHW
-// kernels (made contiguous first). mmelsa.ops.channels_last_path mirrors this rule for the
-// fake (meta) kernels: change both together.
+// kernels (made contiguous first). mmelsa.ops.channels_last_path mirrors this rule (the two
+// functions below, one per device) for the fake (meta) kernels: change both together.
 inline bool elsa_channels_inner(const at::Tensor& x) {
   return x.dim() == 4 && x.size(1) > 1 && x.stride(1) == 1 && !x.is_contiguous();
 }
+// The rule on the CPU.
+inline bool elsa_cpu_nhwc(const at::Tensor& x) { return elsa_channels_inner(x); }
 // The rule on CUDA (also what the emulated CUDA launchers use, whose tensors are on the CPU).
 inline bool elsa_cuda_nhwc(const at::Tensor& x, const ElsaDims& D) {
   return elsa_channels_inner(x) && D.K == 7 && D.stride == 1 && D.dil == 1;
-}
-inline bool elsa_use_nhwc(const at::Tensor& x, const ElsaDims& D) {
-  return x.is_cpu() ? elsa_channels_inner(x) : x.is_cuda() && elsa_cuda_nhwc(x, D);
 }
 
 // x: channels innermost, any other strides; attn / ghosts: any layout. `logits`: the fused op.
@@ -132,9 +150,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cuda(
     std::array<bool, 4> output_mask, bool logits);
 #endif
 
-// How the dispatcher hands its arguments to the per-device kernels (and the CUDA emulator to the
-// launchers): a ghost contiguous, undefined when absent; a map as it is on the channels-last
-// path (read in place), NCHW-contiguous otherwise.
+// How the ops' kernels hand their arguments to the per-device implementations (and the CUDA
+// emulator to the launchers): a ghost contiguous, undefined when absent; a map as it is on the
+// channels-last path (read in place), NCHW-contiguous otherwise.
 inline at::Tensor elsa_ghost_arg(const c10::optional<at::Tensor>& t) {
   return (t.has_value() && t->defined()) ? t->contiguous() : at::Tensor();
 }

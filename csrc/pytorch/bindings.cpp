@@ -1,7 +1,7 @@
 // The operator schemas (torch.library, namespace "mmelsa") and a small pybind11 module that
-// says how the extension was built. Their CPU / CUDA / autocast kernels are registered beside
-// the dispatch (elsa.cpp); autograd and the fake (meta) kernels from Python, in
-// mmelsa/ops/functional.py.
+// says how the extension was built. Their kernels are registered one file per dispatch key:
+// CPU in cpu/elsa_cpu_ops.cpp, CUDA in cuda/elsa_cuda_ops.cpp (CUDA builds only), autocast in
+// elsa_autocast.cpp; autograd and the fake (meta) kernels from Python, in mmelsa/ops/.
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
 #include <torch/library.h>

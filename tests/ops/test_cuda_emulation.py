@@ -3,16 +3,14 @@
 cuda_emulation/emulate_cuda_kernels.py (beside this file) compiles the CUDA launchers and kernels
 (csrc/pytorch/cuda, csrc/common/cuda) as host C++ over a SIMT emulator (cuda_emulation/) and
 compares their results, forward and backward, plain and fused softmax + ELSA, the tiled fast
-path and the generic fallback, for float64 / float32 / float16 / bfloat16, with the float64
-unfold reference. This runs it in CI. A second test switches on, one at a time, the bugs
-planted at the ELSA_PLANT markers of the kernels (each marker compiles to the right expression
-outside the emulator) and asserts that the same checks fail, so that this test is known to be
-able to fail.
+path and the generic fallback, for float64 / float32 / float16 / bfloat16, shared and
+per-sample ghosts, with the float64 unfold reference. This runs it in CI. A second test
+switches on, one at a time, the bugs planted in the emulator's copy of the kernels
+(cuda_emulation/plants.py: the kernels in csrc/ hold only the correct expressions) and asserts
+that the same checks fail, so that this test is known to be able to fail.
 """
-import collections
 import glob
 import os.path as osp
-import re
 import subprocess
 import sys
 
@@ -23,24 +21,10 @@ REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 SCRIPT = osp.join(REPO, 'tests', 'ops', 'cuda_emulation', 'emulate_cuda_kernels.py')
 
 from tests.ops.cuda_emulation import emulate_cuda_kernels as emulation  # noqa: E402
+from tests.ops.cuda_emulation import plants  # noqa: E402
 
-# The bugs planted at the ELSA_PLANT(n, good, bad) markers of csrc/: the emulated build switches
-# marker n to its bad expression when it is asked for bug n (--planted-bug n). A marker is part of
-# the code it marks, so it moves with every edit of that code.
-PLANTED = {
-    1: 'fused forward: the output column taken modulo the height (a transposed index)',
-    2: 'plain grad_x gather: the column\'s stride test made on the row',
-    3: 'ghost reduction: the warp reduction starts at offset 8, dropping lanes 16-31',
-    4: 'fused launcher: launch geometry one pixel short',
-    5: 'fused backward: the softmax backward\'s dot product misses the first tap',
-    6: 'tiled: the halo tile staged one column off',
-    7: 'tiled grad_x: the gather\'s column taken with the row\'s tap',
-    8: 'tiled ghost reduction: the last row of every chunk dropped',
-    9: 'tiled launch geometry: the last, partial row of tiles not launched',
-    10: 'tiled fused backward: the softmax backward\'s dot product misses the first tap',
-    # harmless on NCHW maps, so only the channels-last cases can catch it
-    11: 'tiled forward, channels-last output: the row stride taken as the NCHW one',
-}
+# bug number -> what it breaks; the emulated build switches bug n on for --planted-bug n
+PLANTED = {bug: p.what for bug, p in plants.PLANTS.items()}
 
 
 @pytest.fixture(scope='module')
@@ -68,6 +52,26 @@ def test_emulated_kernels_match_reference(emu, case):
     failures, n = emulation.run_checks(emu, [case], log=lines.append)
     assert n == 2 * len(emulation.DTYPES) + 1
     assert failures == 0, '\n'.join(lines)
+
+
+@pytest.mark.parametrize('case', emulation.SAMPLE_CASES, ids=str)
+def test_emulated_per_sample_ghosts_match_reference(emu, case):
+    """Per-sample ghosts (B, C, K, K), alone (DDF) and mixed with shared ones: forward and
+    backward, plain and fused, the gradient of a per-sample ghost per sample."""
+    lines = []
+    failures, n = emulation.run_sample_checks(emu, [case], log=lines.append)
+    assert n == 2 * len(emulation.SAMPLE_GHOSTS)
+    assert failures == 0, '\n'.join(lines)
+
+
+def test_emulated_per_sample_ghost_reduction_over_many_chunks(emu):
+    """Per-sample ghost gradients when a sample's positions fill several chunks of the
+    generic reduction and several row chunks of the tiled one (the cases above fit one)."""
+    for case in ((2, 2, 1, 70, 66, 3, 1, 1), (2, 2, 1, 40, 9, 7, 1, 1)):
+        for ghosts in (('sample', True), (True, 'sample')):
+            errs, bad = emulation.check(emu, case, torch.float32, ghosts,
+                                        [False, False, True, True], fused=False)
+            assert not bad and errs, (case, ghosts, errs, bad)
 
 
 def test_emulated_launch_count(emu):
@@ -146,7 +150,7 @@ def test_emulated_fast_path_refuses_32_bit_overflow(emu):
 def test_python_mirror_of_the_cuda_layout_rule(emu):
     """mmelsa.ops.channels_last_path (the fake kernels' layouts) follows the C++ rule that the
     CUDA launchers use, for every layout and configuration."""
-    from mmelsa.ops.functional import _cuda_channels_last
+    from mmelsa.ops.layout import cuda_channels_last
     x = torch.randn(1, 6, 9, 10)
     layouts = [x, x.contiguous(memory_format=torch.channels_last),
                x.contiguous(memory_format=torch.channels_last)[:, 1:5], x[:, :, :, 1:],
@@ -156,21 +160,45 @@ def test_python_mirror_of_the_cuda_layout_rule(emu):
         for K, d, s in ((7, 1, 1), (7, 2, 1), (7, 1, 2), (5, 1, 1)):
             a = torch.randn(1, 1, K * K, (9 - 1) // s + 1, (10 - 1) // s + 1)
             rule = emu.cuda_nhwc(t, a, K, d, s)
-            assert _cuda_channels_last(t, K, d, s) == rule, (t.stride(), K, d, s)
+            assert cuda_channels_last(t, K, d, s) == rule, (t.stride(), K, d, s)
             seen.add(rule)
     assert seen == {True, False}
 
 
-def test_every_planted_bug_is_marked_once():
-    """Each bug of PLANTED has exactly one ELSA_PLANT marker in csrc/, and no marker is
-    unlisted, so that a lost marker is named here rather than reported as an uncaught bug."""
-    text = ''
+def test_every_planted_bug_has_one_place(tmp_path):
+    """Each planted bug's place is found exactly once in this tree's kernels and becomes one
+    switch in the emulator's copy of csrc/, which differs from csrc/ nowhere else; so a kernel
+    edit that moves a place is named here rather than reported as an uncaught bug."""
+    copy = plants.plant_tree(REPO, str(tmp_path))
+    switches = {bug: 'ELSA_PLANT(%d, %s, %s)' % (bug, p.good, p.bad)
+                for bug, p in plants.PLANTS.items()}
+    seen = []
     for path in glob.glob(osp.join(REPO, 'csrc', '**', '*'), recursive=True):
-        if osp.isfile(path):
-            with open(path) as f:
-                text += f.read()
-    found = collections.Counter(int(n) for n in re.findall(r'ELSA_PLANT\((\d+),', text))
-    assert found == {bug: 1 for bug in PLANTED}
+        if not osp.isfile(path):
+            continue
+        with open(path) as f:
+            text = f.read()
+        with open(osp.join(copy, osp.relpath(path, osp.join(REPO, 'csrc')))) as f:
+            planted = f.read()
+        assert 'ELSA_PLANT' not in text, path  # the kernels carry no planting machinery
+        for bug, switch in switches.items():
+            seen += [bug] * planted.count(switch)
+            planted = planted.replace(switch, plants.PLANTS[bug].good)
+        assert planted == text, path
+    assert sorted(seen) == sorted(plants.PLANTS)
+
+
+def test_a_lost_plant_place_fails_the_build():
+    """A kernel edit that removes or duplicates a planted bug's place stops the build, naming
+    the bug, instead of planting nothing."""
+    p = plants.PLANTS[9]
+    with open(osp.join(REPO, p.path)) as f:
+        text = f.read()
+    edited = text.replace(p.context, p.context.replace(p.good, '(%s)' % p.good))
+    with pytest.raises(plants.PlantError, match=r'planted bug 9 .*occurs 0 times'):
+        plants.plant_file(p.path, edited)
+    with pytest.raises(plants.PlantError, match=r'planted bug 9 .*occurs 2 times'):
+        plants.plant_file(p.path, text + p.context)
 
 
 @pytest.mark.parametrize('bug', sorted(PLANTED))

@@ -18,8 +18,13 @@ CASES = [
     (1, 12, 3, 3, 2, 7, 1, 1),  # the map is smaller than the kernel
     (1, 21, 7, 11, 12, 9, 1, 2),  # 3 per head: the tail only
     (2, 4, 4, 6, 7, 3, 3, 3),
+    (3, 16, 2, 9, 8, 3, 1, 2),  # DDF-ResNet's K = 3 with stride 2
 ]
-GHOSTS = [(True, True), (False, True), (True, False), (False, False)]
+# (ghost_mul, ghost_add): True shared by the batch (C, K, K), 'per-sample' one per sample
+# (B, C, K, K), as DDF's channel filter. The first two serve every dtype, the rest float64.
+PER_SAMPLE = 'per-sample'
+GHOSTS = [(True, True), (PER_SAMPLE, PER_SAMPLE), (False, True), (True, False), (False, False),
+          (PER_SAMPLE, False), (False, PER_SAMPLE), (True, PER_SAMPLE)]
 # max_rel_err bounds of the non-float64 dtypes against the float64 reference (as the other
 # op tests): the inputs are rounded to the dtype first, so this is the kernels' own rounding.
 TOL = {torch.float64: 1e-12, torch.float32: 2e-5, torch.bfloat16: 3e-2, torch.float16: 4e-3}
@@ -40,8 +45,9 @@ def isa(request, monkeypatch):
 def channels_last_inputs(case, ghosts=(True, True), dtype=torch.float64, seed=0, extra=5,
                          device='cpu'):
     """x as a channel slice of a wider channels_last map (pixel stride C + extra, as v of the
-    ELSA module), attn laid out (B, Ho, Wo, G, K*K) (as the 1x1 conv's output), ghosts. The
-    layouts are made on `device` (moving a slice with .to() would make it dense)."""
+    ELSA module), attn laid out (B, Ho, Wo, G, K*K) (as the 1x1 conv's output), ghosts (each
+    False, True: shared, or PER_SAMPLE). The layouts are made on `device` (moving a slice with
+    .to() would make it dense)."""
     B, C, G, H, W, K, d, s = case
     Ho, Wo = (H - 1) // s + 1, (W - 1) // s + 1
     gen = torch.Generator().manual_seed(seed)
@@ -52,8 +58,8 @@ def channels_last_inputs(case, ghosts=(True, True), dtype=torch.float64, seed=0,
     wide = rand(B, C + extra, H, W).contiguous(memory_format=torch.channels_last)
     x = wide[:, extra:]
     attn = (rand(B, Ho, Wo, G, K * K) * 2).permute(0, 3, 4, 1, 2)
-    gm = rand(C, K, K) if ghosts[0] else None
-    ga = rand(C, K, K) if ghosts[1] else None
+    gm, ga = (rand(*((B, C, K, K) if kind == PER_SAMPLE else (C, K, K))) if kind else None
+              for kind in ghosts)
     return x, attn, gm, ga
 
 
@@ -94,11 +100,13 @@ def test_matches_reference(case, dtype, logits, isa):
             assert max_rel_err(g, r) < TOL[dtype]
 
 
+@pytest.mark.parametrize('ghosts', [(True, True), (PER_SAMPLE, True), (False, PER_SAMPLE)],
+                         ids=['shared', 'per-sample-mul', 'per-sample-add'])
 @pytest.mark.parametrize('logits', [False, True], ids=['plain', 'fused'])
 @pytest.mark.parametrize('case', [(1, 6, 3, 5, 4, 3, 1, 1), (2, 4, 2, 4, 5, 3, 2, 2)])
-def test_gradcheck_channels_last(case, logits, isa):
+def test_gradcheck_channels_last(case, logits, ghosts, isa):
     K, d, s = case[5:]
-    inputs = leaves(channels_last_inputs(case))
+    inputs = leaves(channels_last_inputs(case, ghosts))
     assert channels_last_path(inputs[0])
 
     def fn(*args):
@@ -134,11 +142,13 @@ def test_nchw_input_keeps_nchw_kernels(logits, monkeypatch):
     assert torch.equal(out, elsa_attention(x, a, gm, ga, 3, attn_is_logits=logits))
 
 
+@pytest.mark.parametrize('ghosts', [(True, True), (PER_SAMPLE, PER_SAMPLE)],
+                         ids=['shared', 'per-sample'])
 @pytest.mark.parametrize('logits', [False, True], ids=['plain', 'fused'])
-def test_same_result_for_any_thread_count(logits):
+def test_same_result_for_any_thread_count(logits, ghosts):
     """The ghost gradients are summed over fixed row chunks, not over threads."""
     case = (2, 64, 2, 19, 7, 5, 1, 1)
-    inputs = leaves(channels_last_inputs(case, dtype=torch.float32))
+    inputs = leaves(channels_last_inputs(case, ghosts, dtype=torch.float32))
     threads = torch.get_num_threads()
     results = []
     try:
@@ -160,9 +170,11 @@ def test_opcheck_channels_last(op):
     torch.library.opcheck(getattr(torch.ops.mmelsa, op).default, (x, a, gm, ga, 3, 2, 2))
 
 
+@pytest.mark.parametrize('ghosts', [(True, True), (PER_SAMPLE, True)],
+                         ids=['shared', 'per-sample'])
 @pytest.mark.parametrize('op', ['elsa_backward', 'elsa_softmax_backward'])
-def test_opcheck_backward_channels_last(op):
-    x, a, gm, ga = channels_last_inputs((2, 6, 3, 7, 5, 3, 1, 2))
+def test_opcheck_backward_channels_last(op, ghosts):
+    x, a, gm, ga = channels_last_inputs((2, 6, 3, 7, 5, 3, 1, 2), ghosts)
     grad = torch.randn(2, 4, 3, 6, dtype=torch.float64).permute(0, 3, 1, 2)
     torch.library.opcheck(getattr(torch.ops.mmelsa, op).default,
                           (grad, x, a, gm, ga, 3, 1, 2, [True, True, True, True]))

@@ -5,7 +5,7 @@ import torch
 from mmelsa.ops import ELSAAttentionOp, elsa_attention, info
 from mmelsa.ops.reference import elsa_reference
 
-from ._helpers import as_double_cpu, make_inputs, max_rel_err
+from ._helpers import PER_SAMPLE, as_double_cpu, make_inputs, max_rel_err
 
 # (B, C, G, H, W, K, dilation, stride): odd sizes, maps smaller than K, dilation and stride,
 # one / two / three+ heads.
@@ -19,8 +19,13 @@ CASES = [
     (2, 12, 4, 15, 13, 5, 2, 2),
     (1, 4, 2, 6, 7, 3, 3, 3),
     (1, 3, 3, 1, 1, 3, 1, 1),  # a single pixel
+    (3, 4, 2, 9, 8, 3, 1, 2),  # DDF-ResNet's K = 3 with stride 2
 ]
-GHOSTS = [(True, True), (True, False), (False, True), (False, False)]
+# (ghost_mul, ghost_add): True shared by the batch (C, K, K), PER_SAMPLE one per sample
+# (B, C, K, K): alone (DDF's multiplicative and additive forms) and mixed with shared ones.
+SAMPLE_GHOSTS = [(PER_SAMPLE, False), (False, PER_SAMPLE), (True, PER_SAMPLE),
+                 (PER_SAMPLE, PER_SAMPLE)]
+GHOSTS = [(True, True), (True, False), (False, True), (False, False)] + SAMPLE_GHOSTS
 
 
 def test_info_reports_extension():
@@ -55,7 +60,7 @@ def test_forward_low_precision(dtype, tol, case):
 
 
 @pytest.mark.parametrize('case', CASES)
-@pytest.mark.parametrize('ghosts', [(True, True), (False, True), (True, False)])
+@pytest.mark.parametrize('ghosts', [(True, True), (False, True), (True, False)] + SAMPLE_GHOSTS)
 def test_backward_float64_matches_reference_autograd(case, ghosts):
     B, C, G, H, W, K, d, s = case
     inputs = make_inputs(B, C, G, H, W, K, d, s, *ghosts, requires_grad=True)
@@ -71,10 +76,11 @@ def test_backward_float64_matches_reference_autograd(case, ghosts):
         torch.testing.assert_close(g, r, rtol=1e-11, atol=1e-11)
 
 
+@pytest.mark.parametrize('ghosts', [(True, True), (PER_SAMPLE, PER_SAMPLE)])
 @pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
-def test_backward_low_precision(dtype, tol):
+def test_backward_low_precision(dtype, tol, ghosts):
     B, C, G, H, W, K, d, s = 2, 8, 2, 11, 9, 5, 2, 1
-    inputs = make_inputs(B, C, G, H, W, K, d, s, dtype=dtype, requires_grad=True)
+    inputs = make_inputs(B, C, G, H, W, K, d, s, *ghosts, dtype=dtype, requires_grad=True)
     ref_inputs = as_double_cpu(inputs, requires_grad=True)
     out = elsa_attention(*inputs, K, d, s)
     ref = elsa_reference(*ref_inputs, K, d, s)
@@ -109,12 +115,22 @@ def test_gradcheck_float64(case):
     assert torch.autograd.gradcheck(lambda *t: elsa_attention(*t, K, d, s), inputs)
 
 
-def test_empty_batch():
-    x, a, gm, ga = make_inputs(0, 6, 3, 5, 7, 3, requires_grad=True)
+@pytest.mark.parametrize('ghosts', SAMPLE_GHOSTS)
+@pytest.mark.parametrize('case', [(2, 4, 2, 5, 6, 3, 1, 2), (3, 3, 1, 4, 5, 5, 2, 1)])
+def test_gradcheck_per_sample_ghosts(case, ghosts):
+    B, C, G, H, W, K, d, s = case
+    inputs = make_inputs(B, C, G, H, W, K, d, s, *ghosts, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda *t: elsa_attention(*t, K, d, s), inputs)
+
+
+@pytest.mark.parametrize('ghosts', [(True, True), (PER_SAMPLE, True)])
+def test_empty_batch(ghosts):
+    x, a, gm, ga = make_inputs(0, 6, 3, 5, 7, 3, 1, 1, *ghosts, requires_grad=True)
     out = elsa_attention(x, a, gm, ga, 3)
     assert out.shape == (0, 6, 5, 7)
     out.sum().backward()
     assert x.grad.shape == x.shape and a.grad.shape == a.shape
+    assert gm.grad.shape == gm.shape and ga.grad.shape == ga.shape
     assert torch.count_nonzero(gm.grad) == 0 and torch.count_nonzero(ga.grad) == 0
 
 
@@ -147,8 +163,10 @@ def test_non_contiguous_inputs():
     torch.testing.assert_close(xg.grad, xr.grad)
 
 
-def test_ghost_gradients_are_deterministic():
-    inputs = make_inputs(3, 8, 2, 12, 10, 5, dtype=torch.float32, requires_grad=True)
+@pytest.mark.parametrize('ghosts', [(True, True), (PER_SAMPLE, True), (True, PER_SAMPLE)])
+def test_ghost_gradients_are_deterministic(ghosts):
+    inputs = make_inputs(3, 8, 2, 12, 10, 5, 1, 1, *ghosts, dtype=torch.float32,
+                         requires_grad=True)
     grads = []
     for _ in range(2):
         out = elsa_attention(*inputs, 5)

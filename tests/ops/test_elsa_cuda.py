@@ -5,7 +5,7 @@ import torch
 from mmelsa.ops import elsa_attention, info
 from mmelsa.ops.reference import elsa_reference
 
-from ._helpers import as_double_cpu, make_inputs, max_rel_err
+from ._helpers import PER_SAMPLE, as_double_cpu, make_inputs, max_rel_err
 from .test_elsa_channels_last import channels_last_inputs
 
 pytestmark = pytest.mark.cuda
@@ -301,3 +301,41 @@ def test_opcheck_channels_last_cuda(op):
     x, a, gm, ga = [t.detach().requires_grad_(True)
                     for t in channels_last_inputs((2, 12, 3, 9, 10, 7, 1, 1), device='cuda')]
     torch.library.opcheck(getattr(torch.ops.mmelsa, op).default, (x, a, gm, ga, 7, 1, 1))
+
+
+# ------------------------------------------- per-sample ghosts (B, C, K, K): DDF's channel filter
+SAMPLE_GHOSTS = [(PER_SAMPLE, False), (False, PER_SAMPLE), (True, PER_SAMPLE),
+                 (PER_SAMPLE, PER_SAMPLE)]
+
+
+@pytest.mark.parametrize('layout', ['nchw', 'channels_last'])
+@pytest.mark.parametrize('logits', [False, True], ids=['plain', 'fused'])
+@pytest.mark.parametrize('ghosts', SAMPLE_GHOSTS, ids=str)
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('case', [(3, 16, 2, 29, 30, 3, 1, 2), (2, 12, 3, 17, 20, 3, 1, 1),
+                                  (3, 64, 2, 17, 40, 7, 1, 1), (2, 8, 2, 75, 80, 3, 1, 1)],
+                         ids=['K3-s2', 'K3-s1', 'tiled-K7', 'K3-many-chunks'])
+def test_per_sample_ghosts_cuda(case, dtype, ghosts, logits, layout):
+    """Forward and every gradient, generic (K = 3, stride 2 and 1: DDF-ResNet) and tiled
+    kernels, against the float64 reference; bitwise reruns."""
+    K, d, s = case[5:]
+    if layout == 'nchw':
+        inputs = make_inputs(*case, *ghosts, dtype=dtype, device='cuda', requires_grad=True)
+    else:
+        inputs = [None if t is None else t.detach().requires_grad_(True)
+                  for t in channels_last_inputs(case, ghosts, dtype=dtype, device='cuda')]
+    live = [t for t in inputs if t is not None]
+    ref_in = as_double_cpu(inputs, requires_grad=True)
+    out = elsa_attention(*inputs, K, d, s, attn_is_logits=logits)
+    grad = torch.randn(out.shape, device='cuda', dtype=dtype)
+    grads = torch.autograd.grad(out, live, grad)
+    again = torch.autograd.grad(elsa_attention(*inputs, K, d, s, attn_is_logits=logits), live,
+                                grad)
+    ref = elsa_reference(ref_in[0], ref_in[1].softmax(2) if logits else ref_in[1], *ref_in[2:],
+                         K, d, s)
+    assert max_rel_err(out, ref) < TOL[dtype]
+    ref_grads = torch.autograd.grad(ref, [t for t in ref_in if t is not None],
+                                    grad.double().cpu())
+    for g, g2, r in zip(grads, again, ref_grads):
+        assert g.shape == r.shape and torch.equal(g, g2)
+        assert max_rel_err(g, r) < 4 * GRAD_TOL[dtype]

@@ -12,6 +12,13 @@ def _good():
     return make_inputs(2, 6, 3, 7, 5, 3)  # x, attn, ghost_mul, ghost_add with K = 3
 
 
+def ghost_shape(name):
+    """The message of a ghost of the wrong shape for _good()'s x (B, C = 2, 6) and K = 3:
+    both accepted shapes, shared (C, K, K) and per sample (B, C, K, K)."""
+    return (r'%s must have shape \(C, K, K\) = \(6, 3, 3\).* or \(B, C, K, K\) = '
+            r'\(2, 6, 3, 3\)' % name)
+
+
 def _cases():
     x, a, gm, ga = _good()
     K = 3
@@ -26,10 +33,13 @@ def _cases():
         ('attn-taps', (x, a[:, :, :4], gm, ga, K, 1, 1), ValueError, r'attn must have shape'),
         ('attn-spatial', (x, a[..., :4], gm, ga, K, 1, 1), ValueError, r'attn must have shape'),
         ('attn-stride', (x, a, gm, ga, K, 1, 2), ValueError, r'attn must have shape.*stride 2'),
-        ('ghost_mul-shape', (x, a, gm[:, :2], ga, K, 1, 1), ValueError,
-         r'ghost_mul must have shape \(C, K, K\)'),
-        ('ghost_add-shape', (x, a, gm, ga[:4], K, 1, 1), ValueError,
-         r'ghost_add must have shape \(C, K, K\)'),
+        ('ghost_mul-shape', (x, a, gm[:, :2], ga, K, 1, 1), ValueError, ghost_shape('ghost_mul')),
+        ('ghost_add-shape', (x, a, gm, ga[:4], K, 1, 1), ValueError, ghost_shape('ghost_add')),
+        # per sample, (B, C, K, K), but for another batch size
+        ('ghost_mul-batch', (x, a, gm.expand(3, 6, 3, 3), ga, K, 1, 1), ValueError,
+         ghost_shape('ghost_mul')),
+        ('ghost_add-rank', (x, a, gm, ga[None, None], K, 1, 1), ValueError,
+         ghost_shape('ghost_add')),
         ('even-K', (x, a, gm, ga, 4, 1, 1), ValueError, r'kernel_size must be a positive odd'),
         ('zero-K', (x, a, gm, ga, 0, 1, 1), ValueError, r'kernel_size must be a positive odd'),
         ('negative-K', (x, a, gm, ga, -3, 1, 1), ValueError,

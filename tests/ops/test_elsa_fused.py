@@ -7,7 +7,7 @@ import torch
 from mmelsa.ops import elsa_attention
 from mmelsa.ops.reference import elsa_reference, max_rel_err
 
-from ._helpers import as_double_cpu, make_inputs
+from ._helpers import PER_SAMPLE, as_double_cpu, make_inputs
 
 # (B, C, G, H, W, K, dilation, stride)
 CASES = [
@@ -18,8 +18,13 @@ CASES = [
     (2, 10, 5, 13, 9, 7, 2, 1),
     (1, 9, 3, 11, 12, 9, 1, 2),
     (1, 4, 2, 6, 7, 3, 3, 3),
+    (3, 4, 2, 9, 8, 3, 1, 2),  # DDF-ResNet's K = 3 with stride 2
 ]
-GHOSTS = [(True, True), (True, False), (False, True), (False, False)]
+# (ghost_mul, ghost_add): True shared by the batch (C, K, K), PER_SAMPLE one per sample
+# (B, C, K, K): alone (DDF's multiplicative and additive forms) and mixed with shared ones.
+SAMPLE_GHOSTS = [(PER_SAMPLE, False), (False, PER_SAMPLE), (True, PER_SAMPLE),
+                 (PER_SAMPLE, PER_SAMPLE)]
+GHOSTS = [(True, True), (True, False), (False, True), (False, False)] + SAMPLE_GHOSTS
 
 
 def fused_inputs(case, ghosts=(True, True), dtype=torch.float64, requires_grad=False, seed=0,
@@ -94,7 +99,7 @@ def test_nan_logit_poisons_its_pixel_only(dtype):
 
 
 @pytest.mark.parametrize('case', CASES)
-@pytest.mark.parametrize('ghosts', [(True, True), (False, True), (True, False)])
+@pytest.mark.parametrize('ghosts', [(True, True), (False, True), (True, False)] + SAMPLE_GHOSTS)
 def test_backward_float64_matches_reference(case, ghosts):
     K, d, s = case[5:]
     inputs = fused_inputs(case, ghosts, requires_grad=True)
@@ -109,12 +114,13 @@ def test_backward_float64_matches_reference(case, ghosts):
         torch.testing.assert_close(g, r, rtol=1e-11, atol=1e-11)
 
 
+@pytest.mark.parametrize('ghosts', [(True, True), (PER_SAMPLE, PER_SAMPLE)])
 @pytest.mark.parametrize('dtype,tol', [(torch.float32, 1e-5), (torch.bfloat16, 2e-2),
                                        (torch.float16, 4e-3)])
-def test_backward_low_precision(dtype, tol):
+def test_backward_low_precision(dtype, tol, ghosts):
     case = (2, 8, 2, 11, 9, 5, 2, 1)
     K, d, s = case[5:]
-    inputs = fused_inputs(case, dtype=dtype, requires_grad=True)
+    inputs = fused_inputs(case, ghosts, dtype=dtype, requires_grad=True)
     ref_inputs = as_double_cpu(inputs, requires_grad=True)
     out = elsa_attention(*inputs, K, d, s, attn_is_logits=True)
     grad = torch.randn(out.shape, dtype=torch.float64).to(dtype)
@@ -149,6 +155,15 @@ def test_each_gradient_alone(mask):
 def test_gradcheck_float64(case):
     K, d, s = case[5:]
     inputs = fused_inputs(case, requires_grad=True, scale=1.0)
+    assert torch.autograd.gradcheck(
+        lambda *t: elsa_attention(*t, K, d, s, attn_is_logits=True), inputs)
+
+
+@pytest.mark.parametrize('ghosts', SAMPLE_GHOSTS)
+@pytest.mark.parametrize('case', [(2, 4, 2, 5, 6, 3, 1, 2), (3, 3, 1, 4, 5, 5, 2, 1)])
+def test_gradcheck_per_sample_ghosts(case, ghosts):
+    K, d, s = case[5:]
+    inputs = fused_inputs(case, ghosts, requires_grad=True, scale=1.0)
     assert torch.autograd.gradcheck(
         lambda *t: elsa_attention(*t, K, d, s, attn_is_logits=True), inputs)
 
@@ -202,10 +217,11 @@ def test_opcheck_forward(ghosts, dtype):
     torch.library.opcheck(torch.ops.mmelsa.elsa_softmax_forward.default, (*inputs, 3, 2, 2))
 
 
+@pytest.mark.parametrize('ghosts', [(True, True), (PER_SAMPLE, True)])
 @pytest.mark.parametrize('mask', [[True, True, True, True], [False, True, False, True],
                                   [True, False, False, False]])
-def test_opcheck_backward(mask):
-    x, a, gm, ga = fused_inputs((2, 6, 3, 7, 5, 3, 1, 2))
+def test_opcheck_backward(mask, ghosts):
+    x, a, gm, ga = fused_inputs((2, 6, 3, 7, 5, 3, 1, 2), ghosts)
     grad = torch.randn(2, 6, 4, 3, dtype=torch.float64)
     torch.library.opcheck(torch.ops.mmelsa.elsa_softmax_backward.default,
                           (grad, x, a, gm, ga, 3, 1, 2, mask))
@@ -267,8 +283,10 @@ def test_empty_batch():
     assert not gm.grad.any() and not ga.grad.any()
 
 
-def test_deterministic():
-    inputs = fused_inputs((3, 8, 2, 12, 10, 5, 1, 1), dtype=torch.float32, requires_grad=True)
+@pytest.mark.parametrize('ghosts', [(True, True), (PER_SAMPLE, PER_SAMPLE)])
+def test_deterministic(ghosts):
+    inputs = fused_inputs((3, 8, 2, 12, 10, 5, 1, 1), ghosts, dtype=torch.float32,
+                          requires_grad=True)
     runs = []
     for _ in range(2):
         out = elsa_attention(*inputs, 5, attn_is_logits=True)

@@ -3,6 +3,9 @@
 //   out[b, c, i, j] = sum_{u, v < K} x[b, c, i*s + u*d - pad, j*s + v*d - pad]
 //                     * (ghost_mul[c, u*K+v] * attn[b, g(c), u*K+v, i, j] + ghost_add[c, u*K+v])
 //
+// A ghost is shared by the batch or one per sample (ghost[b, c, u*K+v]): the kernels read it at
+// b * D.gm_bstride (D.ga_bstride) + c * K*K + tap, the batch stride 0 for a shared ghost.
+//
 // KT > 0 is a compile-time kernel size (loops fully unrolled); KT == 0 reads it from dims.K.
 // Every kernel walks a flat index with a grid-stride loop whose fastest dimension is the output
 // column, so neighbouring threads touch neighbouring addresses of out / attn / grad_out (and of x
@@ -24,13 +27,6 @@
 #include <cstdint>
 
 #include "elsa_utils.h"
-
-// ELSA_PLANT(n, good, bad) is `good` in every build but the CUDA emulator's
-// (tests/ops/cuda_emulation/), which can switch the marked place to `bad` at run time: planted
-// bug n, which tests/ops/test_cuda_emulation.py asserts that the emulator's checks catch.
-#ifndef ELSA_PLANT
-#define ELSA_PLANT(n, good, bad) (good)
-#endif
 
 namespace mmelsa {
 namespace cuda {
@@ -66,8 +62,8 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t c = bc % D.C, b = bc / D.C, g = c / D.cpg;
     const scalar_t* xp = x + bc * D.H * D.W;
     const scalar_t* ap = attn + (b * D.G + g) * D.KK * HoWo + i * D.Wo + j;
-    const scalar_t* gmp = gm ? gm + c * D.KK : nullptr;
-    const scalar_t* gap = ga ? ga + c * D.KK : nullptr;
+    const scalar_t* gmp = gm ? gm + b * D.gm_bstride + c * D.KK : nullptr;
+    const scalar_t* gap = ga ? ga + b * D.ga_bstride + c * D.KK : nullptr;
     const int64_t y0 = i * D.stride - D.pad, x0 = j * D.stride - D.pad;
     acc_t acc = 0;
 #pragma unroll
@@ -107,8 +103,8 @@ __global__ void __launch_bounds__(kThreads)
     const int64_t c = bc % D.C, b = bc / D.C, g = c / D.cpg;
     const scalar_t* gp = gout + bc * HoWo;
     const attn_t* ap = attn + (b * D.G + g) * D.KK * HoWo;
-    const scalar_t* gmp = gm ? gm + c * D.KK : nullptr;
-    const scalar_t* gap = ga ? ga + c * D.KK : nullptr;
+    const scalar_t* gmp = gm ? gm + b * D.gm_bstride + c * D.KK : nullptr;
+    const scalar_t* gap = ga ? ga + b * D.ga_bstride + c * D.KK : nullptr;
     acc_t acc = 0;
     // output (i, j) reads x (y, xx) through tap (u, v) iff i*s + u*d - pad == y, likewise j.
 #pragma unroll
@@ -120,7 +116,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int v = 0; v < K; ++v) {
         const int64_t nx = xx + D.pad - v * D.dil;
-        if (nx < 0 || ELSA_PLANT(2, nx, ny) % D.stride != 0) continue;
+        if (nx < 0 || nx % D.stride != 0) continue;
         const int64_t j = nx / D.stride;
         if (j >= D.Wo) continue;
         const int t = u * K + v;
@@ -161,7 +157,7 @@ __global__ void __launch_bounds__(kThreads)
       const scalar_t* xp = x + (b * D.C + c0) * HW + y * D.W + xx;
       for (int64_t k = 0; k < D.cpg; ++k) {
         acc_t p = ld<acc_t>(gp, k * HoWo) * ld<acc_t>(xp, k * HW);
-        if (gm) p *= ld<acc_t>(gm, (c0 + k) * D.KK + t);
+        if (gm) p *= ld<acc_t>(gm, b * D.gm_bstride + (c0 + k) * D.KK + t);
         acc += p;
       }
     }
@@ -173,12 +169,17 @@ __global__ void __launch_bounds__(kThreads)
 // Block (c*KK + t, chunk) sums, over the positions n = (b, i, j) of its chunk,
 //   p = grad_out[b, c, i, j] * x[b, c, tap (t) of (i, j)]   -> partial of grad_ghost_add[c, t]
 //   p * attn[b, g(c), t, i, j]                               -> partial of grad_ghost_mul[c, t]
-// and writes one partial each. The reduction tree is fixed, hence deterministic.
+// and writes one partial each (of grad_ghost_*[b, c, t] for a per-sample ghost). The reduction
+// tree is fixed, hence deterministic.
+// The B*Ho*Wo positions are cut into segments of seg_len (all of them in one, or one sample
+// each when a ghost is per sample, so that no chunk spans two samples), each segment into
+// chunks_per_seg chunks of chunk_len; chunk k of segment s is partial column
+// s * chunks_per_seg + k. The blocks of grid.y step over the n_chunks chunks (there may be more
+// chunks than grid.y can hold: one per sample at least).
 template <typename acc_t>
 __device__ __forceinline__ acc_t block_sum(acc_t v, acc_t* smem) {
 #pragma unroll
-  for (int off = ELSA_PLANT(3, 16, 8); off > 0; off >>= 1)
-    v += __shfl_down_sync(0xffffffffu, v, off);
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (lane == 0) smem[warp] = v;
   __syncthreads();
@@ -196,49 +197,57 @@ template <typename scalar_t, typename acc_t, int KT, typename attn_t = scalar_t>
 __global__ void __launch_bounds__(kThreads)
     elsa_ghost_partial_kernel(const scalar_t* __restrict__ gout, const scalar_t* __restrict__ x,
                               const attn_t* __restrict__ attn, acc_t* __restrict__ part_gm,
-                              acc_t* __restrict__ part_ga, const ElsaDims D,
-                              const int64_t chunk_len, const int64_t n_chunks) {
+                              acc_t* __restrict__ part_ga, const ElsaDims D, const int64_t seg_len,
+                              const int64_t chunk_len, const int64_t chunks_per_seg,
+                              const int64_t n_chunks) {
   __shared__ acc_t smem[kThreads / 32];
   const int K = kernel_size<KT>(D);
   const int64_t HoWo = D.Ho * D.Wo, HW = D.H * D.W;
   const int64_t ct = blockIdx.x;  // c * KK + t
   const int64_t c = ct / D.KK, t = ct % D.KK, g = c / D.cpg;
   const int u = static_cast<int>(t / K), v = static_cast<int>(t % K);
-  const int64_t chunk = blockIdx.y;
-  const int64_t n_total = D.B * HoWo;
-  const int64_t n_begin = chunk * chunk_len;
-  const int64_t n_end = min(n_begin + chunk_len, n_total);
-  acc_t s_t = 0, s_ta = 0;
-  for (int64_t n = n_begin + threadIdx.x; n < n_end; n += blockDim.x) {
-    const int64_t o = n % HoWo, b = n / HoWo;
-    const int64_t i = o / D.Wo, j = o % D.Wo;
-    const int64_t y = i * D.stride + u * D.dil - D.pad;
-    const int64_t xx = j * D.stride + v * D.dil - D.pad;
-    if (y < 0 || y >= D.H || xx < 0 || xx >= D.W) continue;
-    const int64_t bc = b * D.C + c;
-    const acc_t p = ld<acc_t>(gout, bc * HoWo + o) * ld<acc_t>(x, bc * HW + y * D.W + xx);
-    s_t += p;
-    if (part_gm) s_ta += p * ld<acc_t>(attn, ((b * D.G + g) * D.KK + t) * HoWo + o);
-  }
-  if (part_ga) {
-    const acc_t r = block_sum(s_t, smem);
-    if (threadIdx.x == 0) part_ga[ct * n_chunks + chunk] = r;
-  }
-  if (part_gm) {
-    const acc_t r = block_sum(s_ta, smem);
-    if (threadIdx.x == 0) part_gm[ct * n_chunks + chunk] = r;
+  // uniform over the block, so every thread reaches block_sum's barriers equally often
+  for (int64_t chunk = blockIdx.y; chunk < n_chunks; chunk += gridDim.y) {
+    const int64_t seg = chunk / chunks_per_seg;
+    const int64_t n_begin = seg * seg_len + (chunk % chunks_per_seg) * chunk_len;
+    const int64_t n_end = min(n_begin + chunk_len, (seg + 1) * seg_len);
+    acc_t s_t = 0, s_ta = 0;
+    for (int64_t n = n_begin + threadIdx.x; n < n_end; n += blockDim.x) {
+      const int64_t o = n % HoWo, b = n / HoWo;
+      const int64_t i = o / D.Wo, j = o % D.Wo;
+      const int64_t y = i * D.stride + u * D.dil - D.pad;
+      const int64_t xx = j * D.stride + v * D.dil - D.pad;
+      if (y < 0 || y >= D.H || xx < 0 || xx >= D.W) continue;
+      const int64_t bc = b * D.C + c;
+      const acc_t p = ld<acc_t>(gout, bc * HoWo + o) * ld<acc_t>(x, bc * HW + y * D.W + xx);
+      s_t += p;
+      if (part_gm) s_ta += p * ld<acc_t>(attn, ((b * D.G + g) * D.KK + t) * HoWo + o);
+    }
+    if (part_ga) {
+      const acc_t r = block_sum(s_t, smem);
+      if (threadIdx.x == 0) part_ga[ct * n_chunks + chunk] = r;
+    }
+    if (part_gm) {
+      const acc_t r = block_sum(s_ta, smem);
+      if (threadIdx.x == 0) part_gm[ct * n_chunks + chunk] = r;
+    }
   }
 }
 
 // ------------------------------------------------------------- ghost gradients, stage 2
+// part: n_rows rows (c * KK + t) of n_chunks partials, the chunks in `groups` equal runs (1:
+// a shared ghost, every chunk summed into dst[row]; B: a per-sample ghost, whose chunks never
+// span two samples, run b summed into dst[b * n_rows + row]). Each sum in a fixed order.
 template <typename scalar_t, typename acc_t>
 __global__ void __launch_bounds__(kThreads)
     elsa_ghost_final_kernel(const acc_t* __restrict__ part, scalar_t* __restrict__ dst,
-                            const int64_t n_rows, const int64_t n_chunks) {
-  for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; r < n_rows;
-       r += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+                            const int64_t n_rows, const int64_t n_chunks, const int64_t groups) {
+  const int64_t per_group = n_chunks / groups;
+  for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+       r < groups * n_rows; r += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const acc_t* src = part + (r % n_rows) * n_chunks + (r / n_rows) * per_group;
     acc_t acc = 0;
-    for (int64_t k = 0; k < n_chunks; ++k) acc += part[r * n_chunks + k];
+    for (int64_t k = 0; k < per_group; ++k) acc += src[k];
     dst[r] = static_cast<scalar_t>(acc);
   }
 }
@@ -262,7 +271,7 @@ __global__ void __launch_bounds__(kThreads)
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t o = idx % HoWo;  // idx = (b * G + g) * HoWo + o
-    const int64_t j = o % ELSA_PLANT(1, D.Wo, D.Ho), i = o / D.Wo;
+    const int64_t j = o % D.Wo, i = o / D.Wo;
     const int64_t bg = idx / HoWo;
     const int64_t b = bg / D.G, g = bg % D.G;
     const scalar_t* lp = logits + bg * KK * HoWo + o;
@@ -288,8 +297,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int64_t c = g * D.cpg; c < (g + 1) * D.cpg; ++c) {
       const int64_t bc = b * D.C + c;
       const scalar_t* xp = x + bc * HW;
-      const scalar_t* gmp = gm ? gm + c * KK : nullptr;
-      const scalar_t* gap = ga ? ga + c * KK : nullptr;
+      const scalar_t* gmp = gm ? gm + b * D.gm_bstride + c * KK : nullptr;
+      const scalar_t* gap = ga ? ga + b * D.ga_bstride + c * KK : nullptr;
       acc_t acc = 0;
 #pragma unroll
       for (int u = 0; u < K; ++u) {
@@ -358,8 +367,7 @@ __global__ void __launch_bounds__(kThreads)
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t off = (idx / HoWo) * KK * HoWo + idx % HoWo;
     acc_t dot = 0;
-    for (int64_t t = ELSA_PLANT(5, 0, 1); t < KK; ++t)
-      dot += prob[off + t * HoWo] * gprob[off + t * HoWo];
+    for (int64_t t = 0; t < KK; ++t) dot += prob[off + t * HoWo] * gprob[off + t * HoWo];
     for (int64_t t = 0; t < KK; ++t) {
       const int64_t k = off + t * HoWo;
       glogits[k] = static_cast<scalar_t>(prob[k] * (gprob[k] - dot));

@@ -14,13 +14,15 @@
 //   * the pixel's 49 attention values (or its softmax, computed once from the logits) are
 //     loaded once into registers, instead of once per channel of the head;
 //   * per channel, the plane's tile with its 3-pixel halo is staged in shared memory in acc_t
-//     (converted once), zero outside the image, so the tap loops have no bounds tests.
+//     (converted once), zero outside the image, so the tap loops have no bounds tests, and so
+//     are the channel's ghost rows (the block's sample's, for a per-sample ghost).
 // The backward computes grad_x (a gather: gout's halo tile with the attention of the outputs
 // each tap came from) and grad_attn (49 register accumulators over the channels, then the
 // softmax backward in place for the fused op) in one kernel over the same tiles. The ghost
 // gradients are a row-chunk reduction: a block per (channel, chunk of rows) carries 49
 // accumulators per thread along its rows and reduces them in a fixed order; the generic final
-// kernel sums the chunks in a fixed order. No atomics: every result is bitwise reproducible.
+// kernel sums the chunks in a fixed order (each sample's own, for a per-sample ghost). No
+// atomics: every result is bitwise reproducible.
 #pragma once
 
 #include <cstdint>
@@ -40,7 +42,8 @@ constexpr int kGhostThreads = 64;  // threads of a ghost block: one per column, 
 // 32-bit sizes of a problem on the fast path.
 struct Dims {
   int B, C, G, H, W, cpg;
-  int tiles_w;  // tiles per row of tiles
+  int tiles_w;                 // tiles per row of tiles
+  int gm_bstride, ga_bstride;  // ElsaDims': C * 49 for a per-sample ghost, else 0
 };
 
 // Element strides of a (B, C, H, W) map and of a (B, G, K*K, H, W) attention map.
@@ -88,21 +91,23 @@ __device__ __forceinline__ void stage_halo(const scalar_t* __restrict__ plane, c
                                            acc_t (*tile)[kTileW], const Pixel& p, const Dims& T) {
   for (int k = threadIdx.x; k < kTileH * kTileW; k += kThreads) {
     const int ty = k / kTileW, tx = k % kTileW;
-    const int y = p.y0 + ty - kHalo, x = p.x0 + tx - kHalo + ELSA_PLANT(6, 0, 1);
+    const int y = p.y0 + ty - kHalo, x = p.x0 + tx - kHalo;
     tile[ty][tx] =
         (y >= 0 && y < T.H && x >= 0 && x < T.W) ? ld<acc_t>(plane, y * M.h + x * M.w) : acc_t(0);
   }
 }
 
-// Channel c's ghost rows into shared memory; an absent ghost_mul is 1, an absent ghost_add 0,
-// which leave every weight exactly the attention value.
+// The ghost rows of (sample b, channel c) into shared memory (a block's pixels are all of one
+// sample); an absent ghost_mul is 1, an absent ghost_add 0, which leave every weight exactly
+// the attention value.
 template <typename scalar_t, typename acc_t>
 __device__ __forceinline__ void stage_ghosts(const scalar_t* __restrict__ gm,
-                                             const scalar_t* __restrict__ ga, int c, acc_t* gms,
-                                             acc_t* gas) {
+                                             const scalar_t* __restrict__ ga, int b, int c,
+                                             const Dims& T, acc_t* gms, acc_t* gas) {
   if (threadIdx.x < kKK) {
-    gms[threadIdx.x] = gm ? ld<acc_t>(gm, c * kKK + threadIdx.x) : acc_t(1);
-    gas[threadIdx.x] = ga ? ld<acc_t>(ga, c * kKK + threadIdx.x) : acc_t(0);
+    const int tc = c * kKK + threadIdx.x;
+    gms[threadIdx.x] = gm ? ld<acc_t>(gm, b * T.gm_bstride + tc) : acc_t(1);
+    gas[threadIdx.x] = ga ? ld<acc_t>(ga, b * T.ga_bstride + tc) : acc_t(0);
   }
 }
 
@@ -145,7 +150,7 @@ __global__ void __launch_bounds__(kThreads)
     const int c = p.g * T.cpg + k;
     __syncthreads();  // every thread is done with the previous channel's tile
     stage_halo(x + p.b * X.b + c * X.c, X, xs, p, T);
-    stage_ghosts(gm, ga, c, gms, gas);
+    stage_ghosts(gm, ga, p.b, c, T, gms, gas);
     __syncthreads();
     if (!p.inside) continue;
     acc_t acc = 0;
@@ -157,8 +162,7 @@ __global__ void __launch_bounds__(kThreads)
         acc += xs[p.r + u][p.col + v] * (gms[t] * a[t] + gas[t]);
       }
     }
-    out[p.b * O.b + c * O.c + p.i * ELSA_PLANT(11, O.h, T.W) + p.j * O.w] =
-        static_cast<scalar_t>(acc);
+    out[p.b * O.b + c * O.c + p.i * O.h + p.j * O.w] = static_cast<scalar_t>(acc);
   }
 }
 
@@ -206,7 +210,7 @@ __global__ void __launch_bounds__(kThreads)
     __syncthreads();  // every thread is done with the previous channel's tiles
     if (gattn) stage_halo(x + p.b * X.b + c * X.c, X, xs, p, T);
     if (gx) stage_halo(gplane, GO, gs, p, T);
-    stage_ghosts(gm, ga, c, gms, gas);
+    stage_ghosts(gm, ga, p.b, c, T, gms, gas);
     __syncthreads();
     if (!p.inside) continue;
     if (gx) {
@@ -217,8 +221,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
         for (int v = 0; v < kK; ++v) {
           const int t = u * kK + v;
-          acc += gs[p.r + 2 * kHalo - u][p.col + 2 * kHalo - ELSA_PLANT(7, v, u)] *
-                 (gms[t] * a_in[t] + gas[t]);
+          acc += gs[p.r + 2 * kHalo - u][p.col + 2 * kHalo - v] * (gms[t] * a_in[t] + gas[t]);
         }
       }
       gx[p.b * GX.b + c * GX.c + p.i * GX.h + p.j * GX.w] = static_cast<scalar_t>(acc);
@@ -245,7 +248,7 @@ __global__ void __launch_bounds__(kThreads)
     softmax_taps(prob);
     acc_t dot = 0;
 #pragma unroll
-    for (int t = ELSA_PLANT(10, 0, 1); t < kKK; ++t) dot += prob[t] * g_at[t];
+    for (int t = 0; t < kKK; ++t) dot += prob[t] * g_at[t];
 #pragma unroll
     for (int t = 0; t < kKK; ++t) dst[t * GA.t] = static_cast<scalar_t>(prob[t] * (g_at[t] - dot));
   } else {
@@ -295,20 +298,24 @@ __device__ __forceinline__ void sum_taps_of_block(const acc_t (&s)[kKK], acc_t* 
 //   s_add[t] += gout[b, c, i, j] * x[b, c, i + u - 3, j + v - 3]
 //   s_mul[t] += that product * attn[b, g(c), t, i, j]
 // then the block sums the threads' values in thread order (sum_taps_of_block) and writes the
-// partials [c * 49 + t, chunk], the layout elsa_ghost_final_kernel sums.
+// partials [c * 49 + t, chunk], the layout elsa_ghost_final_kernel sums. The B*H rows are cut
+// into segments of seg_rows (all of them, or one sample's H when a ghost is per sample, so that
+// no chunk spans two samples), each into chunks_per_seg chunks of rows_per_chunk rows.
 template <typename scalar_t, typename acc_t, typename attn_t>
 __global__ void __launch_bounds__(kGhostThreads)
     elsa_tiled_ghost_partial_kernel(const scalar_t* __restrict__ gout, const Map4 GO,
                                     const scalar_t* __restrict__ x, const Map4 X,
                                     const attn_t* __restrict__ attn, const Map5 A,
                                     acc_t* __restrict__ part_gm, acc_t* __restrict__ part_ga,
-                                    const Dims T, const int rows_per_chunk, const int n_chunks) {
+                                    const Dims T, const int seg_rows, const int rows_per_chunk,
+                                    const int chunks_per_seg, const int n_chunks) {
   __shared__ acc_t red[kGhostThreads * (kKK + 1)];
   const int c = static_cast<int>(blockIdx.x), chunk = static_cast<int>(blockIdx.y);
   const int g = c / T.cpg;
-  const int n_begin = chunk * rows_per_chunk;
-  const int n_end = static_cast<int>(min(int64_t(n_begin) + rows_per_chunk - ELSA_PLANT(8, 0, 1),
-                                         int64_t(T.B) * T.H));  // int64: no overflow
+  const int seg = chunk / chunks_per_seg;
+  const int n_begin = seg * seg_rows + (chunk % chunks_per_seg) * rows_per_chunk;
+  const int n_end = static_cast<int>(min(int64_t(n_begin) + rows_per_chunk,
+                                         int64_t(seg + 1) * seg_rows));  // int64: no overflow
   acc_t s_add[kKK], s_mul[kKK];
 #pragma unroll
   for (int t = 0; t < kKK; ++t) s_add[t] = s_mul[t] = 0;

@@ -4,13 +4,15 @@
 // thread keeps at most one output row / one channel plane of accumulators in the accumulation
 // type (float for float / half / bfloat16, double for double).
 //
-// forward      parallel over (b, c): out[b, c] is a sum of K*K shifted, weighted copies of x[b,
-// c]. backward A   parallel over (b, c): grad_x[b, c] by a scatter that only this thread writes,
+// forward      parallel over (b, c): out[b, c] is a sum of K*K shifted, weighted copies of
+//              x[b, c].
+// backward A   parallel over (b, c): grad_x[b, c] by a scatter that only this thread writes,
 //              and per-(b, c) partial sums of the ghost gradients.
 // backward B   parallel over (b, g, row i): grad_attn[b, g, :, i, :], summed over the channels of
 //              head g; every task writes a disjoint slice.
-// The ghost gradients are the per-(b, c) partials summed over b in a fixed order: the result
-// does not depend on the number of threads (deterministic).
+// The gradient of a shared ghost is the per-(b, c) partials summed over b in a fixed order, that
+// of a per-sample ghost the partials themselves: the result does not depend on the number of
+// threads (deterministic).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -51,8 +53,8 @@ void forward_kernel(const scalar_t* x, const scalar_t* attn, const scalar_t* gm,
       const scalar_t* ap = attn + (b * D.G + g) * KK * HoWo;
       scalar_t* op = out + bc * HoWo;
       for (int64_t t = 0; t < KK; ++t) {
-        wm[t] = gm ? static_cast<acc_t>(gm[c * KK + t]) : acc_t(1);
-        wa[t] = ga ? static_cast<acc_t>(ga[c * KK + t]) : acc_t(0);
+        wm[t] = gm ? static_cast<acc_t>(gm[b * D.gm_bstride + c * KK + t]) : acc_t(1);
+        wa[t] = ga ? static_cast<acc_t>(ga[b * D.ga_bstride + c * KK + t]) : acc_t(0);
       }
       for (int64_t i = 0; i < D.Ho; ++i) {
         std::fill(acc.begin(), acc.end(), acc_t(0));
@@ -102,8 +104,8 @@ void backward_x_ghost_kernel(const scalar_t* gout, const scalar_t* x, const attn
       const scalar_t* gp = gout + bc * HoWo;
       const attn_t* ap = attn + (b * D.G + g) * KK * HoWo;
       for (int64_t t = 0; t < KK; ++t) {
-        wm[t] = gm ? static_cast<acc_t>(gm[c * KK + t]) : acc_t(1);
-        wa[t] = ga ? static_cast<acc_t>(ga[c * KK + t]) : acc_t(0);
+        wm[t] = gm ? static_cast<acc_t>(gm[b * D.gm_bstride + c * KK + t]) : acc_t(1);
+        wa[t] = ga ? static_cast<acc_t>(ga[b * D.ga_bstride + c * KK + t]) : acc_t(0);
       }
       if (need_x) std::fill(plane.begin(), plane.end(), acc_t(0));
       std::fill(col_t.begin(), col_t.end(), acc_t(0));
@@ -172,7 +174,7 @@ void backward_x_ghost_kernel(const scalar_t* gout, const scalar_t* x, const attn
 }
 
 // Pass B: grad_attn[b, g, :, i, :] = sum over channels c of head g of
-//         ghost_mul[c, t] * grad_out[b, c, i, :] * x[b, c, tap rows / cols].
+//         ghost_mul[(b,) c, t] * grad_out[b, c, i, :] * x[b, c, tap rows / cols].
 // With `prob` (the fused op: the softmax probabilities, (B, G, K*K, Ho, Wo) in acc_t) the row is
 // turned into the gradient of the logits before it is written, while it is still in the
 // accumulation type: grad_logit_t = p_t * (grad_p_t - sum_u p_u * grad_p_u).
@@ -194,7 +196,7 @@ void backward_attn_kernel(const scalar_t* gout, const scalar_t* x, const scalar_
             const scalar_t* grow = gout + bc * HoWo + i * D.Wo;
             const scalar_t* xp = x + bc * HW;
             for (int64_t t = 0; t < KK; ++t)
-              wm[t] = gm ? static_cast<acc_t>(gm[c * KK + t]) : acc_t(1);
+              wm[t] = gm ? static_cast<acc_t>(gm[b * D.gm_bstride + c * KK + t]) : acc_t(1);
             for (int64_t u = 0; u < K; ++u) {
               const int64_t y = i * s + u * D.dil - D.pad;
               if (y < 0 || y >= D.H) continue;
@@ -231,10 +233,18 @@ void backward_attn_kernel(const scalar_t* gout, const scalar_t* x, const scalar_
       });
 }
 
-// Sums the per-(b, c) partials over b in a fixed order into the (C, K, K) ghost gradient.
+// The ghost gradient from the per-(b, c) partials: for a shared ghost (C, K, K) they are summed
+// over b in a fixed order; a per-sample ghost's (B, C, K, K) gradient is the partials
+// themselves.
 template <typename scalar_t>
-void reduce_ghost_partials(const double* part, scalar_t* dst, const ElsaDims& D) {
+void reduce_ghost_partials(const double* part, scalar_t* dst, const ElsaDims& D, bool per_sample) {
   const int64_t CKK = D.C * D.KK;
+  if (per_sample) {
+    at::parallel_for(0, D.B * CKK, grain_for(1), [&](int64_t begin, int64_t end) {
+      for (int64_t k = begin; k < end; ++k) dst[k] = static_cast<scalar_t>(part[k]);
+    });
+    return;
+  }
   at::parallel_for(0, CKK, grain_for(D.B), [&](int64_t begin, int64_t end) {
     for (int64_t k = begin; k < end; ++k) {
       double acc = 0.0;
@@ -348,8 +358,8 @@ void softmax_forward_kernel(const scalar_t* x, const scalar_t* logits, const sca
           for (int64_t c = g * D.cpg; c < (g + 1) * D.cpg; ++c) {
             const int64_t bc = b * D.C + c;
             for (int64_t t = 0; t < KK; ++t) {
-              wm[t] = gm ? static_cast<acc_t>(gm[c * KK + t]) : acc_t(1);
-              wa[t] = ga ? static_cast<acc_t>(ga[c * KK + t]) : acc_t(0);
+              wm[t] = gm ? static_cast<acc_t>(gm[b * D.gm_bstride + c * KK + t]) : acc_t(1);
+              wa[t] = ga ? static_cast<acc_t>(ga[b * D.ga_bstride + c * KK + t]) : acc_t(0);
             }
             for (int64_t u = 0; u < K; ++u) {
               const int64_t y = i * s + u * D.dil - D.pad;
@@ -469,10 +479,10 @@ Grads backward_cpu(const at::Tensor& grad_out, const at::Tensor& x, const at::Te
           backward_attn_kernel<scalar_t>(go, xp, gmp, gattn.mutable_data_ptr<scalar_t>(), D, prob);
         if (need_gm)
           reduce_ghost_partials<scalar_t>(part_gm.const_data_ptr<double>(),
-                                          ggm.mutable_data_ptr<scalar_t>(), D);
+                                          ggm.mutable_data_ptr<scalar_t>(), D, D.gm_bstride != 0);
         if (need_ga)
           reduce_ghost_partials<scalar_t>(part_ga.const_data_ptr<double>(),
-                                          gga.mutable_data_ptr<scalar_t>(), D);
+                                          gga.mutable_data_ptr<scalar_t>(), D, D.ga_bstride != 0);
       });
   return std::make_tuple(gx, gattn, ggm, gga);
 }

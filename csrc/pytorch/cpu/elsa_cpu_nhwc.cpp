@@ -1,5 +1,5 @@
 // Channels-last (NHWC) CPU path of the ELSA operator: layout preparation, the choice of
-// instruction set, and the entries called by the dispatch (elsa.cpp).
+// instruction set, and the entries called by the ops' CPU kernels (elsa_cpu_ops.cpp).
 //
 // The kernels (elsa_cpu_nhwc_kernels.h) are compiled twice: for the baseline x86-64 ISA, and,
 // with GCC on x86-64, once more under `#pragma GCC target("avx2,fma")`. The AVX2 copy runs
@@ -56,14 +56,16 @@ bool use_avx2() {
 }
 
 // The ghosts as (K*K, C) tables in the accumulation type, so that a tap's weights are
-// contiguous over the channels. The additive table is zeros when there is no additive ghost
-// (one code path); the multiplicative one stays undefined (the kernels skip the product).
+// contiguous over the channels; a per-sample ghost as B such tables, (B, K*K, C), whose batch
+// stride C * K*K is the ghost's own (ElsaDims::gm_bstride / ga_bstride). The additive table is
+// zeros when there is no additive ghost (one code path); the multiplicative one stays undefined
+// (the kernels skip the product).
 at::ScalarType acc_type(const at::Tensor& x) {
   return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
 at::Tensor ghost_table(const at::Tensor& ghost, const at::Tensor& x, const ElsaDims& D) {
-  return ghost.reshape({D.C, D.KK}).t().to(acc_type(x)).contiguous();
+  return ghost.reshape({-1, D.C, D.KK}).transpose(1, 2).to(acc_type(x)).contiguous();
 }
 
 at::Tensor add_table(const at::Tensor& ghost_add, const at::Tensor& x, const ElsaDims& D) {
@@ -71,21 +73,26 @@ at::Tensor add_table(const at::Tensor& ghost_add, const at::Tensor& x, const Els
   return at::zeros({D.KK, D.C}, x.options().dtype(acc_type(x)));
 }
 
-// Sums the partials (parts, K*K, C) over the parts in a fixed order into (C, K, K).
-void reduce_parts(const at::Tensor& part, at::Tensor& dst, const ElsaDims& D) {
-  const int64_t parts = part.size(0), KC = D.KK * D.C;
+// Sums the partials (parts, K*K, C), parts = B row-chunk groups of one sample each, over the
+// parts in a fixed order into the ghost gradient: over all of them into (C, K, K) for a shared
+// ghost, over each sample's own into (B, C, K, K) for a per-sample one.
+void reduce_parts(const at::Tensor& part, at::Tensor& dst, const ElsaDims& D, bool per_sample) {
+  const int64_t groups = per_sample ? D.B : 1;
+  const int64_t per_group = part.size(0) / groups, KC = D.KK * D.C;
   const double* p = part.const_data_ptr<double>();
-  at::Tensor acc = at::empty({D.C, D.KK}, part.options());
+  at::Tensor acc = at::empty({groups, D.C, D.KK}, part.options());
   double* a = acc.mutable_data_ptr<double>();
-  at::parallel_for(0, KC, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, parts)),
+  at::parallel_for(0, groups * KC, std::max<int64_t>(1, 4096 / std::max<int64_t>(1, per_group)),
                    [&](int64_t begin, int64_t end) {
                      for (int64_t k = begin; k < end; ++k) {
+                       const int64_t grp = k / KC, tc = k % KC;  // tc = t * C + c
+                       const double* src = p + grp * per_group * KC + tc;
                        double s = 0.0;
-                       for (int64_t q = 0; q < parts; ++q) s += p[q * KC + k];
-                       a[(k % D.C) * D.KK + k / D.C] = s;  // k = t * C + c
+                       for (int64_t q = 0; q < per_group; ++q) s += src[q * KC];
+                       a[grp * KC + (tc % D.C) * D.KK + tc / D.C] = s;
                      }
                    });
-  dst.copy_(acc.view({D.C, D.K, D.K}));
+  dst.copy_(acc.view(dst.sizes()));
 }
 
 // The attention (or logits) as a dense (B, Ho, Wo, G, K*K) tensor: no copy when it is already
@@ -143,8 +150,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> elsa_backward_cpu_nhw
   else
 #endif
     nhwc_base::backward(go, x, a, gmT, gaT, kx, kattn, part_gm, part_ga, D, logits);
-  if (need[2]) reduce_parts(part_gm, ggm, D);
-  if (need[3]) reduce_parts(part_ga, gga, D);
+  if (need[2]) reduce_parts(part_gm, ggm, D, D.gm_bstride != 0);
+  if (need[3]) reduce_parts(part_ga, gga, D, D.ga_bstride != 0);
   return std::make_tuple(gx, gattn, ggm, gga);
 }
 

@@ -13,8 +13,10 @@
 //                read in place (its pixel stride is that map's width)
 //   out, grad_out, grad_x   dense (B, H, W, C)
 //   attn / logits / probabilities / grad_attn   dense pixel-major (B, Ho, Wo, G, K*K)
-//   gmT, gaT     the ghosts transposed to (K*K, C) in acc_t; gmT == nullptr means "ones"
-//                (template flag kMul), gaT is all zeros when there is no additive ghost
+//   gmT, gaT     the ghosts transposed to (K*K, C) in acc_t, per sample (B, K*K, C) for a
+//                per-sample ghost (sample b's table at b * D.gm_bstride / D.ga_bstride, 0 for
+//                a shared one); gmT == nullptr means "ones" (template flag kMul), gaT is all
+//                zeros when there is no additive ghost
 //
 // Every output element is computed by one task from a fixed set of inputs in a fixed order,
 // and the ghost gradients are summed over fixed row chunks (kRowsPerPart), never over
@@ -23,6 +25,12 @@
 struct XStrides {
   int64_t b, y, x;
 };
+
+// Sample b's ghost table (gmT / gaT above); an absent table stays null.
+template <typename acc_t>
+inline const acc_t* sample_table(const acc_t* table, int64_t b, int64_t bstride) {
+  return table ? table + b * bstride : nullptr;
+}
 
 // Channel block of the register-blocked loops: 32 floats are four AVX2 registers of
 // accumulators (eight for double); a head's channels are done in blocks of kBlock, then 8,
@@ -189,6 +197,8 @@ void forward_kernel(const scalar_t* x, XStrides xs, const scalar_t* attn, const 
     std::vector<acc_t> prob(GKK);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / D.Ho, i = task % D.Ho;
+      const acc_t* gm = sample_table(gmT, b, D.gm_bstride);
+      const acc_t* ga = sample_table(gaT, b, D.ga_bstride);
       for (int64_t j = 0; j < D.Wo; ++j) {
         const int64_t pix = task * D.Wo + j;
         const scalar_t* arow = attn + pix * GKK;
@@ -198,7 +208,7 @@ void forward_kernel(const scalar_t* x, XStrides xs, const scalar_t* attn, const 
           for (int64_t k = 0; k < GKK; ++k) prob[k] = static_cast<acc_t>(arow[k]);
         const int64_t n = output_taps(b, i, j, xs, D, soff.data(), tap.data());
         for (int64_t k = 0; k < n; ++k) aoff[k] = tap[k];
-        gather_pixel<kMul>(x, soff.data(), prob.data(), aoff.data(), tap.data(), n, gmT, gaT, D,
+        gather_pixel<kMul>(x, soff.data(), prob.data(), aoff.data(), tap.data(), n, gm, ga, D,
                            out + pix * D.C);
       }
     }
@@ -217,6 +227,8 @@ void grad_x_kernel(const scalar_t* gout, const attn_t* attn, const acc_t* gmT, c
     std::vector<int32_t> tap(D.KK);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / D.H, y = task % D.H;
+      const acc_t* gm = sample_table(gmT, b, D.gm_bstride);
+      const acc_t* ga = sample_table(gaT, b, D.ga_bstride);
       for (int64_t xx = 0; xx < D.W; ++xx) {
         int64_t n = 0;
         for (int64_t u = 0; u < D.K; ++u) {
@@ -232,7 +244,7 @@ void grad_x_kernel(const scalar_t* gout, const attn_t* attn, const acc_t* gmT, c
             ++n;
           }
         }
-        gather_pixel<kMul>(gout, soff.data(), attn, aoff.data(), tap.data(), n, gmT, gaT, D,
+        gather_pixel<kMul>(gout, soff.data(), attn, aoff.data(), tap.data(), n, gm, ga, D,
                            gx + (task * D.W + xx) * D.C);
       }
     }
@@ -304,7 +316,8 @@ inline void attn_ghost_block(const scalar_t* go, const scalar_t* x, const int64_
 // grad_attn (or, kLogits, grad_logits from the probabilities `attn`) and the ghost partials.
 // Parallel over chunks of kRowsPerPart output rows of one image; a chunk accumulates its ghost
 // sums per row in acc_t (one row of pixels) and per chunk in double, into
-// part_*[(b, chunk), t, c]. gattn / part_gm / part_ga may be null (not asked for).
+// part_*[(b, chunk), t, c] (a chunk never spans two samples, so a per-sample ghost's gradient
+// sums its own sample's chunks). gattn / part_gm / part_ga may be null (not asked for).
 template <bool kLogits, bool kMul, typename scalar_t, typename attn_t, typename acc_t>
 void grad_attn_ghost_kernel(const scalar_t* gout, const scalar_t* x, XStrides xs,
                             const attn_t* attn, const acc_t* gmT, scalar_t* gattn, double* part_gm,
@@ -318,6 +331,7 @@ void grad_attn_ghost_kernel(const scalar_t* gout, const scalar_t* x, XStrides xs
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / parts, i0 = task % parts * kRowsPerPart;
       const int64_t i1 = std::min(D.Ho, i0 + kRowsPerPart);
+      const acc_t* gm = sample_table(gmT, b, D.gm_bstride);
       double* pga = part_ga ? part_ga + task * KC : nullptr;
       double* pgm = part_gm ? part_gm + task * KC : nullptr;
       if (pga) std::fill(pga, pga + KC, 0.0);
@@ -339,14 +353,14 @@ void grad_attn_ghost_kernel(const scalar_t* gout, const scalar_t* x, XStrides xs
             int64_t c = g * D.cpg;
             const int64_t cend = c + D.cpg;
             for (; c + kBlock <= cend; c += kBlock)
-              attn_ghost_block<kBlock, true, kMul>(go, x, soff.data(), tap.data(), n, ag, gmT, rga,
+              attn_ghost_block<kBlock, true, kMul>(go, x, soff.data(), tap.data(), n, ag, gm, rga,
                                                    rgm, gpg, D.C, c, 0);
             for (; c + kSmall <= cend; c += kSmall)
-              attn_ghost_block<kSmall, true, kMul>(go, x, soff.data(), tap.data(), n, ag, gmT, rga,
+              attn_ghost_block<kSmall, true, kMul>(go, x, soff.data(), tap.data(), n, ag, gm, rga,
                                                    rgm, gpg, D.C, c, 0);
             if (c < cend)
-              attn_ghost_block<kSmall, false, kMul>(go, x, soff.data(), tap.data(), n, ag, gmT,
-                                                    rga, rgm, gpg, D.C, c, cend - c);
+              attn_ghost_block<kSmall, false, kMul>(go, x, soff.data(), tap.data(), n, ag, gm, rga,
+                                                    rgm, gpg, D.C, c, cend - c);
           }
           if (!gattn) continue;
           scalar_t* dst = gattn + pix * GKK;

@@ -49,13 +49,16 @@ inline int64_t blocks_for(int64_t total) {
   return std::min<int64_t>((total + kThreads - 1) / kThreads, int64_t(1) << 24);
 }
 
-// Chunks of the B*Ho*Wo positions for the ghost reduction: about 16 items per thread and at
-// most 1024 chunks (grid.y is limited to 65535). Sets *chunk_len, returns the chunk count.
-inline int64_t ghost_chunks(int64_t n_total, int64_t* chunk_len) {
+// Chunks of the positions for the ghost reduction, cut from n_seg segments of seg_len positions
+// each (one segment of all B*Ho*Wo, or one per sample when a ghost is per sample): about 16
+// items per thread and at most 1024 chunks in all, but one per segment at least (which bounds
+// the partials' memory). Sets *chunk_len, returns the chunks per segment.
+inline int64_t ghost_chunks(int64_t n_seg, int64_t seg_len, int64_t* chunk_len) {
   const int64_t target = int64_t(kThreads) * 16;
-  int64_t n = std::max<int64_t>(1, std::min<int64_t>((n_total + target - 1) / target, 1024));
-  *chunk_len = std::max<int64_t>(1, (n_total + n - 1) / n);
-  return std::max<int64_t>(1, (n_total + *chunk_len - 1) / *chunk_len);
+  const int64_t cap = std::max<int64_t>(1, 1024 / std::max<int64_t>(1, n_seg));
+  int64_t n = std::max<int64_t>(1, std::min<int64_t>((seg_len + target - 1) / target, cap));
+  *chunk_len = std::max<int64_t>(1, (seg_len + n - 1) / n);
+  return std::max<int64_t>(1, (seg_len + *chunk_len - 1) / *chunk_len);
 }
 
 namespace tiled {
@@ -86,8 +89,8 @@ inline bool tiled_disabled() {
 }
 
 // Fills *T and returns true when the fast path applies: K = 7, stride 1, dilation 1, every
-// offset of every map it reads or writes (`maps`; undefined ones are skipped) below 2^31, the
-// grid within CUDA's limits, and not switched off.
+// offset of every tensor it reads or writes (`maps`, the ghosts included; undefined ones are
+// skipped) below 2^31, the grid within CUDA's limits, and not switched off.
 inline bool fast_path(const ElsaDims& D, std::initializer_list<const at::Tensor*> maps, Dims* T) {
   if (tiled_disabled()) return false;
   if (D.K != kK || D.stride != 1 || D.dil != 1 || D.H <= 0 || D.W <= 0 || D.B <= 0) return false;
@@ -97,25 +100,33 @@ inline bool fast_path(const ElsaDims& D, std::initializer_list<const at::Tensor*
     if (t->defined() && (t->numel() >= INT_MAX || !offsets_fit_int(*t))) return false;
   const int64_t tiles_w = (D.W + kCols - 1) / kCols, tiles_h = (D.H + kRows - 1) / kRows;
   if (D.B * D.G > 65535 || tiles_w * tiles_h >= INT_MAX || D.B * D.H >= INT_MAX) return false;
-  *T = Dims{static_cast<int>(D.B),    static_cast<int>(D.C), static_cast<int>(D.G),
-            static_cast<int>(D.H),    static_cast<int>(D.W), static_cast<int>(D.cpg),
-            static_cast<int>(tiles_w)};
+  // a per-sample ghost's batch stride C * 49 is below its last offset, checked above
+  *T = Dims{
+      static_cast<int>(D.B),     static_cast<int>(D.C),          static_cast<int>(D.G),
+      static_cast<int>(D.H),     static_cast<int>(D.W),          static_cast<int>(D.cpg),
+      static_cast<int>(tiles_w), static_cast<int>(D.gm_bstride), static_cast<int>(D.ga_bstride)};
   return true;
 }
 
 inline dim3 tile_grid(const Dims& T) {
-  const int tiles_h = (T.H + ELSA_PLANT(9, kRows - 1, 0)) / kRows;
+  const int tiles_h = (T.H + kRows - 1) / kRows;
   return dim3(static_cast<unsigned>(tiles_h * T.tiles_w), static_cast<unsigned>(T.B * T.G));
 }
 
-// Rows per ghost chunk and the chunk count: kGhostRows rows of (b, i), more when grid.y would
-// overflow.
+// Rows per ghost chunk and the chunks per segment of rows (one segment of all B*H rows (b, i),
+// or one per sample when a ghost is per sample, so that no chunk spans two samples):
+// kGhostRows rows, more when grid.y (every segment's chunks) would overflow. B <= 65535
+// (fast_path), so one chunk per sample always fits.
 constexpr int kGhostRows = 8;
-inline int ghost_rows_per_chunk(const Dims& T, int* n_chunks) {
-  const int64_t rows = int64_t(T.B) * T.H;  // < 2^31 (fast_path), but the sums below may not be
+inline int ghost_rows_per_chunk(const Dims& T, bool per_sample, int* seg_rows,
+                                int* chunks_per_seg) {
+  const int64_t n_seg = per_sample ? T.B : 1;
+  const int64_t rows = per_sample ? T.H : int64_t(T.B) * T.H;      // < 2^31 (fast_path)
+  const int64_t max_chunks = std::max<int64_t>(1, 65535 / n_seg);  // per segment
   int64_t per = kGhostRows;
-  if ((rows + per - 1) / per > 65535) per = (rows + 65534) / 65535;
-  *n_chunks = static_cast<int>((rows + per - 1) / per);
+  if ((rows + per - 1) / per > max_chunks) per = (rows + max_chunks - 1) / max_chunks;
+  *seg_rows = static_cast<int>(rows);
+  *chunks_per_seg = static_cast<int>((rows + per - 1) / per);
   return static_cast<int>(per);
 }
 
@@ -175,7 +186,7 @@ at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& attn, const at::T
   if (out.numel() == 0) return out;
   const cudaStream_t stream = ELSA_CURRENT_STREAM();
   tiled::Dims T;
-  if (tiled::fast_path(D, {&x, &attn, &out}, &T)) {
+  if (tiled::fast_path(D, {&x, &attn, &out, &ghost_mul, &ghost_add}, &T)) {
     AT_DISPATCH_FLOATING_TYPES_AND2(
         at::kHalf, at::kBFloat16, x.scalar_type(), "elsa_tiled_forward_cuda", [&] {
           using acc_t = at::opmath_type<scalar_t>;
@@ -195,8 +206,7 @@ at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& attn, const at::T
         dispatch_kernel_size(D.K, [&](auto kt) {
           constexpr int KT = decltype(kt)::value;
           // plain: one thread per output; fused: one per (b, g, pixel), over the head's channels
-          const int64_t total =
-              kLogits ? D.B * D.G * D.Ho * D.Wo - ELSA_PLANT(4, 0, 1) : dst.numel();
+          const int64_t total = kLogits ? D.B * D.G * D.Ho * D.Wo : dst.numel();
           auto* kernel = kLogits ? cuda::elsa_softmax_forward_kernel<scalar_t, acc_t, KT>
                                  : cuda::elsa_forward_kernel<scalar_t, acc_t, KT>;
           ELSA_LAUNCH(kernel, blocks_for(total), kThreads, stream, xc.const_data_ptr<scalar_t>(),
@@ -210,19 +220,31 @@ at::Tensor forward_cuda(const at::Tensor& x, const at::Tensor& attn, const at::T
 }
 
 // --------------------------------------------------------------- backward, generic kernels
-// Stage 2 of the ghost gradients: each (c, t) row of partials summed in a fixed order.
-// An undefined partial buffer is a gradient not asked for.
+// Whether the ghost reduction must keep the samples apart: a per-sample ghost's gradient is
+// asked for.
+inline bool ghost_grads_per_sample(const ElsaDims& D, bool need_gm, bool need_ga) {
+  return (need_gm && D.gm_bstride != 0) || (need_ga && D.ga_bstride != 0);
+}
+
+// Stage 2 of the ghost gradients: each (c, t) row of partials summed in a fixed order, over all
+// chunks for a shared ghost, over each sample's own (`groups` = B runs of chunks) for a
+// per-sample one. An undefined partial buffer is a gradient not asked for.
 template <typename scalar_t, typename acc_t>
 void sum_ghost_partials(const at::Tensor& part_gm, const at::Tensor& part_ga, at::Tensor& ggm,
-                        at::Tensor& gga, int64_t rows, int64_t n_chunks, cudaStream_t stream) {
+                        at::Tensor& gga, const ElsaDims& D, int64_t rows, int64_t n_chunks,
+                        cudaStream_t stream) {
   auto* final_sum = cuda::elsa_ghost_final_kernel<scalar_t, acc_t>;
   if (part_gm.defined()) {
-    ELSA_LAUNCH(final_sum, blocks_for(rows), kThreads, stream, part_gm.const_data_ptr<acc_t>(),
-                ggm.mutable_data_ptr<scalar_t>(), rows, n_chunks);
+    const int64_t groups = D.gm_bstride != 0 ? D.B : 1;
+    ELSA_LAUNCH(final_sum, blocks_for(groups * rows), kThreads, stream,
+                part_gm.const_data_ptr<acc_t>(), ggm.mutable_data_ptr<scalar_t>(), rows, n_chunks,
+                groups);
   }
   if (part_ga.defined()) {
-    ELSA_LAUNCH(final_sum, blocks_for(rows), kThreads, stream, part_ga.const_data_ptr<acc_t>(),
-                gga.mutable_data_ptr<scalar_t>(), rows, n_chunks);
+    const int64_t groups = D.ga_bstride != 0 ? D.B : 1;
+    ELSA_LAUNCH(final_sum, blocks_for(groups * rows), kThreads, stream,
+                part_ga.const_data_ptr<acc_t>(), gga.mutable_data_ptr<scalar_t>(), rows, n_chunks,
+                groups);
   }
 }
 
@@ -256,17 +278,22 @@ void launch_backward(const scalar_t* go, const scalar_t* xp, const attn_t* ap, c
         if (need_ga) gga.zero_();
         return;
       }
+      const int64_t n_seg = ghost_grads_per_sample(D, need_gm, need_ga) ? D.B : 1;
+      const int64_t seg_len = n_total / n_seg;
       int64_t chunk_len = 1;
-      const int64_t n_chunks = ghost_chunks(n_total, &chunk_len);
+      const int64_t chunks_per_seg = ghost_chunks(n_seg, seg_len, &chunk_len);
+      const int64_t n_chunks = n_seg * chunks_per_seg;
       const auto popts = opts.dtype(c10::CppTypeToScalarType<acc_t>::value);
       at::Tensor part_gm = need_gm ? at::empty({rows, n_chunks}, popts) : at::Tensor();
       at::Tensor part_ga = need_ga ? at::empty({rows, n_chunks}, popts) : at::Tensor();
-      const dim3 grid(static_cast<unsigned>(rows), static_cast<unsigned>(n_chunks));
+      const dim3 grid(static_cast<unsigned>(rows),
+                      static_cast<unsigned>(std::min<int64_t>(n_chunks, 65535)));
       auto* partial = cuda::elsa_ghost_partial_kernel<scalar_t, acc_t, KT, attn_t>;
       ELSA_LAUNCH(partial, grid, kThreads, stream, go, xp, ap,
                   need_gm ? part_gm.mutable_data_ptr<acc_t>() : nullptr,
-                  need_ga ? part_ga.mutable_data_ptr<acc_t>() : nullptr, D, chunk_len, n_chunks);
-      sum_ghost_partials<scalar_t, acc_t>(part_gm, part_ga, ggm, gga, rows, n_chunks, stream);
+                  need_ga ? part_ga.mutable_data_ptr<acc_t>() : nullptr, D, seg_len, chunk_len,
+                  chunks_per_seg, n_chunks);
+      sum_ghost_partials<scalar_t, acc_t>(part_gm, part_ga, ggm, gga, D, rows, n_chunks, stream);
     }
   });
 }
@@ -320,8 +347,8 @@ void generic_backward(const at::Tensor& go, const at::Tensor& x, const at::Tenso
 // reduction. For the fused op the probabilities are computed first, only when grad_x or
 // grad_ghost_mul reads them (grad_logits recomputes its own pixel's in registers).
 template <bool kLogits>
-void tiled_backward(const tiled::Dims& T, const at::Tensor& go, const at::Tensor& x,
-                    const at::Tensor& attn, const at::Tensor& ghost_mul,
+void tiled_backward(const ElsaDims& D, const tiled::Dims& T, const at::Tensor& go,
+                    const at::Tensor& x, const at::Tensor& attn, const at::Tensor& ghost_mul,
                     const at::Tensor& ghost_add, at::Tensor& gx, at::Tensor& gattn,
                     at::Tensor& ggm, at::Tensor& gga, std::array<bool, 4> need,
                     cudaStream_t stream) {
@@ -355,8 +382,11 @@ void tiled_backward(const tiled::Dims& T, const at::Tensor& go, const at::Tensor
         }
         if (!need[2] && !need[3]) return;
         if (T.C == 0) return;  // (0, 7, 7) ghost gradients: nothing to sum, and no empty grid
-        int n_chunks = 0;
-        const int rows_per_chunk = tiled::ghost_rows_per_chunk(T, &n_chunks);
+        const bool per_sample = ghost_grads_per_sample(D, need[2], need[3]);
+        int seg_rows = 0, chunks_per_seg = 0;
+        const int rows_per_chunk =
+            tiled::ghost_rows_per_chunk(T, per_sample, &seg_rows, &chunks_per_seg);
+        const int n_chunks = (per_sample ? T.B : 1) * chunks_per_seg;  // <= 65535
         const int64_t rows = int64_t(T.C) * tiled::kKK;
         const auto popts = x.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
         at::Tensor part_gm = need[2] ? at::empty({rows, n_chunks}, popts) : at::Tensor();
@@ -366,9 +396,9 @@ void tiled_backward(const tiled::Dims& T, const at::Tensor& go, const at::Tensor
                     tiled::kGhostThreads, stream, go.const_data_ptr<scalar_t>(), GO,
                     x.const_data_ptr<scalar_t>(), X, ap, A,
                     need[2] ? part_gm.mutable_data_ptr<acc_t>() : nullptr,
-                    need[3] ? part_ga.mutable_data_ptr<acc_t>() : nullptr, T, rows_per_chunk,
-                    n_chunks);
-        sum_ghost_partials<scalar_t, acc_t>(part_gm, part_ga, ggm, gga, rows, n_chunks, stream);
+                    need[3] ? part_ga.mutable_data_ptr<acc_t>() : nullptr, T, seg_rows,
+                    rows_per_chunk, chunks_per_seg, n_chunks);
+        sum_ghost_partials<scalar_t, acc_t>(part_gm, part_ga, ggm, gga, D, rows, n_chunks, stream);
       });
 }
 
@@ -383,9 +413,9 @@ Grads backward_cuda(const at::Tensor& grad_out, const at::Tensor& x, const at::T
       elsa_empty_grads(x, attn, ghost_mul, ghost_add, need, elsa_cuda_nhwc(x, D));
   const cudaStream_t stream = ELSA_CURRENT_STREAM();
   tiled::Dims T;
-  if (tiled::fast_path(D, {&grad_out, &x, &attn, &gx, &gattn}, &T)) {
-    tiled_backward<kLogits>(T, grad_out, x, attn, ghost_mul, ghost_add, gx, gattn, ggm, gga, need,
-                            stream);
+  if (tiled::fast_path(D, {&grad_out, &x, &attn, &gx, &gattn, &ghost_mul, &ghost_add}, &T)) {
+    tiled_backward<kLogits>(D, T, grad_out, x, attn, ghost_mul, ghost_add, gx, gattn, ggm, gga,
+                            need, stream);
     return std::make_tuple(gx, gattn, ggm, gga);
   }
   const at::Tensor go = grad_out.contiguous(), xc = x.contiguous(), ac = attn.contiguous();

@@ -34,8 +34,8 @@ namespace emu {
 
 inline dim3 thread_idx, block_idx, block_dim, grid_dim;
 inline int64_t launches = 0;
-// Set by a test to switch on one of the bugs planted at the kernels' ELSA_PLANT markers (0: none);
-// only this emulation reads it.
+// Set by a test to switch on one of the planted bugs (0: none): the ELSA_PLANT switches that the
+// emulator's build writes into its copy of the kernels (plants.py).
 inline int planted_bug = 0;
 
 constexpr size_t kStackBytes = 64 * 1024;
@@ -231,7 +231,8 @@ T __shfl_down_sync(unsigned /*mask*/, T v, int offset) {
 using std::max;
 using std::min;
 
-// A marked place of the kernels takes its planted bug when that bug is switched on.
+// The place of planted bug n in the build's copy of the kernels: `bad` while bug n is switched
+// on, `good` (the kernel's own expression) otherwise.
 #define ELSA_PLANT(n, good, bad) (emu::planted_bug == (n) ? (bad) : (good))
 
 #define ELSA_DEVICE_GUARD(t) (void)0

@@ -7,9 +7,9 @@
 
 #include "cuda_shim.h"
 
-// From the csrc/ on the include path (-I <tree>/csrc): the checked-out tree or another one. The
-// places marked ELSA_PLANT in it switch to their planted bug when set_planted_bug chooses one
-// (cuda_shim.h).
+// From the csrc/ on the include path: the build's copy of a tree's csrc/, in which the places of
+// the planted bugs (plants.py) are ELSA_PLANT switches that set_planted_bug turns on one at a
+// time (cuda_shim.h), or that csrc/ as it is.
 #define MMELSA_CUDA_EMULATION
 #include "pytorch/cuda/elsa_cuda.cu"
 
@@ -20,13 +20,13 @@ using mmelsa::elsa_ghost_arg;
 using mmelsa::elsa_map_arg;
 using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-// The launchers called as the dispatcher (csrc/pytorch/elsa.cpp) calls them on CUDA, with the
-// CUDA layout rule. kLogits: the fused op.
+// The launchers called as the ops' CUDA kernels (csrc/pytorch/cuda/elsa_cuda_ops.cpp) call them
+// once the arguments are checked, with the CUDA layout rule. kLogits: the fused op.
 template <bool kLogits>
 at::Tensor forward(const at::Tensor& x, const at::Tensor& attn,
                    const c10::optional<at::Tensor>& gm, const c10::optional<at::Tensor>& ga,
                    int64_t K, int64_t d, int64_t s) {
-  const auto D = elsa_dims(x, attn, K, d, s);
+  const auto D = elsa_dims(x, attn, K, d, s, gm, ga);
   const bool nhwc = mmelsa::elsa_cuda_nhwc(x, D);
   return mmelsa::elsa_forward_cuda(elsa_map_arg(x, nhwc), elsa_map_arg(attn, nhwc),
                                    elsa_ghost_arg(gm), elsa_ghost_arg(ga), D, kLogits);
@@ -36,7 +36,7 @@ template <bool kLogits>
 Grads backward(const at::Tensor& go, const at::Tensor& x, const at::Tensor& attn,
                const c10::optional<at::Tensor>& gm, const c10::optional<at::Tensor>& ga, int64_t K,
                int64_t d, int64_t s, std::array<bool, 4> mask) {
-  const auto D = elsa_dims(x, attn, K, d, s);
+  const auto D = elsa_dims(x, attn, K, d, s, gm, ga);
   const bool nhwc = mmelsa::elsa_cuda_nhwc(x, D);
   return mmelsa::elsa_backward_cuda(elsa_map_arg(go, nhwc), elsa_map_arg(x, nhwc),
                                     elsa_map_arg(attn, nhwc), elsa_ghost_arg(gm),

@@ -4,16 +4,21 @@ Compiles csrc/pytorch/cuda/elsa_cuda.cu and csrc/common/cuda/elsa_kernel.cuh as 
 small SIMT emulator (tests/ops/cuda_emulation/cuda_shim.h: every CUDA thread a fiber, real block
 barriers and warp shuffles), runs the plain operator (forward, backward) and the fused softmax +
 ELSA operator (forward, backward) for every dtype, the specialised and the generic kernel sizes,
-dilation, stride, ghost variants, gradient masks and both input layouts (NCHW, and the
-channels-last maps ELSAAttention passes), and compares each result with the float64 unfold
+dilation, stride, ghost variants (absent, shared by the batch, one per sample as DDF's channel
+filter, mixed), gradient masks and both input layouts (NCHW, and the channels-last maps
+ELSAAttention passes), and compares each result with the float64 unfold
 reference and each output's layout with the promised one. It proves the index math, the launch
 geometry, the barriers and the reductions; it cannot prove anything about timing, the memory
 model or the real compiler (use dev/gpu/cuda_checks.sh on a GPU for that).
 tests/ops/test_cuda_emulation.py runs it in CI.
 
+The build compiles a copy of the tree's csrc/ in which the places of the planted bugs
+(plants.py) are run-time switches, all off unless --planted-bug chooses one; --no-plants
+compiles the sources as they are (for a tree whose kernels the plants no longer match).
+
     python tests/ops/cuda_emulation/emulate_cuda_kernels.py            # the quick set
     python tests/ops/cuda_emulation/emulate_cuda_kernels.py --full     # the CI set: more, larger
-    python tests/ops/cuda_emulation/emulate_cuda_kernels.py --src DIR  # another tree's kernels
+    python tests/ops/cuda_emulation/emulate_cuda_kernels.py --no-plants --src DIR  # other kernels
 
 Exit status 0 when every check passes, 1 when one fails (each failure is printed).
 """
@@ -32,6 +37,11 @@ if ROOT not in sys.path:  # run as a script from anywhere: the reference comes f
     sys.path.insert(0, ROOT)
 
 from mmelsa.ops.reference import elsa_reference, max_rel_err  # noqa: E402
+
+if __package__:
+    from . import plants
+else:  # run as a script: this folder is sys.path[0] (another package may own the name tests)
+    import plants
 
 CL = torch.channels_last
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
@@ -61,37 +71,62 @@ FULL_CASES = CASES + [
     (1, 2, 2, 5, 40, 7, 1, 1),
 ]
 # (ghost_mul, ghost_add) and the gradient mask, rotated over the cases and dtypes so that each
-# combination meets every dtype
+# combination meets every dtype. A ghost is False (absent), True (shared by the batch,
+# (C, K, K)) or 'sample' (one per sample, (B, C, K, K)).
 VARIANTS = [((True, True), [True] * 4), ((False, True), [True, True, False, True]),
             ((True, False), [False, True, True, False]), ((False, False), [True] * 4),
             ((True, True), [True, False, False, False])]
+# Per-sample ghosts, each kind in every case, plain and fused, forward and backward: DDF's
+# (a per-sample ghost_mul alone; a per-sample ghost_add alone), and per-sample with shared. On
+# cases of B > 1 (one sample cannot tell the kinds apart): DDF-ResNet's K = 3 with stride 2 and
+# 1 (the specialised generic kernels), a generic K, and the tiled fast path.
+SAMPLE_GHOSTS = [('sample', False), (False, 'sample'), (True, 'sample'), ('sample', True),
+                 ('sample', 'sample')]
+SAMPLE_MASKS = [[True] * 4, [False, False, True, True], [True, True, False, True]]
+SAMPLE_CASES = [
+    (3, 4, 2, 9, 8, 3, 1, 2),
+    (2, 6, 3, 7, 9, 3, 1, 1),
+    (2, 2, 1, 6, 7, 9, 2, 1),
+    (3, 4, 2, 10, 9, 7, 1, 1),
+]
 
 
-def build(src_root=ROOT, build_dir=None, name='elsa_cuda_emulated', verbose=False):
-    """Compile the emulated kernels of the tree ``src_root``; registers torch.ops.mmelsa_emu."""
-    emu_dir = HERE
+def build(src_root=ROOT, build_dir=None, name='elsa_cuda_emulated', verbose=False,
+          planted=True):
+    """Compile the emulated kernels of the tree ``src_root``; registers torch.ops.mmelsa_emu.
+
+    planted: compile a copy of its csrc/ with the planted bugs' switches (plants.py), written
+    under ``build_dir`` (default: build/cuda_emulation/NAME in this checkout); else its csrc/
+    as it is. Raises plants.PlantError when a planted bug's place is not found.
+    """
+    if planted and not build_dir:
+        build_dir = osp.join(ROOT, 'build', 'cuda_emulation', name)
     if build_dir:
         os.makedirs(build_dir, exist_ok=True)
+    csrc = (plants.plant_tree(src_root, osp.join(build_dir, 'src')) if planted else
+            osp.join(src_root, 'csrc'))
     # the emulation's own sources, with the kernels of src_root
     # -O1: the checks run for seconds, so a longer -O2 compile would not pay for itself
-    load(name=name, sources=[osp.join(emu_dir, 'elsa_emulated.cpp')],
-         extra_include_paths=[osp.join(src_root, 'csrc'), osp.join(src_root, 'csrc', 'common'),
-                              osp.join(src_root, 'csrc', 'common', 'cuda'), emu_dir],
+    load(name=name, sources=[osp.join(HERE, 'elsa_emulated.cpp')],
+         extra_include_paths=[csrc, osp.join(csrc, 'common'), osp.join(csrc, 'common', 'cuda'),
+                              HERE],
          extra_cflags=['-O1'], build_directory=build_dir, is_python_module=False,
          verbose=verbose)
     return torch.ops.mmelsa_emu
 
 
 def _inputs(case, dtype, ghosts, seed, nhwc=False):
-    """nhwc: the layouts ELSAAttention passes: x a channel slice of a wider channels_last map,
+    """ghosts: each False (absent), True (shared, (C, K, K)) or 'sample' ((B, C, K, K)).
+    nhwc: the layouts ELSAAttention passes: x a channel slice of a wider channels_last map,
     the attention pixel-major (B, Ho, Wo, G, K*K), grad_out channels_last."""
     B, C, G, H, W, K, d, s = case
     gen = torch.Generator().manual_seed(seed)
     Ho, Wo = (H - 1) // s + 1, (W - 1) // s + 1
     x = torch.randn(B, C, H, W, generator=gen).to(dtype)
     a = (3 * torch.randn(B, G, K * K, Ho, Wo, generator=gen)).to(dtype)
-    gm = torch.randn(C, K, K, generator=gen).to(dtype) if ghosts[0] else None
-    ga = torch.randn(C, K, K, generator=gen).to(dtype) if ghosts[1] else None
+    gm, ga = (None if not kind else torch.randn(
+        (B, C, K, K) if kind == 'sample' else (C, K, K), generator=gen).to(dtype)
+        for kind in ghosts)
     go = torch.randn(B, C, Ho, Wo, generator=gen).to(dtype)
     if nhwc:
         wide = torch.zeros(B, C + 3, H, W, dtype=dtype).contiguous(memory_format=CL)
@@ -164,11 +199,17 @@ def check_empty(emu):
     attention gradient zeros."""
     x, a, g = torch.randn(0, 4, 5, 6), torch.randn(0, 2, 9, 5, 6), torch.randn(4, 3, 3)
     x0, a0, g0 = torch.randn(1, 0, 5, 6), torch.randn(1, 1, 49, 5, 6), torch.randn(0, 7, 7)
+    gs = torch.randn(0, 4, 3, 3)  # per sample, of no sample
     for fwd, bwd in ((emu.forward, emu.backward), (emu.softmax_forward, emu.softmax_backward)):
         if fwd(x, a, g, g, 3, 1, 1).shape != (0, 4, 5, 6):
             return False
         gr = bwd(torch.randn(0, 4, 5, 6), x, a, g, g, 3, 1, 1, [True] * 4)
         if gr[0].shape != x.shape or gr[2].any() or gr[3].any():
+            return False
+        if fwd(x, a, gs, g, 3, 1, 1).shape != (0, 4, 5, 6):
+            return False
+        gr = bwd(torch.randn(0, 4, 5, 6), x, a, gs, g, 3, 1, 1, [True] * 4)
+        if gr[2].shape != gs.shape or gr[3].shape != g.shape or gr[3].any():
             return False
         if fwd(x0, a0, g0, g0, 7, 1, 1).shape != (1, 0, 5, 6):
             return False
@@ -176,6 +217,12 @@ def check_empty(emu):
         if gr[1].shape != a0.shape or gr[1].any() or gr[2].shape != (0, 7, 7):
             return False
     return True
+
+
+def _log_check(log, case, dtype, fused, nhwc, ghosts, errs, bad):
+    log('%-28s %-8s %-5s %s ghosts=%-21s %s %s' % (
+        case, str(dtype)[6:], 'fused' if fused else 'plain', 'nhwc' if nhwc else 'nchw',
+        ghosts, ' '.join('%s=%.1e' % kv for kv in errs.items()), 'FAIL %s' % bad if bad else 'ok'))
 
 
 def run_checks(emu, cases=CASES, log=print, stop_at_first=False):
@@ -189,17 +236,33 @@ def run_checks(emu, cases=CASES, log=print, stop_at_first=False):
                 errs, bad = check(emu, case, dtype, ghosts, mask, fused, seed=ci, nhwc=nhwc)
                 n += 1
                 failures += bool(bad)
-                log('%-28s %-8s %-5s %s ghosts=%-13s %s %s' % (
-                    case, str(dtype)[6:], 'fused' if fused else 'plain',
-                    'nhwc' if nhwc else 'nchw', ghosts,
-                    ' '.join('%s=%.1e' % kv for kv in errs.items()),
-                    'FAIL %s' % bad if bad else 'ok'))
+                _log_check(log, case, dtype, fused, nhwc, ghosts, errs, bad)
                 if bad and stop_at_first:
                     return failures, n
     if not check_empty(emu):
         log('empty batch: FAIL')
         failures += 1
     return failures, n + 1
+
+
+def run_sample_checks(emu, cases=SAMPLE_CASES, log=print, stop_at_first=False):
+    """Every case x per-sample ghost kind (SAMPLE_GHOSTS) x (plain, fused), the dtype, the
+    gradient mask and the layout rotated; returns (failed checks, checks)."""
+    failures = n = 0
+    for ci, case in enumerate(cases):
+        for gi, ghosts in enumerate(SAMPLE_GHOSTS):
+            for fused in (False, True):
+                k = ci + gi + fused
+                dtype = DTYPES[k % len(DTYPES)]
+                mask = SAMPLE_MASKS[k % len(SAMPLE_MASKS)]
+                nhwc = (gi + fused) % 2 == 1  # each kind meets both layouts
+                errs, bad = check(emu, case, dtype, ghosts, mask, fused, seed=ci, nhwc=nhwc)
+                n += 1
+                failures += bool(bad)
+                _log_check(log, case, dtype, fused, nhwc, ghosts, errs, bad)
+                if bad and stop_at_first:
+                    return failures, n
+    return failures, n
 
 
 def main():
@@ -209,22 +272,30 @@ def main():
     p.add_argument('--build-dir', default=None, help='where to build (default: torch cache)')
     p.add_argument('--name', default='elsa_cuda_emulated', help='extension name')
     p.add_argument('--planted-bug', type=int, default=0,
-                   help='switch on the bug planted at the ELSA_PLANT(N, ...) marker (tests)')
+                   help='switch on planted bug N of plants.py (tests)')
+    p.add_argument('--no-plants', action='store_true',
+                   help="compile the kernels as they are, without the planted bugs' switches")
     p.add_argument('--stop-at-first', action='store_true', help='stop at the first failure')
     p.add_argument('--max-cases', type=int, default=None, help='only the first N cases')
     p.add_argument('--build-only', action='store_true', help='build, run nothing')
     args = p.parse_args()
+    if args.planted_bug and (args.no_plants or args.planted_bug not in plants.PLANTS):
+        p.error('--planted-bug: no planted bug %d in this build' % args.planted_bug)
     t0 = time.time()
-    emu = build(osp.abspath(args.src), args.build_dir, args.name)
+    emu = build(osp.abspath(args.src), args.build_dir, args.name, planted=not args.no_plants)
     print('built the emulated CUDA extension in %.0f s' % (time.time() - t0), flush=True)
     if args.build_only:
         return
     emu.set_planted_bug(args.planted_bug)
     t1 = time.time()
     cases = FULL_CASES if args.full else CASES
-    failures, n = run_checks(emu, cases[:args.max_cases],
-                             log=lambda m: print(m, flush=True),
+    log = lambda m: print(m, flush=True)  # noqa: E731
+    failures, n = run_checks(emu, cases[:args.max_cases], log=log,
                              stop_at_first=args.stop_at_first)
+    if not (failures and args.stop_at_first):
+        f, k = run_sample_checks(emu, SAMPLE_CASES[:args.max_cases], log=log,
+                                 stop_at_first=args.stop_at_first)
+        failures, n = failures + f, n + k
     print('%d checks, %d failed, %d emulated launches, %.0f s of checks' %
           (n, failures, emu.launches(), time.time() - t1))
     sys.exit(1 if failures else 0)
