@@ -181,7 +181,7 @@ print('mmcv nms on CUDA: ok')
 PY
 }
 
-step_ops_check() { run_py -m mmelsa.ops.check --require-cuda --reps 10; }
+step_ops_check() { run_py -m mmelsa.ops.check --require-cuda; }
 
 sanitize() {  # TOOL: compute-sanitizer on one small forward + backward of every code path
   local args=(--tool "$1" --error-exitcode 1)

@@ -1,6 +1,8 @@
-"""Native operators of mmelsa (the ELSA aggregation), see csrc/ for the kernels."""
-from .functional import ELSAAttentionOp, channels_last_path, elsa_attention
+"""Native operators of mmelsa: the ELSA aggregation and DDF on it; csrc/ holds the kernels."""
+from .functional import ELSAAttentionOp, channels_last_path, ddf, elsa_attention
 from .flops import elsa_op_flops
-from .info import info
+from .extension import info
 
-__all__ = ['elsa_attention', 'ELSAAttentionOp', 'channels_last_path', 'elsa_op_flops', 'info']
+__all__ = [
+    'elsa_attention', 'ddf', 'ELSAAttentionOp', 'channels_last_path', 'elsa_op_flops', 'info'
+]

@@ -3,8 +3,9 @@
 Run it after installing mmelsa, above all on a CUDA machine: in well under a minute it checks
 the native operators that this installation will use against the float64 CPU reference
 (:func:`mmelsa.ops.reference.elsa_reference`, a plain ``F.unfold`` formula independent of the
-kernels) and prints a short timing table and a one-line verdict (the last line; the exit status
-is 0 for PASS, 1 for FAIL).
+kernels) and prints a table of the worst errors and a one-line verdict (the last line; the exit
+status is 0 for PASS, 1 for FAIL). It checks correctness only: the operator's speed is measured
+by tools/analysis_tools/benchmark_elsa_op.py.
 
 What is checked, on the CPU and, when torch sees a CUDA device, on CUDA:
 
@@ -15,6 +16,8 @@ What is checked, on the CPU and, when torch sees a CUDA device, on CUDA:
   the tiled kernels switched off (``MMELSA_CUDA_NO_TILED=1``), so both kernel families are seen;
 * NCHW inputs and channels-last ones (x a channel slice of a channels_last map, attn laid out
   (B, Ho, Wo, G, K*K), as the ELSA module passes them);
+* ghosts shared by the batch (C, K, K), as ELSA's, and per sample (B, C, K, K), as DDF's
+  channel filters (:func:`mmelsa.ops.ddf`);
 * forward and backward (the gradients of x, attn and both ghost heads), each against the
   reference evaluated in float64 on the CPU from the same rounded inputs;
 * bitwise reruns: the same forward and backward run twice give identical bits (the kernels use
@@ -34,8 +37,7 @@ from typing import List, Optional
 import torch
 
 from .functional import elsa_attention
-from .info import info
-from ..utils.benchmark import time_fn
+from .extension import info
 from .reference import elsa_reference, max_rel_err
 
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
@@ -54,8 +56,15 @@ CONFIGS = {
     'K3 d2': (2, 12, 3, 15, 17, 3, 2, 1),
     'K5 s2': (1, 16, 4, 18, 13, 5, 1, 2),
     'K7 s2': (2, 8, 2, 17, 16, 7, 1, 2),
+    # per-sample ghosts (B, C, K, K), DDF's channel filters: DDF-ResNet's K3 stride 2 and the
+    # tiled configuration
+    'DDF K3 s2': (2, 16, 2, 13, 11, 3, 1, 2),
+    'DDF K7 (tiled)': (2, 24, 3, 19, 23, 7, 1, 1),
 }
-TILED = 'K7 (tiled)'
+#: configurations whose ghosts are per sample
+PER_SAMPLE = ('DDF K3 s2', 'DDF K7 (tiled)')
+#: configurations of the tiled CUDA kernels, checked with them switched off too
+TILED = ('K7 (tiled)', 'DDF K7 (tiled)')
 NO_TILED_ENV = 'MMELSA_CUDA_NO_TILED'  # read by the CUDA launchers on every call
 
 
@@ -90,8 +99,9 @@ def _tiled_off(off):
             os.environ[NO_TILED_ENV] = old
 
 
-def _inputs(config, layout, fused, dtype, device, seed=0):
-    """(x, attn, ghost_mul, ghost_add) as leaves on ``device`` in ``dtype``. The values are
+def _inputs(config, layout, fused, dtype, device, seed=0, per_sample=False):
+    """(x, attn, ghost_mul, ghost_add) as leaves on ``device`` in ``dtype``, the ghosts
+    (B, C, K, K) when ``per_sample``, else (C, K, K). The values are
     drawn in float64 on the CPU and rounded to ``dtype`` there, so they are the same whatever
     the device and layout (one reference serves them all); the layouts are made on ``device``
     (moving a strided tensor with ``.to()`` would make it dense)."""
@@ -104,7 +114,8 @@ def _inputs(config, layout, fused, dtype, device, seed=0):
 
     scale = 3.0 if fused else 1.0  # logits of a few units: peaked softmaxes
     x, attn = rand(B, C, H, W), rand(B, G, K * K, Ho, Wo, scale=scale)
-    gm, ga = rand(C, K, K), rand(C, K, K)
+    ghost = (B, C, K, K) if per_sample else (C, K, K)
+    gm, ga = rand(*ghost), rand(*ghost)
     x, attn, gm, ga = (t.to(device) for t in (x, attn, gm, ga))
     if layout == 'channels-last':  # a channel slice of a wider channels_last map, as the ELSA
         # module's value projection; attn laid out (B, Ho, Wo, G, K*K), as a 1x1 conv's output
@@ -144,7 +155,8 @@ def check_case(device, name, layout, fused, dtype, generic=False, cache=None) ->
     K, d, s = CONFIGS[name][5:]
     config_name = name + (' generic' if generic else '')
     op = 'fused' if fused else 'plain'
-    inputs = _inputs(CONFIGS[name], layout, fused, dtype, device)
+    inputs = _inputs(CONFIGS[name], layout, fused, dtype, device,
+                     per_sample=name in PER_SAMPLE)
     gen = torch.Generator().manual_seed(1)
     B, C, G, H, W = CONFIGS[name][:5]
     shape = (B, C, (H - 1) // s + 1, (W - 1) // s + 1)
@@ -223,68 +235,12 @@ def check_device(device, cache=None) -> List[Result]:
             for fused in (False, True):
                 for dtype in DTYPES:
                     results += check_case(device, name, layout, fused, dtype, cache=cache)
-                    if device == 'cuda' and name == TILED:
+                    if device == 'cuda' and name in TILED:
                         results += check_case(device, name, layout, fused, dtype,
                                               generic=True, cache=cache)
     if device == 'cuda':
         results += check_large_cuda()
     return results
-
-
-# ----------------------------------------------------------------------------- timing
-def _timing_rows(device, label, shape, dtype, fused, reps) -> List[str]:
-    """Rows for one shape, dtype and op: forward, then forward + backward."""
-    B, C, G, H, W = shape
-    K = 7
-    x, attn, _, ga = _inputs((B, C, G, H, W, K, 1, 1), 'NCHW', fused, dtype, device, seed=4)
-    grad = torch.randn_like(x)
-
-    def elsa():  # ELSA-Swin's call: additive ghost head only
-        return elsa_attention(x, attn, None, ga, K, attn_is_logits=fused)
-
-    def unfold():
-        return elsa_reference(x, attn.softmax(2) if fused else attn, None, ga, K)
-
-    def fwd(op):
-        with torch.no_grad():
-            return op()
-
-    def fwd_bwd(op):
-        return torch.autograd.grad(op(), (x, attn, ga), grad)
-
-    rows = []
-    for direction, wrap in (('fwd', fwd), ('fwd+bwd', fwd_bwd)):
-        ms = time_fn(lambda: wrap(elsa), device, reps, warmup=2)
-        cells = [device, '%s (%d,%d,%d,%d) %d' % (label, B, C, H, W, G), SHORT[dtype],
-                 'fused' if fused else 'plain', direction, '%.3f' % ms]
-        if device == 'cuda':
-            with _tiled_off(True):
-                cells.append('%.3f' % time_fn(lambda: wrap(elsa), device, reps, warmup=2))
-        # the reference is slow and only a yardstick: a few runs are enough
-        ref_ms = time_fn(lambda: wrap(unfold), device, min(reps, 3), warmup=1)
-        cells += ['%.3f' % ref_ms, '%.1fx' % (ref_ms / ms)]
-        rows.append('| ' + ' | '.join(cells) + ' |')
-    return rows
-
-
-def timing_table(device, reps) -> List[str]:
-    """Markdown rows: the operator (tiled and generic kernels on CUDA) against the unfold
-    reference in the same dtype, forward and forward + backward, Swin-T stage shapes."""
-    if device == 'cuda':  # batch 8 at 224: small enough for any CUDA device's memory
-        shapes = {'stage 1': (8, 96, 3, 56, 56), 'stage 3': (8, 384, 12, 14, 14)}
-        dtypes = (torch.float32, torch.float16, torch.bfloat16)
-    else:
-        shapes = {'stage 1': (1, 96, 3, 28, 28)}
-        dtypes = (torch.float32, )
-    generic = 'generic ms | ' if device == 'cuda' else ''
-    rows = ['| device | shape (B,C,H,W) G | dtype | op | dir | ELSA ms | %sunfold ms | '
-            'speed-up |' % generic,
-            '|---|---|---|---|---|---|---|%s---|' % ('---|' if generic else '')]
-    for label, shape in shapes.items():
-        for dtype in dtypes:
-            for fused in (False, True):
-                rows += _timing_rows(device, label, shape, dtype, fused, reps)
-    return rows
 
 
 # ----------------------------------------------------------------------------- report
@@ -334,20 +290,15 @@ def parse_args(argv=None):
         prog='python -m mmelsa.ops.check',
         description='Check the ELSA operators of this installation against the float64 CPU '
         'reference (plain and fused, every dtype, tiled and generic configurations, NCHW and '
-        'channels-last, forward and backward, bitwise reruns) and time them. The last line is '
-        'the verdict; the exit status is 0 for PASS, 1 for FAIL.')
+        'channels-last, forward and backward, bitwise reruns). The last line is the verdict; '
+        'the exit status is 0 for PASS, 1 for FAIL. Speed: '
+        'tools/analysis_tools/benchmark_elsa_op.py.')
     p.add_argument('--device', choices=('all', 'cpu', 'cuda'), default='all',
                    help='all (default): the CPU, and CUDA when torch sees a device')
     p.add_argument('--require-cuda', action='store_true',
                    help='fail when the CUDA part cannot run (no device, or an extension built '
                    'without CUDA kernels)')
-    p.add_argument('--no-timing', action='store_true', help='skip the timing table')
-    p.add_argument('--reps', type=int, default=10,
-                   help='timed repetitions per timing row (median; default 10)')
-    args = p.parse_args(argv)
-    if args.reps < 1:
-        p.error('--reps must be >= 1, got %d' % args.reps)
-    return args
+    return p.parse_args(argv)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -370,7 +321,6 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.device in ('all', 'cuda') and run_cuda:
         devices.append('cuda')
     results = []
-    timing = []
     cache = {}
     for device in devices:
         t = time.perf_counter()
@@ -379,8 +329,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         results += check_device(device, cache)
         print('%s: %d checks in %.1f s' % (device, sum(r.device == device for r in results),
                                            time.perf_counter() - t))
-        if not args.no_timing:
-            timing += timing_table(device, args.reps)[0 if not timing else 2:]
     print()
     print('Worst error / tolerance per case (1.00 = at the tolerance; every gradient and the '
           'output; FAIL marks a miss):')
@@ -392,12 +340,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         print('Failed checks:')
         for r in failed:
             print('  %s: %s' % (r.name(), r.detail))
-    if timing:
-        print()
-        print('Timing (median of %d; the unfold reference is elsa_reference in the same dtype):'
-              % args.reps)
-        print()
-        print('\n'.join(timing))
     print()
     where = ' and '.join(devices) if devices else 'no device'
     n, seconds = len(results), time.perf_counter() - t0

@@ -34,6 +34,8 @@ Two spellings of that graph:
 """
 import torch
 
+from .extension import require_ext
+
 __all__ = ['ONNX_OPSET', 'is_exporting', 'elsa_export_form', 'custom_translation_table',
            'register_legacy_symbolic', 'elsa_forward_onnxscript',
            'elsa_softmax_forward_onnxscript']
@@ -56,7 +58,9 @@ def elsa_export_form(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dil
     :func:`mmelsa.ops.elsa_attention` (inputs already validated). Used when exporting.
 
     x (B, C, H, W), attn (B, G, K*K, Ho, Wo) (logits when ``attn_is_logits``), ghosts
-    (C, K, K) or None -> (B, C, Ho, Wo).
+    (C, K, K), (B, C, K, K) (one per sample, DDF's channel filter) or None -> (B, C, Ho, Wo).
+    A per-sample additive ghost is added tap by tap (a depth-wise convolution's weights cannot
+    vary with a dynamic batch).
     """
     K, d, s = kernel_size, dilation, stride
     if attn_is_logits:
@@ -69,20 +73,28 @@ def elsa_export_form(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dil
     xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     # (B, C, Hp, Wp) -> (B, G, C/G, Hp, Wp): a tap's attention then broadcasts over a head.
     xp = xp.reshape(xp.shape[0], heads, channels // heads, xp.shape[2], xp.shape[3])
-    if ghost_mul is not None:  # (C, K, K) -> (G, C/G, K*K, 1, 1): tap t's channel multipliers
-        ghost_mul = ghost_mul.reshape(heads, channels // heads, K * K, 1, 1)
+
+    def by_tap(ghost):  # (C, K, K) -> (G, C/G, K*K, 1, 1); (B, C, K, K) -> (B, G, C/G, ...)
+        return ghost.reshape(ghost.shape[:-3] + (heads, channels // heads, K * K, 1, 1))
+
+    if ghost_mul is not None:  # tap t's channel multipliers
+        ghost_mul = by_tap(ghost_mul)
+    tap_add = by_tap(ghost_add) if ghost_add is not None and ghost_add.dim() == 4 else None
     total = None
     for u in range(K):
         rows = slice(u * d, u * d - 2 * pad or None, s)  # u*d : u*d + H : s
         for v in range(K):
             t = u * K + v
             x_tap = xp[:, :, :, rows, v * d:v * d - 2 * pad or None:s]  # (B, G, C/G, Ho, Wo)
+            weight = attn[:, :, t:t + 1]  # (B, G, 1, Ho, Wo)
             if ghost_mul is not None:
-                x_tap = x_tap * ghost_mul[:, :, t]
-            term = x_tap * attn[:, :, t:t + 1]  # attn (B, G, 1, Ho, Wo)
+                weight = weight * ghost_mul[..., t, :, :]
+            if tap_add is not None:
+                weight = weight + tap_add[..., t, :, :]
+            term = x_tap * weight
             total = term if total is None else total + term
     out = total.reshape(total.shape[0], channels, total.shape[3], total.shape[4])
-    if ghost_add is not None:
+    if ghost_add is not None and tap_add is None:
         out = out + torch.nn.functional.conv2d(x, ghost_add.unsqueeze(1), stride=s,
                                                padding=pad, dilation=d, groups=channels)
     return out
@@ -110,6 +122,11 @@ class _OnnxscriptEmitter:
         dim = None if shape is None else shape[axis]
         return dim if isinstance(dim, int) else None
 
+    @staticmethod
+    def rank(value):
+        shape = getattr(value, 'shape', None)
+        return None if shape is None else len(shape)
+
 
 class _TorchScriptEmitter:
     """Emits nodes into the legacy (TorchScript) exporter's graph context ``g``."""
@@ -129,12 +146,22 @@ class _TorchScriptEmitter:
         sizes = value.type().sizes() if value.type().kind() == 'TensorType' else None
         return sizes[axis] if sizes and isinstance(sizes[axis], int) else None
 
+    @staticmethod
+    def rank(value):
+        return value.type().dim() if value.type().kind() == 'TensorType' else None
+
 
 def _build_elsa_graph(emit, x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride):
     """The ELSA graph described in the module docstring; returns the (B, C, Ho, Wo) value.
 
     x (B, C, H, W), attn (B, G, K*K, Ho, Wo), ghosts (C, K, K) or None.
     """
+    for name, ghost in (('ghost_mul', ghost_mul), ('ghost_add', ghost_add)):
+        if ghost is not None and emit.rank(ghost) not in (3, None):
+            raise RuntimeError(
+                'ELSA ONNX export: the raw operator\'s translation takes %s of shape (C, K, K) '
+                'only; per-sample ghosts (B, C, K, K) export through mmelsa.ops.elsa_attention '
+                'or mmelsa.ops.ddf, whose export form covers them' % name)
     K, d, s = kernel_size, dilation, stride
     pad = (K // 2) * d
     xp = emit('Pad', x, emit.ints([0, 0, pad, pad, 0, 0, pad, pad]))
@@ -234,8 +261,7 @@ def custom_translation_table():
     """``{op: translation}`` for the plain and the fused (softmax) ELSA operators, for
     ``torch.onnx.export(...,
     dynamo=True, custom_translation_table=...)``. Also registers the legacy symbolic."""
-    from .functional import _require_ext
-    _require_ext()
+    require_ext('mmelsa.ops.onnx.custom_translation_table')
     register_legacy_symbolic()
     return {torch.ops.mmelsa.elsa_forward.default: elsa_forward_onnxscript,
             torch.ops.mmelsa.elsa_softmax_forward.default: elsa_softmax_forward_onnxscript}

@@ -13,12 +13,14 @@ import torch.nn.functional as F
 def elsa_reference(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dilation=1,
                    stride=1):
     """out[b,c,i,j] = sum_{u,v} x[b,c,i*s+(u-K//2)*d, j*s+(v-K//2)*d]
-    * (ghost_mul[c,u,v] * attn[b, c // (C/G), u*K+v, i, j] + ghost_add[c,u,v]).
+    * (ghost_mul[c,u,v] * attn[b, c // (C/G), u*K+v, i, j] + ghost_add[c,u,v]),
+
+    with ghost_mul[b,c,u,v] (ghost_add[b,c,u,v]) for a per-sample ghost (DDF's channel filter).
 
     Args:
         x: (B, C, H, W) values.
         attn: (B, G, K*K, Ho, Wo) attention, C % G == 0.
-        ghost_mul, ghost_add: (C, K, K) or None (ones / zeros).
+        ghost_mul, ghost_add: (C, K, K), (B, C, K, K) or None (ones / zeros).
     Returns:
         (B, C, Ho, Wo) with Ho = (H - 1) // stride + 1.
     """
@@ -31,9 +33,9 @@ def elsa_reference(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dilat
     a = attn.reshape(B, G, 1, K * K, Ho, Wo).expand(B, G, C // G, K * K, Ho, Wo)
     a = a.reshape(B, C, K * K, Ho, Wo)
     if ghost_mul is not None:
-        a = a * ghost_mul.reshape(1, C, K * K, 1, 1)
+        a = a * ghost_mul.reshape(-1, C, K * K, 1, 1)
     if ghost_add is not None:
-        a = a + ghost_add.reshape(1, C, K * K, 1, 1)
+        a = a + ghost_add.reshape(-1, C, K * K, 1, 1)
     return (cols * a).sum(dim=2)
 
 
