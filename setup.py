@@ -1,8 +1,10 @@
 """Build and install mmelsa.
 
 The native extension ``mmelsa._ext`` is compiled from ``csrc/`` the way mmcv builds its ops:
-the C++ (CPU) sources always, the CUDA sources as well when a GPU is visible to torch or when
-``FORCE_CUDA=1`` is set (``TORCH_CUDA_ARCH_LIST`` chooses the architectures, as in torch).
+the device-independent and CPU sources (``csrc/pytorch/*.cpp``, ``csrc/pytorch/cpu/``) always,
+those of ``csrc/pytorch/cuda/`` (the launchers and the ops' CUDA kernels) as well when a GPU is
+visible to torch or when ``FORCE_CUDA=1`` is set (``TORCH_CUDA_ARCH_LIST`` chooses the
+architectures, as in torch).
 No ``-std=`` flag is set here on purpose: torch's build helpers pick the standard its headers
 need (C++20 from torch 2.13 on).
 """
@@ -72,7 +74,8 @@ def make_extensions():
         extra_compile_args['cxx'].append('-fopenmp')
         extra_link_args.append('-fopenmp')
     if want_cuda(torch):
-        sources += rel_glob('csrc/pytorch/cuda/*.cu')
+        # .cpp: the CUDA dispatch key's op kernels, host code for the C++ compiler; .cu: nvcc's
+        sources += rel_glob('csrc/pytorch/cuda/*.cpp') + rel_glob('csrc/pytorch/cuda/*.cu')
         include_dirs.append(osp.join(ROOT, 'csrc', 'common', 'cuda'))
         define_macros.append(('MMELSA_WITH_CUDA', None))
         extra_compile_args['nvcc'] = ['-O3', '--expt-relaxed-constexpr', '-lineinfo']
@@ -163,8 +166,10 @@ setup(
     extras_require={
         'det': ['mmdet==3.3.0', 'mmcv==2.1.0'],
         'seg': ['mmsegmentation==1.2.2', 'mmcv==2.1.0', 'ftfy', 'regex'],
-        # classification: mmpretrain's ModelHub names and timm's entry points (mmelsa.registry)
-        'cls': ['mmpretrain==1.2.0', 'mmcv==2.1.0', 'timm>=0.9'],
+        # classification: mmpretrain's ModelHub names and timm's entry points (mmelsa.registry);
+        # timm's range is mmelsa.models.timm_pins.TIMM_REQUIREMENT (ELSA-VOLO's timm internals
+        # are pinned there by the digest of their source)
+        'cls': ['mmpretrain==1.2.0', 'mmcv==2.1.0', 'timm>=0.9,<1.1'],
         'tests': ['pytest', 'hypothesis'],
     },
     ext_modules=make_extensions(),

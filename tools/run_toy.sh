@@ -3,8 +3,8 @@
 # Mask R-CNN and UperNet, test both, and show what they learnt: pictures of ground truth and
 # predictions, the loss and validation curves, and a table of the metrics next to the untrained
 # models'. About 10 minutes on 2 idle CPU cores (579 s measured, 2026-11-24). On a busy
-# machine run it with OMP_NUM_THREADS=1: 2 threads that wait on each other's time slices were
-# 5x slower there.
+# machine run it with OMP_NUM_THREADS=1: 2 threads that wait on each other's time slices run
+# several times slower there.
 #
 #   bash tools/run_toy.sh            # both tasks
 #   TASKS=det bash tools/run_toy.sh  # only the detector (TASKS=seg: only the segmenter)

@@ -59,8 +59,8 @@ for spec in sys.argv[1:]:
 PYEOF
 }
 
-# 1. Build tools. setuptools<80: mmcv 2.1.0's setup.py still imports pkg_resources. Checked again
-# before the mmcv build: on a fresh venv a later install was seen to bring setuptools 84.
+# 1. Build tools. setuptools<80: mmcv 2.1.0's setup.py imports pkg_resources. Checked again
+# before the mmcv build: on a fresh venv a later install can bring in a newer setuptools.
 ensure_build_tools() {
   if ! have 'setuptools<80' wheel ninja packaging numpy; then
     say "installing build tools (setuptools<80, wheel, ninja, packaging, numpy)"

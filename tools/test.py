@@ -26,7 +26,7 @@ import json
 import os.path as osp
 
 from mmelsa import cli
-from mmelsa.cli import preflight, test_time
+from mmelsa.cli import evaluation, preflight
 from mmelsa.utils.toolboxes import task_of
 
 
@@ -71,9 +71,9 @@ def build_cfg(args):
         backbone.init_cfg = None
     task = task_of(cfg)
     if args.show or args.show_dir:
-        test_time.enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
+        evaluation.enable_visualization(cfg, args.show, args.show_dir, args.wait_time)
     if args.tta:
-        test_time.enable_tta(cfg)
+        evaluation.enable_tta(cfg)
     if args.out is not None:
         # here, not when the predictions are written after the whole test
         preflight.check_out_path(args.out, task, args.overwrite)

@@ -1,14 +1,12 @@
 # The embedded default, classification: an ImageClassifier with a reduced ELSA-Swin on the
 # generated toy shape set (python -m mmelsa.datasets.toy --out data --kind cls): 12000 / 300
 # images of 64 x 64 px, one circle, square or triangle on a textured background, mmpretrain's
-# ImageNet layout (meta/{train,val}.txt). 375 iterations an epoch; 8 epochs take about 5 CPU
-# minutes. The set is large because data, not epochs, is what lifts this model past 90%
-# (docs/benchmarks.md, "Toy classifier").
-_base_ = 'mmpretrain::_base_/default_runtime.py'
-custom_imports = dict(imports=['mmelsa'], allow_failed_imports=False)
-# mmelsa's Runner: refuses checkpoints that do not fit and work dirs it would overwrite
-# (mmelsa/engine/runner.py); mmpretrain's own tools build it from this key too.
-runner_type = 'SafeRunner'
+# ImageNet layout (meta/{train,val}.txt); 375 iterations an epoch. The set is large because this
+# model needs images more than epochs (configs/toy/README.md).
+_base_ = [
+    'mmpretrain::_base_/default_runtime.py',
+    './_base_/toy_runtime.py',
+]
 
 data_root = 'data/toy_cls'
 classes = ('circle', 'square', 'triangle')  # mmelsa.datasets.toy.CLS_CLASSES
@@ -71,8 +69,8 @@ val_evaluator = dict(type='Accuracy', topk=(1, ))
 test_evaluator = val_evaluator
 
 optim_wrapper = dict(
-    # lr 2e-4: at 1e-3 (the detector's) the loss stays at chance for hundreds of iterations
-    # (docs/benchmarks.md, "Toy classifier")
+    # lr 2e-4, not the detector's 1e-3, at which this classifier stays at chance
+    # (configs/toy/README.md)
     optimizer=dict(type='AdamW', lr=2e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0,
                        custom_keys={'ghost_head': dict(decay_mult=0.)}),
@@ -92,5 +90,4 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=125, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', interval=2, max_keep_ckpts=1,
                     save_best='accuracy/top1', rule='greater'))
-custom_hooks = [dict(type='ValidateBeforeTrainHook')]
 randomness = dict(seed=0, deterministic=False)

@@ -4,11 +4,8 @@
 _base_ = [
     'mmseg::_base_/models/upernet_swin.py',
     'mmseg::_base_/default_runtime.py',
+    './_base_/toy_runtime.py',
 ]
-custom_imports = dict(imports=['mmelsa'], allow_failed_imports=False)
-# mmelsa's Runner: refuses checkpoints that do not fit and work dirs it would overwrite
-# (mmelsa/engine/runner.py); mmdet's / mmseg's own tools build it from this key too.
-runner_type = 'SafeRunner'
 
 data_root = 'data/toy_ade'
 crop_size = (128, 128)
@@ -37,11 +34,10 @@ model = dict(
         channels=64,
         num_classes=num_classes,
         norm_cfg=norm_cfg,
-        # Cross entropy plus a Dice term. Note that mmseg 1.2.2's DiceLoss pools all classes
-        # of an image into one overlap (it does not weigh classes equally); what made the
-        # shapes separable was upright shapes (generator v6) and 800 iterations, not the loss
-        # (Lovasz-softmax was tried on the earlier data, no better).
-        # (Not class_weight: mmseg 1.2.2's cross entropy crashes on it with ignored pixels.)
+        # Cross entropy plus a Dice term. mmseg 1.2.2's DiceLoss pools all classes of an
+        # image into one overlap (it does not weigh classes equally); what makes the shapes
+        # separable is in configs/toy/README.md.
+        # No class_weight: mmseg 1.2.2's cross entropy crashes on it with ignored pixels.
         loss_decode=[
             dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0),
             dict(type='DiceLoss', use_sigmoid=False, loss_weight=1.0)
@@ -102,9 +98,7 @@ val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
 test_evaluator = val_evaluator
 
 max_iters = 800
-# Validate before training (the untrained model: the contrast in the summary, and the first
-# point of the curve) and every quarter of the run.
-custom_hooks = [dict(type='ValidateBeforeTrainHook')]
+# Validated before training (_base_/toy_runtime.py) and every quarter of the run.
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=max_iters, val_interval=max_iters // 4)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')

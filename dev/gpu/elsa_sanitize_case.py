@@ -7,7 +7,7 @@ import sys
 import torch
 
 from mmelsa.ops import elsa_attention
-from mmelsa.ops.reference import elsa_reference
+from mmelsa.ops.reference import elsa_reference, max_rel_err
 
 
 def on_device(t, dtype, nhwc, attn=False):
@@ -46,9 +46,7 @@ def run(B, C, G, H, W, K, d, s, dtype, ghosts, fused=False, nhwc=False):
     tol = 1e-4 if dtype == torch.float32 else 5e-2
     worst = 0.0
     for g, r in zip((out, ) + tuple(grads), (ref, ) + tuple(ref_grads)):
-        err = ((g.detach().cpu().double() - r.detach()).abs().max() /
-               r.detach().abs().max().clamp(min=1)).item()
-        worst = max(worst, err)
+        worst = max(worst, max_rel_err(g, r))
     ok = worst < tol
     print('%s%s K=%d d=%d s=%d %s ghosts=%s: max rel err %.2e %s' %
           ('fused' if fused else 'plain', ' nhwc' if nhwc else '', K, d, s, dtype, ghosts, worst,

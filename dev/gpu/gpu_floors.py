@@ -2,8 +2,8 @@
 
 Measures, on the GPU it runs on (the ceilings are measured there, in the same run, not taken
 from a data sheet):
-  * device-to-device copy bandwidth (1 GiB buffers, bytes read + written), as
-    benchmark_elsa_op.py does;
+  * device-to-device copy bandwidth (1 GiB buffers, bytes read + written), with the same
+    function as benchmark_elsa_op.py (mmelsa.utils.benchmark.copy_bandwidth);
   * the fp32 FMA rate of the CUDA cores: a kernel of 8 independent fmaf() chains per thread,
     8 blocks of 256 threads per multiprocessor (compiled by CuPy's NVRTC; by torch's
     load_inline when CuPy is missing), timed with CUDA events, median of 5;
@@ -30,7 +30,7 @@ ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 sys.path.insert(0, osp.join(ROOT, 'tools', 'analysis_tools'))
 from benchmark_elsa_op import CASES, K  # noqa: E402
 
-from mmelsa.utils.benchmark import time_fn  # noqa: E402
+from mmelsa.utils.benchmark import copy_bandwidth, time_fn  # noqa: E402
 
 CHAINS, UNROLL, THREADS, BLOCKS_PER_SM = 8, 16, 256, 8
 FMA_SRC = r'''
@@ -47,15 +47,6 @@ extern "C" __global__ void fma_rate(float *out, int iters, float a, float b) {
   out[blockIdx.x * blockDim.x + threadIdx.x] = x0 + x1 + x2 + x3 + x4 + x5 + x6 + x7;
 }
 '''
-
-
-def copy_bandwidth():
-    """GB/s of a device-to-device copy, bytes read + written, 1 GiB buffers."""
-    n = (1 << 30) // 4
-    a = torch.empty(n, dtype=torch.float32, device='cuda').normal_()
-    b = torch.empty_like(a)
-    ms = time_fn(lambda: b.copy_(a), 'cuda', reps=20, warmup=3)
-    return 2 * n * 4 / (ms * 1e-3) / 1e9
 
 
 def fma_rate(iters=40000):

@@ -2,7 +2,7 @@
 export through MMDeploy (:mod:`.mmdeploy_export` with :mod:`.mmdeploy_compat`; the conversion and
 comparison of ``pytorch2onnx.py --part whole`` in :mod:`.whole_model`; imported on use)."""
 from .onnx_export import (OnnxRunner, TensorModeModel, build_from_config, export_onnx,
-                          load_image, median_latency, min_dynamic_size)
+                          load_image, min_dynamic_size)
 
 __all__ = ['build_from_config', 'TensorModeModel', 'min_dynamic_size', 'export_onnx',
-           'load_image', 'OnnxRunner', 'median_latency']
+           'load_image', 'OnnxRunner']

@@ -4,12 +4,12 @@ MMDeploy (OpenMMLab's deployment toolbox, whose rewriters turn a whole mmdet / m
 post-processing included, into a graph) was written for torch 1.x / 2.0. On torch >= 2.9 two
 things it relies on are gone:
 
-* ``torch.onnx.export`` now defaults to the dynamo exporter, which MMDeploy's rewriters (they
+* ``torch.onnx.export`` defaults to the dynamo exporter there, which MMDeploy's rewriters (they
   patch functions and TorchScript symbolics) do not support; MMDeploy calls it without
   ``dynamo=``. :func:`mmdeploy_compat` makes ``dynamo=False`` the default for its calls.
 * its RoIAlign symbolic (``mmdeploy/mmcv/ops/roi_align.py``) imports ``_cast_Long`` from
   ``torch.onnx.symbolic_opset9``, removed there. :func:`mmdeploy_compat` provides it (an ONNX
-  Cast to int64, what it was) for as long as the context lasts.
+  Cast to int64, as torch defined it) for as long as the context lasts.
 
 * its Cascade R-CNN rewriter asserts class-agnostic box regression in the stages before the last
   (``reg_class_agnostic``), and mmdet's 4conv1fc GIoU cascade heads, which our Cascade configs
@@ -92,7 +92,8 @@ def _cascade_predict_bbox(self, x, batch_img_metas, rpn_results_list, rcnn_test_
 
     self._bbox_forward = top_class_bbox_forward
     for head in specific:
-        head.reg_class_agnostic = True  # what it now is, for MMDeploy's assertion
+        # top_class_bbox_forward gives one box per RoI: class-agnostic, as MMDeploy asserts
+        head.reg_class_agnostic = True
     try:
         return cascade_roi_head.cascade_roi_head__predict_bbox(
             self, x, batch_img_metas, rpn_results_list, rcnn_test_cfg, rescale, **kwargs)

@@ -21,9 +21,7 @@ rewriters replace; the whole detector goes through MMDeploy.
 import os
 import os.path as osp
 import shutil
-import statistics
 import tempfile
-import time
 
 import torch
 from torch import nn
@@ -32,7 +30,7 @@ from ..ops.onnx import ONNX_OPSET
 from ..utils import toolboxes
 
 __all__ = ['build_from_config', 'TensorModeModel', 'min_dynamic_size', 'export_onnx',
-           'load_image', 'OnnxRunner', 'median_latency', 'StagedFile']
+           'load_image', 'OnnxRunner', 'StagedFile']
 
 
 class StagedFile:
@@ -252,15 +250,3 @@ class OnnxRunner:
 
     def __call__(self, x):
         return self.session.run(None, {self.input_name: x.numpy()})
-
-
-def median_latency(fn, reps=5, warmup=1):
-    """Median wall-clock seconds of ``fn()`` over ``reps`` runs after ``warmup`` runs."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)

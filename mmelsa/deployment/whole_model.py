@@ -16,7 +16,8 @@ import tempfile
 import torch
 
 from .mmdeploy_export import build_models, mmdeploy_convert
-from .onnx_export import OnnxRunner, median_latency
+from ..utils.benchmark import time_fn
+from .onnx_export import OnnxRunner
 
 __all__ = ['DEFAULT_DEPLOY_CONFIGS', 'convert_whole_model', 'match_detections', 'agreement',
            'end_to_end_latency']
@@ -188,10 +189,11 @@ def agreement(scope, pytorch_model, ort_model, data, onnx_file, score_thr=SCORE_
 
 
 def end_to_end_latency(pytorch_model, ort_model, data, reps):
-    """Median seconds of ``test_step`` (preprocessing, model, post-processing) for both."""
+    """Median milliseconds of ``test_step`` (preprocessing, model, post-processing) for both,
+    by the wall clock (ONNX Runtime runs on the CPU)."""
     def run(model):
         with torch.no_grad():
             model.test_step(data)
 
-    return (median_latency(lambda: run(pytorch_model), reps=reps),
-            median_latency(lambda: run(ort_model), reps=reps))
+    return (time_fn(lambda: run(pytorch_model), 'cpu', reps, warmup=1),
+            time_fn(lambda: run(ort_model), 'cpu', reps, warmup=1))

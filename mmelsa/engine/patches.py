@@ -16,14 +16,14 @@ against :data:`MMENGINE_REQUIREMENT` (the same range ``setup.py`` declares) and 
 * the ELSA operator's FLOPs in mmengine's complexity analysis (:mod:`mmelsa.ops.flops`).
 
 The changes replace, wrap or rely on the mmengine functions of :data:`UPSTREAM`, read at
-:data:`VERIFIED_VERSION`. :func:`upstream_drift` names those whose source is no longer the one
-read there; a test asserts that it names none, so an mmengine upgrade is a visible, tested
-decision: re-read each function that drifted, adapt the change, update its digest.
+:data:`VERIFIED_VERSION` and pinned by the digest of their source
+(:mod:`mmelsa.utils.source_pins`). :func:`upstream_drift` names those whose source differs from
+the one read there; a test asserts that it names none, so an mmengine upgrade is a visible,
+tested decision: re-read each function that drifted, adapt the change, update its digest.
 """
-import hashlib
-import importlib
-import inspect
 import warnings
+
+from ..utils.source_pins import drift, resolve
 
 __all__ = ['MMENGINE_REQUIREMENT', 'VERIFIED_VERSION', 'UPSTREAM', 'check_mmengine_version',
            'install', 'upstream_drift']
@@ -71,28 +71,10 @@ _originals = {}
 _installed = False
 
 
-def _resolve(target):
-    module_name, _, qualname = target.partition(':')
-    obj = importlib.import_module(module_name)
-    for part in qualname.split('.'):
-        obj = getattr(obj, part)
-    return obj
-
-
-def source_digest(obj):
-    """The first 16 hex digits of sha256 of ``obj``'s source."""
-    return hashlib.sha256(inspect.getsource(obj).encode()).hexdigest()[:16]
-
-
 def upstream_drift():
     """The :data:`UPSTREAM` targets whose source (as installed, before mmelsa changed it)
     differs from the one read at :data:`VERIFIED_VERSION`: ``{target: (expected, found)}``."""
-    drift = {}
-    for target, expected in UPSTREAM.items():
-        found = source_digest(_originals.get(target) or _resolve(target))
-        if found != expected:
-            drift[target] = (expected, found)
-    return drift
+    return drift(UPSTREAM, _originals)
 
 
 def check_mmengine_version(version=None):
@@ -128,7 +110,7 @@ def install():
         return
     check_mmengine_version()
     for target in UPSTREAM:  # before anything is replaced
-        _originals[target] = _resolve(target)
+        _originals[target] = resolve(target)
     from ..ops.flops import register_complexity_handles
     from . import inferencers, loading, safe_yaml, saving
     loading.install()

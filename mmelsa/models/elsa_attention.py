@@ -12,7 +12,7 @@ import torch.nn as nn
 from torch.nn.init import trunc_normal_
 
 from .. import ops
-from ..ops.functional import check_hyperparameters
+from ..ops.arguments import check_hyperparameters
 from .utils import build_activation
 
 
@@ -102,7 +102,8 @@ class ELSAAttention(nn.Module):
                  act_cfg=dict(type='GELU')):
         super().__init__()
         # the operator's own checks (types, odd kernel, bounds), at build time rather than at
-        # the first forward; a float dilation used to fail there inside conv2d
+        # the first forward, where a float dilation would fail inside conv2d without naming
+        # the argument
         check_hyperparameters(kernel_size, dilation, 1)
         if dim < 3:  # two thirds of the channels, rounded down, form q and k
             raise ValueError(f'dim must be >= 3, got {dim}')

@@ -13,13 +13,15 @@ input of a ``LinearClsHead``. VOLO's token-labelling auxiliary head is not built
 README).
 
 This module needs timm; ``import mmelsa`` does not import it (mmelsa.registry registers
-``ELSAVOLO`` as a builder that does).
+``ELSAVOLO`` as a builder that does). The timm internals it relies on are pinned by the digest of
+their source (:mod:`.timm_pins`), checked each time an ELSA-VOLO is built.
 """
 import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models.volo import VOLO, Outlooker
 
 from .elsa_attention import ELSAAttention
+from .timm_pins import check_timm_sources
 
 
 class ELSAVOLO(VOLO):
@@ -61,6 +63,7 @@ class ELSAVOLO(VOLO):
     def __init__(self, arch='d1', img_size=224, in_channels=3, drop_path_rate=0.,
                  attn_drop_rate=0., elsa_kernel_size=3, group_width=8, lam=0., gamma=1.,
                  init_cfg=None):
+        check_timm_sources()
         if not isinstance(arch, str) or arch.lower() not in self.arch_zoo:
             raise ValueError(f'arch must be one of {sorted(self.arch_zoo)}, got {arch!r}')
         if init_cfg is not None:

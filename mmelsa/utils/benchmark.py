@@ -1,4 +1,5 @@
-"""Timing and peak-memory helpers shared by the benchmark scripts (tools/analysis_tools).
+"""Timing, bandwidth and peak-memory helpers shared by the benchmark scripts
+(tools/analysis_tools, dev/gpu) and the ONNX latency comparison (mmelsa.deployment).
 
 Memory:
 * CUDA: ``torch.cuda.max_memory_allocated()`` minus the memory allocated before the call.
@@ -86,6 +87,16 @@ def time_fn(fn, device, reps, warmup):
             fn()
             times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
+
+
+def copy_bandwidth(device='cuda'):
+    """GB/s of a device-to-device copy on ``device``, bytes read + written, 1 GiB buffers: the
+    memory ceiling the operator's benchmarks set their floors against."""
+    n = (1 << 30) // 4
+    a = torch.empty(n, dtype=torch.float32, device=device).fill_(1.0)
+    b = torch.empty_like(a)
+    ms = time_fn(lambda: b.copy_(a), device, reps=20, warmup=3)
+    return 2 * n * 4 / (ms * 1e-3) / 1e9
 
 
 def ratio(num, den, fmt='%.2f'):

@@ -167,13 +167,13 @@ def test_shell_scripts_parse(script):
 
 
 def test_tta_reaches_every_test_set_under_a_wrapper():
-    """mmelsa.cli.test_time: a test set made of several datasets (ConcatDataset) gets the
+    """mmelsa.cli.evaluation: a test set made of several datasets (ConcatDataset) gets the
     TTA pipeline in each of them, not only in one."""
-    from mmelsa.cli import preflight, test_time
+    from mmelsa.cli import evaluation, preflight
     cfg = preflight.load_config(SEG)
     leaf = cfg.test_dataloader.dataset
     cfg.test_dataloader.dataset = dict(type='ConcatDataset', datasets=[leaf, copy.deepcopy(leaf)])
-    test_time.enable_tta(cfg)
+    evaluation.enable_tta(cfg)
     leaves = list(preflight.inner_datasets(cfg.test_dataloader.dataset))
     assert len(leaves) == 2
     assert all(ds.pipeline == cfg.tta_pipeline for ds in leaves)

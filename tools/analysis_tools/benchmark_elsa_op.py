@@ -32,8 +32,8 @@ that load changes on a shared machine hit both alike; the ratio is the figure to
 With ``--compare-generic`` (CUDA) it times the tiled fast-path kernels against the generic
 kernels they replace (the same build, switched with ``MMELSA_CUDA_NO_TILED=1`` between calls),
 plain and fused op, per direction, and prints the largest relative difference between the two
-results (forward output and every gradient) and whether the tiled results are bitwise equal
-over two runs.
+results (forward output and every gradient; max |a - b| / max(1, max |b|), as the tests measure
+it) and whether the tiled results are bitwise equal over two runs.
 
 Examples:
     python tools/analysis_tools/benchmark_elsa_op.py --device cuda --compare-generic
@@ -52,8 +52,8 @@ import torch
 
 from mmelsa.cli import positive_int
 from mmelsa.ops import elsa_attention, elsa_op_flops, info
-from mmelsa.ops.reference import elsa_reference
-from mmelsa.utils.benchmark import CpuPeak, cuda_peak, time_fn
+from mmelsa.ops.reference import elsa_reference, max_rel_err
+from mmelsa.utils.benchmark import CpuPeak, copy_bandwidth, cuda_peak, time_fn
 
 K = 7
 # name: (B, C, H, W, G) -- Swin-T stages 1-3 at ImageNet 224 (batch 64) and COCO 800x1333 (batch 2)
@@ -93,15 +93,6 @@ def parse_args():
     p.add_argument('--quick', action='store_true',
                    help='few repetitions and, unless --cases is given, only coco-s3')
     return p.parse_args()
-
-
-def copy_bandwidth(device):
-    """Device-to-device copy bandwidth in GB/s (read + write counted), 1 GiB buffers."""
-    n = (1 << 30) // 4
-    a = torch.empty(n, dtype=torch.float32, device=device).fill_(1.0)
-    b = torch.empty_like(a)
-    ms = time_fn(lambda: b.copy_(a), device, reps=20, warmup=3)
-    return 2 * n * 4 / (ms * 1e-3) / 1e9
 
 
 def cpu_fma_rate():
@@ -263,9 +254,10 @@ def generic(fn):
 
 
 def max_rel_diff(a, b):
+    """The largest :func:`max_rel_err` over the results ``a`` against ``b`` (a tensor or a
+    tuple of them)."""
     a, b = (a,) if torch.is_tensor(a) else a, (b,) if torch.is_tensor(b) else b
-    return max(float((u.double() - v.double()).abs().max() / v.double().abs().max().clamp_min(
-        1e-30)) for u, v in zip(a, b))
+    return max(max_rel_err(u, v) for u, v in zip(a, b))
 
 
 def main_compare_generic(args, dev, dtypes, cases, reps, warmup):

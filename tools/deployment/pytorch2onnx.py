@@ -174,8 +174,9 @@ def export_part(args, cfg, task):
     import torch
 
     from mmelsa.deployment import (OnnxRunner, build_from_config, export_onnx, load_image,
-                                   median_latency, min_dynamic_size)
+                                   min_dynamic_size)
     from mmelsa.deployment.onnx_export import StagedFile
+    from mmelsa.utils.benchmark import time_fn
     torch.manual_seed(0)
     from mmelsa.checkpoint import CheckpointError
     try:
@@ -213,11 +214,12 @@ def export_part(args, cfg, task):
             with torch.no_grad():
                 module(x)
 
-        t_torch = median_latency(run_torch, reps=args.reps)
-        t_ort = median_latency(lambda: runner(x), reps=args.reps)
+        # wall clock, as ONNX Runtime (CPU) is timed
+        t_torch = time_fn(run_torch, 'cpu', args.reps, warmup=1)
+        t_ort = time_fn(lambda: runner(x), 'cpu', args.reps, warmup=1)
         print(f'latency, median of {args.reps} runs, input {tuple(x.shape)}, '
-              f'{torch.get_num_threads()} torch threads: pytorch {t_torch * 1e3:.1f} ms, '
-              f'onnxruntime {t_ort * 1e3:.1f} ms ({t_torch / t_ort:.2f}x)')
+              f'{torch.get_num_threads()} torch threads: pytorch {t_torch:.1f} ms, '
+              f'onnxruntime {t_ort:.1f} ms ({t_torch / t_ort:.2f}x)')
 
 
 def compare_outputs(got, module, x, rtol):
@@ -298,7 +300,7 @@ def export_whole(args, cfg, scope):
     if args.benchmark:
         t_torch, t_ort = end_to_end_latency(pytorch_model, ort_model, data, args.reps)
         print(f'latency end to end, median of {args.reps} runs, {torch.get_num_threads()} '
-              f'torch threads: pytorch {t_torch * 1e3:.1f} ms, onnxruntime {t_ort * 1e3:.1f} '
+              f'torch threads: pytorch {t_torch:.1f} ms, onnxruntime {t_ort:.1f} '
               f'ms ({t_torch / t_ort:.2f}x)')
 
 
