@@ -6,9 +6,11 @@ parent, the root. So one registration serves ``type='ELSASwinTransformer'`` in m
 any other toolbox, as mmcv's ops do, and mmelsa imports neither mmdet nor mmseg: either (or both)
 may be absent. mmpretrain's ``ImageClassifier`` finds ``type='ELSASwinTransformer'`` the same way.
 
-``ELSAVOLO`` is built on timm's VOLO. It is registered as a builder that imports it when a
-config asks for one, so that ``import mmelsa`` works without timm (and the torchvision that timm
-imports) for detection and segmentation.
+``ELSAVOLO`` is built on timm's VOLO. It is registered, under that type name, as a builder
+(:func:`build_elsa_volo`) that imports it when a config asks for one, so that ``import mmelsa``
+works without timm (and the torchvision that timm imports) for detection and segmentation.
+``DDFResNet`` (mmpretrain's ResNet with DDF layers) is registered the same way
+(:func:`build_ddf_resnet`), so mmdet and mmseg configs can use it where mmpretrain is installed.
 
 Where they can be imported, mmelsa's classifiers are also made known by name to mmpretrain
 (``mmpretrain.list_models('*elsa*')``, ``get_model``, the Inferencers:
@@ -27,8 +29,9 @@ from .models import ELSASwinTransformer
 BACKBONES = (ELSASwinTransformer, )
 
 
-def ELSAVOLO(**kwargs):  # noqa: N802  (the registered type name)
-    """Build :class:`mmelsa.models.elsa_volo.ELSAVOLO` (needs timm)."""
+def build_elsa_volo(**kwargs):
+    """Build :class:`mmelsa.models.elsa_volo.ELSAVOLO` (needs timm); registered as
+    ``type='ELSAVOLO'``."""
     try:
         from .models.elsa_volo import ELSAVOLO as cls
     except ImportError as err:
@@ -37,13 +40,29 @@ def ELSAVOLO(**kwargs):  # noqa: N802  (the registered type name)
     return cls(**kwargs)
 
 
+def build_ddf_resnet(**kwargs):
+    """Build :class:`mmelsa.models.ddf_resnet.DDFResNet` (mmpretrain's ResNet with DDF layers;
+    needs mmpretrain); registered as ``type='DDFResNet'``."""
+    try:
+        from .models.ddf_resnet import DDFResNet as cls
+    except ImportError as err:
+        raise ImportError(f'DDFResNet is built on mmpretrain\'s ResNet and needs mmpretrain '
+                          f'installed (pip install -e .[cls]): {err}') from err
+    return cls(**kwargs)
+
+
+#: types registered as builders that import their class when a config asks for one
+LAZY_BUILDERS = {'ELSAVOLO': build_elsa_volo, 'DDFResNet': build_ddf_resnet}
+
+
 def register_all():
     """Register :data:`BACKBONES` into mmengine's root ``MODELS`` (idempotent)."""
     for cls in BACKBONES:
         # force=True: re-importing mmelsa (e.g. after a reload) must not raise KeyError.
         MODELS.register_module(module=cls, force=True)
-    MODELS.register_module(name='ELSAVOLO', module=ELSAVOLO, force=True)
-    return [cls.__name__ for cls in BACKBONES] + ['ELSAVOLO']
+    for name, builder in LAZY_BUILDERS.items():
+        MODELS.register_module(name=name, module=builder, force=True)
+    return [cls.__name__ for cls in BACKBONES] + list(LAZY_BUILDERS)
 
 
 def _optional(package, register):
@@ -78,4 +97,7 @@ def register_toolbox_names():
 register_all()
 register_toolbox_names()
 
-__all__ = ['register_all', 'register_toolbox_names', 'BACKBONES', 'ELSAVOLO']
+__all__ = [
+    'register_all', 'register_toolbox_names', 'BACKBONES', 'LAZY_BUILDERS', 'build_elsa_volo',
+    'build_ddf_resnet'
+]

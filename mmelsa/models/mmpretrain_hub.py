@@ -12,6 +12,7 @@ also uses) or the checkout.
 :func:`register_mmpretrain_models` is called by ``import mmelsa`` (:mod:`mmelsa.registry`) when
 mmpretrain can be imported, and is idempotent.
 """
+import ast
 import os.path as osp
 
 PACKAGE = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -26,14 +27,36 @@ def model_index_root():
     return None
 
 
-def is_mmpretrain_config(path):
-    """Whether the config at ``path`` is written for mmpretrain (names an mmpretrain base)."""
+def _bases(text):
+    """The ``_base_`` entries a config file assigns (a string or a list of strings)."""
+    try:
+        tree = ast.parse(text)
+    except SyntaxError:
+        return []
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and getattr(node.targets[0], 'id', None) == '_base_'):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return []
+            return [value] if isinstance(value, str) else list(value)
+    return []
+
+
+def is_mmpretrain_config(path, _depth=0):
+    """Whether the config at ``path`` is written for mmpretrain: it names an mmpretrain base,
+    itself or through the local bases it inherits (``_base_ = './other.py'``)."""
     try:
         with open(path) as f:
             text = f.read()
     except OSError:
         return False
-    return "'mmpretrain::" in text or '"mmpretrain::' in text
+    if "'mmpretrain::" in text or '"mmpretrain::' in text:
+        return True
+    return _depth < 8 and any(
+        is_mmpretrain_config(osp.join(osp.dirname(path), base), _depth + 1)
+        for base in _bases(text) if isinstance(base, str) and '::' not in base)
 
 
 def classification_models(root=None):

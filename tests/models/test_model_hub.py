@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import yaml
+from mmengine import Config
 
 pytest.importorskip('mmpretrain')
 
@@ -22,8 +23,10 @@ def metafile_names(kind):
     for rel in imports:
         with open(osp.join(ROOT, rel)) as f:
             for m in yaml.safe_load(f)['Models']:
-                text = open(osp.join(ROOT, m['Config'])).read()
-                names['cls' if 'mmpretrain::' in text else 'other'].append(m['Name'].lower())
+                # the merged config decides (inherited bases included), not the file's text
+                cfg = Config.fromfile(osp.join(ROOT, m['Config']))
+                kind_of = 'cls' if cfg.model.type == 'ImageClassifier' else 'other'
+                names[kind_of].append(m['Name'].lower())
     return sorted(names[kind])
 
 
@@ -37,6 +40,8 @@ def run(code):
 def test_every_classifier_in_the_index_and_nothing_else():
     cls = metafile_names('cls')
     assert 'elsa-swin-tiny_8xb128_in1k' in cls and 'elsa-volo-d1_8xb128_in1k' in cls
+    # inheriting an mmpretrain config through a local base is enough
+    assert 'elsa-swin-base_8xb128_in1k' in cls and 'ddf-add-resnet101_8xb128-120e_in1k' in cls
     assert 'elsa-swin-toy_1xb32-8e_toy-cls-64px' in cls
     assert any(n.startswith('mask-rcnn') for n in metafile_names('other'))
 
@@ -45,7 +50,7 @@ def test_every_classifier_in_the_index_and_nothing_else():
 def test_list_models_finds_mmelsas_classifiers(first):
     second = {'mmelsa': 'mmpretrain', 'mmpretrain': 'mmelsa'}[first]
     out = run(f'import {first}, {second}, mmpretrain\n'
-              'print(sorted(mmpretrain.list_models("*elsa*")))\n'
+              'print(sorted(mmpretrain.list_models("*elsa*") + mmpretrain.list_models("ddf*")))\n'
               'print(len(mmpretrain.list_models("resnet50_8xb32_in1k")))\n')
     listed, resnet = out.strip().splitlines()[-2:]
     assert eval(listed) == metafile_names('cls')  # noqa: S307 (our own printed list)

@@ -11,8 +11,9 @@ from .conftest import REPO, needs_stack, point_at_toy
 
 # Detection and segmentation model configs: configs/mmdeploy/ holds MMDeploy's deploy configs
 # (tests/deployment uses them); the classification configs, mmpretrain's, are checked in
-# tests/models/test_classification.py, test_elsa_volo.py and tests/tools/test_toy_e2e.py.
-CLASSIFICATION = ('elsa_swin_cls', 'elsa_volo')
+# tests/models/test_classification.py, test_elsa_volo.py, test_ddf_resnet.py and
+# tests/tools/test_toy_e2e.py.
+CLASSIFICATION = ('elsa_swin_cls', 'elsa_volo', 'ddf_resnet')
 CONFIGS = sorted(c for c in glob.glob(osp.join(REPO, 'configs', '*', '*.py'))
                  if osp.basename(osp.dirname(c)) not in ('mmdeploy', ) + CLASSIFICATION
                  and '_toy-cls' not in osp.basename(c))

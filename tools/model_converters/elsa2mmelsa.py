@@ -23,15 +23,9 @@ allowlist); a file that needs more (pickled objects in ``meta``) is refused unle
 ``--trust-checkpoint SRC`` for a file you trust. DST is written as plain tensors and containers,
 atomically, and an existing DST is replaced only with ``--overwrite``.
 """
-import argparse
-import os.path as osp
-import sys
-
 import torch
 
-from mmelsa.checkpoint import CheckpointError, read_checkpoint_file
-from mmelsa.cli import trust_checkpoints
-from mmelsa.engine import atomic_write
+from mmelsa.cli.conversion import converter_parser, run_conversion
 from mmelsa.models.official_weights import (convert_classifier_state_dict,
                                             convert_model_state_dict,
                                             is_classification_state_dict)
@@ -71,35 +65,15 @@ def convert(checkpoint, backbone_only=False):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description='Convert an official ELSA (ImageNet / mmdet 2.x / mmseg 0.x) checkpoint '
-        'into one the mmelsa configs (mmpretrain / mmdet / mmseg) load strictly.')
-    parser.add_argument('src', help='official checkpoint')
-    parser.add_argument('dst', help='where to save the converted checkpoint')
-    parser.add_argument('--trust-checkpoint', action='append', default=[], metavar='CKPT',
-                        help='allow a full unpickle of this file (SRC, if you trust it), which '
-                             'can run code stored in it (as in tools/train.py and test.py)')
-    parser.add_argument('--overwrite', action='store_true', help='replace an existing DST')
-    parser.add_argument('--backbone-only', action='store_true',
-                        help='for an ImageNet classifier: write the bare backbone (no head, no '
-                             'final norm) instead of the whole mmpretrain classifier')
-    return parser.parse_args(argv)
+    return converter_parser(
+        'Convert an official ELSA (ImageNet / mmdet 2.x / mmseg 0.x) checkpoint into one the '
+        'mmelsa configs (mmpretrain / mmdet / mmseg) load strictly.',
+        'for an ImageNet classifier: write the bare backbone (no head, no final norm) instead '
+        'of the whole mmpretrain classifier').parse_args(argv)
 
 
 def main(argv=None):
-    args = parse_args(argv)
-    if osp.exists(args.dst) and not args.overwrite:
-        sys.exit(f'error: {args.dst} exists; pass --overwrite to replace it')
-    try:
-        trust_checkpoints(args.trust_checkpoint)
-        checkpoint = read_checkpoint_file(args.src, map_location='cpu')
-    except (CheckpointError, FileNotFoundError) as err:
-        sys.exit(f'error: {err}')
-    converted, dropped = convert(checkpoint, backbone_only=args.backbone_only)
-    atomic_write(args.dst, lambda f: torch.save(converted, f))
-    print(f'{args.src} -> {args.dst}: {len(converted["state_dict"])} tensors kept, '
-          f'{len(dropped)} dropped' + (f' (e.g. {dropped[:3]})' if dropped else ''))
-    return converted
+    return run_conversion(parse_args(argv), convert)
 
 
 if __name__ == '__main__':
