@@ -89,6 +89,27 @@ def time_fn(fn, device, reps, warmup):
     return statistics.median(times)
 
 
+def time_interleaved(fns, reps, warmup=2, device='cpu'):
+    """Median milliseconds of each callable, called in turn within every round (a, b, c, a, b,
+    c, ...) after ``warmup`` rounds: load changes on a shared machine hit them all alike, which
+    timing one after the other does not. Wall clock; on CUDA each call is synchronised."""
+    def call(fn):
+        t0 = time.perf_counter()
+        fn()
+        if device == 'cuda':
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t0) * 1e3
+
+    for _ in range(warmup):
+        for fn in fns:
+            call(fn)
+    times = [[] for _ in fns]
+    for _ in range(reps):
+        for k, fn in enumerate(fns):
+            times[k].append(call(fn))
+    return [statistics.median(t) for t in times]
+
+
 def copy_bandwidth(device='cuda'):
     """GB/s of a device-to-device copy on ``device``, bytes read + written, 1 GiB buffers: the
     memory ceiling the operator's benchmarks set their floors against."""

@@ -19,15 +19,13 @@ Examples:
     python tools/analysis_tools/benchmark_ddf.py --part op --reps 5 --batch 4
 """
 import argparse
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
 
 from mmelsa.cli import positive_int
 from mmelsa.ops import ddf
-from mmelsa.utils.benchmark import CpuPeak, ratio
+from mmelsa.utils.benchmark import CpuPeak, ratio, time_interleaved
 
 # name: (C, H, W, K, stride) at batch --batch
 OP_CASES = {
@@ -48,20 +46,6 @@ def parse_args(argv=None):
     p.add_argument('--threads', type=positive_int, default=None,
                    help='torch.set_num_threads (default: torch\'s)')
     return p.parse_args(argv)
-
-
-def interleaved(fns, reps, warmup=2):
-    """Median ms of each callable, timed in turn within every round."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times = [[] for _ in fns]
-    for _ in range(reps):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            times[i].append((time.perf_counter() - t0) * 1e3)
-    return [statistics.median(t) for t in times]
 
 
 def unfold_ddf(x, cf, sf, K, stride):
@@ -103,7 +87,7 @@ def op_rows(batch, reps):
                         used = [t for t in leaves if t.grad_fn is None and t.requires_grad]
                         torch.autograd.grad(out, used, grad, allow_unused=True)
                 calls.append(call)
-            ms = interleaved(calls, reps)
+            ms = time_interleaved(calls, reps)
             mb = [peak.measure(c) / 2**20 for c in calls]
             rows.append('| %s (%d, %d, %d, %d) | %s | %.2f | %.2f | %.2f | %s | %s | %.0f | %.0f '
                         '| %.0f |' % (name, batch, C, H, W, direction, *ms, ratio(ms[0], ms[1]),
@@ -126,7 +110,7 @@ def model_rows(reps):
     rows = ['| model | params (M) | GFLOPs | CPU ms (1 x 224) |', '|---|---|---|---|']
     with torch.no_grad():
         calls = [lambda m=m: m(x, mode='tensor') for m in models.values()]
-        ms = interleaved(calls, reps)
+        ms = time_interleaved(calls, reps)
         for (label, model), t in zip(models.items(), ms):
             params = sum(p.numel() for p in model.parameters()) / 1e6
             flops = FlopAnalyzer(_Logits(model), (x, )).unsupported_ops_warnings(False)

@@ -53,7 +53,7 @@ import torch
 from mmelsa.cli import positive_int
 from mmelsa.ops import elsa_attention, elsa_op_flops, info
 from mmelsa.ops.reference import elsa_reference, max_rel_err
-from mmelsa.utils.benchmark import CpuPeak, copy_bandwidth, cuda_peak, time_fn
+from mmelsa.utils.benchmark import CpuPeak, copy_bandwidth, cuda_peak, time_fn, time_interleaved
 
 K = 7
 # name: (B, C, H, W, G) -- Swin-T stages 1-3 at ImageNet 224 (batch 64) and COCO 800x1333 (batch 2)
@@ -195,21 +195,6 @@ def case_inputs(args, cases, dtypes, dev):
                    make_inputs(B, C, H, W, G, DTYPES[dt], dev))
 
 
-def time_alternately(fns, reps, warmup):
-    """Median ms of each callable, called in turn (a, b, a, b, ...) after warm-up calls."""
-    import time
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    times = [[] for _ in fns]
-    for _ in range(reps):
-        for k, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            times[k].append((time.perf_counter() - t0) * 1e3)
-    return [sorted(t)[len(t) // 2] for t in times]
-
-
 def main_fused(args, dev, dtypes, cases, reps, warmup, peak):
     print('# fused softmax + ELSA vs softmax then ELSA; K=%d, ghost_add only, median of %d '
           'alternating runs; peak = memory beyond the inputs' % (K, reps))
@@ -233,7 +218,7 @@ def main_fused(args, dev, dtypes, cases, reps, warmup, peak):
             if dev == 'cuda':
                 ms = [time_fn(fn, dev, reps, warmup) for fn in fns]
             else:
-                ms = time_alternately(fns, reps, warmup)
+                ms = time_interleaved(fns, reps, warmup, dev)
             cells = [case, shape, dt, direction,
                      '%.3f' % ms[0], '%.3f' % ms[1], '%.2fx' % (ms[1] / ms[0]),
                      '%.1f' % (mems[0] / 2**20), '%.1f' % (mems[1] / 2**20)]
