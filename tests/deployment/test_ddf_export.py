@@ -59,7 +59,9 @@ def test_whole_ddf_resnet50_exports_and_agrees(tmp_path):
     cfg = Config.fromfile(osp.join(ROOT, 'configs', 'ddf_resnet',
                                    'ddf-mul-resnet50_8xb128-120e_in1k.py'))
     torch.manual_seed(0)
-    model = Logits(MODELS.build(cfg.model)).eval()
+    from mmengine.registry import DefaultScope
+    with DefaultScope.overwrite_default_scope('mmpretrain'):  # whatever a test before set
+        model = Logits(MODELS.build(cfg.model)).eval()
     path = str(tmp_path / 'ddf_resnet50.onnx')
     torch.onnx.export(model, (torch.randn(1, 3, 64, 64), ), path, dynamo=False, opset_version=17,
                       input_names=['x'], dynamic_axes={'x': {0: 'b', 2: 'h', 3: 'w'}})

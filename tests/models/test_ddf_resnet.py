@@ -25,9 +25,11 @@ CONFIGS = osp.join(ROOT, 'configs', 'ddf_resnet')
 
 def build_classifier(name):
     import mmelsa  # noqa: F401  (registers DDFResNet)
+    from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
     cfg = Config.fromfile(osp.join(CONFIGS, name + '.py'))
-    return MODELS.build(cfg.model)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):  # whatever a test before set
+        return MODELS.build(cfg.model)
 
 
 @pytest.mark.parametrize('name,params', [('ddf-mul-resnet50_8xb128-120e_in1k', 16.8),

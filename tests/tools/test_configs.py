@@ -14,8 +14,10 @@ from .conftest import REPO, needs_stack, point_at_toy
 # tests/models/test_classification.py, test_elsa_volo.py, test_ddf_resnet.py and
 # tests/tools/test_toy_e2e.py.
 CLASSIFICATION = ('elsa_swin_cls', 'elsa_volo', 'ddf_resnet')
+# DDF-ResNet's detection and segmentation configs: tests/tools/test_ddf_configs.py
+DDF = ('ddf_resnet_det', 'ddf_resnet_seg')
 CONFIGS = sorted(c for c in glob.glob(osp.join(REPO, 'configs', '*', '*.py'))
-                 if osp.basename(osp.dirname(c)) not in ('mmdeploy', ) + CLASSIFICATION
+                 if osp.basename(osp.dirname(c)) not in ('mmdeploy', ) + CLASSIFICATION + DDF
                  and '_toy-cls' not in osp.basename(c))
 FULL = [c for c in CONFIGS if '/toy/' not in c]
 pytestmark = needs_stack
