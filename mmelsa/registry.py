@@ -11,6 +11,8 @@ may be absent. mmpretrain's ``ImageClassifier`` finds ``type='ELSASwinTransforme
 works without timm (and the torchvision that timm imports) for detection and segmentation.
 ``DDFResNet`` (mmpretrain's ResNet with DDF layers) is registered the same way
 (:func:`build_ddf_resnet`), so mmdet and mmseg configs can use it where mmpretrain is installed.
+``DDFUpFPN`` (mmdet's FPN upsampling by DDF-Up) likewise (:func:`build_ddf_up_fpn`), so that
+mmdet is imported only when a config builds one.
 
 Where they can be imported, mmelsa's classifiers are also made known by name to mmpretrain
 (``mmpretrain.list_models('*elsa*')``, ``get_model``, the Inferencers:
@@ -51,8 +53,20 @@ def build_ddf_resnet(**kwargs):
     return cls(**kwargs)
 
 
+def build_ddf_up_fpn(**kwargs):
+    """Build :class:`mmelsa.models.fpn_ddfup.DDFUpFPN` (mmdet's FPN upsampling by DDF-Up;
+    needs mmdet); registered as ``type='DDFUpFPN'``."""
+    try:
+        from .models.fpn_ddfup import DDFUpFPN as cls
+    except ImportError as err:
+        raise ImportError(f'DDFUpFPN is built on mmdet\'s FPN and needs mmdet installed: '
+                          f'{err}') from err
+    return cls(**kwargs)
+
+
 #: types registered as builders that import their class when a config asks for one
-LAZY_BUILDERS = {'ELSAVOLO': build_elsa_volo, 'DDFResNet': build_ddf_resnet}
+LAZY_BUILDERS = {'ELSAVOLO': build_elsa_volo, 'DDFResNet': build_ddf_resnet,
+                 'DDFUpFPN': build_ddf_up_fpn}
 
 
 def register_all():
@@ -99,5 +113,5 @@ register_toolbox_names()
 
 __all__ = [
     'register_all', 'register_toolbox_names', 'BACKBONES', 'LAZY_BUILDERS', 'build_elsa_volo',
-    'build_ddf_resnet'
+    'build_ddf_resnet', 'build_ddf_up_fpn'
 ]
