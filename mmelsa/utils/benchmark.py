@@ -93,6 +93,12 @@ def time_interleaved(fns, reps, warmup=2, device='cpu'):
     """Median milliseconds of each callable, called in turn within every round (a, b, c, a, b,
     c, ...) after ``warmup`` rounds: load changes on a shared machine hit them all alike, which
     timing one after the other does not. Wall clock; on CUDA each call is synchronised."""
+    return [statistics.median(t) for t in interleaved_times(fns, reps, warmup, device)]
+
+
+def interleaved_times(fns, reps, warmup=2, device='cpu'):
+    """The milliseconds of every round of :func:`time_interleaved`, one list per callable (the
+    i-th entries of two lists were measured next to each other: a pair)."""
     def call(fn):
         t0 = time.perf_counter()
         fn()
@@ -107,7 +113,7 @@ def time_interleaved(fns, reps, warmup=2, device='cpu'):
     for _ in range(reps):
         for k, fn in enumerate(fns):
             times[k].append(call(fn))
-    return [statistics.median(t) for t in times]
+    return times
 
 
 def copy_bandwidth(device='cuda'):

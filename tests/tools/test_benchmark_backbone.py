@@ -1,4 +1,6 @@
-"""tools/analysis_tools/benchmark_backbone.py: fp32 runs, and inference timed in eval mode."""
+"""tools/analysis_tools/benchmark_backbone.py: interleaved pairs with the model modes each mode
+needs, the memory probe created only after every timed run, the dtype in every row, each thread
+count, and the ONNX Runtime rows (a shortened run on the CPU)."""
 import os.path as osp
 import sys
 
@@ -7,49 +9,39 @@ from .conftest import REPO, needs_stack
 pytestmark = needs_stack
 
 
-def test_fp32_modes_and_eval_inference(monkeypatch, capsys):
+def test_shortened_run(monkeypatch, capsys):
     sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
     import benchmark_backbone as bb
-    built, training_when_timed = [], []
-    build, time_fn = bb.build_backbone, bb.time_fn
+    built, events = [], []
+    build, times, probe = bb.build_backbone, bb.interleaved_times, bb.CpuPeak
 
     def record_build(*args):
         built.append(build(*args))
         return built[-1]
 
-    def record_time(fn, *args):
-        training_when_timed.append(built[-1].training)
-        return time_fn(fn, *args)
+    def record_times(fns, *args):
+        events.append(('time', len(fns), [m.training for m in built[-2:]]))
+        return times(fns, *args)
+
+    def record_probe():
+        events.append(('probe', ))
+        return probe()
 
     monkeypatch.setattr(bb, 'build_backbone', record_build)
-    monkeypatch.setattr(bb, 'time_fn', record_time)
-    # --amp-dtype none crashed before (it looked up torch.none)
-    bb.main(['--device', 'cpu', '--batch', '1', '--size', '32', '32', '--reps', '1',
-             '--warmup', '0', '--amp-dtype', 'none'])
-    # Swin-T then ELSA-Swin-T, each train (train mode) then infer (eval mode: no drop path)
-    assert training_when_timed == [True, False, True, False]
-    out = capsys.readouterr().out
-    assert 'AMP none' in out and '| train |' in out and '| infer |' in out
-
-    training_when_timed.clear()
-    bb.main(['--device', 'cpu', '--batch', '1', '--size', '32', '32', '--reps', '1',
-             '--warmup', '0', '--amp-dtype', 'none', '--modes', 'infer'])
-    assert training_when_timed == [False, False]
-    assert '| train |' not in capsys.readouterr().out
-
-
-def test_zero_cpu_peak_prints_na(monkeypatch, capsys):
-    """A tiny run's CPU peak can measure 0 bytes (CI did): the table said ZeroDivisionError."""
-    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
-    import benchmark_backbone as bb
-
-    def no_growth(fn, device, cpu_peak=None):
-        fn()
-        return 0
-
-    monkeypatch.setattr(bb, 'peak_memory', no_growth)
-    bb.main(['--device', 'cpu', '--batch', '1', '--size', '32', '32', '--reps', '1',
-             '--warmup', '0', '--amp-dtype', 'none', '--modes', 'infer'])
-    row = next(line for line in capsys.readouterr().out.splitlines()
-               if line.startswith('| infer |'))
-    assert row.endswith('| 0.000 | 0.000 | n/a |')
+    monkeypatch.setattr(bb, 'interleaved_times', record_times)
+    monkeypatch.setattr(bb, 'CpuPeak', record_probe)
+    bb.main(['--device', 'cpu', '--batch', '1', '--size', '32', '32', '--reps', '2',
+             '--warmup', '0', '--threads', '1', '2', '--onnx'])
+    # per thread count: train (both models training), infer (both in eval mode), the probe
+    # after them, then ONNX Runtime
+    per_count = [('time', 2, [True, True]), ('time', 2, [False, False]), ('probe', ),
+                 ('time', 2, [False, False])]
+    assert events == per_count * 2
+    rows = [r for r in capsys.readouterr().out.splitlines() if r.startswith('| 1 |') or
+            r.startswith('| 2 |')]
+    modes = [r.split(' | ')[1] for r in rows]
+    assert modes == ['train', 'infer', 'export (s)', 'onnxruntime'] * 2
+    assert all(r.split(' | ')[2] == 'float32' for r in rows)
+    for row in rows[:2]:  # time and memory columns filled
+        cells = row.strip('| ').split(' | ')
+        assert float(cells[5]) > 0 and cells[8] != ''

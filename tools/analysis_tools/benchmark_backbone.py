@@ -1,32 +1,45 @@
-"""ELSA-Swin-T against mmdet's Swin-T: same input, same run, same settings.
+"""ELSA-Swin-T against mmdet's Swin-T: same input, same process, same settings.
 
-For each model it times (median of --reps after --warmup) and measures the peak memory of:
-  * ``train``: backbone forward + backward under AMP (the loss is the sum of the output means),
-  * ``infer``: backbone forward in eval mode under AMP and ``torch.no_grad()``,
+Both backbones are built once and timed as interleaved pairs (Swin-T, ELSA-Swin-T, Swin-T, ...),
+so a change of load hits both alike; the time ratio is the median of the per-pair ratios. Modes:
+  * ``train``: backbone forward + backward (the loss is the sum of the output means),
+  * ``infer``: backbone forward in eval mode under ``torch.no_grad()``,
   * ``det-train`` (with ``--detector``): one full Mask R-CNN training step (forward, losses,
     backward, AdamW step) built from mmdet's shipped ``mask-rcnn_swin-t-p4-w7_fpn_1x_coco.py``,
-    once as shipped and once with only the backbone type swapped, on a synthetic batch
-    (AMP on CUDA only: mmcv's CPU ops accept float32 alone).
-and prints a table with the ELSA-Swin / Swin ratios.
+    once as shipped and once with only the backbone type swapped, on a synthetic batch.
+Peak memory is measured after all timing (the CPU probe changes glibc's allocation threshold, which
+would change the timed runs). ``--dtype`` is float32 unless asked (an autocast dtype otherwise;
+mmcv's CPU ops take float32 only, so the detector stays float32 on the CPU) and is printed in
+every row; ``--threads 1 2`` repeats everything at each thread count.
+
+One-time costs and other runtimes, on request (inference input, float32):
+  * ``--onnx``: a plain ``torch.onnx.export`` of each backbone (seconds) and the latency of each
+    file in ONNX Runtime (CPU, the same thread count), interleaved;
+  * ``--compile``: ``torch.compile(model, dynamic=True)``: the seconds of its first call.
 
 Examples:
-    python tools/analysis_tools/benchmark_backbone.py --device cuda --batch 2 --size 800 1344
+    python tools/analysis_tools/benchmark_backbone.py --device cuda --batch 2 --size 800 1344 \
+        --dtype float16
     python tools/analysis_tools/benchmark_backbone.py --device cpu --batch 1 --size 224 224 \
-        --reps 3 --warmup 1 --detector
+        --threads 1 2 --reps 10 --onnx --compile
 """
 import argparse
 import contextlib
 import os.path as osp
+import statistics
 import sys
+import tempfile
+import time
 
 import torch
 
 from mmelsa.cli import positive_int
-from mmelsa.utils.benchmark import CpuPeak, peak_memory, ratio, time_fn
+from mmelsa.utils.benchmark import CpuPeak, interleaved_times, peak_memory, ratio
 
 SWIN_T = dict(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
               mlp_ratio=4, qkv_bias=True, drop_path_rate=0.2, patch_norm=True,
               out_indices=(0, 1, 2, 3), convert_weights=False)
+NAMES = ('Swin-T', 'ELSA-Swin-T')
 
 
 def parse_args(argv=None):
@@ -35,12 +48,18 @@ def parse_args(argv=None):
                    choices=['cpu', 'cuda'])
     p.add_argument('--batch', type=positive_int, default=2)
     p.add_argument('--size', type=positive_int, nargs=2, default=[800, 1344], metavar=('H', 'W'))
-    p.add_argument('--amp-dtype', choices=['float16', 'bfloat16', 'none'], default=None,
-                   help='autocast dtype (default: float16 on CUDA, bfloat16 on CPU)')
+    p.add_argument('--dtype', choices=['float32', 'float16', 'bfloat16'], default='float32',
+                   help='float32 (default), or run under autocast to this dtype')
+    p.add_argument('--threads', type=positive_int, nargs='+', default=None,
+                   help='torch thread counts to run at, in turn (default: torch\'s)')
     p.add_argument('--with-cp', action='store_true', help='activation checkpointing in both')
     p.add_argument('--detector', action='store_true', help='also time a Mask R-CNN train step')
     p.add_argument('--modes', nargs='+', choices=['train', 'infer'], default=['train', 'infer'],
                    help='backbone modes to time (default: both)')
+    p.add_argument('--onnx', action='store_true',
+                   help='export both (plain torch.onnx.export) and time them in ONNX Runtime')
+    p.add_argument('--compile', action='store_true',
+                   help='time the first call of torch.compile(model, dynamic=True) of both')
     p.add_argument('--reps', type=positive_int, default=10)
     p.add_argument('--warmup', type=int, default=3)
     return p.parse_args(argv)
@@ -123,52 +142,112 @@ def detector_run(swap, args, amp):
     return step
 
 
+def pair_ratio(times):
+    """Median over the pairs of ELSA-Swin-T's time / Swin-T's."""
+    return statistics.median(e / w for w, e in zip(*times))
+
+
+def onnx_rows(models, x, threads):
+    """Plain export of each backbone (seconds) and its ONNX Runtime latency (interleaved)."""
+    import onnxruntime as ort
+    sessions, seconds = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in zip(NAMES, models):
+            path = osp.join(tmp, name + '.onnx')
+            model.eval()  # (mmdet's Swin.train() returns None: no chaining)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                torch.onnx.export(model, (x, ), path, dynamo=False, opset_version=17,
+                                  input_names=['x'])
+            seconds.append(time.perf_counter() - t0)
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            sessions.append(ort.InferenceSession(path, opts, providers=['CPUExecutionProvider']))
+        feed = {'x': x.cpu().numpy()}
+        return seconds, [lambda s=s: s.run(None, feed) for s in sessions]
+
+
+def compile_seconds(model, x):
+    """Seconds of the first call of ``torch.compile(model, dynamic=True)`` (inference)."""
+    torch._dynamo.reset()
+    model.eval()
+    compiled = torch.compile(model, dynamic=True)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        compiled(x)
+    return time.perf_counter() - t0
+
+
+def run_at(args, threads, amp, x):
+    """Every row at one thread count: (mode, [swin ms, elsa ms], time ratio, [peaks]|None)."""
+    torch.set_num_threads(threads)
+    models = [build_backbone(t, args.with_cp).to(args.device)
+              for t in ('SwinTransformer', 'ELSASwinTransformer')]
+    timed = []  # (mode, fns, set-up before each call)
+    for mode in args.modes:
+        runs = [backbone_runs(m, x, amp)[mode] for m in models]
+
+        def train_mode(mode=mode):
+            for m in models:  # mmdet's Swin.train() returns None: no chaining
+                m.train(mode == 'train')
+
+        timed.append((mode, runs, train_mode))
+    if args.detector:
+        timed.append(('det-train', [detector_run(swap, args, amp) for swap in (False, True)],
+                      lambda: None))
+    rows, peaks = [], {}
+    for mode, fns, prepare in timed:
+        prepare()
+        times = interleaved_times(fns, args.reps, args.warmup, args.device)
+        rows.append([mode, [statistics.median(t) for t in times], pair_ratio(times)])
+    # memory after every timed run: the CPU probe changes the allocator's behaviour
+    cpu_peak = CpuPeak() if args.device == 'cpu' else None
+    for mode, fns, prepare in timed:
+        prepare()
+        peaks[mode] = [peak_memory(fn, args.device, cpu_peak) for fn in fns]
+    for row in rows:
+        row.append(peaks[row[0]])
+    if args.onnx:
+        seconds, fns = onnx_rows(models, x.cpu(), threads)
+        rows.append(['export (s)', seconds, seconds[1] / seconds[0], None])
+        times = interleaved_times(fns, args.reps, args.warmup)
+        rows.append(['onnxruntime', [statistics.median(t) for t in times], pair_ratio(times),
+                     None])
+    if args.compile:
+        seconds = [compile_seconds(m, x) for m in models]
+        rows.append(['compile (s)', seconds, seconds[1] / seconds[0], None])
+    return rows
+
+
 def main(argv=None):
     args = parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         sys.exit('--device cuda: no CUDA GPU is visible to torch')
-    amp_dtype = args.amp_dtype or ('float16' if args.device == 'cuda' else 'bfloat16')
 
     def amp():
-        if amp_dtype == 'none':  # fp32 (torch has no dtype named 'none' to look up)
-            return torch.autocast(args.device, enabled=False)
-        return torch.autocast(args.device, dtype=getattr(torch, amp_dtype))
+        if args.dtype == 'float32':
+            return contextlib.nullcontext()
+        return torch.autocast(args.device, dtype=getattr(torch, args.dtype))
 
     torch.manual_seed(0)
     x = torch.randn(args.batch, 3, *args.size, device=args.device)
-    cpu_peak = CpuPeak()
-    rows = {}
-    for name, type_name in (('Swin-T', 'SwinTransformer'), ('ELSA-Swin-T', 'ELSASwinTransformer')):
-        model = build_backbone(type_name, args.with_cp).to(args.device)
-        for mode, fn in backbone_runs(model, x, amp).items():
-            if mode not in args.modes:
-                continue
-            # (mmdet's Swin.train() returns None: no chaining)
-            model.train(mode == 'train')
-            ms = time_fn(fn, args.device, args.reps, args.warmup)
-            rows[name, mode] = (ms, peak_memory(fn, args.device, cpu_peak))
-            print(f'{name:12s} {mode:9s} {ms:9.2f} ms', flush=True)
-        del model
-        if args.detector:
-            step = detector_run(name != 'Swin-T', args, amp)
-            ms = time_fn(step, args.device, args.reps, args.warmup)
-            rows[name, 'det-train'] = (ms, peak_memory(step, args.device, cpu_peak))
-            print(f'{name:12s} det-train {ms:9.2f} ms', flush=True)
-            del step
-
     dev = torch.cuda.get_device_name() if args.device == 'cuda' else 'CPU'
-    print(f'\n# {dev}, torch {torch.__version__}, batch {args.batch}, '
-          f'{args.size[0]}x{args.size[1]},'
-          f' AMP {amp_dtype}, with_cp={args.with_cp}, median of {args.reps}')
-    print('| mode | Swin-T ms | ELSA-Swin-T ms | time ratio | Swin-T peak GB | '
+    print(f'# {dev}, torch {torch.__version__}, batch {args.batch}, '
+          f'{args.size[0]}x{args.size[1]}, with_cp={args.with_cp}, median of {args.reps} '
+          f'interleaved pairs')
+    print('| threads | mode | dtype | Swin-T | ELSA-Swin-T | ratio | Swin-T peak GB | '
           'ELSA-Swin-T peak GB | memory ratio |')
-    print('|---|---|---|---|---|---|---|')
-    for mode in ('train', 'infer', 'det-train'):
-        if ('Swin-T', mode) not in rows:
-            continue
-        (t0, m0), (t1, m1) = rows['Swin-T', mode], rows['ELSA-Swin-T', mode]
-        print(f'| {mode} | {t0:.1f} | {t1:.1f} | {ratio(t1, t0)} | {m0 / 1e9:.3f} | '
-              f'{m1 / 1e9:.3f} | {ratio(m1, m0)} |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for threads in args.threads or [torch.get_num_threads()]:
+        for mode, (t0, t1), r, peaks in run_at(args, threads, amp, x):
+            unit = '' if mode.endswith('(s)') else ' ms'
+            dtype = 'float32' if mode in ('onnxruntime', 'export (s)', 'compile (s)') or (
+                mode == 'det-train' and args.device == 'cpu') else args.dtype
+            mem = '| | |' if peaks is None else '| %.3f | %.3f | %s |' % (
+                peaks[0] / 1e9, peaks[1] / 1e9, ratio(peaks[1], peaks[0]))
+            print(f'| {threads} | {mode} | {dtype} | {t0:.1f}{unit} | {t1:.1f}{unit} | {r:.3f} '
+                  f'{mem}', flush=True)
 
 
 if __name__ == '__main__':
