@@ -22,6 +22,7 @@ from torch.nn.init import trunc_normal_
 
 from .official_weights import load_official_weights
 from .elsa_attention import ELSAAttention
+from .local_mixers import ConvMixerBlock, check_local_mixer
 from .swin_layers import (PatchEmbed, PatchMerging, SwinBlock, WindowAttention,
                           relative_position_index)
 from .utils import DropPath, Mlp, SuggestsArguments, build_norm, to_2tuple
@@ -113,8 +114,8 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
     Accepts every argument of mmdet's / mmseg's ``SwinTransformer`` with the same meaning (and
     mmdet's positional order), and mmpretrain's (see below), so changing
     ``type='SwinTransformer'`` to ``type='ELSASwinTransformer'`` in a config is enough. The
-    stages listed in ``elsa_stages`` use ELSA blocks, the others Swin window attention (the
-    official model: ELSA in stages 0-2, Swin in stage 3).
+    stages listed in ``elsa_stages`` use ELSA blocks (or the ``local_mixer`` chosen), the others
+    Swin window attention (the official model: ELSA in stages 0-2, Swin in stage 3).
 
     Args:
         pretrain_img_size (int | tuple[int]): Image size the absolute position embedding is
@@ -172,6 +173,17 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
             Default: 0.
         gamma (float): ELSA ghost head additive weight (0: none). Default: 1.
         elsa_stages (Sequence[int]): Stages built from ELSA blocks. Default: (0, 1, 2).
+        local_mixer (str): Token mixer of the blocks in ``elsa_stages``, for the ELSA paper's
+            comparison of local operators (docs/elsa_facts.md, "Baselines of the paper's
+            comparison"). 'elsa': ELSA (the official model). 'window': Swin's shifted-window
+            attention, shift alternating from 0 in every stage (with the default stages, a
+            Swin Transformer). 'dwconv': a depth-wise ``elsa_kernel_size`` convolution,
+            'ddf': a DDF layer (DDFPack, kernel ``elsa_kernel_size``, the stage's heads,
+            'mul'), each between 1x1 projections with BatchNorm and ReLU
+            (:class:`~.local_mixers.ConvMixerBlock`). ``group_width``, ``lam`` and ``gamma``
+            act on 'elsa' only; ``elsa_kernel_size`` and ``elsa_dilation`` on 'elsa',
+            'dwconv' and 'ddf'; ``window_size`` on 'window' (and on the other stages).
+            Default: 'elsa'.
 
     mmpretrain's ``SwinTransformer`` arguments are accepted too, with mmpretrain's meaning, so
     that an mmpretrain Swin config with only the type changed works. Any of ``img_size``,
@@ -188,7 +200,8 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
         out_after_downsample (bool): only False (outputs before patch merging).
         interpolate_mode (str): accepted, unused: the absolute position embedding is never
             resized; inputs must give its ``img_size // patch_size`` grid.
-        norm_eval (bool): accepted, no effect: ELSA-Swin has no BatchNorm.
+        norm_eval (bool): keep the BatchNorms of the 'dwconv' / 'ddf' mixers in eval mode
+            while training; no effect on the other mixers, which have no BatchNorm.
         pad_small_map (bool): only True: maps smaller than the window are padded (never a
             shrunk window).
         stage_cfgs, patch_cfg (dict): only empty ones; the blocks and the patch embedding are
@@ -243,6 +256,7 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
                  lam=0.,
                  gamma=1.,
                  elsa_stages=(0, 1, 2),
+                 local_mixer='elsa',
                  img_size=None,
                  out_after_downsample=None,
                  interpolate_mode=None,
@@ -273,7 +287,8 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
             out_after_downsample=out_after_downsample, interpolate_mode=interpolate_mode,
             norm_eval=norm_eval, pad_small_map=pad_small_map, stage_cfgs=stage_cfgs,
             patch_cfg=patch_cfg)
-        self.norm_eval = bool(norm_eval)  # no BatchNorm here: kept for mmpretrain, no effect
+        self.norm_eval = bool(norm_eval)  # acts on the BatchNorms of the conv mixers only
+        local_mixer = check_local_mixer(local_mixer)
 
         embed_dims, depths, num_heads, group_width = self._resolve_arch(
             arch, embed_dims, depths, num_heads, group_width)
@@ -310,6 +325,7 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.elsa_stages = tuple(sorted(set(int(i) for i in elsa_stages)))
+        self.local_mixer = local_mixer
         self.convert_weights = convert_weights
         self.use_abs_pos_embed = bool(use_abs_pos_embed)
         self.with_cp = with_cp
@@ -330,7 +346,10 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
         for i in range(num_layers):
             dim = self.num_features[i]
             rates = dpr[sum(depths[:i]):sum(depths[:i + 1])]
-            if i in self.elsa_stages:
+            # The one place the block type is chosen: local_mixer in elsa_stages, Swin's
+            # window attention elsewhere.
+            mixer = local_mixer if i in self.elsa_stages else 'window'
+            if mixer == 'elsa':
                 blocks = [
                     ELSABlock(dim, num_heads[i], kernel_size=elsa_kernel_size,
                               dilation=elsa_dilation, group_width=group_width, lam=lam,
@@ -338,6 +357,13 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
                               drop=block_drop_rate, attn_drop=attn_drop_rate,
                               drop_path=rates[j],
                               act_cfg=act_cfg, norm_cfg=norm_cfg) for j in range(depths[i])
+                ]
+            elif mixer in ('dwconv', 'ddf'):
+                blocks = [
+                    ConvMixerBlock(dim, num_heads[i], mixer=mixer, kernel_size=elsa_kernel_size,
+                                   dilation=elsa_dilation, mlp_ratio=mlp_ratio,
+                                   qkv_bias=qkv_bias, drop=block_drop_rate, drop_path=rates[j],
+                                   act_cfg=act_cfg, norm_cfg=norm_cfg) for j in range(depths[i])
                 ]
             else:
                 blocks = [
@@ -509,7 +535,8 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
     def _init_default_weights(self):
         """Linear: truncated normal (std .02), zero bias; LayerNorm: ones/zeros. ``rb`` and the
         ghost heads are initialised by their modules (trunc normal .02 / standard normal),
-        ``absolute_pos_embed`` (if any) by trunc normal .02 as in mmdet's Swin."""
+        ``absolute_pos_embed`` (if any) by trunc normal .02 as in mmdet's Swin; the conv
+        mixers' convolutions and BatchNorms keep PyTorch's (DDFPack its own)."""
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 trunc_normal_(m.weight, std=.02)
@@ -562,9 +589,14 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
 
     # ------------------------------------------------------------------ freezing
     def train(self, mode=True):
-        """Switch mode, keeping the frozen stages in eval mode."""
+        """Switch mode, keeping the frozen stages (and, with ``norm_eval``, the BatchNorms)
+        in eval mode."""
         super().train(mode)
         self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
         return self
 
     def _freeze_stages(self):

@@ -205,9 +205,11 @@ CLS_CONFIGS = sorted(glob.glob(osp.join(ROOT, 'configs', 'elsa_swin_cls', '*.py'
 @pytest.mark.parametrize('path', CLS_CONFIGS, ids=[osp.basename(p)[:-3] for p in CLS_CONFIGS])
 def test_imagenet_config_builds_and_exempts_exactly_the_intended_parameters(path):
     """Each ImageNet config builds its classifier through mmpretrain (as tools/train.py does),
-    with the head width the backbone gives; AdamW's weight decay is off exactly for norms,
-    biases, the relative position table, the ghost head, VOLO's position embedding and class
-    token, and on for every other parameter."""
+    with the head width the backbone gives; AdamW's weight decay is off exactly for norms
+    (the conv mixers' BatchNorms and DDF's filter scale ``std`` included: one-dimensional, like
+    every norm and bias), biases, the relative position tables, the ghost head, VOLO's position
+    embedding and class token, and on for every other parameter; every no-decay key names a
+    real parameter."""
     from mmengine.config import Config
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import init_default_scope
@@ -230,6 +232,12 @@ def test_imagenet_config_builds_and_exempts_exactly_the_intended_parameters(path
     intended = {n for n, p in model.named_parameters()
                 if p.dim() == 1 or n.endswith(('.attn.rb', 'ghost_head', 'pos_embed',
                                                'cls_token'))}
-    assert any('ghost_head' in n for n in intended)
+    keys = cfg.optim_wrapper.paramwise_cfg.custom_keys
+    assert not [k for k in keys if not any(k in n for n in by_id.values())], keys
+    # The intended set is not vacuous: each local mixer's own no-decay parameters are in it.
+    own = {'elsa': 'ghost_head', 'window': 'layers.0.blocks.0.attn.rb',
+           'dwconv': 'layers.0.blocks.0.mixer.bn.weight',
+           'ddf': 'layers.0.blocks.0.mixer.spatial.channel_branch.4.std'}
+    assert any(own[cfg.model.backbone.get('local_mixer', 'elsa')] in n for n in intended)
     wrong = sorted(n for n, wd in decay.items() if (wd == 0) != (n in intended))
     assert not wrong, wrong
