@@ -9,6 +9,7 @@
 #   bash tools/run_toy.sh            # both tasks
 #   TASKS=det bash tools/run_toy.sh  # only the detector (TASKS=seg: only the segmenter)
 #   TASKS=cls bash tools/run_toy.sh  # the toy ELSA-Swin classifier (mmpretrain), not a default
+#   TASKS=ddf bash tools/run_toy.sh  # the toy DDF-ResNet classifier (same data), not a default
 #   WORK_DIR=work_dirs/toy  SEED=0   # where runs go (default), the data seed (default 0)
 #   DATA_DIR=data                    # parent of toy_coco/, toy_ade/, toy_cls/ (default data)
 #   DET_TRAIN_ARGS / SEG_TRAIN_ARGS / CLS_TRAIN_ARGS   # extra tools/train.py arguments, e.g.
@@ -33,10 +34,12 @@ DATA_DIR=${DATA_DIR:-data}
 DET_TRAIN_ARGS=${DET_TRAIN_ARGS:-}
 SEG_TRAIN_ARGS=${SEG_TRAIN_ARGS:-}
 CLS_TRAIN_ARGS=${CLS_TRAIN_ARGS:-}
+DDF_TRAIN_ARGS=${DDF_TRAIN_ARGS:-}
 TOY_GEN_ARGS=${TOY_GEN_ARGS:-}
 DET_CFG=configs/toy/mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py
 SEG_CFG=configs/toy/upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py
 CLS_CFG=configs/toy/elsa-swin-toy_1xb32-8e_toy-cls-64px.py
+DDF_CFG=configs/toy/ddf-resnet-toy_1xb32-8e_toy-cls-64px.py
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 t_start=$(date +%s)
@@ -56,15 +59,17 @@ timed() {  # part command...: runs the command, appends "<part> <seconds>" to $T
 
 for task in $TASKS; do
     case $task in
-        det | seg | cls) ;;
-        *) echo "unknown task $task (use det, seg and/or cls)" >&2; exit 2 ;;
+        det | seg | cls | ddf) ;;
+        *) echo "unknown task $task (use det, seg, cls and/or ddf)" >&2; exit 2 ;;
     esac
 done
 
-# Only the sets the tasks use: the classification set alone is 12000 images.
-stamp "generating toy data (seed $SEED, for: $TASKS) with $PYTHON"
-# shellcheck disable=SC2086  # TASKS and TOY_GEN_ARGS are lists of words on purpose
-timed "data" "$PYTHON" -m mmelsa.datasets.toy --out "$DATA_DIR" --kind $TASKS --seed "$SEED" \
+# Only the sets the tasks use: the classification set alone is 12000 images (both classifiers
+# train on it).
+KINDS=$(for task in $TASKS; do echo "${task/ddf/cls}"; done | sort -u | tr '\n' ' ')
+stamp "generating toy data (seed $SEED, for: $KINDS) with $PYTHON"
+# shellcheck disable=SC2086  # KINDS and TOY_GEN_ARGS are lists of words on purpose
+timed "data" "$PYTHON" -m mmelsa.datasets.toy --out "$DATA_DIR" --kind $KINDS --seed "$SEED" \
     $TOY_GEN_ARGS
 
 # The configs read data/...; another DATA_DIR is passed to every dataset and evaluator.
@@ -81,9 +86,9 @@ data_opts() {  # task
     fi
 }
 
-run_task() {  # task config extra-train-args data-folder
-    local task=$1 cfg=$2 extra=$3 data=$4 wd="$WORK_DIR/$1" ckpt line opts pred
-    mapfile -t opts < <(data_opts "$task")
+run_task() {  # task config extra-train-args data-folder kind (det, seg or cls)
+    local task=$1 cfg=$2 extra=$3 data=$4 kind=$5 wd="$WORK_DIR/$1" ckpt line opts pred
+    mapfile -t opts < <(data_opts "$kind")
     stamp "training $task: $cfg -> $wd (validates the untrained model first)"
     # shellcheck disable=SC2086  # $extra is a list of arguments on purpose
     # --overwrite: this script owns $WORK_DIR and retrains from scratch on every run (the
@@ -93,23 +98,24 @@ run_task() {  # task config extra-train-args data-folder
     ckpt=$(cat "$wd/last_checkpoint")
     # Predictions are saved (det, cls: a .pkl, seg: label PNGs) and drawn by toy_report.py,
     # larger and with only confident detections, rather than by --show-dir at the images' size.
-    if [ "$task" = seg ]; then pred="$wd/pred"; else pred="$wd/pred.pkl"; fi
+    if [ "$kind" = seg ]; then pred="$wd/pred"; else pred="$wd/pred.pkl"; fi
     rm -rf "$pred"
     stamp "testing $task: $ckpt"
     timed "test $task" "$PYTHON" tools/test.py "$cfg" "$ckpt" --work-dir "$wd" --out "$pred" \
         ${opts[@]:+--cfg-options "${opts[@]}"} | tee "$wd/test.log"
     line=$(grep '^mmelsa-metrics: ' "$wd/test.log" | tail -1)
     stamp "pictures, curves and per-class figures of $task -> $wd"
-    timed "report $task" "$PYTHON" tools/analysis_tools/toy_report.py "$task" "$wd" \
+    timed "report $task" "$PYTHON" tools/analysis_tools/toy_report.py "$kind" "$wd" \
         --data "$data" --pred "$pred" --config "$cfg" --test-metrics "${line#mmelsa-metrics: }"
 }
 
 done_dirs=()
 for task in $TASKS; do
     case $task in
-        det) run_task det "$DET_CFG" "$DET_TRAIN_ARGS" "$DATA_DIR/toy_coco" ;;
-        seg) run_task seg "$SEG_CFG" "$SEG_TRAIN_ARGS" "$DATA_DIR/toy_ade" ;;
-        cls) run_task cls "$CLS_CFG" "$CLS_TRAIN_ARGS" "$DATA_DIR/toy_cls" ;;
+        det) run_task det "$DET_CFG" "$DET_TRAIN_ARGS" "$DATA_DIR/toy_coco" det ;;
+        seg) run_task seg "$SEG_CFG" "$SEG_TRAIN_ARGS" "$DATA_DIR/toy_ade" seg ;;
+        cls) run_task cls "$CLS_CFG" "$CLS_TRAIN_ARGS" "$DATA_DIR/toy_cls" cls ;;
+        ddf) run_task ddf "$DDF_CFG" "$DDF_TRAIN_ARGS" "$DATA_DIR/toy_cls" cls ;;
     esac
     done_dirs+=("$WORK_DIR/$task")
 done

@@ -10,15 +10,19 @@ from .conftest import REPO, needs_stack, python, run_tool
 pytestmark = [needs_stack]
 
 TOY = osp.join(REPO, 'configs', 'toy')
+CLS_OPTIONS = ['train_cfg.max_epochs=1', 'train_dataloader.batch_size=4',
+               'val_dataloader.batch_size=4', 'default_hooks.checkpoint.interval=1']
+# id: (toolbox, config, data, options)
 CASES = {
-    'mmdet': ('mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py', 'toy_coco',
+    'mmdet': ('mmdet', 'mask-rcnn_elsa-swin-toy_fpn_1xb4-8e_toy-coco.py', 'toy_coco',
               ['train_cfg.max_epochs=1', 'train_dataloader.batch_size=2']),
-    'mmseg': ('upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py', 'toy_ade',
+    'mmseg': ('mmseg', 'upernet_elsa-swin-toy_1xb8-800i_toy-ade-128x128.py', 'toy_ade',
               ['train_cfg.max_iters=2', 'train_cfg.val_interval=2',
                'train_dataloader.batch_size=2', 'default_hooks.checkpoint.interval=2']),
-    'mmpretrain': ('elsa-swin-toy_1xb32-8e_toy-cls-64px.py', 'toy_cls',
-                   ['train_cfg.max_epochs=1', 'train_dataloader.batch_size=4',
-                    'val_dataloader.batch_size=4', 'default_hooks.checkpoint.interval=1']),
+    'mmpretrain': ('mmpretrain', 'elsa-swin-toy_1xb32-8e_toy-cls-64px.py', 'toy_cls',
+                   CLS_OPTIONS),
+    'mmpretrain-ddf': ('mmpretrain', 'ddf-resnet-toy_1xb32-8e_toy-cls-64px.py', 'toy_cls',
+                       CLS_OPTIONS),
 }
 
 
@@ -33,14 +37,14 @@ def tiny_toy(tmp_path_factory):
 
 def test_every_toy_config_is_covered():
     import glob
-    assert sorted(c for c, _, _ in CASES.values()) == sorted(
+    assert sorted(c for _, c, _, _ in CASES.values()) == sorted(
         osp.basename(p) for p in glob.glob(osp.join(TOY, '*.py')))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('package', sorted(CASES))
-def test_mim_train_with_the_toolbox(package, tiny_toy, tmp_path):
-    config, data, options = CASES[package]
+@pytest.mark.parametrize('case', sorted(CASES))
+def test_mim_train_with_the_toolbox(case, tiny_toy, tmp_path):
+    package, config, data, options = CASES[case]
     root = osp.join(tiny_toy, data) + '/'
     options = options + [f'{s}_dataloader.dataset.data_root={root}'
                          for s in ('train', 'val', 'test')]

@@ -176,36 +176,41 @@ def test_run_toy_script_refuses_an_unknown_task_before_any_work(tmp_path):
         TASKS='det clss', DATA_DIR=str(data), WORK_DIR=str(tmp_path / 'work'),
         PYTHON=python()), timeout=60)
     assert res.returncode == 2, (res.stdout + res.stderr)[-3000:]
-    assert 'unknown task clss (use det, seg and/or cls)' in res.stderr
+    assert 'unknown task clss (use det, seg, cls and/or ddf)' in res.stderr
     assert not data.exists()
 
 
 def test_run_toy_script_classifier(tmp_path):
-    """TASKS=cls: the toy ELSA-Swin classifier, 2 epochs on a small shape set: trains
-    (validating the untrained model first), tests with --out, and its report's top-1 and
-    per-class accuracy, computed from the saved predictions, agree with mmpretrain's Accuracy
-    metric of the test tool."""
+    """TASKS='cls ddf': the toy ELSA-Swin and DDF-ResNet classifiers, 2 epochs each on one
+    small shape set (generated once): each trains (validating the untrained model first), tests
+    with --out, and its report's top-1 and per-class accuracy, computed from the saved
+    predictions, agree with mmpretrain's Accuracy metric of the test tool; the table names each
+    run."""
     from mmelsa.datasets.toy import generate_toy_cls
     data = tmp_path / 'data'
     generate_toy_cls(str(data), seed=0, num_train=24, num_val=9)
     work = tmp_path / 'work'
     res = run_tool(['bash', 'tools/run_toy.sh'], env=dict(
-        TASKS='cls', DATA_DIR=str(data), WORK_DIR=str(work), PYTHON=python(),
+        TASKS='cls ddf', DATA_DIR=str(data), WORK_DIR=str(work), PYTHON=python(),
         TOY_GEN_ARGS='--num-train 24 --num-val 9',
-        CLS_TRAIN_ARGS='--cfg-options train_cfg.max_epochs=2 train_cfg.val_interval=1'),
+        CLS_TRAIN_ARGS='--cfg-options train_cfg.max_epochs=2 train_cfg.val_interval=1',
+        DDF_TRAIN_ARGS='--cfg-options train_cfg.max_epochs=2 train_cfg.val_interval=1'),
         timeout=900)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-5000:]
-    wd = work / 'cls'
-    with open(wd / 'summary.json') as f:
-        summary = json.load(f)
-    test_metrics = _metrics((wd / 'test.log').read_text())
-    top1 = summary['metrics']['accuracy/top1']
-    assert top1 == pytest.approx(test_metrics['accuracy/top1'], abs=1e-3)
-    per_class = summary['per_class']['accuracy']
-    assert sorted(per_class) == ['circle', 'square', 'triangle']
-    assert top1 == pytest.approx(sum(per_class.values()) / 3, abs=1e-6)  # 3 images each
-    assert 'accuracy/top1' in summary['untrained']
-    assert len([f for f in os.listdir(wd / 'vis') if f.endswith('.png')]) == 9
+    assert out.count('generating toy data') == 1 and 'for: cls )' in out  # one set for both
     table = out[out.index('toy end-to-end results'):]
-    assert re.search(r'^cls +accuracy/top1 +[0-9.]+ +[0-9.]+ +[0-9]+ s$', table, re.M), table
+    for task in ('cls', 'ddf'):
+        wd = work / task
+        with open(wd / 'summary.json') as f:
+            summary = json.load(f)
+        test_metrics = _metrics((wd / 'test.log').read_text())
+        top1 = summary['metrics']['accuracy/top1']
+        assert top1 == pytest.approx(test_metrics['accuracy/top1'], abs=1e-3)
+        per_class = summary['per_class']['accuracy']
+        assert sorted(per_class) == ['circle', 'square', 'triangle']
+        assert top1 == pytest.approx(sum(per_class.values()) / 3, abs=1e-6)  # 3 images each
+        assert 'accuracy/top1' in summary['untrained']
+        assert len([f for f in os.listdir(wd / 'vis') if f.endswith('.png')]) == 9
+        assert re.search(rf'^{task} +accuracy/top1 +[0-9.]+ +[0-9.]+ +[0-9]+ s$', table,
+                         re.M), table

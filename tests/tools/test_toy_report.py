@@ -123,3 +123,24 @@ def test_predictions_file_cannot_run_code(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match=r'bad\.pkl.*(posix|os)\.system'):
         toy_report._load_det_predictions(str(bad))
     assert not marker.exists()
+
+
+def test_table_names_each_run_by_its_folder(tmp_path, capsys):
+    """Two classifiers (run_toy.sh's cls and ddf tasks) are both of kind 'cls': the table tells
+    them apart by folder, each with its own time."""
+    dirs = []
+    for name, top1 in (('cls', 93.7), ('ddf', 100.0)):
+        wd = tmp_path / name
+        wd.mkdir()
+        summary = dict(task='cls', metrics={'accuracy/top1': top1},
+                       untrained={'accuracy/top1': 34.3}, per_class={},
+                       overview='o.png', curves='c.png', pictures='vis')
+        (wd / 'summary.json').write_text(json.dumps(summary))
+        dirs.append(str(wd))
+    times = tmp_path / 'times.txt'
+    times.write_text('data 5\ntrain cls 300\ntest cls 7\ntrain ddf 600\ntest ddf 8\n')
+    toy_report.main(['table', *dirs, '--times', str(times)])
+    rows = [r.split() for r in capsys.readouterr().out.splitlines()
+            if r.startswith(('cls ', 'ddf '))]
+    assert [(r[0], r[2], r[-2]) for r in rows] == [('cls', '93.7', '307'),
+                                                  ('ddf', '100.0', '608')]

@@ -461,18 +461,20 @@ def table(args):
     for wd in args.task_dirs:
         with open(osp.join(wd, 'summary.json')) as f:
             s = json.load(f)
-        t = sum(v for k, v in times.items() if k.split()[-1] == s['task'])
+        # a run is named by its folder (run_toy.sh's task: two classifiers are both 'cls')
+        name = osp.basename(osp.normpath(wd))
+        t = sum(v for k, v in times.items() if k.split()[-1] == name)
         for k, v in s['metrics'].items():
             if k not in HEADLINE[s['task']]:
                 continue
             fmt = '{:.3f}' if s['task'] == 'det' else '{:.1f}'
             u = s['untrained'].get(k)
-            rows.append((s['task'], k, fmt.format(v), '-' if u is None else fmt.format(u),
+            rows.append((name, k, fmt.format(v), '-' if u is None else fmt.format(u),
                          f'{t} s'))
         for group, figures in s['per_class'].items():
             fmt = '{:.2f}' if s['task'] == 'det' else '{:.1f}'
-            rows.append((s['task'], group, ' '.join(f'{n} ' + fmt.format(v)
-                                                    for n, v in figures.items()), '', ''))
+            rows.append((name, group, ' '.join(f'{n} ' + fmt.format(v)
+                                               for n, v in figures.items()), '', ''))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     lines = ['  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, '  '.join('-' * w for w in widths))
@@ -482,7 +484,8 @@ def table(args):
     for wd in args.task_dirs:
         with open(osp.join(wd, 'summary.json')) as f:
             s = json.load(f)
-        print(f'{s["task"]}: overview {s["overview"]}, curves {s["curves"]}, '
+        print(f'{osp.basename(osp.normpath(wd))}: overview {s["overview"]}, '
+              f'curves {s["curves"]}, '
               f'all pictures {s["pictures"]}/')
 
 
