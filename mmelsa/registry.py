@@ -31,38 +31,33 @@ from .models import ELSASwinTransformer
 BACKBONES = (ELSASwinTransformer, )
 
 
-def build_elsa_volo(**kwargs):
-    """Build :class:`mmelsa.models.elsa_volo.ELSAVOLO` (needs timm); registered as
-    ``type='ELSAVOLO'``."""
-    try:
-        from .models.elsa_volo import ELSAVOLO as cls
-    except ImportError as err:
-        raise ImportError(f'ELSAVOLO is built on timm\'s VOLO and needs timm (and torchvision) '
-                          f'installed: {err}') from err
-    return cls(**kwargs)
+def _lazy_builder(module, name, needs):
+    """A builder that imports ``name`` from ``module`` (relative to mmelsa) when a config asks
+    for one, so that ``import mmelsa`` imports neither timm nor mmpretrain nor mmdet; a missing
+    dependency is one ImportError saying what ``name`` ``needs``."""
+    def build(**kwargs):
+        try:
+            cls = getattr(importlib.import_module(module, __package__), name)
+        except ImportError as err:
+            raise ImportError(f'{name} {needs}: {err}') from err
+        return cls(**kwargs)
+
+    build.__doc__ = f'Build :class:`mmelsa{module}.{name}`; registered as ``type={name!r}``.'
+    return build
 
 
-def build_ddf_resnet(**kwargs):
-    """Build :class:`mmelsa.models.ddf_resnet.DDFResNet` (mmpretrain's ResNet with DDF layers;
-    needs mmpretrain); registered as ``type='DDFResNet'``."""
-    try:
-        from .models.ddf_resnet import DDFResNet as cls
-    except ImportError as err:
-        raise ImportError(f'DDFResNet is built on mmpretrain\'s ResNet and needs mmpretrain '
-                          f'installed (pip install -e .[cls]): {err}') from err
-    return cls(**kwargs)
-
-
-def build_ddf_up_fpn(**kwargs):
-    """Build :class:`mmelsa.models.fpn_ddfup.DDFUpFPN` (mmdet's FPN upsampling by DDF-Up;
-    needs mmdet); registered as ``type='DDFUpFPN'``."""
-    try:
-        from .models.fpn_ddfup import DDFUpFPN as cls
-    except ImportError as err:
-        raise ImportError(f'DDFUpFPN is built on mmdet\'s FPN and needs mmdet installed: '
-                          f'{err}') from err
-    return cls(**kwargs)
-
+build_elsa_volo = _lazy_builder(
+    '.models.elsa_volo', 'ELSAVOLO',
+    'is built on timm\'s VOLO and needs timm (and torchvision) installed')
+build_ddf_resnet = _lazy_builder(
+    '.models.ddf_resnet', 'DDFResNet',
+    'is built on mmpretrain\'s ResNet and needs mmpretrain installed (pip install -e .[cls])')
+build_ddf_up_fpn = _lazy_builder(
+    '.models.fpn_ddfup', 'DDFUpFPN', 'is built on mmdet\'s FPN and needs mmdet installed')
+for _builder, _name in ((build_elsa_volo, 'build_elsa_volo'),
+                        (build_ddf_resnet, 'build_ddf_resnet'),
+                        (build_ddf_up_fpn, 'build_ddf_up_fpn')):
+    _builder.__name__ = _builder.__qualname__ = _name  # mmengine's errors name the builder
 
 #: types registered as builders that import their class when a config asks for one
 LAZY_BUILDERS = {'ELSAVOLO': build_elsa_volo, 'DDFResNet': build_ddf_resnet,

@@ -1,6 +1,7 @@
 """Registration of ELSASwinTransformer: once, into mmengine's root MODELS, where mmdet's and
 mmseg's child registries find it, with either toolbox absent."""
 import os.path as osp
+import re
 import subprocess
 import sys
 
@@ -113,3 +114,20 @@ def test_a_misspelt_backbone_argument_is_named_on_every_path(tmp_path):
     built = ELSASwinTransformer(embed_dims=8, depths=(1, 1), num_heads=(1, 2), group_width=4,
                                 strides=(4, 2), out_indices=(1, ), elsa_stages=(0, ))
     assert built.embed_dims == 8
+
+
+@pytest.mark.parametrize('type_name,module,needs', [
+    ('ELSAVOLO', 'mmelsa.models.elsa_volo', "needs timm (and torchvision) installed"),
+    ('DDFResNet', 'mmelsa.models.ddf_resnet', 'needs mmpretrain installed'),
+    ('DDFUpFPN', 'mmelsa.models.fpn_ddfup', 'needs mmdet installed'),
+])
+def test_lazy_types_say_what_they_need(monkeypatch, type_name, module, needs):
+    """A type built on another toolbox is registered as a builder that imports it when a config
+    asks for one; without that toolbox the build is one ImportError naming it."""
+    from mmengine.registry import MODELS
+
+    import mmelsa.registry
+    assert MODELS.get(type_name) is mmelsa.registry.LAZY_BUILDERS[type_name]
+    monkeypatch.setitem(sys.modules, module, None)  # the import now fails
+    with pytest.raises(ImportError, match=f'^{type_name} is built on .*{re.escape(needs)}'):
+        MODELS.build(dict(type=type_name))
