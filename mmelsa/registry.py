@@ -25,10 +25,12 @@ import warnings
 
 from mmengine.registry import MODELS
 
-from .models import ELSASwinTransformer
+from .models import ConvStem, ELSASwinTransformer
 
 #: classes registered as backbones, under their class names
 BACKBONES = (ELSASwinTransformer, )
+#: layers registered under their class names (for configs that build them by type)
+LAYERS = (ConvStem, )
 
 
 def _lazy_builder(module, name, needs):
@@ -65,13 +67,14 @@ LAZY_BUILDERS = {'ELSAVOLO': build_elsa_volo, 'DDFResNet': build_ddf_resnet,
 
 
 def register_all():
-    """Register :data:`BACKBONES` into mmengine's root ``MODELS`` (idempotent)."""
-    for cls in BACKBONES:
+    """Register :data:`BACKBONES`, :data:`LAYERS` and :data:`LAZY_BUILDERS` into mmengine's
+    root ``MODELS`` (idempotent)."""
+    for cls in BACKBONES + LAYERS:
         # force=True: re-importing mmelsa (e.g. after a reload) must not raise KeyError.
         MODELS.register_module(module=cls, force=True)
     for name, builder in LAZY_BUILDERS.items():
         MODELS.register_module(name=name, module=builder, force=True)
-    return [cls.__name__ for cls in BACKBONES] + list(LAZY_BUILDERS)
+    return [cls.__name__ for cls in BACKBONES + LAYERS] + list(LAZY_BUILDERS)
 
 
 def _optional(package, register):
@@ -107,6 +110,6 @@ register_all()
 register_toolbox_names()
 
 __all__ = [
-    'register_all', 'register_toolbox_names', 'BACKBONES', 'LAZY_BUILDERS', 'build_elsa_volo',
-    'build_ddf_resnet', 'build_ddf_up_fpn'
+    'register_all', 'register_toolbox_names', 'BACKBONES', 'LAYERS', 'LAZY_BUILDERS',
+    'build_elsa_volo', 'build_ddf_resnet', 'build_ddf_up_fpn'
 ]

@@ -1,0 +1,92 @@
+"""The scaled-ReLU convolutional stem: shapes, strides and parameter counts; the ablation
+variants without BatchNorm / ReLU; the forward against the same layers written out with
+torch.nn.functional in float64; registration and one-line errors."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmelsa.models import ConvStem
+
+
+def expected_params(embed, stem=(64, 64, 64), kernels=(7, 3, 3), proj=8, norm=True, cin=3):
+    n, width = 0, cin
+    for c, k in zip(stem, kernels):
+        n += width * c * k * k + (2 * c if norm else c)  # weights + (BN affine | conv bias)
+        width = c
+    return n + width * embed * proj * proj + embed
+
+
+@pytest.mark.parametrize('size,grid', [((224, 224), (14, 14)), ((225, 230), (15, 15)),
+                                       ((17, 40), (2, 3))])
+def test_default_stem_is_the_papers(size, grid):
+    stem = ConvStem(embed_dims=192, patch_size=16)
+    tokens, out = stem(torch.randn(2, 3, *size))
+    assert out == grid and tokens.shape == (2, grid[0] * grid[1], 192)
+    convs = [m for m in stem.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.kernel_size[0], c.stride[0], c.bias is None) for c in convs] == [
+        (7, 2, True), (3, 1, True), (3, 1, True), (8, 8, False)]
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in stem.modules()) == 3
+    assert sum(isinstance(m, torch.nn.ReLU) for m in stem.modules()) == 3
+    assert sum(p.numel() for p in stem.parameters()) == expected_params(192)
+
+
+@pytest.mark.parametrize('norm_cfg,act_cfg', [(None, dict(type='ReLU')),
+                                              (dict(type='BN'), None), (None, None)])
+def test_ablation_variants(norm_cfg, act_cfg):
+    stem = ConvStem(embed_dims=96, patch_size=16, norm_cfg=norm_cfg, act_cfg=act_cfg)
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in stem.modules()) == (
+        norm_cfg is not None)
+    assert any(isinstance(m, torch.nn.ReLU) for m in stem.modules()) == (act_cfg is not None)
+    assert sum(p.numel() for p in stem.parameters()) == expected_params(
+        96, norm=norm_cfg is not None)
+    tokens, grid = stem(torch.randn(1, 3, 32, 48))
+    assert grid == (2, 3) and tokens.shape == (1, 6, 96)
+
+
+@pytest.mark.parametrize('train', [False, True])
+def test_forward_is_the_layers_written_out(train):
+    torch.manual_seed(0)
+    stem = ConvStem(embed_dims=24, patch_size=4, stem_channels=(8, 8), kernel_sizes=(3, 3),
+                    strides=(2, 1)).double().train(train)
+    with torch.no_grad():
+        for m in stem.modules():  # statistics that are not the identity
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(2, 3, 13, 10, dtype=torch.float64)
+    sd = {k: v.clone() for k, v in stem.state_dict().items()}
+    want = F.pad(x, (0, 2, 0, 3))  # to multiples of 4
+    for conv, bn, stride, pad in (('stem.0', 'stem.1', 2, 1), ('stem.3', 'stem.4', 1, 1)):
+        want = F.conv2d(want, sd[conv + '.weight'], stride=stride, padding=pad)
+        want = F.batch_norm(want, sd[bn + '.running_mean'].clone(),
+                            sd[bn + '.running_var'].clone(), sd[bn + '.weight'], sd[bn + '.bias'],
+                            training=train, eps=1e-5)
+        want = F.relu(want)
+    want = F.conv2d(want, sd['proj.weight'], sd['proj.bias'], stride=2)
+    tokens, grid = stem(x)
+    assert grid == (4, 3)
+    torch.testing.assert_close(tokens, want.flatten(2).transpose(1, 2), rtol=1e-12, atol=1e-12)
+
+
+def test_registered_and_built_by_type():
+    import mmelsa  # noqa: F401
+    from mmengine.registry import MODELS
+    stem = MODELS.build(dict(type='ConvStem', embed_dims=96, patch_size=4, strides=(2, 1, 1)))
+    tokens, grid = stem(torch.randn(1, 3, 56, 56))
+    assert grid == (14, 14) and tokens.shape == (1, 196, 96)
+
+
+@pytest.mark.parametrize('kwargs,error,message', [
+    (dict(patch_size=6, strides=(4, 1, 1)), ValueError, 'must divide patch_size 6'),
+    (dict(kernel_sizes=(7, 4, 3)), ValueError, 'kernel_sizes must be odd'),
+    (dict(strides=(2, 1)), ValueError, 'one entry per convolution'),
+    (dict(norm_cfg=dict(type='LN')), ValueError, "norm_cfg type must be one of"),
+    (dict(embed_dim=96), TypeError, "ConvStem has no argument 'embed_dim'; did you mean "
+     "'embed_dims'?"),
+])
+def test_bad_arguments_are_one_line(kwargs, error, message):
+    with pytest.raises(error) as err:
+        ConvStem(**kwargs)
+    assert message in str(err.value) and '\n' not in str(err.value)
