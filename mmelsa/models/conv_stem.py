@@ -86,10 +86,16 @@ class ConvStem(SuggestsArguments, nn.Module):
         proj = patch_size // stem_stride
         self.proj = nn.Conv2d(width, embed_dims, proj, stride=proj)
 
-    def forward(self, x: Tensor):
+    def forward_map(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) -> the embedding map (B, embed_dims, Hp, Wp)."""
         H, W = x.shape[-2:]
         p = self.patch_size
-        x = F.pad(x, (0, (p - W % p) % p, 0, (p - H % p) % p))
-        x = self.proj(self.stem(x))
+        # padded to p * ceil(H / p), written without a branch so that torch.export and ONNX
+        # keep H and W symbolic (a zero-width pad is a no-op)
+        x = F.pad(x, (0, (W + p - 1) // p * p - W, 0, (H + p - 1) // p * p - H))
+        return self.proj(self.stem(x))
+
+    def forward(self, x: Tensor):
+        x = self.forward_map(x)
         size = (x.shape[2], x.shape[3])
         return x.flatten(2).transpose(1, 2), size

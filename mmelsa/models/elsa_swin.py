@@ -184,6 +184,11 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
             act on 'elsa' only; ``elsa_kernel_size`` and ``elsa_dilation`` on 'elsa',
             'dwconv' and 'ddf'; ``window_size`` on 'window' (and on the other stages).
             Default: 'elsa'.
+        conv_stem (dict | None): None (default): the patchify convolution (the official
+            model). A dict of :class:`~.conv_stem.ConvStem` arguments (``{}`` for its
+            defaults: 7x7 stride 2 -> 3x3 -> 3x3, 64 channels, BatchNorm + ReLU, then a 2x2
+            projection) puts the scaled-ReLU convolutional stem in the patchify
+            convolution's place (``patch_embed.proj``), reaching the same stride.
 
     mmpretrain's ``SwinTransformer`` arguments are accepted too, with mmpretrain's meaning, so
     that an mmpretrain Swin config with only the type changed works. Any of ``img_size``,
@@ -200,8 +205,8 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
         out_after_downsample (bool): only False (outputs before patch merging).
         interpolate_mode (str): accepted, unused: the absolute position embedding is never
             resized; inputs must give its ``img_size // patch_size`` grid.
-        norm_eval (bool): keep the BatchNorms of the 'dwconv' / 'ddf' mixers in eval mode
-            while training; no effect on the other mixers, which have no BatchNorm.
+        norm_eval (bool): keep the BatchNorms (of the 'dwconv' / 'ddf' mixers and of a
+            ``conv_stem``) in eval mode while training; no effect without them.
         pad_small_map (bool): only True: maps smaller than the window are padded (never a
             shrunk window).
         stage_cfgs, patch_cfg (dict): only empty ones; the blocks and the patch embedding are
@@ -257,6 +262,7 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
                  gamma=1.,
                  elsa_stages=(0, 1, 2),
                  local_mixer='elsa',
+                 conv_stem=None,
                  img_size=None,
                  out_after_downsample=None,
                  interpolate_mode=None,
@@ -331,7 +337,7 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
         self.with_cp = with_cp
 
         self.patch_embed = PatchEmbed(in_channels, embed_dims, patch_size,
-                                      norm_cfg if patch_norm else None)
+                                      norm_cfg if patch_norm else None, conv_stem=conv_stem)
         if self.use_abs_pos_embed:
             # mmdet's name and layout: one row per patch of the pretraining grid, row-major,
             # so mmdet-trained checkpoints load by name.

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.init import trunc_normal_
 
+from .conv_stem import ConvStem
 from .utils import DropPath, Mlp, build_norm
 
 
@@ -30,15 +31,23 @@ class PatchEmbed(nn.Module):
     """Non-overlapping patch embedding: pad right/bottom to a multiple of the patch size,
     ``proj`` (Conv2d, kernel = stride = patch size), then LayerNorm ``norm``.
 
+    With ``conv_stem`` (a dict of :class:`~.conv_stem.ConvStem` arguments, ``{}`` for the
+    scaled-ReLU stem's defaults), ``proj`` is that convolutional stem, reaching the same
+    patch size; ``norm`` follows it as it follows the patchify convolution.
+
     Shape:
         - Input: (B, C_in, H, W)
         - Output: (B, ceil(H / p), ceil(W / p), embed_dims)
     """
 
-    def __init__(self, in_channels=3, embed_dims=96, patch_size=4, norm_cfg=dict(type='LN')):
+    def __init__(self, in_channels=3, embed_dims=96, patch_size=4, norm_cfg=dict(type='LN'),
+                 conv_stem=None):
         super().__init__()
         self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_channels, embed_dims, patch_size, stride=patch_size)
+        if conv_stem is None:
+            self.proj = nn.Conv2d(in_channels, embed_dims, patch_size, stride=patch_size)
+        else:
+            self.proj = ConvStem(in_channels, embed_dims, patch_size, **conv_stem)
         self.norm = build_norm(norm_cfg, embed_dims) if norm_cfg is not None else None
 
     def forward(self, x):
@@ -47,7 +56,8 @@ class PatchEmbed(nn.Module):
         # Pad to p * ceil(H / p) unconditionally (a zero-width pad is a no-op). Written as a
         # rounded-up size rather than `if H % p`, so torch.export / ONNX keep H, W symbolic.
         x = F.pad(x, (0, round_up(W, p) - W, 0, round_up(H, p) - H))
-        x = self.proj(x).permute(0, 2, 3, 1)
+        x = self.proj.forward_map(x) if isinstance(self.proj, ConvStem) else self.proj(x)
+        x = x.permute(0, 2, 3, 1)
         if self.norm is not None:
             x = self.norm(x)
         return x

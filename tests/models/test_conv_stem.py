@@ -90,3 +90,46 @@ def test_bad_arguments_are_one_line(kwargs, error, message):
     with pytest.raises(error) as err:
         ConvStem(**kwargs)
     assert message in str(err.value) and '\n' not in str(err.value)
+
+
+def small_elsa_swin(**kwargs):
+    from mmelsa.models import ELSASwinTransformer
+    torch.manual_seed(0)
+    return ELSASwinTransformer(embed_dims=16, depths=(1, 1, 1, 2), num_heads=(1, 2, 2, 4),
+                               window_size=7, elsa_kernel_size=5, group_width=4,
+                               drop_path_rate=0., **kwargs)
+
+
+def test_elsa_swin_with_the_conv_stem():
+    """conv_stem puts the stem in the patchify convolution's place: same output shapes at odd
+    sizes, the other parameters' names unchanged, gradients reach the stem, norm_eval keeps its
+    BatchNorms in eval mode."""
+    plain, conv = small_elsa_swin(), small_elsa_swin(conv_stem={})
+    for size in ((45, 61), (37, 29)):
+        x = torch.randn(2, 3, *size)
+        assert [o.shape for o in conv(x)] == [o.shape for o in plain(x)]
+    keys = set(conv.state_dict())
+    assert keys - {k for k in keys if k.startswith('patch_embed.proj.')} == set(
+        plain.state_dict()) - {'patch_embed.proj.weight', 'patch_embed.proj.bias'}
+    assert isinstance(conv.patch_embed.proj, ConvStem)
+    sum(o.mean() for o in conv(torch.randn(2, 3, 32, 32))).backward()
+    assert all(p.grad is not None for p in conv.patch_embed.proj.parameters())
+    frozen = small_elsa_swin(conv_stem={}, norm_eval=True).train()
+    bns = [m for m in frozen.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 3 and not any(m.training for m in bns)
+
+
+def test_elsa_swin_with_the_conv_stem_exports(tmp_path):
+    from mmelsa.deployment import OnnxRunner
+    from mmelsa.ops.reference import max_rel_err
+    model = small_elsa_swin(conv_stem={}).eval()
+    path = str(tmp_path / 'conv_stem.onnx')
+    torch.onnx.export(model, (torch.randn(1, 3, 64, 96), ), path, dynamo=False, opset_version=17,
+                      input_names=['x'], dynamic_axes={'x': {0: 'b', 2: 'h', 3: 'w'}})
+    runner = OnnxRunner(path)
+    for shape in [(1, 3, 64, 96), (2, 3, 37, 53)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            expected = model(x)
+        for got, want in zip(runner(x), expected):
+            assert max_rel_err(torch.from_numpy(got), want) < 1e-4, shape
