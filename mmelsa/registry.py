@@ -56,14 +56,19 @@ build_ddf_resnet = _lazy_builder(
     'is built on mmpretrain\'s ResNet and needs mmpretrain installed (pip install -e .[cls])')
 build_ddf_up_fpn = _lazy_builder(
     '.models.fpn_ddfup', 'DDFUpFPN', 'is built on mmdet\'s FPN and needs mmdet installed')
+build_conv_stem_vit = _lazy_builder(
+    '.models.conv_stem_vit', 'ConvStemVisionTransformer',
+    'is built on mmpretrain\'s VisionTransformer and needs mmpretrain installed '
+    '(pip install -e .[cls])')
 for _builder, _name in ((build_elsa_volo, 'build_elsa_volo'),
                         (build_ddf_resnet, 'build_ddf_resnet'),
-                        (build_ddf_up_fpn, 'build_ddf_up_fpn')):
+                        (build_ddf_up_fpn, 'build_ddf_up_fpn'),
+                        (build_conv_stem_vit, 'build_conv_stem_vit')):
     _builder.__name__ = _builder.__qualname__ = _name  # mmengine's errors name the builder
 
 #: types registered as builders that import their class when a config asks for one
 LAZY_BUILDERS = {'ELSAVOLO': build_elsa_volo, 'DDFResNet': build_ddf_resnet,
-                 'DDFUpFPN': build_ddf_up_fpn}
+                 'DDFUpFPN': build_ddf_up_fpn, 'ConvStemVisionTransformer': build_conv_stem_vit}
 
 
 def register_all():
@@ -111,5 +116,5 @@ register_toolbox_names()
 
 __all__ = [
     'register_all', 'register_toolbox_names', 'BACKBONES', 'LAYERS', 'LAZY_BUILDERS',
-    'build_elsa_volo', 'build_ddf_resnet', 'build_ddf_up_fpn'
+    'build_elsa_volo', 'build_ddf_resnet', 'build_ddf_up_fpn', 'build_conv_stem_vit'
 ]

@@ -133,3 +133,24 @@ def test_elsa_swin_with_the_conv_stem_exports(tmp_path):
             expected = model(x)
         for got, want in zip(runner(x), expected):
             assert max_rel_err(torch.from_numpy(got), want) < 1e-4, shape
+
+
+def test_volos_stem_is_the_same_module():
+    """timm's VOLO patch embedding (ELSA-VOLO's stem) and ConvStem with VOLO's arguments compute
+    the same function from the same weights (VOLO's ``conv.i`` is ConvStem's ``stem.i``)."""
+    from timm.models.volo import PatchEmbed as VoloPatchEmbed
+    torch.manual_seed(0)
+    volo = VoloPatchEmbed(stem_conv=True, stem_stride=2, patch_size=8, hidden_dim=64,
+                          embed_dim=96).double().eval()
+    with torch.no_grad():
+        for m in volo.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 1.5)
+    stem = ConvStem(3, 96, patch_size=8).double().eval()
+    stem.load_state_dict({k.replace('conv.', 'stem.', 1): v for k, v in
+                          volo.state_dict().items()}, strict=True)
+    x = torch.randn(2, 3, 64, 48, dtype=torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(stem.forward_map(x), volo(x), rtol=1e-12, atol=1e-12)

@@ -11,9 +11,9 @@ from .conftest import REPO, needs_stack, point_at_toy
 
 # Detection and segmentation model configs: configs/mmdeploy/ holds MMDeploy's deploy configs
 # (tests/deployment uses them); the classification configs, mmpretrain's, are checked in
-# tests/models/test_classification.py, test_elsa_volo.py, test_ddf_resnet.py and
-# tests/tools/test_toy_e2e.py.
-CLASSIFICATION = ('elsa_swin_cls', 'elsa_volo', 'ddf_resnet')
+# tests/models/test_classification.py, test_elsa_volo.py, test_ddf_resnet.py,
+# test_conv_stem_configs.py and tests/tools/test_toy_e2e.py.
+CLASSIFICATION = ('elsa_swin_cls', 'elsa_volo', 'ddf_resnet', 'conv_stem')
 # DDF-ResNet's detection and segmentation configs: tests/tools/test_ddf_configs.py
 DDF = ('ddf_resnet_det', 'ddf_resnet_seg')
 CONFIGS = sorted(c for c in glob.glob(osp.join(REPO, 'configs', '*', '*.py'))
