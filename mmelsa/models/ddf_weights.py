@@ -12,7 +12,7 @@ found as well as at top level.
 """
 from collections import OrderedDict
 
-from .official_weights import unwrap_state_dict
+from .official_weights import _strip, unwrap_state_dict
 
 __all__ = ['is_ddf_resnet_state_dict', 'convert_ddf_resnet_state_dict']
 
@@ -20,13 +20,9 @@ __all__ = ['is_ddf_resnet_state_dict', 'convert_ddf_resnet_state_dict']
 _MARKER = 'layer1.0.conv2.spatial_branch.0.weight'
 
 
-def _strip_module(key):
-    return key[len('module.'):] if key.startswith('module.') else key
-
-
 def is_ddf_resnet_state_dict(checkpoint):
     """Whether ``checkpoint`` holds a release-layout DDF-ResNet (no ``backbone.`` prefix)."""
-    return _MARKER in {_strip_module(k) for k in unwrap_state_dict(checkpoint)}
+    return _MARKER in {_strip(k, 'module.') for k in unwrap_state_dict(checkpoint)}
 
 
 def convert_ddf_resnet_state_dict(checkpoint, backbone_only=False):
@@ -42,7 +38,7 @@ def convert_ddf_resnet_state_dict(checkpoint, backbone_only=False):
                          '(a file already converted has backbone.-prefixed keys)')
     out, dropped = OrderedDict(), []
     for orig, value in state_dict.items():
-        key = _strip_module(orig)
+        key = _strip(orig, 'module.')
         if key.startswith('fc.'):
             if backbone_only:
                 dropped.append(orig)
