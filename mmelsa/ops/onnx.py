@@ -9,10 +9,19 @@ For zero padding p = (K // 2) * d the graph is
     out     = sum_t x_t * ghost_mul[:, t] * attn[:, :, t]  (attention broadcast over a head's
               C/G channels)  +  depthwise Conv(x, ghost_add) (K x K, dilation d, stride s)
 
-(the fused operator first takes Softmax over the taps, axis 2). The additive ghost does not
+(the fused operator's softmax over the taps is spelt ``e = Exp(logits - ReduceMax)``, the sum
+taken with ``e`` and divided by ``ReduceSum(e)`` once at the end: no Softmax over a non-last
+axis, which ONNX Runtime runs as Transpose, Softmax, Transpose). The additive ghost does not
 depend on the attention, so its term is exactly a depth-wise convolution and costs one Conv
-instead of K*K extra multiply-adds. Only tap-sized temporaries (B, C, Ho, Wo) exist besides the
-accumulator: nothing of size K*K x the output is materialised.
+instead of K*K extra multiply-adds. Only tap-sized temporaries exist besides the accumulator:
+nothing of size K*K x the output is materialised.
+
+ONNX Runtime runs one node at a time over whole tensors, so a tap loop over the whole map
+streams it from memory K*K times. :func:`elsa_export_form` therefore runs the tap loop over
+channel chunks (a slice of a head, or a run of whole heads) whose padded planes fit a core's L2
+cache at the traced size; on ELSA-Swin-T at 224 x 224 this took ONNX Runtime from 1.87x to 1.49x
+Swin-T's time (docs/benchmarks.md, "ONNX Runtime export form"). The chunking changes the graph,
+never the result: the graph is correct at every input size.
 
 Two spellings of that graph:
 
@@ -32,6 +41,8 @@ Two spellings of that graph:
   Their slice ends are ``shape(x)[2:] + offset``, computed in the graph; only K, dilation,
   stride and the channel count C are fixed at export.
 """
+import warnings
+
 import torch
 
 from .extension import require_ext
@@ -51,8 +62,56 @@ def is_exporting():
     return torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()
 
 
+# Channels per chunk of the export form: the padded map of a chunk is sized to stay in a core's
+# L2 cache while its K*K taps pass over it (ONNX Runtime runs each node to completion, so an
+# unchunked map streams from memory K*K times), with at most _MAX_CHUNKS chunks per call so
+# that large maps do not multiply the graph's nodes. Measured on ELSA-Swin-T's stage-1 call in
+# ONNX Runtime (docs/benchmarks.md, "ONNX Runtime export form").
+_CHUNK_BYTES = 256 * 1024
+_MAX_CHUNKS = 32
+_DEFAULT_CHUNK_CHANNELS = 8  # when the traced sizes are symbolic (torch.export)
+
+
+def _static_size(x):
+    """x's sizes as ints where they are known at export, None for a symbolic one (torch.export).
+    The TorchScript exporter traces sizes as tensors; read here only to size the chunks, never
+    used in the graph, so its warning that the value is fixed does not apply."""
+    sizes = []
+    for v in x.shape:
+        if isinstance(v, torch.Tensor):
+            with warnings.catch_warnings():
+                warnings.simplefilter('ignore', torch.jit.TracerWarning)
+                v = int(v)
+        sizes.append(v if isinstance(v, int) else None)
+    return sizes
+
+
+def _chunk_channels(x, pad):
+    """Channels per chunk for x (B, C, H, W) at its traced size."""
+    _, channels, height, width = _static_size(x)
+    if channels is None or height is None or width is None:
+        return _DEFAULT_CHUNK_CHANNELS
+    plane = (height + 2 * pad) * (width + 2 * pad) * x.element_size()
+    return max(1, _CHUNK_BYTES // plane, -(-channels // _MAX_CHUNKS))
+
+
+def _chunks(heads, per_head, size):
+    """(head range, channel range within a head) of each chunk: runs of whole heads when
+    ``size`` covers at least one head, else a head cut into equal slices of at most ``size``."""
+    if size >= per_head:
+        step = size // per_head
+        return [((g, min(g + step, heads)), (0, per_head)) for g in range(0, heads, step)]
+    parts = -(-per_head // size)
+    bounds = [per_head * i // parts for i in range(parts + 1)]
+    return [((g, g + 1), (c0, c1)) for g in range(heads) for c0, c1 in zip(bounds, bounds[1:])]
+
+
+def _cat(parts, dim):
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim)
+
+
 def elsa_export_form(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dilation=1,
-                     stride=1, attn_is_logits=False):
+                     stride=1, attn_is_logits=False, chunk_channels=None):
     """The ELSA operator in plain torch ops (Pad, strided slices, Mul / Add, one depth-wise
     conv), as the module docstring writes it; same arguments and result as
     :func:`mmelsa.ops.elsa_attention` (inputs already validated). Used when exporting.
@@ -61,38 +120,65 @@ def elsa_export_form(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dil
     (C, K, K), (B, C, K, K) (one per sample, DDF's channel filter) or None -> (B, C, Ho, Wo).
     A per-sample additive ghost is added tap by tap (a depth-wise convolution's weights cannot
     vary with a dynamic batch).
+
+    For speed in ONNX Runtime, the taps run over the channels in chunks of ``chunk_channels``
+    (default: sized to the cache at the traced size; any size gives the same result), and
+    logits are normalised after the sum: ``sum_t x_t e_t / sum_t e_t`` with
+    ``e = exp(logits - max)``, which needs no Softmax over a non-last axis (unless a
+    per-sample additive ghost, which the normalisation must not scale, is present).
     """
     K, d, s = kernel_size, dilation, stride
-    if attn_is_logits:
-        attn = attn.softmax(2)
-    channels, heads = x.shape[1], attn.shape[1]
+    # C and G are fixed by the model's weights: plain ints even while tracing
+    channels, heads = _static_size(x)[1], _static_size(attn)[1]
+    per_head = channels // heads
     pad = (K // 2) * d
+    tap_add = ghost_add if ghost_add is not None and ghost_add.dim() == 4 else None
+    deferred = attn_is_logits and tap_add is None
+    norm = None
+    if deferred:
+        attn = (attn - attn.amax(2, keepdim=True)).exp()
+        norm = attn.sum(2, keepdim=True)  # (B, G, 1, Ho, Wo)
+    elif attn_is_logits:
+        attn = attn.softmax(2)
     # Dense NCHW inputs (no-ops in an ONNX graph): torch.export cannot reason about the
     # strides of products of channel slices of channels-last maps with a symbolic width.
     x, attn = x.contiguous(), attn.contiguous()
     xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     # (B, C, Hp, Wp) -> (B, G, C/G, Hp, Wp): a tap's attention then broadcasts over a head.
-    xp = xp.reshape(xp.shape[0], heads, channels // heads, xp.shape[2], xp.shape[3])
+    xp = xp.reshape(xp.shape[0], heads, per_head, xp.shape[2], xp.shape[3])
 
     def by_tap(ghost):  # (C, K, K) -> (G, C/G, K*K, 1, 1); (B, C, K, K) -> (B, G, C/G, ...)
-        return ghost.reshape(ghost.shape[:-3] + (heads, channels // heads, K * K, 1, 1))
+        return ghost.reshape(ghost.shape[:-3] + (heads, per_head, K * K, 1, 1))
 
     if ghost_mul is not None:  # tap t's channel multipliers
         ghost_mul = by_tap(ghost_mul)
-    tap_add = by_tap(ghost_add) if ghost_add is not None and ghost_add.dim() == 4 else None
-    total = None
-    for u in range(K):
-        rows = slice(u * d, u * d - 2 * pad or None, s)  # u*d : u*d + H : s
-        for v in range(K):
-            t = u * K + v
-            x_tap = xp[:, :, :, rows, v * d:v * d - 2 * pad or None:s]  # (B, G, C/G, Ho, Wo)
-            weight = attn[:, :, t:t + 1]  # (B, G, 1, Ho, Wo)
-            if ghost_mul is not None:
-                weight = weight * ghost_mul[..., t, :, :]
-            if tap_add is not None:
-                weight = weight + tap_add[..., t, :, :]
-            term = x_tap * weight
-            total = term if total is None else total + term
+    if tap_add is not None:
+        tap_add = by_tap(tap_add)
+    size = chunk_channels or _chunk_channels(x, pad)
+    outs, taps_of = {}, {}  # per head range: its chunks' outputs; its taps' attention
+    for (g0, g1), (c0, c1) in _chunks(heads, per_head, size):
+        if (g0, g1) not in taps_of:  # (B, g1 - g0, 1, Ho, Wo) per tap, shared by the chunks
+            taps_of[(g0, g1)] = attn[:, g0:g1].split(1, 2)
+            outs[(g0, g1)] = []
+        taps = taps_of[(g0, g1)]
+        x_chunk = xp[:, g0:g1, c0:c1]
+        total = None
+        for u in range(K):
+            rows = slice(u * d, u * d - 2 * pad or None, s)  # u*d : u*d + H : s
+            for v in range(K):
+                t = u * K + v
+                x_tap = x_chunk[..., rows, v * d:v * d - 2 * pad or None:s]
+                weight = taps[t]
+                if ghost_mul is not None:
+                    weight = weight * ghost_mul[..., g0:g1, c0:c1, t, :, :]
+                if tap_add is not None:
+                    weight = weight + tap_add[..., g0:g1, c0:c1, t, :, :]
+                term = x_tap * weight
+                total = term if total is None else total + term
+        outs[(g0, g1)].append(total)
+    total = _cat([_cat(parts, 2) for parts in outs.values()], 1)  # (B, G, C/G, Ho, Wo)
+    if norm is not None:
+        total = total / norm
     out = total.reshape(total.shape[0], channels, total.shape[3], total.shape[4])
     if ghost_add is not None and tap_add is None:
         out = out + torch.nn.functional.conv2d(x, ghost_add.unsqueeze(1), stride=s,

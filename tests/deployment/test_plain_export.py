@@ -8,14 +8,17 @@ import onnx
 import onnxruntime  # noqa: F401  (a missing install must fail here)
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from mmelsa.deployment import OnnxRunner, TensorModeModel, min_dynamic_size
 from mmelsa.models import ELSASwinTransformer
 from mmelsa.ops import elsa_attention
+from mmelsa.ops import onnx as export_forms
 from mmelsa.ops.onnx import elsa_export_form
 from mmelsa.ops.reference import elsa_reference, max_rel_err
-from tests.ops._helpers import make_inputs
+from tests.ops._helpers import PER_SAMPLE, make_inputs
 
 TOL = 1e-4  # max |onnx - expected| / max(1, max |expected|), float32
 EXPORTERS = [pytest.param(True, id='dynamo'), pytest.param(False, id='legacy')]
@@ -73,10 +76,46 @@ def test_export_form_matches_reference(kernel_size, dilation, stride, ghost_mul,
                                rtol=1e-12, atol=1e-12)
 
 
+GHOSTS = st.sampled_from([False, True, PER_SAMPLE])
+
+
+@settings(max_examples=40, deadline=None)
+@given(B=st.integers(1, 2), heads=st.integers(1, 4), per_head=st.integers(1, 5),
+       H=st.integers(1, 9), W=st.integers(1, 9), K=st.sampled_from([1, 3, 5]),
+       d=st.integers(1, 2), s=st.integers(1, 3), ghost_mul=GHOSTS, ghost_add=GHOSTS,
+       logits=st.booleans(), chunk=st.one_of(st.none(), st.integers(1, 12)),
+       seed=st.integers(0, 2**16))
+def test_export_form_in_any_chunking(B, heads, per_head, H, W, K, d, s, ghost_mul, ghost_add,
+                                     logits, chunk, seed):
+    """The taps run over the channels in chunks (slices of a head or runs of whole heads) and
+    logits are normalised after the sum; whatever the chunk size, the form is the operator."""
+    C = heads * per_head
+    x, attn, gm, ga = make_inputs(B, C, heads, H, W, K, d, s, ghost_mul, ghost_add, seed=seed)
+    got = elsa_export_form(x, attn, gm, ga, K, d, s, attn_is_logits=logits,
+                           chunk_channels=chunk)
+    expected = elsa_reference(x, attn.softmax(2) if logits else attn, gm, ga, K, d, s)
+    assert max_rel_err(got, expected) < 1e-12
+
+
+@settings(max_examples=60, deadline=None)
+@given(heads=st.integers(1, 6), per_head=st.integers(1, 40), size=st.integers(1, 100))
+def test_chunks_cover_each_channel_once_in_order(heads, per_head, size):
+    chunks = export_forms._chunks(heads, per_head, size)
+    channels = [g * per_head + c for (g0, g1), (c0, c1) in chunks for g in range(g0, g1)
+                for c in range(c0, c1)]
+    assert channels == list(range(heads * per_head))
+    assert all(g1 - g0 == 1 or (c0, c1) == (0, per_head) for (g0, g1), (c0, c1) in chunks)
+    assert max((g1 - g0) * (c1 - c0) for (g0, g1), (c0, c1) in chunks) <= max(size, per_head)
+
+
 @pytest.mark.parametrize('opset', OPSETS)
 @pytest.mark.parametrize('dynamo', EXPORTERS)
 @pytest.mark.parametrize('fused', [False, True], ids=['plain', 'fused'])
-def test_bare_export_of_the_operator(tmp_path, fused, dynamo, opset):
+@pytest.mark.parametrize('chunked', [False, True], ids=['whole', 'chunked'])
+def test_bare_export_of_the_operator(tmp_path, monkeypatch, chunked, fused, dynamo, opset):
+    if chunked:  # one channel a chunk, whatever the size: the graph holds 8 chunks
+        monkeypatch.setattr(export_forms, '_CHUNK_BYTES', 1)
+        monkeypatch.setattr(export_forms, '_DEFAULT_CHUNK_CHANNELS', 1)
     C, G, K, d, s = 8, 2, 3, 2, 2
     module = ElsaOp(C, K, d, s, attn_is_logits=fused).eval()
     x, attn, _, _ = make_inputs(2, C, G, 12, 10, K, d, s, False, False, dtype=torch.float32)
@@ -92,7 +131,11 @@ def test_bare_export_of_the_operator(tmp_path, fused, dynamo, opset):
                           dynamic_axes={'x': {0: 'b', 2: 'h', 3: 'w'},
                                         'attn': {0: 'b', 3: 'ho', 4: 'wo'}})
     proto = assert_standard_onnx(path, opset, dynamo)
-    assert fused == any(n.op_type == 'Softmax' for n in proto.graph.node)
+    # logits are normalised after the sum (Exp, no Softmax over the taps' non-last axis)
+    assert fused == any(n.op_type == 'Exp' for n in proto.graph.node)
+    assert not any(n.op_type == 'Softmax' for n in proto.graph.node)
+    taps = sum(n.op_type == 'Mul' for n in proto.graph.node)
+    assert taps >= (C if chunked else 1) * K * K, taps  # one product per tap per chunk
     runner = OnnxRunner(path)
     names = [i.name for i in runner.session.get_inputs()]
     ghosts = (module.ghost_mul.detach().double(), module.ghost_add.detach().double())
