@@ -13,6 +13,9 @@ model = dict(
         type='ELSASwinTransformer',
         arch='tiny',
         out_indices=(3, ),  # its output norm is the classifier's final norm
+        # as the official classifier (and mmpretrain's Swin): the last stage's 7 x 7 map is one
+        # window, not shifted
+        pad_small_map=False,
         drop_path_rate=0.2),
     head=dict(in_channels=768))
 

@@ -192,8 +192,8 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
 
     mmpretrain's ``SwinTransformer`` arguments are accepted too, with mmpretrain's meaning, so
     that an mmpretrain Swin config with only the type changed works. Any of ``img_size``,
-    ``out_after_downsample``, ``interpolate_mode``, ``norm_eval``, ``pad_small_map``,
-    ``stage_cfgs``, ``patch_cfg`` or a dict ``arch`` selects mmpretrain's conventions for the
+    ``out_after_downsample``, ``interpolate_mode``, ``norm_eval``, ``stage_cfgs``,
+    ``patch_cfg`` or a dict ``arch`` selects mmpretrain's conventions for the
     arguments the toolboxes share: ``out_indices`` defaults to the last stage only,
     ``frozen_stages=i`` freezes stages 0..i (mmdet / mmseg: stages < i) and ``drop_rate`` is
     the dropout after the patch embedding only.
@@ -207,8 +207,12 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
             resized; inputs must give its ``img_size // patch_size`` grid.
         norm_eval (bool): keep the BatchNorms (of the 'dwconv' / 'ddf' mixers and of a
             ``conv_stem``) in eval mode while training; no effect without them.
-        pad_small_map (bool): only True: maps smaller than the window are padded (never a
-            shrunk window).
+        pad_small_map (bool): how the window blocks treat a map not larger than the window
+            (:class:`~.swin_layers.SwinBlock`): True pads it and keeps the shift (mmdet's and
+            mmseg's Swin, the detection and segmentation backbones); False does not shift it
+            and refuses a smaller one (mmpretrain's Swin and the official ELSA-Swin
+            classifier, whose last stage at 224 x 224 is one unshifted 7 x 7 window).
+            Default: False with mmpretrain's arguments, True otherwise.
         stage_cfgs, patch_cfg (dict): only empty ones; the blocks and the patch embedding are
             set by the arguments above.
 
@@ -284,14 +288,16 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
         # --- mmpretrain's SwinTransformer arguments (see _mmpretrain_args)
         mmpretrain_style = img_size is not None or isinstance(arch, dict) or any(
             v is not None for v in (out_after_downsample, interpolate_mode, norm_eval,
-                                    pad_small_map, stage_cfgs, patch_cfg))
+                                    stage_cfgs, patch_cfg))
+        if pad_small_map is None:  # the default of the Swin these arguments come from
+            pad_small_map = not mmpretrain_style
         if isinstance(arch, dict):
             arch, embed_dims, depths, num_heads, group_width = self._arch_dict(
                 arch, embed_dims, depths, num_heads, group_width)
         pretrain_img_size = self._mmpretrain_args(
             img_size=img_size, pretrain_img_size=pretrain_img_size,
             out_after_downsample=out_after_downsample, interpolate_mode=interpolate_mode,
-            norm_eval=norm_eval, pad_small_map=pad_small_map, stage_cfgs=stage_cfgs,
+            norm_eval=norm_eval, stage_cfgs=stage_cfgs,
             patch_cfg=patch_cfg)
         self.norm_eval = bool(norm_eval)  # acts on the BatchNorms of the conv mixers only
         local_mixer = check_local_mixer(local_mixer)
@@ -376,8 +382,8 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
                     SwinBlock(dim, num_heads[i], window_size=window_size, shift=j % 2 == 1,
                               mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, qk_scale=qk_scale,
                               drop=block_drop_rate, attn_drop=attn_drop_rate,
-                              drop_path=rates[j],
-                              act_cfg=act_cfg, norm_cfg=norm_cfg) for j in range(depths[i])
+                              drop_path=rates[j], act_cfg=act_cfg, norm_cfg=norm_cfg,
+                              pad_small_map=pad_small_map) for j in range(depths[i])
                 ]
             downsample = None
             if i < num_layers - 1:
@@ -417,12 +423,11 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
 
     @staticmethod
     def _mmpretrain_args(img_size, pretrain_img_size, out_after_downsample, interpolate_mode,
-                         norm_eval, pad_small_map, stage_cfgs, patch_cfg):
+                         norm_eval, stage_cfgs, patch_cfg):
         """Check mmpretrain's SwinTransformer arguments; returns the pretraining image size.
 
         ``img_size`` is mmdet's ``pretrain_img_size``. The others either match what ELSA-Swin
-        does (``pad_small_map=True``, ``out_after_downsample=False``, empty ``stage_cfgs`` /
-        ``patch_cfg``), have nothing to act on (``norm_eval``: there is no BatchNorm;
+        does (``out_after_downsample=False``, empty ``stage_cfgs`` / ``patch_cfg``), have nothing to act on (``norm_eval``: there is no BatchNorm;
         ``interpolate_mode``: the absolute position embedding is not resized, inputs must give
         its grid), or are refused by name."""
         if img_size is not None:
@@ -434,10 +439,6 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
         if out_after_downsample:
             raise ValueError('out_after_downsample=True is not supported: ELSA-Swin returns '
                              'each stage\'s output before its patch merging (False)')
-        if pad_small_map is not None and not pad_small_map:
-            raise ValueError('pad_small_map=False is not supported: ELSA-Swin always pads '
-                             'maps smaller than the window (mmpretrain\'s pad_small_map=True) '
-                             'instead of shrinking the window')
         if interpolate_mode is not None and interpolate_mode not in (
                 'nearest', 'linear', 'bilinear', 'bicubic', 'trilinear', 'area',
                 'nearest-exact'):

@@ -236,6 +236,14 @@ class SwinBlock(nn.Module):
     after ``norm1`` to a multiple of the window (as in the Swin detection backbone) and
     cropped back after attention.
 
+    ``pad_small_map`` (mmpretrain's name and meaning): True (the detection and segmentation
+    backbones) shifts whatever the map's size and pads a map smaller than the window; False (the
+    classifiers: the official ELSA-Swin and mmpretrain's Swin) does not shift a map that is not
+    larger than the window (the official classifier's last stage at 224 x 224: a 7 x 7 map, one
+    window) and refuses a map smaller than the window, as mmpretrain does (the official code
+    shrinks the window there, which no fixed-size parameter can follow). Decided per call from
+    the map's size, inside exported graphs too.
+
     Shape:
         - Input: (B, H, W, C)
         - Output: (B, H, W, C)
@@ -243,10 +251,11 @@ class SwinBlock(nn.Module):
 
     def __init__(self, dim, num_heads, window_size=7, shift=False, mlp_ratio=4.,
                  qkv_bias=True, qk_scale=None, drop=0., attn_drop=0., drop_path=0.,
-                 act_cfg=dict(type='GELU'), norm_cfg=dict(type='LN')):
+                 act_cfg=dict(type='GELU'), norm_cfg=dict(type='LN'), pad_small_map=True):
         super().__init__()
         self.window_size = window_size
         self.shift_size = window_size // 2 if shift else 0
+        self.pad_small_map = pad_small_map
         self.norm1 = build_norm(norm_cfg, dim)
         self.attn = WindowAttention(dim, num_heads, window_size=window_size, qkv_bias=qkv_bias,
                                     qk_scale=qk_scale, attn_drop=attn_drop, proj_drop=drop)
@@ -261,11 +270,30 @@ class SwinBlock(nn.Module):
         x = self.norm1(x)
         Hp, Wp = round_up(H, w), round_up(W, w)
         x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))  # unconditional, see PatchEmbed.forward
-        mask = shifted_window_mask(Hp, Wp, w, s, x.device) if s > 0 else None
+        if not self.pad_small_map:
+            s = self._shift_for(H, W, x.device)
+        mask = shifted_window_mask(Hp, Wp, w, s, x.device) if self.shift_size > 0 else None
         # roll by -s, partition, attention, reverse, roll by +s, crop to H x W
         x = from_windows(self.attn(to_windows(x, w, s), mask), w, s, H, W)
         x = shortcut + self.drop_path(x)
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def _shift_for(self, H, W, device):
+        """The shift of an H x W map with ``pad_small_map=False``: none when min(H, W) <= w.
+        A plain int for int sizes; a 0-d tensor for traced or symbolic ones, so that an
+        exported graph decides at run time (a zero shift gives an all-zero mask)."""
+        w = self.window_size
+        if isinstance(H, int) and isinstance(W, int):
+            if min(H, W) < w:
+                raise ValueError(
+                    f'SwinBlock: the {H}x{W} map is smaller than the window ({w}) and '
+                    f'pad_small_map=False; set pad_small_map=True to pad it, or give a larger '
+                    f'input')
+            return 0 if min(H, W) <= w else self.shift_size
+        if self.shift_size == 0:
+            return 0
+        larger = torch.minimum(_size_tensor(H, device), _size_tensor(W, device)) > w
+        return larger.long() * self.shift_size
 
 
 __all__ = ['PatchEmbed', 'PatchMerging', 'WindowAttention', 'SwinBlock',

@@ -60,6 +60,8 @@ class ELSASwinClassifier(ELSASwinTransformer):
             if name in kwargs:
                 raise ValueError(f'{name} is set by the classifier (use in_chans for the '
                                  f'input channels)')
+        # the official classifier does not shift the last stage's single 7 x 7 window
+        kwargs.setdefault('pad_small_map', False)
         super().__init__(arch=arch, in_channels=in_chans, out_indices=(), **kwargs)
         self.backbone_arch = arch
         self.stage_features = list(self.num_features)

@@ -146,7 +146,9 @@ def patch_merge_ref(x, sd, name):
 
 
 def backbone_ref(img, sd, depths, num_heads, kernel_size=7, window=7, elsa_stages=(0, 1, 2),
-                 out_indices=(0, 1, 2, 3), lam=0., gamma=1., patch=4):
+                 out_indices=(0, 1, 2, 3), lam=0., gamma=1., patch=4, pad_small_map=True):
+    """pad_small_map=False: the official classifier's rule, no shift in a block whose map is not
+    larger than the window (its SwinTransformerBlock sets shift_size = 0 there)."""
     B, _, H, W = img.shape
     Hp, Wp = math.ceil(H / patch) * patch, math.ceil(W / patch) * patch
     xp = img.new_zeros(B, img.shape[1], Hp, Wp)
@@ -166,7 +168,9 @@ def backbone_ref(img, sd, depths, num_heads, kernel_size=7, window=7, elsa_stage
             if i in elsa_stages:
                 x = elsa_block_ref(x, sd, name, num_heads[i], kernel_size, lam, gamma)
             else:
-                x = swin_block_ref(x, sd, name, num_heads[i], window, shift=j % 2 == 1)
+                small = min(x.shape[1], x.shape[2]) <= window and not pad_small_map
+                x = swin_block_ref(x, sd, name, num_heads[i], window,
+                                   shift=j % 2 == 1 and not small)
         if i in out_indices:
             outs.append(layer_norm(x, sd, f'norm{i}').permute(0, 3, 1, 2))
         if i < len(depths) - 1:

@@ -47,7 +47,7 @@ def reference_logits(img, sd, arch):
     ref_sd = dict(sd)
     ref_sd['norm3.weight'], ref_sd['norm3.bias'] = sd['norm.weight'], sd['norm.bias']
     last = backbone_ref(img, ref_sd, depths=arch['depths'], num_heads=arch['num_heads'],
-                        out_indices=(3, ))[0]  # (B, C, h, w), already normed by 'norm3'
+                        out_indices=(3, ), pad_small_map=False)[0]  # normed by 'norm3'
     pooled = last.mean(dim=(2, 3))
     return pooled @ sd['head.weight'].t() + sd['head.bias']
 
@@ -68,7 +68,8 @@ def build_classifier(arch, num_classes):
 def _build(MODELS, arch, num_classes):  # noqa: N803
     return MODELS.build(dict(
         type='ImageClassifier',
-        backbone=dict(type='ELSASwinTransformer', **arch, out_indices=(3, )),
+        backbone=dict(type='ELSASwinTransformer', **arch, out_indices=(3, ),
+                      pad_small_map=False),  # the classifier's rule, as the config
         neck=dict(type='GlobalAveragePooling'),
         head=dict(type='LinearClsHead', num_classes=num_classes,
                   in_channels=arch['embed_dims'] * 8)))
@@ -93,7 +94,9 @@ def test_converted_imagenet_checkpoint_loads_strictly_and_matches_float64(tmp_pa
     result = model.load_state_dict(converted, strict=True)
     assert not result.missing_keys and not result.unexpected_keys
 
-    img = torch.randn(2, 3, 61, 50, dtype=torch.float64)
+    # 224 x 224: the last stage's map is one 7 x 7 window, which the official classifier does
+    # not shift
+    img = torch.randn(2, 3, 224, 224, dtype=torch.float64)
     with torch.no_grad():
         logits = model(img, mode='tensor')
     torch.testing.assert_close(logits, reference_logits(img, sd, SMALL), rtol=1e-9,

@@ -447,3 +447,57 @@ def test_lam_that_cannot_work_is_refused(lam):
 def test_whole_lam_gives_finite_outputs(lam):
     outs = _two_stage(lam=lam)(torch.randn(1, 3, 32, 32))
     assert all(torch.isfinite(o).all() for o in outs)
+
+
+@pytest.mark.parametrize('size,shifted', [((4, 4), False), ((4, 9), False), ((5, 9), True),
+                                          ((9, 6), True)])
+def test_pad_small_map_false_shifts_only_maps_larger_than_the_window(size, shifted):
+    """The classifiers' rule (official ELSA-Swin classifier, mmpretrain's Swin): a map not
+    larger than the window (4) is not shifted; a larger one is, as with pad_small_map=True."""
+    torch.manual_seed(0)
+    blk = SwinBlock(16, 2, window_size=4, shift=True, pad_small_map=False).double().eval()
+    sd = random_state_dict(blk, seed=5)
+    blk.load_state_dict(sd)
+    x = torch.randn(2, *size, 16, dtype=torch.float64)
+    sd = {'b.' + k: v for k, v in sd.items()}
+    with torch.no_grad():
+        got = blk(x)
+        torch.testing.assert_close(got, swin_block_ref(x, sd, 'b', 2, 4, shifted), rtol=1e-10,
+                                   atol=1e-10)
+        # the two rules differ here (the test can tell them apart)
+        assert not torch.allclose(got, swin_block_ref(x, sd, 'b', 2, 4, not shifted))
+
+
+def test_pad_small_map_false_refuses_a_map_smaller_than_the_window():
+    blk = SwinBlock(16, 2, window_size=4, shift=True, pad_small_map=False)
+    with pytest.raises(ValueError, match=r'3x5 map is smaller than the window \(4\).*'
+                                         r'pad_small_map=True'):
+        blk(torch.randn(1, 3, 5, 16))
+
+
+def test_pad_small_map_false_decides_in_the_exported_graph(tmp_path):
+    """Exported once (at a size where it shifts), the graph still does not shift a map equal
+    to the window: the decision is a tensor, not a branch fixed at export."""
+    from mmelsa.deployment import OnnxRunner
+    torch.manual_seed(0)
+    blk = SwinBlock(16, 2, window_size=4, shift=True, pad_small_map=False).eval()
+    path = str(tmp_path / 'block.onnx')
+    torch.onnx.export(blk, (torch.randn(1, 9, 10, 16), ), path, dynamo=False, opset_version=17,
+                      input_names=['x'], dynamic_axes={'x': {0: 'b', 1: 'h', 2: 'w'}})
+    runner = OnnxRunner(path)
+    for size in [(9, 10), (4, 7), (4, 4), (6, 5)]:
+        x = torch.randn(1, *size, 16)
+        with torch.no_grad():
+            expected = blk(x)
+        torch.testing.assert_close(torch.from_numpy(runner(x)[0]), expected, rtol=1e-4,
+                                   atol=1e-4)
+
+
+def test_classifier_default_follows_the_arguments_toolbox():
+    """pad_small_map defaults to mmpretrain's False with mmpretrain's arguments, to mmdet's /
+    mmseg's padding (True) otherwise; the timm classifier is the official one (False)."""
+    from mmelsa.models.timm_entry import ELSASwinClassifier
+    assert all(not b.pad_small_map for b in
+               ELSASwinTransformer(arch='tiny', img_size=224).layers[3].blocks)
+    assert all(b.pad_small_map for b in ELSASwinTransformer(arch='tiny').layers[3].blocks)
+    assert all(not b.pad_small_map for b in ELSASwinClassifier('tiny').layers[3].blocks)

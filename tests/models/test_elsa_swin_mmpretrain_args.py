@@ -42,10 +42,12 @@ def test_mmpretrain_swin_config_with_only_the_type_changed_builds_and_classifies
     assert backbone.arch_settings['group_width'] == 4  # ELSA-Swin-T
     model.init_weights()
     model.eval()
+    # 224 px: with mmpretrain's pad_small_map=False, as in mmpretrain's own Swin, a last-stage
+    # map smaller than the window is refused
     with torch.no_grad():
-        feats = backbone(torch.randn(1, 3, 64, 64))
-        logits = model(torch.randn(2, 3, 64, 64), mode='tensor')
-    assert len(feats) == 1 and feats[0].shape == (1, 768, 2, 2)
+        feats = backbone(torch.randn(1, 3, 224, 224))
+        logits = model(torch.randn(2, 3, 224, 224), mode='tensor')
+    assert len(feats) == 1 and feats[0].shape == (1, 768, 7, 7)
     assert logits.shape == (2, 1000) and torch.isfinite(logits).all()
 
 
@@ -69,13 +71,15 @@ def test_arch_dict_and_strings():
 def test_forward_shapes_like_mmpretrains_swin():
     """Default: one output, the last stage; out_indices (0..3): strides 1, 2, 4, 8 of the first
     map; any input size: ceil(size / 32)."""
-    model = ELSASwinTransformer(arch=dict(SMALL), img_size=64, patch_size=4).eval()
+    # pad_small_map=True: 64 px gives 2x2 maps in stage 3, which mmpretrain's default refuses
+    model = ELSASwinTransformer(arch=dict(SMALL), img_size=64, patch_size=4,
+                                pad_small_map=True).eval()
     with torch.no_grad():
         for size in [(64, 64), (72, 72), (72, 83)]:
             outs = model(torch.randn(1, 3, *size))
             assert isinstance(outs, tuple) and len(outs) == 1
             assert outs[0].shape == (1, 192, *(math.ceil(s / 32) for s in size))
-        model = ELSASwinTransformer(arch=dict(SMALL), img_size=64,
+        model = ELSASwinTransformer(arch=dict(SMALL), img_size=64, pad_small_map=True,
                                     out_indices=(0, 1, 2, 3)).eval()
         outs = model(torch.randn(1, 3, 64, 64))
     assert len(outs) == 4
@@ -84,18 +88,19 @@ def test_forward_shapes_like_mmpretrains_swin():
 
 
 def test_window_size_and_pad_small_map():
-    """A window larger than the late maps: ELSA-Swin pads them, as mmpretrain's Swin does with
-    pad_small_map=True; mmpretrain's other way (shrink the window) is refused by name."""
+    """A window larger than the late maps: padded with pad_small_map=True, as mmpretrain's
+    Swin does; refused by name with its default False, as mmpretrain's Swin refuses it."""
     model = ELSASwinTransformer(arch=dict(SMALL), img_size=64, window_size=6,
                                 pad_small_map=True).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 64, 64))[0].shape == (1, 192, 2, 2)
-    with pytest.raises(ValueError, match='pad_small_map=False'):
-        ELSASwinTransformer(arch=dict(SMALL), pad_small_map=False)
+    model = ELSASwinTransformer(arch=dict(SMALL), img_size=64, window_size=6).eval()
+    with pytest.raises(ValueError, match='smaller than the window.*pad_small_map=True'):
+        model(torch.randn(1, 3, 64, 64))
 
 
 def test_with_cp_drop_path_decay_and_drop_rate():
-    model = ELSASwinTransformer(arch=dict(SMALL), img_size=64, with_cp=True,
+    model = ELSASwinTransformer(arch=dict(SMALL), img_size=64, with_cp=True, pad_small_map=True,
                                 drop_path_rate=0.2, drop_rate=0.1)
     assert all(stage.with_cp for stage in model.layers)
     blocks = [b for stage in model.layers for b in stage.blocks]
@@ -159,7 +164,8 @@ def test_mmpretrain_arguments_without_meaning_are_refused_by_name(kwargs, match)
 
 
 def test_img_size_sizes_the_absolute_position_embedding():
-    model = ELSASwinTransformer(arch=dict(SMALL), img_size=64, use_abs_pos_embed=True,
+    model = ELSASwinTransformer(arch=dict(SMALL), img_size=64, pad_small_map=True,
+                                use_abs_pos_embed=True,
                                 interpolate_mode='bicubic')
     assert model.absolute_pos_embed.shape == (1, 16 * 16, 24)
     assert model(torch.randn(1, 3, 64, 64))[0].shape == (1, 192, 2, 2)

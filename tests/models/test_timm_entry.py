@@ -22,8 +22,11 @@ def test_swin_classifier_forward_and_num_classes():
     model = timm.create_model('elsa_swin_tiny', num_classes=7).eval()
     assert isinstance(model, torch.nn.Module) and model.num_classes == 7
     with torch.no_grad():
-        logits = model(torch.randn(2, 3, 64, 64))
+        logits = model(torch.randn(2, 3, 224, 224))
     assert logits.shape == (2, 7) and torch.isfinite(logits).all()
+    # the official classifier's rule: a last-stage map smaller than the window is refused
+    with pytest.raises(ValueError, match='smaller than the window'):
+        model(torch.randn(1, 3, 64, 64))
     assert model.backbone_arch == 'tiny'
     n = sum(p.numel() for p in timm.create_model('elsa_swin_tiny').parameters())
     assert abs(n / 1e6 - 29.1) < 0.3, n  # the metafile's 29.1M (paper: 29M)
