@@ -427,9 +427,10 @@ class ELSASwinTransformer(SuggestsArguments, BaseModule):
         """Check mmpretrain's SwinTransformer arguments; returns the pretraining image size.
 
         ``img_size`` is mmdet's ``pretrain_img_size``. The others either match what ELSA-Swin
-        does (``out_after_downsample=False``, empty ``stage_cfgs`` / ``patch_cfg``), have nothing to act on (``norm_eval``: there is no BatchNorm;
-        ``interpolate_mode``: the absolute position embedding is not resized, inputs must give
-        its grid), or are refused by name."""
+        does (``out_after_downsample=False``, empty ``stage_cfgs`` / ``patch_cfg``), have
+        nothing to act on (``norm_eval``: there is no BatchNorm; ``interpolate_mode``: the
+        absolute position embedding is not resized, inputs must give its grid), or are refused
+        by name. (``pad_small_map`` is an argument of the window blocks.)"""
         if img_size is not None:
             if pretrain_img_size not in (224, img_size):  # 224: the default, not given
                 raise ValueError(f'img_size={img_size!r} (mmpretrain\'s name) and '
