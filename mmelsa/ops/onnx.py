@@ -69,19 +69,26 @@ def is_exporting():
 # ONNX Runtime (docs/benchmarks.md, "ONNX Runtime export form").
 _CHUNK_BYTES = 256 * 1024
 _MAX_CHUNKS = 32
-_DEFAULT_CHUNK_CHANNELS = 8  # when the traced sizes are symbolic (torch.export)
+_DEFAULT_CHUNK_CHANNELS = 32  # when the traced sizes are unknown
 
 
 def _static_size(x):
-    """x's sizes as ints where they are known at export, None for a symbolic one (torch.export).
-    The TorchScript exporter traces sizes as tensors; read here only to size the chunks, never
-    used in the graph, so its warning that the value is fixed does not apply."""
+    """x's sizes as ints: exact where they are static, the example input's size where
+    torch.export holds them symbolic (a hint that adds no guard), None where neither is known.
+    Read to size the chunks only, never used in the graph. The TorchScript exporter traces
+    sizes as tensors, so its warning that such a value is fixed does not apply here."""
     sizes = []
     for v in x.shape:
         if isinstance(v, torch.Tensor):
             with warnings.catch_warnings():
                 warnings.simplefilter('ignore', torch.jit.TracerWarning)
                 v = int(v)
+        elif isinstance(v, torch.SymInt):
+            try:
+                from torch.fx.experimental.symbolic_shapes import optimization_hint
+                v = optimization_hint(v)
+            except Exception:  # no hint (or an older torch): the default chunk size
+                v = None
         sizes.append(v if isinstance(v, int) else None)
     return sizes
 
