@@ -60,15 +60,21 @@ build_conv_stem_vit = _lazy_builder(
     '.models.conv_stem_vit', 'ConvStemVisionTransformer',
     'is built on mmpretrain\'s VisionTransformer and needs mmpretrain installed '
     '(pip install -e .[cls])')
+build_conv_stem_swin = _lazy_builder(
+    '.models.conv_stem_swin', 'ConvStemSwinTransformer',
+    'is built on mmdet\'s (mmseg\'s, in an mmseg config) SwinTransformer and needs that toolbox '
+    'installed')
 for _builder, _name in ((build_elsa_volo, 'build_elsa_volo'),
                         (build_ddf_resnet, 'build_ddf_resnet'),
                         (build_ddf_up_fpn, 'build_ddf_up_fpn'),
-                        (build_conv_stem_vit, 'build_conv_stem_vit')):
+                        (build_conv_stem_vit, 'build_conv_stem_vit'),
+                        (build_conv_stem_swin, 'build_conv_stem_swin')):
     _builder.__name__ = _builder.__qualname__ = _name  # mmengine's errors name the builder
 
 #: types registered as builders that import their class when a config asks for one
 LAZY_BUILDERS = {'ELSAVOLO': build_elsa_volo, 'DDFResNet': build_ddf_resnet,
-                 'DDFUpFPN': build_ddf_up_fpn, 'ConvStemVisionTransformer': build_conv_stem_vit}
+                 'DDFUpFPN': build_ddf_up_fpn, 'ConvStemVisionTransformer': build_conv_stem_vit,
+                 'ConvStemSwinTransformer': build_conv_stem_swin}
 
 
 def register_all():
@@ -116,5 +122,6 @@ register_toolbox_names()
 
 __all__ = [
     'register_all', 'register_toolbox_names', 'BACKBONES', 'LAYERS', 'LAZY_BUILDERS',
-    'build_elsa_volo', 'build_ddf_resnet', 'build_ddf_up_fpn', 'build_conv_stem_vit'
+    'build_elsa_volo', 'build_ddf_resnet', 'build_ddf_up_fpn', 'build_conv_stem_vit',
+    'build_conv_stem_swin'
 ]

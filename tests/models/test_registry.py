@@ -121,6 +121,7 @@ def test_a_misspelt_backbone_argument_is_named_on_every_path(tmp_path):
     ('DDFResNet', 'mmelsa.models.ddf_resnet', 'needs mmpretrain installed'),
     ('DDFUpFPN', 'mmelsa.models.fpn_ddfup', 'needs mmdet installed'),
     ('ConvStemVisionTransformer', 'mmelsa.models.conv_stem_vit', 'needs mmpretrain installed'),
+    ('ConvStemSwinTransformer', 'mmelsa.models.conv_stem_swin', 'needs that toolbox installed'),
 ])
 def test_lazy_types_say_what_they_need(monkeypatch, type_name, module, needs):
     """A type built on another toolbox is registered as a builder that imports it when a config
