@@ -186,3 +186,24 @@ def test_bare_export_of_elsa_swin(tmp_path, dynamo, opset):
         for g, e in zip(got, expected):
             assert g.shape == tuple(e.shape)
             assert max_rel_err(torch.from_numpy(g), e) < TOL, shape
+
+
+def test_dynamo_export_without_onnxscripts_optimizer(tmp_path):
+    """``optimize=False`` (the README's advice for large graphs) gives a file ONNX Runtime
+    runs and agrees with, at the export size and an odd one."""
+    model = small_elsa_swin()
+    path = str(tmp_path / 'elsa_swin_unoptimised.onnx')
+    low = min_dynamic_size(TensorModeModel(model, 'backbone'))
+    dim = torch.export.Dim
+    torch.onnx.export(model, (torch.randn(1, 3, 64, 96), ), path, dynamo=True, opset_version=18,
+                      optimize=False,
+                      dynamic_shapes={'x': {0: dim.DYNAMIC, 2: dim('height', min=low, max=1024),
+                                            3: dim('width', min=low, max=1024)}})
+    assert_standard_onnx(path, 18, True)
+    runner = OnnxRunner(path)
+    for shape in [(1, 3, 64, 96), (2, 3, 37, 53)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            expected = model(x)
+        for g, e in zip(runner(x), expected):
+            assert max_rel_err(torch.from_numpy(g), e) < TOL, shape
