@@ -7,9 +7,8 @@ import os.path as osp
 import pytest
 import torch
 from mmengine import Config
-from torch import nn
 
-from mmelsa.deployment import OnnxRunner
+from mmelsa.deployment import OnnxRunner, TensorModeModel
 from mmelsa.models.ddf import DDFPack
 from mmelsa.ops.reference import max_rel_err
 
@@ -44,15 +43,6 @@ def test_bare_export_of_a_ddf_pack(tmp_path, combine, dynamo):
         assert max_rel_err(got, expected) < TOL, shape
 
 
-class Logits(nn.Module):
-    def __init__(self, classifier):
-        super().__init__()
-        self.classifier = classifier
-
-    def forward(self, x):
-        return self.classifier(x, mode='tensor')
-
-
 def test_whole_ddf_resnet50_exports_and_agrees(tmp_path):
     import mmelsa  # noqa: F401  (registers DDFResNet)
     from mmpretrain.registry import MODELS
@@ -61,7 +51,7 @@ def test_whole_ddf_resnet50_exports_and_agrees(tmp_path):
     torch.manual_seed(0)
     from mmengine.registry import DefaultScope
     with DefaultScope.overwrite_default_scope('mmpretrain'):  # whatever a test before set
-        model = Logits(MODELS.build(cfg.model)).eval()
+        model = TensorModeModel(MODELS.build(cfg.model), 'model').eval()  # (logits, )
     path = str(tmp_path / 'ddf_resnet50.onnx')
     torch.onnx.export(model, (torch.randn(1, 3, 64, 64), ), path, dynamo=False, opset_version=17,
                       input_names=['x'], dynamic_axes={'x': {0: 'b', 2: 'h', 3: 'w'}})
@@ -70,7 +60,7 @@ def test_whole_ddf_resnet50_exports_and_agrees(tmp_path):
     for shape in [(1, 3, 64, 64), (2, 3, 75, 91)]:
         x = torch.randn(shape)
         with torch.no_grad():
-            expected = model(x)
+            expected, = model(x)
         got = torch.from_numpy(runner(x)[0])
         assert got.shape == expected.shape == (shape[0], 1000)
         assert max_rel_err(got, expected) < TOL, shape

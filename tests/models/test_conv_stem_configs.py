@@ -50,19 +50,10 @@ def test_config_builds_and_takes_a_training_step(path):
 
 
 def test_deit_with_the_conv_stem_exports(tmp_path):
-    from mmelsa.deployment import OnnxRunner
+    from mmelsa.deployment import OnnxRunner, TensorModeModel
     from mmelsa.ops.reference import max_rel_err
     _, model = build(osp.join(ROOT, 'configs', 'conv_stem', 'deit-tiny-convstem_4xb256_in1k.py'))
-
-    class Logits(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, x):
-            return self.model(x, mode='tensor')
-
-    wrapped = Logits().eval()
+    wrapped = TensorModeModel(model, 'model').eval()  # (logits, )
     path = str(tmp_path / 'deit.onnx')
     x = torch.randn(1, 3, 224, 224)
     torch.onnx.export(wrapped, (x, ), path, dynamo=False, opset_version=17, input_names=['x'],
@@ -71,5 +62,5 @@ def test_deit_with_the_conv_stem_exports(tmp_path):
     for batch in (1, 2):
         x = torch.randn(batch, 3, 224, 224)
         with torch.no_grad():
-            want = wrapped(x)
+            want, = wrapped(x)
         assert max_rel_err(torch.from_numpy(runner(x)[0]), want) < 1e-4

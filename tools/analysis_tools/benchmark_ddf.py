@@ -99,6 +99,8 @@ def model_rows(reps):
     import mmelsa  # noqa: F401  (registers DDFResNet and the operator's FLOPs rule)
     from mmengine.analysis import FlopAnalyzer
     from mmpretrain.registry import MODELS
+
+    from mmelsa.deployment import TensorModeModel  # the classifier's logits, one tensor
     models = {}
     for label, backbone in (('ResNet-50', dict(type='ResNet', depth=50)),
                             ('DDF-mul-ResNet-50', dict(type='DDFResNet', depth=50))):
@@ -113,18 +115,10 @@ def model_rows(reps):
         ms = time_interleaved(calls, reps)
         for (label, model), t in zip(models.items(), ms):
             params = sum(p.numel() for p in model.parameters()) / 1e6
-            flops = FlopAnalyzer(_Logits(model), (x, )).unsupported_ops_warnings(False)
+            flops = FlopAnalyzer(TensorModeModel(model, 'model'),
+                                 (x, )).unsupported_ops_warnings(False)
             rows.append('| %s | %.1f | %.2f | %.1f |' % (label, params, flops.total() / 1e9, t))
     return rows
-
-
-class _Logits(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model(x, mode='tensor')
 
 
 def main(argv=None):
