@@ -22,9 +22,11 @@ class CpuPeak:
 
     def __init__(self):
         self.ok = osp.exists('/proc/self/clear_refs')
+        self._libc = None
         if self.ok:
             try:
-                ctypes.CDLL('libc.so.6').mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD = 64 KiB
+                self._libc = ctypes.CDLL('libc.so.6')
+                self._libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD = 64 KiB
             except OSError:
                 self.ok = False
 
@@ -41,6 +43,10 @@ class CpuPeak:
             fn()
             return float('nan')
         gc.collect()
+        # Hand the heap's free pages back to the OS: memory freed by earlier calls (made before
+        # the threshold above, or reused chunks) would otherwise be reused without raising
+        # the RSS, and the call would look as if it needed nothing.
+        self._libc.malloc_trim(0)
         with open('/proc/self/clear_refs', 'w') as f:
             f.write('5')  # reset VmHWM to the current RSS
         base = self._status('VmRSS')

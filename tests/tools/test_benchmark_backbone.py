@@ -45,3 +45,38 @@ def test_shortened_run(monkeypatch, capsys):
     for row in rows[:2]:  # time and memory columns filled
         cells = row.strip('| ').split(' | ')
         assert float(cells[5]) > 0 and cells[8] != ''
+
+
+PEAK_SCRIPT = r'''
+import sys, torch
+from mmelsa.utils.benchmark import CpuPeak
+torch.set_num_threads(2)
+torch.manual_seed(0)
+net = torch.nn.Sequential(*[torch.nn.Sequential(torch.nn.Conv2d(32, 32, 3, padding=1),
+                                                torch.nn.ReLU()) for _ in range(8)])
+x = torch.randn(4, 32, 128, 128)
+def step():
+    net(x).sum().backward()
+for _ in range(3):
+    step()  # as a benchmark's timed runs come before its probe
+probe = CpuPeak()
+if sys.argv[1] == 'planted':  # the probe without handing the heap's free pages back
+    probe._libc = type('NoTrim', (), {'malloc_trim': staticmethod(lambda pad: 0)})()
+print(probe.measure(step))
+'''
+
+
+def _peak(kind):
+    import subprocess
+    out = subprocess.run([sys.executable, '-c', PEAK_SCRIPT, kind], capture_output=True,
+                         text=True, cwd=REPO, check=True).stdout
+    return float(out.split()[-1])
+
+
+def test_cpu_peak_counts_memory_an_earlier_run_freed():
+    """A training step after three others: its peak holds at least the 8 ReLU outputs autograd
+    keeps (8 x 8 MiB), although the earlier steps left that much free in the heap. The planted
+    probe (no malloc_trim) reads those reused pages as no growth and falls below it."""
+    saved = 8 * 4 * 32 * 128 * 128 * 4
+    assert _peak('real') >= saved
+    assert _peak('planted') < saved
