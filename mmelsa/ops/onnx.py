@@ -64,11 +64,11 @@ def is_exporting():
 
 # Channels per chunk of the export form: the padded map of a chunk is sized to stay in a core's
 # L2 cache while its K*K taps pass over it (ONNX Runtime runs each node to completion, so an
-# unchunked map streams from memory K*K times), with at most _MAX_CHUNKS chunks per call so
-# that large maps do not multiply the graph's nodes. Measured on ELSA-Swin-T's stage-1 call in
-# ONNX Runtime (docs/benchmarks.md, "ONNX Runtime export form").
+# unchunked map streams from memory K*K times), with at most _MAX_CHUNKS chunks per call: more
+# chunks multiply the graph's nodes (export and session time) for no measured gain. Measured on
+# ELSA-Swin-T at 224 and 512 (docs/benchmarks.md, "ONNX Runtime export form").
 _CHUNK_BYTES = 256 * 1024
-_MAX_CHUNKS = 32
+_MAX_CHUNKS = 4
 _DEFAULT_CHUNK_CHANNELS = 32  # when the traced sizes are unknown
 
 
