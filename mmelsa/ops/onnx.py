@@ -19,9 +19,10 @@ nothing of size K*K x the output is materialised.
 ONNX Runtime runs one node at a time over whole tensors, so a tap loop over the whole map
 streams it from memory K*K times. :func:`elsa_export_form` therefore runs the tap loop over
 channel chunks (a slice of a head, or a run of whole heads) whose padded planes fit a core's L2
-cache at the traced size; on ELSA-Swin-T at 224 x 224 this took ONNX Runtime from 1.87x to 1.49x
-Swin-T's time (docs/benchmarks.md, "ONNX Runtime export form"). The chunking changes the graph,
-never the result: the graph is correct at every input size.
+cache at the traced size (at most 4 per call); with the softmax written as above, this took
+ELSA-Swin-T in ONNX Runtime from 1.75x to 1.53x Swin-T's time at 224 x 224 and from 2.42x to
+1.89x at 512 x 512 (2 CPU threads; docs/benchmarks.md, "ELSA-Swin-T against mmdet's Swin-T").
+The chunking changes the graph, never the result: the graph is correct at every input size.
 
 Two spellings of that graph:
 
@@ -66,7 +67,7 @@ def is_exporting():
 # L2 cache while its K*K taps pass over it (ONNX Runtime runs each node to completion, so an
 # unchunked map streams from memory K*K times), with at most _MAX_CHUNKS chunks per call: more
 # chunks multiply the graph's nodes (export and session time) for no measured gain. Measured on
-# ELSA-Swin-T at 224 and 512 (docs/benchmarks.md, "ONNX Runtime export form").
+# ELSA-Swin-T at 224 and 512 (docs/benchmarks.md, "ELSA-Swin-T against mmdet's Swin-T").
 _CHUNK_BYTES = 256 * 1024
 _MAX_CHUNKS = 4
 _DEFAULT_CHUNK_CHANNELS = 32  # when the traced sizes are unknown
