@@ -42,6 +42,19 @@ def assert_standard_onnx(path, opset, dynamo):
     return proto
 
 
+def assert_runner_agrees(runner, model, shapes, tol=TOL):
+    """Each output of the ONNX file equals the eager model's on random inputs of each shape."""
+    for shape in shapes:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            expected = model(x)
+        got = runner(x)
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected):
+            assert g.shape == tuple(e.shape)
+            assert max_rel_err(torch.from_numpy(g), e) < tol, shape
+
+
 class ElsaOp(nn.Module):
     """The operator with its ghosts as parameters (as in a model); inputs x and attn."""
 
@@ -176,17 +189,9 @@ def test_bare_export_of_elsa_swin(tmp_path, dynamo, opset):
         torch.onnx.export(model, (x, ), path, dynamo=False, opset_version=opset,
                           input_names=['x'], dynamic_axes={'x': {0: 'b', 2: 'h', 3: 'w'}})
     assert_standard_onnx(path, opset, dynamo)
-    runner = OnnxRunner(path)
     # the export size, odd sizes, one where the last stage has several (shifted) windows
-    for shape in [(2, 3, 64, 96), (1, 3, 37, 53), (1, 3, 233, 263)]:
-        x = torch.randn(shape)
-        with torch.no_grad():
-            expected = model(x)
-        got = runner(x)
-        assert len(got) == len(expected)
-        for g, e in zip(got, expected):
-            assert g.shape == tuple(e.shape)
-            assert max_rel_err(torch.from_numpy(g), e) < TOL, shape
+    assert_runner_agrees(OnnxRunner(path), model,
+                         [(2, 3, 64, 96), (1, 3, 37, 53), (1, 3, 233, 263)])
 
 
 def test_dynamo_export_without_onnxscripts_optimizer(tmp_path):
@@ -201,10 +206,4 @@ def test_dynamo_export_without_onnxscripts_optimizer(tmp_path):
                       dynamic_shapes={'x': {0: dim.DYNAMIC, 2: dim('height', min=low, max=1024),
                                             3: dim('width', min=low, max=1024)}})
     assert_standard_onnx(path, 18, True)
-    runner = OnnxRunner(path)
-    for shape in [(1, 3, 64, 96), (2, 3, 37, 53)]:
-        x = torch.randn(shape)
-        with torch.no_grad():
-            expected = model(x)
-        for g, e in zip(runner(x), expected):
-            assert max_rel_err(torch.from_numpy(g), e) < TOL, shape
+    assert_runner_agrees(OnnxRunner(path), model, [(1, 3, 64, 96), (2, 3, 37, 53)])

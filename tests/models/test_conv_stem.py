@@ -121,18 +121,12 @@ def test_elsa_swin_with_the_conv_stem():
 
 def test_elsa_swin_with_the_conv_stem_exports(tmp_path):
     from mmelsa.deployment import OnnxRunner
-    from mmelsa.ops.reference import max_rel_err
+    from tests.deployment.test_plain_export import assert_runner_agrees
     model = small_elsa_swin(conv_stem={}).eval()
     path = str(tmp_path / 'conv_stem.onnx')
     torch.onnx.export(model, (torch.randn(1, 3, 64, 96), ), path, dynamo=False, opset_version=17,
                       input_names=['x'], dynamic_axes={'x': {0: 'b', 2: 'h', 3: 'w'}})
-    runner = OnnxRunner(path)
-    for shape in [(1, 3, 64, 96), (2, 3, 37, 53)]:
-        x = torch.randn(shape)
-        with torch.no_grad():
-            expected = model(x)
-        for got, want in zip(runner(x), expected):
-            assert max_rel_err(torch.from_numpy(got), want) < 1e-4, shape
+    assert_runner_agrees(OnnxRunner(path), model, [(1, 3, 64, 96), (2, 3, 37, 53)])
 
 
 def test_volos_stem_is_the_same_module():
