@@ -272,7 +272,9 @@ class SwinBlock(nn.Module):
         x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))  # unconditional, see PatchEmbed.forward
         if not self.pad_small_map:
             s = self._shift_for(H, W, x.device)
-        mask = shifted_window_mask(Hp, Wp, w, s, x.device) if self.shift_size > 0 else None
+        # a tensor shift (traced sizes) may be 0 at run time: its mask is then all zeros
+        shifted = torch.is_tensor(s) or s > 0
+        mask = shifted_window_mask(Hp, Wp, w, s, x.device) if shifted else None
         # roll by -s, partition, attention, reverse, roll by +s, crop to H x W
         x = from_windows(self.attn(to_windows(x, w, s), mask), w, s, H, W)
         x = shortcut + self.drop_path(x)
