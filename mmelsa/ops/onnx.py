@@ -142,15 +142,16 @@ def elsa_export_form(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dil
     pad = (K // 2) * d
     tap_add = ghost_add if ghost_add is not None and ghost_add.dim() == 4 else None
     deferred = attn_is_logits and tap_add is None
+    # Dense NCHW inputs first (no-ops in an ONNX graph): torch.export cannot reason about the
+    # strides of elementwise results of channels-last views (attn is a 1x1 conv's
+    # channels-last output; x a channel slice of one) with a symbolic width.
+    x, attn = x.contiguous(), attn.contiguous()
     norm = None
     if deferred:
         attn = (attn - attn.amax(2, keepdim=True)).exp()
         norm = attn.sum(2, keepdim=True)  # (B, G, 1, Ho, Wo)
     elif attn_is_logits:
         attn = attn.softmax(2)
-    # Dense NCHW inputs (no-ops in an ONNX graph): torch.export cannot reason about the
-    # strides of products of channel slices of channels-last maps with a symbolic width.
-    x, attn = x.contiguous(), attn.contiguous()
     xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     # (B, C, Hp, Wp) -> (B, G, C/G, Hp, Wp): a tap's attention then broadcasts over a head.
     xp = xp.reshape(xp.shape[0], heads, per_head, xp.shape[2], xp.shape[3])
