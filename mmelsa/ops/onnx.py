@@ -94,12 +94,12 @@ def _static_size(x):
     return sizes
 
 
-def _chunk_channels(x, pad):
-    """Channels per chunk for x (B, C, H, W) at its traced size."""
-    _, channels, height, width = _static_size(x)
+def _chunk_channels(sizes, pad, item_bytes):
+    """Channels per chunk for x of traced sizes (B, C, H, W) (:func:`_static_size`)."""
+    _, channels, height, width = sizes
     if channels is None or height is None or width is None:
         return _DEFAULT_CHUNK_CHANNELS
-    plane = (height + 2 * pad) * (width + 2 * pad) * x.element_size()
+    plane = (height + 2 * pad) * (width + 2 * pad) * item_bytes
     return max(1, _CHUNK_BYTES // plane, -(-channels // _MAX_CHUNKS))
 
 
@@ -137,7 +137,8 @@ def elsa_export_form(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dil
     """
     K, d, s = kernel_size, dilation, stride
     # C and G are fixed by the model's weights: plain ints even while tracing
-    channels, heads = _static_size(x)[1], _static_size(attn)[1]
+    sizes = _static_size(x)
+    channels, heads = sizes[1], _static_size(attn)[1]
     per_head = channels // heads
     pad = (K // 2) * d
     tap_add = ghost_add if ghost_add is not None and ghost_add.dim() == 4 else None
@@ -163,13 +164,14 @@ def elsa_export_form(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dil
         ghost_mul = by_tap(ghost_mul)
     if tap_add is not None:
         tap_add = by_tap(tap_add)
-    size = chunk_channels or _chunk_channels(x, pad)
-    outs, taps_of = {}, {}  # per head range: its chunks' outputs; its taps' attention
+    size = chunk_channels or _chunk_channels(sizes, pad, x.element_size())
+    # per head range: its taps' attention, (B, g1 - g0, 1, Ho, Wo) each, shared by the range's
+    # chunks; and the chunks' outputs
+    by_heads = {}
     for (g0, g1), (c0, c1) in _chunks(heads, per_head, size):
-        if (g0, g1) not in taps_of:  # (B, g1 - g0, 1, Ho, Wo) per tap, shared by the chunks
-            taps_of[(g0, g1)] = attn[:, g0:g1].split(1, 2)
-            outs[(g0, g1)] = []
-        taps = taps_of[(g0, g1)]
+        if (g0, g1) not in by_heads:
+            by_heads[(g0, g1)] = (attn[:, g0:g1].split(1, 2), [])
+        taps, outs = by_heads[(g0, g1)]
         x_chunk = xp[:, g0:g1, c0:c1]
         total = None
         for u in range(K):
@@ -184,8 +186,8 @@ def elsa_export_form(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dil
                     weight = weight + tap_add[..., g0:g1, c0:c1, t, :, :]
                 term = x_tap * weight
                 total = term if total is None else total + term
-        outs[(g0, g1)].append(total)
-    total = _cat([_cat(parts, 2) for parts in outs.values()], 1)  # (B, G, C/G, Ho, Wo)
+        outs.append(total)
+    total = _cat([_cat(outs, 2) for _, outs in by_heads.values()], 1)  # (B, G, C/G, Ho, Wo)
     if norm is not None:
         total = total / norm
     out = total.reshape(total.shape[0], channels, total.shape[3], total.shape[4])
