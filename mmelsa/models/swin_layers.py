@@ -211,8 +211,17 @@ def from_windows(windows, w, shift, H, W):
 
 
 def shifted_window_mask(Hp, Wp, window_size, shift_size, device):
-    """Additive (nW, w*w, w*w) mask for the cyclically shifted windows: -100 between tokens
+    """Additive (nW, w*w, w*w) mask for the cyclically shifted windows: -inf between tokens
     that come from different regions of the padded map, 0 elsewhere.
+
+    The release adds -100, which leaves each masked pair a weight of about e^-100 ~ 4e-44: a
+    subnormal float32, which x86 CPUs multiply some 30 times slower. Where a window's unmasked
+    values are zero (the zero-padded tokens of a model whose biases are zero, as initialised)
+    the attention's output is then made of subnormals, and the following Linear ran 33x slower
+    (ELSA-Swin-T's last shifted block at 512 x 832: 133 ms instead of 4). -inf gives those
+    weights exactly 0. Every row keeps its own token, so no row is all -inf, and the results
+    agree with -100's to within e^-100 of the weights (bit for bit on ELSA-Swin-T at 512 x 832;
+    docs/elsa_facts.md, section 3).
 
     Rows ``[0, Hp - w)``, ``[Hp - w, Hp - s)`` and ``[Hp - s, Hp)`` are regions 0, 1, 2 (columns
     likewise) and a pixel's region is ``3 * row region + column region``. Computed with
@@ -228,7 +237,7 @@ def shifted_window_mask(Hp, Wp, window_size, shift_size, device):
     img = (3 * row_region[:, None] + col_region[None, :]).to(torch.get_default_dtype())
     regions = to_windows(img[None, :, :, None], w, 0).squeeze(-1)  # (nW, N)
     mask = regions.unsqueeze(1) - regions.unsqueeze(2)
-    return mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+    return mask.masked_fill(mask != 0, float('-inf')).masked_fill(mask == 0, 0.0)
 
 
 class SwinBlock(nn.Module):

@@ -5,6 +5,8 @@ import os
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mmelsa.models import ELSASwinTransformer
 from mmelsa.models.elsa_swin import SwinBlock
@@ -78,6 +80,29 @@ def test_shifted_window_block_matches_reference(size):
         x = torch.randn(2, *size, 16, dtype=torch.float64)
         ref = swin_block_ref(x, {'b.' + k: v for k, v in sd.items()}, 'b', 2, 4, shift)
         torch.testing.assert_close(blk(x), ref, rtol=1e-10, atol=1e-10)
+
+
+def _subnormal_count(t):
+    return int(((t != 0) & (t.abs() < torch.finfo(t.dtype).tiny)).sum())
+
+
+@settings(max_examples=25, deadline=None)
+@given(height=st.integers(5, 15), width=st.integers(5, 15), seed=st.integers(0, 2**16))
+def test_shifted_window_attention_makes_no_subnormal_floats(height, width, seed):
+    """Masked pairs get a weight of exactly 0. With the release's -100 they got e^-100, a
+    subnormal float32, and the zero-padded tokens of a block with zero biases (as initialised)
+    came out of the attention as subnormals, which ran the next Linear 33x slower on x86."""
+    torch.manual_seed(seed)
+    blk = SwinBlock(16, 2, window_size=4, shift=True).eval()
+    for m in blk.modules():
+        if isinstance(m, torch.nn.Linear):
+            torch.nn.init.zeros_(m.bias)
+    seen = []
+    blk.attn.post_proj.register_forward_hook(lambda mod, args, out: seen.append(args[0]))
+    with torch.no_grad():
+        out = blk(torch.randn(1, height, width, 16))
+    assert _subnormal_count(seen[0]) == 0
+    assert _subnormal_count(out) == 0
 
 
 def test_elsa_stages_and_patch_size_options():
