@@ -13,6 +13,7 @@ from torch.nn.init import trunc_normal_
 
 from .. import ops
 from ..ops.arguments import check_hyperparameters
+from ..ops.onnx import is_exporting
 from .utils import build_activation
 
 
@@ -174,12 +175,14 @@ class ELSAAttention(nn.Module):
         B, H, W, C = x.shape
         x = self.pre_proj(x.permute(0, 3, 1, 2))
         q, k, v = torch.split(x, [self.dim_qk, self.dim_qk, C], dim=1)
-        # q, k are channel slices of a channels-last map. Made dense (same layout, so the same
-        # conv kernel runs) because torch.export cannot reason about the strides of a product
-        # of such slices with a symbolic width: it would specialise W.
-        cl = torch.channels_last
-        attn = self.attn(q.contiguous(memory_format=cl) * k.contiguous(memory_format=cl) *
-                         self.qk_scale)
+        # q, k are channel slices of a channels-last map; their product is a dense channels-
+        # last map, so the same conv kernel runs. When traced they are made dense first (two
+        # copies), because torch.export and torch.compile cannot reason about the strides of
+        # a product of such slices with a symbolic width: they would specialise W.
+        if is_exporting() or torch.compiler.is_compiling():
+            q = q.contiguous(memory_format=torch.channels_last)
+            k = k.contiguous(memory_format=torch.channels_last)
+        attn = self.attn((q * k).mul_(self.qk_scale))
         kk = self.kernel_size * self.kernel_size
         attn = attn.reshape(B, self.num_heads, kk, H, W)
         # With the dropout inactive the softmax goes into the operator (attn_is_logits): the

@@ -29,10 +29,8 @@ def test_no_layout_copy_per_block(train, device):
     with torch.set_grad_enabled(train):
         m(x)  # warm-up (one-off work of the first call)
         shapes = copied_shapes(m, x)
-    full = {(B, C, H, W), (B, H, W, C), (B * H * W, C), (B, G, K * K, H, W),
-            (B, H, W, G, K * K), (B, G * K * K, H, W)}
-    assert not [s for s in shapes if s in full], shapes
-    # what is left: q and k made dense for torch.export (2/3 of C each), and small tables
-    assert all(s[1] == m.dim_qk or s[0] * s[1] <= C * K * K for s in shapes
-               if len(s) >= 2), shapes
+    # no copy of any feature map (q and k are made dense only while traced): what is left are
+    # the weights and ghost tables
+    maps = [s for s in shapes if (H, W) in zip(s, s[1:]) or B * H * W in s]
+    assert not maps, shapes
 
