@@ -1,6 +1,9 @@
 """Argument checks of the public operator API: each raises TypeError / ValueError naming the
 faulty argument. The C++ ops check the same things (csrc/), since they can be called directly;
 these run first so that Python callers get the message before any dispatch."""
+import functools
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -41,6 +44,24 @@ def autocast_enabled(device_type):
         return False
 
 
+def _checks_of_the_traced_example(check):
+    """While the TorchScript tracer records (the legacy ONNX exporter), sizes are tensors and
+    each comparison warns that its result will be fixed in the graph. A check's comparisons are
+    about the example being traced and put nothing into the graph, so its warnings are
+    silenced (the exporter printed 50 of them for a small ELSA-Swin)."""
+
+    @functools.wraps(check)
+    def checked(*args, **kwargs):
+        if not torch.jit.is_tracing():
+            return check(*args, **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore', torch.jit.TracerWarning)
+            return check(*args, **kwargs)
+
+    return checked
+
+
+@_checks_of_the_traced_example
 def validate(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride,
               attn_is_logits=False):
     """Raise TypeError / ValueError naming the faulty argument; returns nothing."""
@@ -105,6 +126,7 @@ def validate(x, attn, ghost_mul, ghost_add, kernel_size, dilation, stride,
 DDF_COMBINE = ('mul', 'add')
 
 
+@_checks_of_the_traced_example
 def validate_ddf(x, channel_filter, spatial_filter, kernel_size, dilation, stride, combine):
     """Raise TypeError / ValueError naming the faulty argument of :func:`mmelsa.ops.ddf`;
     returns the number of heads G."""

@@ -4,6 +4,9 @@ standard torch ops (:func:`mmelsa.ops.onnx.elsa_export_form`), so both exporters
 opsets 11 and 17. Checked in ONNX Runtime against the float64 reference (the operator) or
 PyTorch eager (the backbone) at the export size and two other, odd, sizes.
 """
+import os
+import warnings
+
 import onnx
 import onnxruntime  # noqa: F401  (a missing install must fail here)
 import pytest
@@ -207,3 +210,23 @@ def test_dynamo_export_without_onnxscripts_optimizer(tmp_path):
                                             3: dim('width', min=low, max=1024)}})
     assert_standard_onnx(path, 18, True)
     assert_runner_agrees(OnnxRunner(path), model, [(1, 3, 64, 96), (2, 3, 37, 53)])
+
+
+def test_torchscript_export_prints_no_tracer_warning_from_the_checks(tmp_path):
+    """The argument checks compare the traced example's sizes, which are tensors while the
+    TorchScript exporter traces; they add nothing to the graph, so they do not warn (they
+    printed 50 TracerWarnings for this model)."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter('always')
+        torch.onnx.export(small_elsa_swin(), (torch.randn(1, 3, 64, 96), ),
+                          str(tmp_path / 'm.onnx'), dynamo=False, opset_version=17)
+    ours = [(w.filename, w.lineno) for w in seen if issubclass(w.category, torch.jit.TracerWarning)
+            and os.sep + 'mmelsa' + os.sep in w.filename]
+    assert not ours
+
+
+def test_the_checks_still_refuse_bad_arguments_while_traced():
+    x = torch.randn(1, 4, 6, 6)
+    bad_attn = torch.randn(1, 3, 9, 6, 6)  # 3 heads do not divide 4 channels
+    with pytest.raises(ValueError, match='divisible by the heads'):
+        torch.jit.trace(lambda x, a: elsa_attention(x, a, kernel_size=3), (x, bad_attn))
