@@ -80,3 +80,36 @@ def test_cpu_peak_counts_memory_an_earlier_run_freed():
     saved = 8 * 4 * 32 * 128 * 128 * 4
     assert _peak('real') >= saved
     assert _peak('planted') < saved
+
+
+def test_compile_row_prints_a_bound_for_a_call_past_the_limit(monkeypatch, capsys):
+    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
+    import benchmark_backbone as bb
+    asked = []
+
+    def first_call_seconds(type_name, args, threads, shape):
+        asked.append((type_name, threads, shape))
+        return None if type_name == 'SwinTransformer' else 90.0
+
+    monkeypatch.setattr(bb, 'compile_seconds', first_call_seconds)
+    bb.main(['--device', 'cpu', '--batch', '1', '--size', '32', '32', '--reps', '1',
+             '--warmup', '0', '--threads', '1', '--modes', 'infer', '--compile',
+             '--compile-limit', '600'])
+    assert asked == [('SwinTransformer', 1, (1, 3, 32, 32)),
+                     ('ELSASwinTransformer', 1, (1, 3, 32, 32))]
+    row = [r for r in capsys.readouterr().out.splitlines() if '| compile (s) |' in r]
+    assert row == ['| 1 | compile (s) | float32 | > 600 | 90.0 | < 0.150 | | |']
+
+
+def test_a_compiled_call_past_the_limit_is_stopped():
+    import multiprocessing
+    import time
+    from types import SimpleNamespace
+    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
+    import benchmark_backbone as bb
+    args = SimpleNamespace(with_cp=False, device='cpu', compile_limit=1)
+    t0 = time.perf_counter()
+    # the child's imports alone take longer than the limit
+    assert bb.compile_seconds('SwinTransformer', args, 1, (1, 3, 32, 32)) is None
+    assert time.perf_counter() - t0 < 30
+    assert not multiprocessing.active_children()

@@ -15,7 +15,9 @@ every row; ``--threads 1 2`` repeats everything at each thread count.
 One-time costs and other runtimes, on request (inference input, float32):
   * ``--onnx``: a plain ``torch.onnx.export`` of each backbone (seconds) and the latency of each
     file in ONNX Runtime (CPU, the same thread count), interleaved;
-  * ``--compile``: ``torch.compile(model, dynamic=True)``: the seconds of its first call.
+  * ``--compile``: ``torch.compile(model, dynamic=True)``: the seconds of its first call, each
+    model in a fresh process with inductor's caches off (nothing reused from an earlier run),
+    stopped after ``--compile-limit`` seconds (printed as "> limit").
 
 Examples:
     python tools/analysis_tools/benchmark_backbone.py --device cuda --batch 2 --size 800 1344 \
@@ -25,7 +27,9 @@ Examples:
 """
 import argparse
 import contextlib
+import multiprocessing
 import os.path as osp
+import queue
 import statistics
 import sys
 import tempfile
@@ -40,6 +44,7 @@ SWIN_T = dict(embed_dims=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], wind
               mlp_ratio=4, qkv_bias=True, drop_path_rate=0.2, patch_norm=True,
               out_indices=(0, 1, 2, 3), convert_weights=False)
 NAMES = ('Swin-T', 'ELSA-Swin-T')
+TYPES = ('SwinTransformer', 'ELSASwinTransformer')
 
 
 def parse_args(argv=None):
@@ -60,6 +65,8 @@ def parse_args(argv=None):
                    help='export both (plain torch.onnx.export) and time them in ONNX Runtime')
     p.add_argument('--compile', action='store_true',
                    help='time the first call of torch.compile(model, dynamic=True) of both')
+    p.add_argument('--compile-limit', type=positive_int, default=1800, metavar='SECONDS',
+                   help='stop a first compiled call after this many seconds (default: 1800)')
     p.add_argument('--reps', type=positive_int, default=10)
     p.add_argument('--warmup', type=int, default=3)
     return p.parse_args(argv)
@@ -168,22 +175,55 @@ def onnx_rows(models, x, threads):
         return seconds, [lambda s=s: s.run(None, feed) for s in sessions]
 
 
-def compile_seconds(model, x):
-    """Seconds of the first call of ``torch.compile(model, dynamic=True)`` (inference)."""
-    torch._dynamo.reset()
+def _first_compiled_call(type_name, with_cp, shape, device, threads, result):
+    """In a child process: put the seconds of the first call of ``torch.compile(model,
+    dynamic=True)`` (inference) into ``result``."""
+    torch._inductor.config.force_disable_caches = True  # no kernel of an earlier run reused
+    torch.set_num_threads(threads)
+    model = build_backbone(type_name, with_cp).to(device)
     model.eval()
+    torch.manual_seed(0)
+    x = torch.randn(shape, device=device)
     compiled = torch.compile(model, dynamic=True)
     t0 = time.perf_counter()
     with torch.no_grad():
         compiled(x)
-    return time.perf_counter() - t0
+    result.put(time.perf_counter() - t0)
+
+
+def compile_seconds(type_name, args, threads, shape):
+    """Seconds of the first compiled call of one backbone, in a fresh process; None when it
+    ran past ``--compile-limit``."""
+    ctx = multiprocessing.get_context('spawn')
+    result = ctx.Queue()
+    child = ctx.Process(target=_first_compiled_call,
+                        args=(type_name, args.with_cp, shape, args.device, threads, result))
+    child.start()
+    try:
+        return result.get(timeout=args.compile_limit)
+    except queue.Empty:
+        return None
+    finally:
+        child.terminate()
+        child.join()
+
+
+def compile_ratio(seconds, limit):
+    """ELSA-Swin-T's compile time / Swin-T's as text: a bound where one ran past the limit."""
+    swin, elsa = seconds
+    if swin is None and elsa is None:
+        return 'unknown'
+    if swin is None:
+        return '< %.3f' % (elsa / limit)
+    if elsa is None:
+        return '> %.3f' % (limit / swin)
+    return '%.3f' % (elsa / swin)
 
 
 def run_at(args, threads, amp, x):
     """Every row at one thread count: (mode, [swin ms, elsa ms], time ratio, [peaks]|None)."""
     torch.set_num_threads(threads)
-    models = [build_backbone(t, args.with_cp).to(args.device)
-              for t in ('SwinTransformer', 'ELSASwinTransformer')]
+    models = [build_backbone(t, args.with_cp).to(args.device) for t in TYPES]
     timed = []  # (mode, fns, set-up before each call)
     for mode in args.modes:
         runs = [backbone_runs(m, x, amp)[mode] for m in models]
@@ -215,8 +255,8 @@ def run_at(args, threads, amp, x):
         rows.append(['onnxruntime', [statistics.median(t) for t in times], pair_ratio(times),
                      None])
     if args.compile:
-        seconds = [compile_seconds(m, x) for m in models]
-        rows.append(['compile (s)', seconds, seconds[1] / seconds[0], None])
+        seconds = [compile_seconds(t, args, threads, tuple(x.shape)) for t in TYPES]
+        rows.append(['compile (s)', seconds, compile_ratio(seconds, args.compile_limit), None])
     return rows
 
 
@@ -246,8 +286,10 @@ def main(argv=None):
                 mode == 'det-train' and args.device == 'cpu') else args.dtype
             mem = '| | |' if peaks is None else '| %.3f | %.3f | %s |' % (
                 peaks[0] / 1e9, peaks[1] / 1e9, ratio(peaks[1], peaks[0]))
-            print(f'| {threads} | {mode} | {dtype} | {t0:.1f}{unit} | {t1:.1f}{unit} | {r:.3f} '
-                  f'{mem}', flush=True)
+            t0, t1 = ('> %d' % args.compile_limit if t is None else f'{t:.1f}{unit}'
+                      for t in (t0, t1))  # None: a compiled call stopped at the limit
+            r = r if isinstance(r, str) else f'{r:.3f}'
+            print(f'| {threads} | {mode} | {dtype} | {t0} | {t1} | {r} {mem}', flush=True)
 
 
 if __name__ == '__main__':
