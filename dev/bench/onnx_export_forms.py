@@ -1,0 +1,145 @@
+"""Candidate ONNX spellings of one fused softmax + ELSA call, timed in ONNX Runtime (CPU).
+
+Each form is exported with the TorchScript exporter (opset 17) at one shape of ELSA-Swin-T at
+224 x 224, checked against the float64 reference, and timed; the table gives each form's time
+against the shipped export form's (docs/benchmarks.md records a run):
+
+* ``taps``: :func:`mmelsa.ops.onnx.elsa_export_form` (K*K Slice / Mul / Add taps over channel
+  chunks, softmax normalised after the sum);
+* ``one-hot conv``: all K*K shifted copies of x from one grouped convolution whose fixed
+  weights are one-hot, the multiplicative ghost folded into them, then one Mul with the
+  attention and one ReduceSum over the taps;
+* ``row bands``: the same per kernel row: one 1 x K grouped convolution per row makes that
+  row's K copies, then Mul, ReduceSum and an Add per row.
+
+    python dev/bench/onnx_export_forms.py --threads 1
+"""
+import argparse
+import io
+import statistics
+import time
+
+import onnxruntime as ort
+import torch
+import torch.nn.functional as F
+
+from mmelsa.cli import positive_int
+from mmelsa.ops.onnx import elsa_export_form
+from mmelsa.ops.reference import elsa_reference
+
+K = 7
+#: name: (channels C, heads G, map side) of ELSA-Swin-T's stages at 224 x 224
+CASES = {'s1': (96, 3, 56), 's2': (192, 6, 28), 's3': (384, 12, 14)}
+
+
+class Taps(torch.nn.Module):
+
+    def __init__(self, ghost_mul):
+        super().__init__()
+        self.register_buffer('ghost_mul', ghost_mul)
+
+    def forward(self, x, logits):
+        return elsa_export_form(x, logits, self.ghost_mul, None, K, 1, 1, attn_is_logits=True)
+
+
+class OneHotConv(torch.nn.Module):
+
+    def __init__(self, ghost_mul):
+        super().__init__()
+        C = ghost_mul.shape[0]
+        one_hot = torch.eye(K * K).reshape(1, K * K, 1, K, K)
+        self.register_buffer('weight', (one_hot * ghost_mul.reshape(C, K * K, 1, 1, 1))
+                             .reshape(C * K * K, 1, K, K))
+
+    def forward(self, x, logits):
+        B, C, H, W = x.shape
+        G = logits.shape[1]
+        copies = F.conv2d(x, self.weight, padding=K // 2, groups=C)
+        copies = copies.reshape(B, G, C // G, K * K, H, W)
+        return (copies * logits.softmax(2).unsqueeze(2)).sum(3).reshape(B, C, H, W)
+
+
+class RowBands(torch.nn.Module):
+
+    def __init__(self, ghost_mul):
+        super().__init__()
+        C = ghost_mul.shape[0]
+        one_hot = torch.eye(K).reshape(1, K, 1, 1, K)
+        for u in range(K):
+            self.register_buffer('row%d' % u, (one_hot * ghost_mul[:, u].reshape(C, K, 1, 1, 1))
+                                 .reshape(C * K, 1, 1, K))
+
+    def forward(self, x, logits):
+        B, C, H, W = x.shape
+        G = logits.shape[1]
+        attn = logits.softmax(2).reshape(B, G, 1, K, K, H, W)
+        xp = F.pad(x, (K // 2, ) * 4)
+        total = None
+        for u in range(K):
+            copies = F.conv2d(xp[:, :, u:u + H], getattr(self, 'row%d' % u), groups=C)
+            term = (copies.reshape(B, G, C // G, K, H, W) * attn[:, :, :, u]).sum(3)
+            total = term if total is None else total + term
+        return total.reshape(B, C, H, W)
+
+
+FORMS = {'taps': Taps, 'one-hot conv': OneHotConv, 'row bands': RowBands}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    p.add_argument('--cases', nargs='+', choices=sorted(CASES), default=sorted(CASES))
+    p.add_argument('--batch', type=positive_int, default=1)
+    p.add_argument('--threads', type=positive_int, default=1)
+    p.add_argument('--reps', type=positive_int, default=20)
+    p.add_argument('--shape', type=positive_int, nargs=3, metavar=('C', 'G', 'SIDE'),
+                   help='one case of this shape instead of --cases')
+    return p.parse_args(argv)
+
+
+def session(module, x, logits, threads):
+    f = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(module, (x, logits), f, dynamo=False, opset_version=17,
+                          input_names=['x', 'logits'])
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    return ort.InferenceSession(f.getvalue(), opts, providers=['CPUExecutionProvider'])
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cases = {'custom': tuple(args.shape)} if args.shape else {c: CASES[c] for c in args.cases}
+    print(f'# ONNX Runtime {ort.__version__}, {args.threads} thread(s), batch {args.batch}, '
+          f'K {K}, median of {args.reps}')
+    print('| case | (C, G, side) | form | ms | / taps | max abs err vs float64 |')
+    print('|---|---|---|---|---|---|')
+    for name, (C, G, side) in cases.items():
+        torch.manual_seed(0)
+        x = torch.randn(args.batch, C, side, side)
+        logits = torch.randn(args.batch, G, K * K, side, side)
+        ghost_mul = torch.randn(C, K, K)
+        ref = elsa_reference(x.double(), logits.double().softmax(2), ghost_mul.double(), None,
+                             K, 1, 1)
+        feed = {'x': x.numpy(), 'logits': logits.numpy()}
+        base = None
+        for form, cls in FORMS.items():
+            sess = session(cls(ghost_mul), x, logits, args.threads)
+            err = (torch.from_numpy(sess.run(None, feed)[0]).double() - ref).abs().max().item()
+            if err > 1e-4 * max(1.0, ref.abs().max().item()):
+                raise SystemExit(f'{form} disagrees with the reference at {name}: {err:.2e}')
+            for _ in range(3):
+                sess.run(None, feed)
+            times = []
+            for _ in range(args.reps):
+                t0 = time.perf_counter()
+                sess.run(None, feed)
+                times.append(time.perf_counter() - t0)
+            ms = statistics.median(times) * 1e3
+            base = base or ms
+            print(f'| {name} | ({C}, {G}, {side}) | {form} | {ms:.2f} | {ms / base:.2f} | '
+                  f'{err:.1e} |', flush=True)
+
+
+if __name__ == '__main__':
+    main()
