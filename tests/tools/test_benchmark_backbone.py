@@ -113,3 +113,14 @@ def test_a_compiled_call_past_the_limit_is_stopped():
     assert bb.compile_seconds('SwinTransformer', args, 1, (1, 3, 32, 32)) is None
     assert time.perf_counter() - t0 < 30
     assert not multiprocessing.active_children()
+
+
+def test_a_compiled_call_that_fails_is_an_error_not_a_bound():
+    from types import SimpleNamespace
+
+    import pytest
+    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
+    import benchmark_backbone as bb
+    args = SimpleNamespace(with_cp=False, device='cpu', compile_limit=600)
+    with pytest.raises(RuntimeError, match='NoSuchBackbone failed'):
+        bb.compile_seconds('NoSuchBackbone', args, 1, (1, 3, 32, 32))

@@ -193,15 +193,23 @@ def _first_compiled_call(type_name, with_cp, shape, device, threads, result):
 
 def compile_seconds(type_name, args, threads, shape):
     """Seconds of the first compiled call of one backbone, in a fresh process; None when it
-    ran past ``--compile-limit``."""
+    ran past ``--compile-limit``. Raises if the process ended without a result."""
     ctx = multiprocessing.get_context('spawn')
     result = ctx.Queue()
     child = ctx.Process(target=_first_compiled_call,
                         args=(type_name, args.with_cp, shape, args.device, threads, result))
     child.start()
+    deadline = time.monotonic() + args.compile_limit
     try:
-        return result.get(timeout=args.compile_limit)
-    except queue.Empty:
+        while time.monotonic() < deadline:
+            alive = child.is_alive()  # read before the wait: a result put before exit arrives
+            try:
+                return result.get(timeout=1)
+            except queue.Empty:
+                if not alive:
+                    raise RuntimeError(
+                        f'--compile: the first compiled call of {type_name} failed (its process '
+                        f'exited with code {child.exitcode}; its error is printed above)')
         return None
     finally:
         child.terminate()
