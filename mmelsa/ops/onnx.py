@@ -19,7 +19,8 @@ nothing of size K*K x the output is materialised.
 ONNX Runtime runs one node at a time over whole tensors, so a tap loop over the whole map
 streams it from memory K*K times. :func:`elsa_export_form` therefore runs the tap loop over
 channel chunks (a slice of a head, or a run of whole heads) whose padded planes fit a core's L2
-cache at the traced size (at most 4 per call); with the softmax written as above, this took
+cache at the traced size, each at least a quarter of the channels (rounded to those shapes: 3 to
+6 chunks at ELSA-Swin-T's stages); with the softmax written as above, this took
 ELSA-Swin-T in ONNX Runtime from 1.75x to 1.53x Swin-T's time at 224 x 224 and from 2.42x to
 1.89x at 512 x 512 (2 CPU threads; docs/benchmarks.md, "ELSA-Swin-T against mmdet's Swin-T").
 The chunking changes the graph, never the result: the graph is correct at every input size.
@@ -65,11 +66,14 @@ def is_exporting():
 
 # Channels per chunk of the export form: the padded map of a chunk is sized to stay in a core's
 # L2 cache while its K*K taps pass over it (ONNX Runtime runs each node to completion, so an
-# unchunked map streams from memory K*K times), with at most _MAX_CHUNKS chunks per call: more
-# chunks multiply the graph's nodes (export and session time) for no measured gain. Measured on
+# unchunked map streams from memory K*K times), and at least 1/_MIN_CHUNK_SHARE of the channels:
+# more chunks multiply the graph's nodes (export and session time) for no measured gain.
+# _chunks then rounds a chunk to whole heads or to equal slices of one, so a call can have more
+# than _MIN_CHUNK_SHARE chunks (6 at ELSA-Swin-T's stages 1 and 2); capping them at 4 there
+# made the exports 26-32% quicker and ONNX Runtime 4-9% slower, so it is not done. Measured on
 # ELSA-Swin-T at 224 and 512 (docs/benchmarks.md, "ELSA-Swin-T against mmdet's Swin-T").
 _CHUNK_BYTES = 256 * 1024
-_MAX_CHUNKS = 4
+_MIN_CHUNK_SHARE = 4
 _DEFAULT_CHUNK_CHANNELS = 32  # when the traced sizes are unknown
 
 
@@ -100,7 +104,7 @@ def _chunk_channels(sizes, pad, item_bytes):
     if channels is None or height is None or width is None:
         return _DEFAULT_CHUNK_CHANNELS
     plane = (height + 2 * pad) * (width + 2 * pad) * item_bytes
-    return max(1, _CHUNK_BYTES // plane, -(-channels // _MAX_CHUNKS))
+    return max(1, _CHUNK_BYTES // plane, -(-channels // _MIN_CHUNK_SHARE))
 
 
 def _chunks(heads, per_head, size):

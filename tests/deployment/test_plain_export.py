@@ -131,7 +131,7 @@ def test_chunks_cover_each_channel_once_in_order(heads, per_head, size):
 def test_bare_export_of_the_operator(tmp_path, monkeypatch, chunked, fused, dynamo, opset):
     if chunked:  # one channel a chunk, whatever the size: the graph holds 8 chunks
         monkeypatch.setattr(export_forms, '_CHUNK_BYTES', 1)
-        monkeypatch.setattr(export_forms, '_MAX_CHUNKS', 8)
+        monkeypatch.setattr(export_forms, '_MIN_CHUNK_SHARE', 8)
         monkeypatch.setattr(export_forms, '_DEFAULT_CHUNK_CHANNELS', 1)
     C, G, K, d, s = 8, 2, 3, 2, 2
     module = ElsaOp(C, K, d, s, attn_is_logits=fused).eval()
