@@ -1,17 +1,27 @@
 """tools/analysis_tools/benchmark_backbone.py: interleaved pairs with the model modes each mode
 needs, the memory probe created only after every timed run, the dtype in every row, each thread
 count, and the ONNX Runtime rows (a shortened run on the CPU)."""
+import multiprocessing
 import os.path as osp
 import sys
+import time
+from types import SimpleNamespace
+
+import pytest
 
 from .conftest import REPO, needs_stack
 
 pytestmark = needs_stack
 
 
-def test_shortened_run(monkeypatch, capsys):
+@pytest.fixture
+def bb():
     sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
-    import benchmark_backbone as bb
+    import benchmark_backbone
+    return benchmark_backbone
+
+
+def test_shortened_run(bb, monkeypatch, capsys):
     built, events = [], []
     build, times, probe = bb.build_backbone, bb.interleaved_times, bb.CpuPeak
 
@@ -82,9 +92,7 @@ def test_cpu_peak_counts_memory_an_earlier_run_freed():
     assert _peak('planted') < saved
 
 
-def test_compile_row_prints_a_bound_for_a_call_past_the_limit(monkeypatch, capsys):
-    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
-    import benchmark_backbone as bb
+def test_compile_row_prints_a_bound_for_a_call_past_the_limit(bb, monkeypatch, capsys):
     asked = []
 
     def first_call_seconds(type_name, args, threads, shape):
@@ -101,12 +109,7 @@ def test_compile_row_prints_a_bound_for_a_call_past_the_limit(monkeypatch, capsy
     assert row == ['| 1 | compile (s) | float32 | > 600 | 90.0 | < 0.150 | | |']
 
 
-def test_a_compiled_call_past_the_limit_is_stopped():
-    import multiprocessing
-    import time
-    from types import SimpleNamespace
-    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
-    import benchmark_backbone as bb
+def test_a_compiled_call_past_the_limit_is_stopped(bb):
     args = SimpleNamespace(with_cp=False, device='cpu', compile_limit=1)
     t0 = time.perf_counter()
     # the child's imports alone take longer than the limit
@@ -115,12 +118,7 @@ def test_a_compiled_call_past_the_limit_is_stopped():
     assert not multiprocessing.active_children()
 
 
-def test_a_compiled_call_that_fails_is_an_error_not_a_bound():
-    from types import SimpleNamespace
-
-    import pytest
-    sys.path.insert(0, osp.join(REPO, 'tools', 'analysis_tools'))
-    import benchmark_backbone as bb
+def test_a_compiled_call_that_fails_is_an_error_not_a_bound(bb):
     args = SimpleNamespace(with_cp=False, device='cpu', compile_limit=600)
     with pytest.raises(RuntimeError, match='NoSuchBackbone failed'):
         bb.compile_seconds('NoSuchBackbone', args, 1, (1, 3, 32, 32))
