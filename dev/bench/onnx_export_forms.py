@@ -2,17 +2,21 @@
 
 Each form is exported with the TorchScript exporter (opset 17) at one shape of ELSA-Swin-T at
 224 x 224, checked against the float64 reference, and timed; the table gives each form's time
-against the shipped export form's (docs/benchmarks.md records a run):
+against the tap form's (docs/benchmarks.md records runs). The call is ELSA-Swin-T's: no
+multiplicative ghost (``--ghost-mul`` adds one; the band form cannot take it and is left out),
+and no additive ghost, which every form adds as the same depth-wise convolution.
 
-* ``taps``: :func:`mmelsa.ops.onnx.elsa_export_form` (K*K Slice / Mul / Add taps over channel
-  chunks, softmax normalised after the sum);
+* ``taps``: :func:`mmelsa.ops.onnx.elsa_export_form` with ``form='taps'`` (K*K Slice / Mul /
+  Add taps over channel chunks, softmax normalised after the sum);
+* ``bands``: the same with ``form='bands'`` (:mod:`mmelsa.ops.onnx_bands`: one Gather, two
+  batched MatMuls), the default where it applies;
 * ``one-hot conv``: all K*K shifted copies of x from one grouped convolution whose fixed
-  weights are one-hot, the multiplicative ghost folded into them, then one Mul with the
+  weights are one-hot (the multiplicative ghost folded into them), then one Mul with the
   attention and one ReduceSum over the taps;
 * ``row bands``: the same per kernel row: one 1 x K grouped convolution per row makes that
   row's K copies, then Mul, ReduceSum and an Add per row.
 
-    python dev/bench/onnx_export_forms.py --threads 1
+    python dev/bench/onnx_export_forms.py --threads 2
 """
 import argparse
 import io
@@ -33,20 +37,26 @@ CASES = {'s1': (96, 3, 56), 's2': (192, 6, 28), 's3': (384, 12, 14)}
 
 
 class Taps(torch.nn.Module):
+    form = 'taps'
 
-    def __init__(self, ghost_mul):
+    def __init__(self, channels, ghost_mul):
         super().__init__()
         self.register_buffer('ghost_mul', ghost_mul)
 
     def forward(self, x, logits):
-        return elsa_export_form(x, logits, self.ghost_mul, None, K, 1, 1, attn_is_logits=True)
+        return elsa_export_form(x, logits, self.ghost_mul, None, K, 1, 1, attn_is_logits=True,
+                                form=self.form)
+
+
+class Bands(Taps):
+    form = 'bands'
 
 
 class OneHotConv(torch.nn.Module):
 
-    def __init__(self, ghost_mul):
+    def __init__(self, C, ghost_mul):
         super().__init__()
-        C = ghost_mul.shape[0]
+        ghost_mul = torch.ones(C, K, K) if ghost_mul is None else ghost_mul
         one_hot = torch.eye(K * K).reshape(1, K * K, 1, K, K)
         self.register_buffer('weight', (one_hot * ghost_mul.reshape(C, K * K, 1, 1, 1))
                              .reshape(C * K * K, 1, K, K))
@@ -61,9 +71,9 @@ class OneHotConv(torch.nn.Module):
 
 class RowBands(torch.nn.Module):
 
-    def __init__(self, ghost_mul):
+    def __init__(self, C, ghost_mul):
         super().__init__()
-        C = ghost_mul.shape[0]
+        ghost_mul = torch.ones(C, K, K) if ghost_mul is None else ghost_mul
         one_hot = torch.eye(K).reshape(1, K, 1, 1, K)
         for u in range(K):
             self.register_buffer('row%d' % u, (one_hot * ghost_mul[:, u].reshape(C, K, 1, 1, 1))
@@ -82,7 +92,7 @@ class RowBands(torch.nn.Module):
         return total.reshape(B, C, H, W)
 
 
-FORMS = {'taps': Taps, 'one-hot conv': OneHotConv, 'row bands': RowBands}
+FORMS = {'taps': Taps, 'bands': Bands, 'one-hot conv': OneHotConv, 'row bands': RowBands}
 
 
 def parse_args(argv=None):
@@ -93,6 +103,8 @@ def parse_args(argv=None):
     p.add_argument('--reps', type=positive_int, default=20)
     p.add_argument('--shape', type=positive_int, nargs=3, metavar=('C', 'G', 'SIDE'),
                    help='one case of this shape instead of --cases')
+    p.add_argument('--ghost-mul', action='store_true',
+                   help='with a multiplicative ghost (not ELSA-Swin-T\'s; no band form)')
     return p.parse_args(argv)
 
 
@@ -110,21 +122,23 @@ def session(module, x, logits, threads):
 def main(argv=None):
     args = parse_args(argv)
     cases = {'custom': tuple(args.shape)} if args.shape else {c: CASES[c] for c in args.cases}
+    forms = {name: cls for name, cls in FORMS.items()
+             if not (args.ghost_mul and name == 'bands')}
     print(f'# ONNX Runtime {ort.__version__}, {args.threads} thread(s), batch {args.batch}, '
-          f'K {K}, median of {args.reps}')
+          f'K {K}, median of {args.reps}, ghost_mul {"yes" if args.ghost_mul else "no"}')
     print('| case | (C, G, side) | form | ms | / taps | max abs err vs float64 |')
     print('|---|---|---|---|---|---|')
     for name, (C, G, side) in cases.items():
         torch.manual_seed(0)
         x = torch.randn(args.batch, C, side, side)
         logits = torch.randn(args.batch, G, K * K, side, side)
-        ghost_mul = torch.randn(C, K, K)
-        ref = elsa_reference(x.double(), logits.double().softmax(2), ghost_mul.double(), None,
-                             K, 1, 1)
+        ghost_mul = torch.randn(C, K, K) if args.ghost_mul else None
+        ref = elsa_reference(x.double(), logits.double().softmax(2),
+                             None if ghost_mul is None else ghost_mul.double(), None, K, 1, 1)
         feed = {'x': x.numpy(), 'logits': logits.numpy()}
         base = None
-        for form, cls in FORMS.items():
-            sess = session(cls(ghost_mul), x, logits, args.threads)
+        for form, cls in forms.items():
+            sess = session(cls(C, ghost_mul), x, logits, args.threads)
             err = (torch.from_numpy(sess.run(None, feed)[0]).double() - ref).abs().max().item()
             if err > 1e-4 * max(1.0, ref.abs().max().item()):
                 raise SystemExit(f'{form} disagrees with the reference at {name}: {err:.2e}')

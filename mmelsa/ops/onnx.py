@@ -2,7 +2,16 @@
 softmax + ELSA operator (``torch.ops.mmelsa.elsa_softmax_forward``).
 
 ONNX Runtime has no ELSA kernel, so an exported graph must spell the operator in standard ops.
-For zero padding p = (K // 2) * d the graph is
+Two forms do:
+
+* the band form (:mod:`mmelsa.ops.onnx_bands`): the neighbourhood sum as one Gather and two
+  batched MatMuls. It needs the attention shared by a head's channels, so it serves every call
+  without a multiplicative ghost at stride 1 (all of ELSA-Swin's), and is then the default:
+  ELSA-Swin-T's graph has a few nodes per call instead of hundreds, ONNX Runtime runs it
+  several times faster and the dynamo exporter traces it in seconds (docs/benchmarks.md,
+  "ONNX Runtime: the band form").
+* the tap form, for every call (and the only one for a multiplicative ghost, DDF's per-sample
+  channel filter, or a stride). For zero padding p = (K // 2) * d the graph is
 
     xp      = Pad(x, p)                                 viewed as (B, G, C/G, H + 2p, W + 2p)
     tap t   = (u, v):  x_t = xp[..., u*d : u*d + H : s, v*d : v*d + W : s]   (B, G, C/G, Ho, Wo)
@@ -17,7 +26,7 @@ instead of K*K extra multiply-adds. Only tap-sized temporaries exist besides the
 nothing of size K*K x the output is materialised.
 
 ONNX Runtime runs one node at a time over whole tensors, so a tap loop over the whole map
-streams it from memory K*K times. :func:`elsa_export_form` therefore runs the tap loop over
+streams it from memory K*K times. The tap form therefore runs the tap loop over
 channel chunks (a slice of a head, or a run of whole heads) whose padded planes fit a core's L2
 cache at the traced size, each at least a quarter of the channels (rounded to those shapes: 3 to
 6 chunks at ELSA-Swin-T's stages); with the softmax written as above, this took
@@ -27,14 +36,15 @@ The chunking changes the graph, never the result: the graph is correct at every 
 
 Two spellings of that graph:
 
-* :func:`elsa_export_form`, the graph in plain torch ops. :func:`mmelsa.ops.elsa_attention`
+* :func:`elsa_export_form`, either form in plain torch ops. :func:`mmelsa.ops.elsa_attention`
   computes itself this way whenever a model is being exported (``torch.onnx.export`` with
   either exporter, ``torch.export``), so a bare ``torch.onnx.export(model, ...)`` works at
   any opset >= 11 with dynamic batch, height and width, without any registration. The tap
   slices use constant bounds counted from both ends of the padded map (``u*d`` and
-  ``-(2p - u*d)``), so they hold no shape arithmetic.
-* The translations of the raw operators, for graphs that call ``torch.ops.mmelsa.*``
-  directly rather than through :func:`mmelsa.ops.elsa_attention`:
+  ``-(2p - u*d)``), so they hold no shape arithmetic; the band form computes its indices from
+  the input's shape in the graph.
+* The translations of the raw operators (the tap form), for graphs that call
+  ``torch.ops.mmelsa.*`` directly rather than through :func:`mmelsa.ops.elsa_attention`:
 
   * ``torch.onnx.export(..., dynamo=True, custom_translation_table=custom_translation_table())``
   * ``torch.onnx.export(..., dynamo=False)`` after :func:`register_legacy_symbolic` (or
@@ -48,6 +58,7 @@ import warnings
 import torch
 
 from .extension import require_ext
+from .onnx_bands import band_form_applies, elsa_band_form
 
 __all__ = ['ONNX_OPSET', 'is_exporting', 'elsa_export_form', 'custom_translation_table',
            'register_legacy_symbolic', 'elsa_forward_onnxscript',
@@ -123,10 +134,14 @@ def _cat(parts, dim):
 
 
 def elsa_export_form(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dilation=1,
-                     stride=1, attn_is_logits=False, chunk_channels=None):
-    """The ELSA operator in plain torch ops (Pad, strided slices, Mul / Add, one depth-wise
-    conv), as the module docstring writes it; same arguments and result as
+                     stride=1, attn_is_logits=False, chunk_channels=None, form=None):
+    """The ELSA operator in plain torch ops; same arguments and result as
     :func:`mmelsa.ops.elsa_attention` (inputs already validated). Used when exporting.
+
+    ``form``: 'bands' (:mod:`mmelsa.ops.onnx_bands`: one Gather and two MatMuls; only without a
+    multiplicative ghost, at stride 1, with no per-sample additive ghost), 'taps' (Pad,
+    strided slices, Mul / Add, one depth-wise conv, as the module docstring writes it; every
+    call), or None: the bands where they apply, else the taps.
 
     x (B, C, H, W), attn (B, G, K*K, Ho, Wo) (logits when ``attn_is_logits``), ghosts
     (C, K, K), (B, C, K, K) (one per sample, DDF's channel filter) or None -> (B, C, Ho, Wo).
@@ -143,6 +158,13 @@ def elsa_export_form(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dil
     # C and G are fixed by the model's weights: plain ints even while tracing
     sizes = _static_size(x)
     channels, heads = sizes[1], _static_size(attn)[1]
+    if form not in (None, 'taps', 'bands'):
+        raise ValueError(f"form must be None, 'taps' or 'bands', got {form!r}")
+    bands = band_form_applies(ghost_mul, ghost_add, stride)
+    if form == 'bands' and not bands:
+        raise ValueError("form='bands' needs stride 1, no ghost_mul and no per-sample ghost_add")
+    if form == 'bands' or (form is None and bands and chunk_channels is None):
+        return elsa_band_form(x, attn, heads, ghost_add, K, d, attn_is_logits)
     per_head = channels // heads
     pad = (K // 2) * d
     tap_add = ghost_add if ghost_add is not None and ghost_add.dim() == 4 else None

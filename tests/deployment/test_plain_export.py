@@ -60,13 +60,14 @@ def assert_runner_agrees(runner, model, shapes, tol=TOL):
 
 
 class ElsaOp(nn.Module):
-    """The operator with its ghosts as parameters (as in a model); inputs x and attn."""
+    """The operator with its ghosts as parameters (as in a model); inputs x and attn. Without
+    the multiplicative ghost at stride 1 it exports in the band form."""
 
-    def __init__(self, channels, kernel_size, dilation, stride, attn_is_logits):
+    def __init__(self, channels, kernel_size, dilation, stride, attn_is_logits, ghost_mul=True):
         super().__init__()
         gen = torch.Generator().manual_seed(1)
         shape = (channels, kernel_size, kernel_size)
-        self.ghost_mul = nn.Parameter(torch.randn(shape, generator=gen))
+        self.ghost_mul = nn.Parameter(torch.randn(shape, generator=gen)) if ghost_mul else None
         self.ghost_add = nn.Parameter(torch.randn(shape, generator=gen))
         self.hyper = (kernel_size, dilation, stride)
         self.attn_is_logits = attn_is_logits
@@ -163,6 +164,42 @@ def test_bare_export_of_the_operator(tmp_path, monkeypatch, chunked, fused, dyna
         got = runner.session.run(None, {names[0]: x.numpy(), names[1]: attn.numpy()})[0]
         probs = attn.double().softmax(2) if fused else attn.double()
         expected = elsa_reference(x.double(), probs, *ghosts, K, d, s)
+        assert got.shape == tuple(expected.shape)
+        assert max_rel_err(torch.from_numpy(got), expected) < TOL, (batch, height, width)
+
+
+@pytest.mark.parametrize('opset', OPSETS)
+@pytest.mark.parametrize('dynamo', EXPORTERS)
+@pytest.mark.parametrize('fused', [False, True], ids=['plain', 'fused'])
+def test_bare_export_of_the_band_form(tmp_path, fused, dynamo, opset):
+    """Without a multiplicative ghost, at stride 1, the graph is the band form (two MatMuls, no
+    product per tap) and runs at sizes narrower than a segment, cut mid-segment and longer."""
+    C, G, K, d = 8, 2, 3, 2
+    module = ElsaOp(C, K, d, 1, attn_is_logits=fused, ghost_mul=False).eval()
+    x, attn, _, _ = make_inputs(2, C, G, 12, 10, K, d, 1, False, False, dtype=torch.float32)
+    path = str(tmp_path / 'elsa.onnx')
+    if dynamo:
+        auto = torch.export.Dim.AUTO
+        torch.onnx.export(module, (x, attn), path, dynamo=True, opset_version=opset,
+                          dynamic_shapes={'x': {0: auto, 2: auto, 3: auto},
+                                          'attn': {0: auto, 3: auto, 4: auto}})
+    else:
+        torch.onnx.export(module, (x, attn), path, dynamo=False, opset_version=opset,
+                          input_names=['x', 'attn'],
+                          dynamic_axes={'x': {0: 'b', 2: 'h', 3: 'w'},
+                                        'attn': {0: 'b', 3: 'h', 4: 'w'}})
+    proto = assert_standard_onnx(path, opset, dynamo)
+    ops = [n.op_type for n in proto.graph.node]
+    assert ops.count('MatMul') == 2 and ops.count('Slice') < K * K, sorted(ops)
+    runner = OnnxRunner(path)
+    names = [i.name for i in runner.session.get_inputs()]
+    ghost_add = module.ghost_add.detach().double()
+    for batch, height, width in [(2, 12, 10), (1, 7, 5), (3, 17, 9), (1, 4, 27)]:
+        x, attn, _, _ = make_inputs(batch, C, G, height, width, K, d, 1, False, False,
+                                    dtype=torch.float32, seed=height)
+        got = runner.session.run(None, {names[0]: x.numpy(), names[1]: attn.numpy()})[0]
+        probs = attn.double().softmax(2) if fused else attn.double()
+        expected = elsa_reference(x.double(), probs, None, ghost_add, K, d, 1)
         assert got.shape == tuple(expected.shape)
         assert max_rel_err(torch.from_numpy(got), expected) < TOL, (batch, height, width)
 
