@@ -14,6 +14,7 @@ from torch.nn.init import trunc_normal_
 from .. import ops
 from ..ops.arguments import check_hyperparameters
 from ..ops.onnx import is_exporting
+from .grouped_conv import GroupedConv2d
 from .utils import build_activation
 
 
@@ -135,8 +136,9 @@ class ELSAAttention(nn.Module):
         self.pre_proj = nn.Conv2d(dim, 2 * dim_qk + dim, 1, bias=qkv_bias)
         kk = kernel_size * kernel_size
         self.attn = nn.Sequential(
-            nn.Conv2d(dim_qk, dim_qk, kernel_size, padding=(kernel_size // 2) * dilation,
-                      dilation=dilation, groups=dim_qk // group_width),
+            # an nn.Conv2d that exports as depth-wise convolutions (ONNX Runtime's fast path)
+            GroupedConv2d(dim_qk, dim_qk, kernel_size, padding=(kernel_size // 2) * dilation,
+                          dilation=dilation, groups=dim_qk // group_width),
             build_activation(act_cfg),
             nn.Conv2d(dim_qk, kk * num_heads, 1))
         self.attn_drop = nn.Dropout(attn_drop)
