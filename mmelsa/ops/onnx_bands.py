@@ -17,13 +17,13 @@ output into segments of ``T`` pixels; a segment's K x K neighbourhoods lie in K 
 does the sum. Against the tap form this trades a few nodes for (T + (K-1)d) / K times the
 multiply-adds (2x at K = 7, T = 8) and an X of K*L/T times x's size, both of which ONNX
 Runtime runs at its MatMul and Gather speeds. Measured on ELSA-Swin-T's stages (2 threads,
-docs/benchmarks.md, "ONNX Runtime: the band form"): 0.3-0.45x the tap form's time. Of T = 6,
-8, 12 and 16, 8 was the quickest at ELSA-Swin-T's first stage at 224 x 224 and within 5% of
-the quickest (16) at 512 x 512.
+docs/benchmarks.md, "ONNX Runtime: the band form"): 0.3-0.45x the tap form's time. T = 16
+(3x the multiply-adds, X 9.6x x's size) ran the whole ELSA-Swin-T 1-2% faster than T = 8 at
+224 x 224 and 512 x 512; alone, one call at the first stage at 224 favoured 8 by 3%.
 
 The graph holds no shape arithmetic that an exporter could fix at the traced size: the paddings
 are constants, and the segment count and the index vectors are computed from the input's shape
-in the graph (Range, Div), so one export serves every batch, height and width.
+in the graph (Range, Div, Mod), so one export serves every batch, height and width.
 """
 import torch
 import torch.nn.functional as F
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 __all__ = ['SEGMENT', 'band_form_applies', 'elsa_band_form']
 
 #: pixels per segment (T above)
-SEGMENT = 8
+SEGMENT = 16
 
 
 def band_form_applies(ghost_mul, ghost_add, stride):
@@ -62,11 +62,13 @@ def elsa_band_form(x, attn, heads, ghost_add=None, kernel_size=7, dilation=1,
     pad = (K // 2) * d
     L = T + (K - 1) * d
     segments = (W + (T - 1)) // T
-    # x: zero padding (the right side one segment wider, so that the last segment's band is
-    # inside), heads apart, channels last: (B, G, Hp * Wp, C/G)
-    xp = F.pad(x, (pad, pad + T, pad, pad))
+    # x: heads apart, channels last, then zero padding (the right side one segment wider, so
+    # that the last segment's band is inside): (B, G, Hp * Wp, C/G). Padding after the
+    # transpose pads whole pixels, which ONNX Runtime does faster than rows of a plane.
     width = W + (2 * pad + T)
-    xp = xp.reshape(B, G, per_head, (H + 2 * pad) * width).transpose(2, 3)
+    xp = x.reshape(B, G, per_head, H * W).transpose(2, 3).reshape(B, G, H, W, per_head)
+    xp = F.pad(xp, (0, 0, pad, pad + T, pad, pad)).reshape(B, G, (H + 2 * pad) * width,
+                                                            per_head)
     # Traced sizes: no tensor has the segment count S alone as a dimension, and no reshape
     # splits or merges one, because torch.export then guards S == 1 or S != 1 and fixes the
     # width to the example's range. So the index is built from one Range over (s, u, l), and
