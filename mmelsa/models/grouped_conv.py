@@ -35,6 +35,22 @@ class GroupedConv2d(nn.Conv2d):
     :data:`MAX_EXPORTED_GROUP_WIDTH` channels in and out, is the depth-wise spelling of the
     module docstring. Same arguments, parameters and eager result as ``nn.Conv2d``."""
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # rotation r of channel c (o = c % w): its group's input c - o + (o + r) % w, and the
+        # weight that meets it, weight[c, (o + r) % w]. Fixed index vectors, kept as buffers
+        # (not saved) so that an export holds them as constants: ONNX Runtime then folds the
+        # weight's Gather into an initializer, which its blocked depth-wise kernel needs (a
+        # computed weight runs through the generic convolution, several times slower).
+        channels, width = self.in_channels, self.in_channels // self.groups
+        c = torch.arange(channels)
+        o = c % width
+        rotations = range(width)
+        self.register_buffer('_sources', torch.cat([c - o + (o + r) % width for r in rotations]),
+                             persistent=False)
+        self.register_buffer('_taps', torch.cat([c * width + (o + r) % width for r in rotations]),
+                             persistent=False)
+
     def _exports_depthwise(self):
         width = self.in_channels // self.groups
         return (self.groups > 1 and self.out_channels == self.in_channels
@@ -45,14 +61,9 @@ class GroupedConv2d(nn.Conv2d):
         if not (is_exporting() and self._exports_depthwise()):
             return super().forward(x)
         channels, width = self.in_channels, self.in_channels // self.groups
-        c = torch.arange(channels)
-        o = c % width
-        # rotation r of channel c: its group's input (o + r) % w, and the weight that meets it
-        sources = [c - o + (o + r) % width for r in range(width)]
-        weight = torch.cat([self.weight[c, (o + r) % width] for r in range(width)])
-        bias = None
-        if self.bias is not None:
-            bias = torch.cat([self.bias, self.bias.new_zeros((width - 1) * channels)])
-        y = F.conv2d(x[:, torch.cat(sources)], weight.unsqueeze(1), bias, self.stride,
-                     self.padding, self.dilation, width * channels)
+        weight = self.weight.reshape(channels * width, 1, *self.kernel_size)
+        weight = weight.index_select(0, self._taps)
+        bias = None if self.bias is None else F.pad(self.bias, (0, (width - 1) * channels))
+        y = F.conv2d(x.index_select(1, self._sources), weight, bias, self.stride, self.padding,
+                     self.dilation, width * channels)
         return y.reshape(y.shape[0], width, channels, y.shape[2], y.shape[3]).sum(1)

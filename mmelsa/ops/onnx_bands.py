@@ -69,6 +69,8 @@ def elsa_band_form(x, attn, heads, ghost_add=None, kernel_size=7, dilation=1,
     xp = x.reshape(B, G, per_head, H * W).transpose(2, 3).reshape(B, G, H, W, per_head)
     xp = F.pad(xp, (0, 0, pad, pad + T, pad, pad)).reshape(B, G, (H + 2 * pad) * width,
                                                             per_head)
+    # Gathers are index_select: one Gather node from either exporter (advanced indexing
+    # becomes Transpose, Gather / GatherND, Transpose in the dynamo exporter's graph).
     # Traced sizes: no tensor has the segment count S alone as a dimension, and no reshape
     # splits or merges one, because torch.export then guards S == 1 or S != 1 and fixes the
     # width to the example's range. So the index is built from one Range over (s, u, l), and
@@ -77,17 +79,17 @@ def elsa_band_form(x, attn, heads, ghost_add=None, kernel_size=7, dilation=1,
     q = torch.arange(segments * (K * L))
     s, q = q // (K * L), q % (K * L)
     index = (torch.arange(H) * width).reshape(H, 1) + (T * s + q // L * (d * width) + q % L)
-    X = xp[:, :, index.reshape(-1)].reshape(B, G, H * segments, K * L, per_head)
+    X = xp.index_select(2, index.reshape(-1)).reshape(B, G, H * segments, K * L, per_head)
     # the attention: taps last, softmaxed there, widened to whole segments with zeros (those
     # pixels' sums are cut off below)
     a = attn.permute(0, 1, 3, 4, 2)
     if attn_is_logits:
         a = a.softmax(-1)
-    a = F.pad(a, (0, 0, 0, T))[:, :, :, torch.arange(segments * T)]
+    a = F.pad(a, (0, 0, 0, T)).index_select(3, torch.arange(segments * T))
     a = a.reshape(B, G, H * segments * T, K, K).reshape(B, G, H * segments, T, K, K)
     A = torch.matmul(a, _band_matrix(T, K, d, a.dtype)).reshape(B, G, H * segments, T, K * L)
     out = torch.matmul(A, X).reshape(B, G, H * segments * T, per_head)
-    out = out.reshape(B, G, H, segments * T, per_head)[:, :, :, torch.arange(W)]
+    out = out.reshape(B, G, H, segments * T, per_head).index_select(3, torch.arange(W))
     out = out.permute(0, 2, 3, 1, 4).reshape(B, H, W, C).permute(0, 3, 1, 2)
     if ghost_add is not None:
         out = out + F.conv2d(x, ghost_add.unsqueeze(1), padding=pad, dilation=d, groups=C)

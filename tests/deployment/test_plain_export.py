@@ -173,7 +173,8 @@ def test_bare_export_of_the_operator(tmp_path, monkeypatch, chunked, fused, dyna
 @pytest.mark.parametrize('fused', [False, True], ids=['plain', 'fused'])
 def test_bare_export_of_the_band_form(tmp_path, fused, dynamo, opset):
     """Without a multiplicative ghost, at stride 1, the graph is the band form (two MatMuls, no
-    product per tap) and runs at sizes narrower than a segment, cut mid-segment and longer."""
+    product per tap, Gather nodes) and runs at sizes narrower than a segment, cut mid-segment
+    and longer."""
     C, G, K, d = 8, 2, 3, 2
     module = ElsaOp(C, K, d, 1, attn_is_logits=fused, ghost_mul=False).eval()
     x, attn, _, _ = make_inputs(2, C, G, 12, 10, K, d, 1, False, False, dtype=torch.float32)
@@ -191,6 +192,8 @@ def test_bare_export_of_the_band_form(tmp_path, fused, dynamo, opset):
     proto = assert_standard_onnx(path, opset, dynamo)
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count('MatMul') == 2 and ops.count('Slice') < K * K, sorted(ops)
+    # its gathers are plain Gather nodes (advanced indexing gave GatherND between Transposes)
+    assert 'GatherND' not in ops
     runner = OnnxRunner(path)
     names = [i.name for i in runner.session.get_inputs()]
     ghost_add = module.ghost_add.detach().double()
