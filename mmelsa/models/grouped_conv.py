@@ -12,8 +12,9 @@ the grouped convolution is a sum of w depth-wise ones over rotated copies of the
 so the export spells it as one Gather of the w rotated channel orders (w x C channels), one
 depth-wise Conv and a ReduceSum over r. The sum's order differs from the grouped kernel's, so
 the results agree to float rounding, not bit for bit. Measured in ONNX Runtime 1.32 (2 threads,
-docs/benchmarks.md, "ONNX Runtime: the band form"): ELSA-Swin-T's convolutions (w = 4) at
-224 x 224 took 0.2-0.3x the grouped convolution's time.
+``dev/bench/onnx_grouped_conv.py``, docs/benchmarks.md, "ONNX Runtime: the band form"):
+ELSA-Swin-T's convolutions (w = 4) took 0.33-0.52x the grouped convolution's time at
+224 x 224 and 512 x 512.
 
 Eager and compiled runs are the grouped convolution itself; the module holds the same
 parameters as :class:`torch.nn.Conv2d`, so checkpoints load unchanged.
