@@ -108,15 +108,27 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def session(module, x, logits, threads):
+def session(module, inputs, names, threads):
+    """An ONNX Runtime session on ``module`` exported at ``inputs`` (TorchScript, opset 17)."""
     f = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(module, (x, logits), f, dynamo=False, opset_version=17,
-                          input_names=['x', 'logits'])
+        torch.onnx.export(module, inputs, f, dynamo=False, opset_version=17, input_names=names)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     return ort.InferenceSession(f.getvalue(), opts, providers=['CPUExecutionProvider'])
+
+
+def median_ms(sess, feed, reps):
+    """Median milliseconds of ``reps`` runs after 3 warm-up runs."""
+    for _ in range(3):
+        sess.run(None, feed)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
 
 
 def main(argv=None):
@@ -138,18 +150,11 @@ def main(argv=None):
         feed = {'x': x.numpy(), 'logits': logits.numpy()}
         base = None
         for form, cls in forms.items():
-            sess = session(cls(C, ghost_mul), x, logits, args.threads)
+            sess = session(cls(C, ghost_mul), (x, logits), ['x', 'logits'], args.threads)
             err = (torch.from_numpy(sess.run(None, feed)[0]).double() - ref).abs().max().item()
             if err > 1e-4 * max(1.0, ref.abs().max().item()):
                 raise SystemExit(f'{form} disagrees with the reference at {name}: {err:.2e}')
-            for _ in range(3):
-                sess.run(None, feed)
-            times = []
-            for _ in range(args.reps):
-                t0 = time.perf_counter()
-                sess.run(None, feed)
-                times.append(time.perf_counter() - t0)
-            ms = statistics.median(times) * 1e3
+            ms = median_ms(sess, feed, args.reps)
             base = base or ms
             print(f'| {name} | ({C}, {G}, {side}) | {form} | {ms:.2f} | {ms / base:.2f} | '
                   f'{err:.1e} |', flush=True)

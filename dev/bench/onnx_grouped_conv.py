@@ -6,10 +6,6 @@ convolution and timed; docs/benchmarks.md records a run.
     python dev/bench/onnx_grouped_conv.py --threads 2
 """
 import argparse
-import io
-import statistics
-import time
-
 import onnxruntime as ort
 import torch
 import torch.nn.functional as F
@@ -17,6 +13,7 @@ import torch.nn.functional as F
 from mmelsa.cli import positive_int
 from mmelsa.models.grouped_conv import GroupedConv2d
 from mmelsa.ops.reference import max_rel_err
+from onnx_export_forms import median_ms, session  # dev/bench, beside this script
 
 #: name: (channels, map side) of ELSA-Swin-T's attention branches at 224 x 224 and 512 x 512
 CASES = {'s1': (64, 56), 's2': (128, 28), 's3': (256, 14), 's1-512': (64, 128),
@@ -44,16 +41,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def session(module, x, threads):
-    f = io.BytesIO()
-    with torch.no_grad():
-        torch.onnx.export(module, (x, ), f, dynamo=False, opset_version=17, input_names=['x'])
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    return ort.InferenceSession(f.getvalue(), opts, providers=['CPUExecutionProvider'])
-
-
 def main(argv=None):
     args = parse_args(argv)
     print(f'# ONNX Runtime {ort.__version__}, {args.threads} thread(s), K 7, group width '
@@ -69,20 +56,13 @@ def main(argv=None):
                             conv.groups)
         ms, err = [], 0.0
         for module in (AsGrouped(conv), conv):
-            sess = session(module, x, args.threads)
+            sess = session(module, (x, ), ['x'], args.threads)
             feed = {'x': x.numpy()}
             got = torch.from_numpy(sess.run(None, feed)[0])
             err = max(err, max_rel_err(got, expected))
             if err > 1e-5:
                 raise SystemExit(f'{name}: an export disagrees with the convolution ({err:.1e})')
-            for _ in range(3):
-                sess.run(None, feed)
-            times = []
-            for _ in range(args.reps):
-                t0 = time.perf_counter()
-                sess.run(None, feed)
-                times.append(time.perf_counter() - t0)
-            ms.append(statistics.median(times) * 1e3)
+            ms.append(median_ms(sess, feed, args.reps))
         print(f'| {name} | ({C}, {side}) | {ms[0]:.2f} | {ms[1]:.2f} | {ms[1] / ms[0]:.2f} | '
               f'{err:.1e} |', flush=True)
 

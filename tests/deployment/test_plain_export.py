@@ -126,6 +126,39 @@ def test_chunks_cover_each_channel_once_in_order(heads, per_head, size):
     assert max((g1 - g0) * (c1 - c0) for (g0, g1), (c0, c1) in chunks) <= max(size, per_head)
 
 
+def export_operator(module, x, attn, path, dynamo, opset):
+    """Export an :class:`ElsaOp` with dynamic batch and sizes; the checked ONNX proto."""
+    if dynamo:
+        auto = torch.export.Dim.AUTO  # attn's Ho, Wo follow H, W through the stride
+        torch.onnx.export(module, (x, attn), path, dynamo=True, opset_version=opset,
+                          dynamic_shapes={'x': {0: auto, 2: auto, 3: auto},
+                                          'attn': {0: auto, 3: auto, 4: auto}})
+    else:
+        torch.onnx.export(module, (x, attn), path, dynamo=False, opset_version=opset,
+                          input_names=['x', 'attn'],
+                          dynamic_axes={'x': {0: 'b', 2: 'h', 3: 'w'},
+                                        'attn': {0: 'b', 3: 'ho', 4: 'wo'}})
+    return assert_standard_onnx(path, opset, dynamo)
+
+
+def assert_operator_file_agrees(path, module, sizes, heads):
+    """The file's output equals the float64 reference at each (batch, height, width)."""
+    K, d, s = module.hyper
+    runner = OnnxRunner(path)
+    names = [i.name for i in runner.session.get_inputs()]
+    ghosts = tuple(None if g is None else g.detach().double()
+                   for g in (module.ghost_mul, module.ghost_add))
+    C = module.ghost_add.shape[0]
+    for batch, height, width in sizes:
+        x, attn, _, _ = make_inputs(batch, C, heads, height, width, K, d, s, False, False,
+                                    dtype=torch.float32, seed=height)
+        got = runner.session.run(None, {names[0]: x.numpy(), names[1]: attn.numpy()})[0]
+        probs = attn.double().softmax(2) if module.attn_is_logits else attn.double()
+        expected = elsa_reference(x.double(), probs, *ghosts, K, d, s)
+        assert got.shape == tuple(expected.shape)
+        assert max_rel_err(torch.from_numpy(got), expected) < TOL, (batch, height, width)
+
+
 @pytest.mark.parametrize('opset', OPSETS)
 @pytest.mark.parametrize('dynamo', EXPORTERS)
 @pytest.mark.parametrize('fused', [False, True], ids=['plain', 'fused'])
@@ -138,34 +171,15 @@ def test_bare_export_of_the_operator(tmp_path, monkeypatch, chunked, fused, dyna
     C, G, K, d, s = 8, 2, 3, 2, 2
     module = ElsaOp(C, K, d, s, attn_is_logits=fused).eval()
     x, attn, _, _ = make_inputs(2, C, G, 12, 10, K, d, s, False, False, dtype=torch.float32)
-    path = str(tmp_path / 'elsa.onnx')
-    if dynamo:
-        auto = torch.export.Dim.AUTO  # attn's Ho, Wo follow H, W through the stride
-        torch.onnx.export(module, (x, attn), path, dynamo=True, opset_version=opset,
-                          dynamic_shapes={'x': {0: auto, 2: auto, 3: auto},
-                                          'attn': {0: auto, 3: auto, 4: auto}})
-    else:
-        torch.onnx.export(module, (x, attn), path, dynamo=False, opset_version=opset,
-                          input_names=['x', 'attn'],
-                          dynamic_axes={'x': {0: 'b', 2: 'h', 3: 'w'},
-                                        'attn': {0: 'b', 3: 'ho', 4: 'wo'}})
-    proto = assert_standard_onnx(path, opset, dynamo)
+    proto = export_operator(module, x, attn, str(tmp_path / 'elsa.onnx'), dynamo, opset)
     # logits are normalised after the sum (Exp, no Softmax over the taps' non-last axis)
     assert fused == any(n.op_type == 'Exp' for n in proto.graph.node)
     assert not any(n.op_type == 'Softmax' for n in proto.graph.node)
     taps = sum(n.op_type == 'Mul' for n in proto.graph.node)
     assert taps >= (C if chunked else 1) * K * K, taps  # one product per tap per chunk
-    runner = OnnxRunner(path)
-    names = [i.name for i in runner.session.get_inputs()]
-    ghosts = (module.ghost_mul.detach().double(), module.ghost_add.detach().double())
-    for batch, height, width in [(2, 12, 10), (1, 7, 13), (3, 17, 9)]:  # export size first
-        x, attn, _, _ = make_inputs(batch, C, G, height, width, K, d, s, False, False,
-                                    dtype=torch.float32, seed=height)
-        got = runner.session.run(None, {names[0]: x.numpy(), names[1]: attn.numpy()})[0]
-        probs = attn.double().softmax(2) if fused else attn.double()
-        expected = elsa_reference(x.double(), probs, *ghosts, K, d, s)
-        assert got.shape == tuple(expected.shape)
-        assert max_rel_err(torch.from_numpy(got), expected) < TOL, (batch, height, width)
+    # the export size first
+    assert_operator_file_agrees(str(tmp_path / 'elsa.onnx'), module,
+                                [(2, 12, 10), (1, 7, 13), (3, 17, 9)], G)
 
 
 @pytest.mark.parametrize('opset', OPSETS)
@@ -178,33 +192,13 @@ def test_bare_export_of_the_band_form(tmp_path, fused, dynamo, opset):
     C, G, K, d = 8, 2, 3, 2
     module = ElsaOp(C, K, d, 1, attn_is_logits=fused, ghost_mul=False).eval()
     x, attn, _, _ = make_inputs(2, C, G, 12, 10, K, d, 1, False, False, dtype=torch.float32)
-    path = str(tmp_path / 'elsa.onnx')
-    if dynamo:
-        auto = torch.export.Dim.AUTO
-        torch.onnx.export(module, (x, attn), path, dynamo=True, opset_version=opset,
-                          dynamic_shapes={'x': {0: auto, 2: auto, 3: auto},
-                                          'attn': {0: auto, 3: auto, 4: auto}})
-    else:
-        torch.onnx.export(module, (x, attn), path, dynamo=False, opset_version=opset,
-                          input_names=['x', 'attn'],
-                          dynamic_axes={'x': {0: 'b', 2: 'h', 3: 'w'},
-                                        'attn': {0: 'b', 3: 'h', 4: 'w'}})
-    proto = assert_standard_onnx(path, opset, dynamo)
+    proto = export_operator(module, x, attn, str(tmp_path / 'elsa.onnx'), dynamo, opset)
     ops = [n.op_type for n in proto.graph.node]
     assert ops.count('MatMul') == 2 and ops.count('Slice') < K * K, sorted(ops)
     # its gathers are plain Gather nodes (advanced indexing gave GatherND between Transposes)
     assert 'GatherND' not in ops
-    runner = OnnxRunner(path)
-    names = [i.name for i in runner.session.get_inputs()]
-    ghost_add = module.ghost_add.detach().double()
-    for batch, height, width in [(2, 12, 10), (1, 7, 5), (3, 17, 9), (1, 4, 27)]:
-        x, attn, _, _ = make_inputs(batch, C, G, height, width, K, d, 1, False, False,
-                                    dtype=torch.float32, seed=height)
-        got = runner.session.run(None, {names[0]: x.numpy(), names[1]: attn.numpy()})[0]
-        probs = attn.double().softmax(2) if fused else attn.double()
-        expected = elsa_reference(x.double(), probs, None, ghost_add, K, d, 1)
-        assert got.shape == tuple(expected.shape)
-        assert max_rel_err(torch.from_numpy(got), expected) < TOL, (batch, height, width)
+    assert_operator_file_agrees(str(tmp_path / 'elsa.onnx'), module,
+                                [(2, 12, 10), (1, 7, 5), (3, 17, 9), (1, 4, 27)], G)
 
 
 def small_elsa_swin():
