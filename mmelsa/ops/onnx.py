@@ -58,7 +58,7 @@ import warnings
 import torch
 
 from .extension import require_ext
-from .onnx_bands import band_form_applies, elsa_band_form
+from .onnx_bands import additive_ghost_conv, band_form_applies, elsa_band_form
 
 __all__ = ['ONNX_OPSET', 'is_exporting', 'elsa_export_form', 'custom_translation_table',
            'register_legacy_symbolic', 'elsa_forward_onnxscript',
@@ -141,7 +141,8 @@ def elsa_export_form(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dil
     ``form``: 'bands' (:mod:`mmelsa.ops.onnx_bands`: one Gather and two MatMuls; only without a
     multiplicative ghost, at stride 1, with no per-sample additive ghost), 'taps' (Pad,
     strided slices, Mul / Add, one depth-wise conv, as the module docstring writes it; every
-    call), or None: the bands where they apply, else the taps.
+    call), or None: the bands where they apply and no ``chunk_channels`` is given (a chunk
+    size is the tap form's), else the taps.
 
     x (B, C, H, W), attn (B, G, K*K, Ho, Wo) (logits when ``attn_is_logits``), ghosts
     (C, K, K), (B, C, K, K) (one per sample, DDF's channel filter) or None -> (B, C, Ho, Wo).
@@ -218,8 +219,7 @@ def elsa_export_form(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dil
         total = total / norm
     out = total.reshape(total.shape[0], channels, total.shape[3], total.shape[4])
     if ghost_add is not None and tap_add is None:
-        out = out + torch.nn.functional.conv2d(x, ghost_add.unsqueeze(1), stride=s,
-                                               padding=pad, dilation=d, groups=channels)
+        out = out + additive_ghost_conv(x, ghost_add, channels, K, d, s)
     return out
 
 

@@ -28,7 +28,7 @@ in the graph (Range, Div, Mod), so one export serves every batch, height and wid
 import torch
 import torch.nn.functional as F
 
-__all__ = ['SEGMENT', 'band_form_applies', 'elsa_band_form']
+__all__ = ['SEGMENT', 'band_form_applies', 'elsa_band_form', 'additive_ghost_conv']
 
 #: pixels per segment (T above)
 SEGMENT = 16
@@ -38,6 +38,15 @@ def band_form_applies(ghost_mul, ghost_add, stride):
     """Whether :func:`elsa_band_form` computes this call: the attention shared by a head's
     channels (no multiplicative ghost), stride 1, and no per-sample additive ghost."""
     return ghost_mul is None and stride == 1 and (ghost_add is None or ghost_add.dim() == 3)
+
+
+def additive_ghost_conv(x, ghost_add, channels, kernel_size, dilation, stride):
+    """The additive ghost's term, shared by both export forms: it does not depend on the
+    attention, so it is one depth-wise convolution of x with ghost_add (C, K, K); ``channels``
+    is C as a plain int."""
+    pad = (kernel_size // 2) * dilation
+    return F.conv2d(x, ghost_add.unsqueeze(1), stride=stride, padding=pad, dilation=dilation,
+                    groups=channels)
 
 
 def _band_matrix(T, K, d, dtype):
@@ -92,5 +101,5 @@ def elsa_band_form(x, attn, heads, ghost_add=None, kernel_size=7, dilation=1,
     out = out.reshape(B, G, H, segments * T, per_head).index_select(3, torch.arange(W))
     out = out.permute(0, 2, 3, 1, 4).reshape(B, H, W, C).permute(0, 3, 1, 2)
     if ghost_add is not None:
-        out = out + F.conv2d(x, ghost_add.unsqueeze(1), padding=pad, dilation=d, groups=C)
+        out = out + additive_ghost_conv(x, ghost_add, C, K, d, 1)
     return out
