@@ -9,11 +9,13 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.init import trunc_normal_
 
 from .. import ops
 from ..ops.arguments import check_hyperparameters
 from ..ops.onnx import is_exporting
+from ..ops.onnx_bands import elsa_band_form_channels_last
 from .grouped_conv import GroupedConv2d
 from .utils import build_activation
 
@@ -174,6 +176,8 @@ class ELSAAttention(nn.Module):
 
     def forward(self, x):
         """x: (B, H, W, C) -> (B, H, W, C)."""
+        if is_exporting() and self.lam == 0:
+            return self._forward_channels_last(x)
         B, H, W, C = x.shape
         x = self.pre_proj(x.permute(0, 3, 1, 2))
         q, k, v = torch.split(x, [self.dim_qk, self.dim_qk, C], dim=1)
@@ -204,6 +208,32 @@ class ELSAAttention(nn.Module):
             dilation=self.dilation, stride=1, attn_is_logits=fused)
         out = self.post_proj(out.permute(0, 2, 3, 1))
         return self.proj_drop(out)
+
+    def _forward_channels_last(self, x):
+        """The forward as exported where the band form applies (no multiplicative ghost), with
+        every map channels last: q, k and v are three MatMuls (no Split copy), the attention
+        branch's 1x1 convolution is a MatMul whose output has each head's taps last (softmaxed
+        there), and the band form returns the map ``post_proj`` takes. Only the two depth-wise
+        convolutions see NCHW maps, and ONNX Runtime folds those layout changes into the
+        reorders of its blocked convolution. docs/benchmarks.md, "ONNX Runtime: channels
+        last", has the measurements."""
+        # slices rather than a split of the weight, at the module's own sizes (not x's traced
+        # ones): exporters fold a Slice of a constant, not always a Split with several outputs
+        weight, bias, ends = self.pre_proj.weight.flatten(1), self.pre_proj.bias, (
+            0, self.dim_qk, 2 * self.dim_qk, 2 * self.dim_qk + self.dim)
+        q, k, v = (F.linear(x, weight[a:b], None if bias is None else bias[a:b])
+                   for a, b in zip(ends, ends[1:]))
+        attn = self.attn[1](self.attn[0].forward_channels_last((q * k) * self.qk_scale))
+        attn = F.linear(attn, self.attn[2].weight.flatten(1), self.attn[2].bias)
+        fused = self.attn_drop.p == 0 or not self.training
+        if not fused:
+            shape = attn.shape
+            attn = attn.reshape(shape[:3] + (self.num_heads, -1)).softmax(-1)
+            attn = self.attn_drop(attn).reshape(shape)
+        _, ghost_add = self.ghosts()
+        out = elsa_band_form_channels_last(v, attn, self.num_heads, ghost_add,
+                                           self.kernel_size, self.dilation, fused)
+        return self.proj_drop(self.post_proj(out))
 
     def extra_repr(self):
         return (f'dim={self.dim}, num_heads={self.num_heads}, kernel_size={self.kernel_size}, '

@@ -61,10 +61,29 @@ class GroupedConv2d(nn.Conv2d):
     def forward(self, x):
         if not (is_exporting() and self._exports_depthwise()):
             return super().forward(x)
+        y = self._depthwise_terms(x)
+        width = self.in_channels // self.groups
+        return y.reshape(y.shape[0], width, self.in_channels, y.shape[2], y.shape[3]).sum(1)
+
+    def forward_channels_last(self, x):
+        """The same convolution on a channels-last map: (B, H, W, C) -> (B, H, W, C_out).
+
+        When exporting the depth-wise spelling, the ReduceSum runs on the channels-last terms:
+        ONNX Runtime's blocked convolution writes its output channels last at no extra cost,
+        so the result needs no layout change of its own.
+        """
+        if not (is_exporting() and self._exports_depthwise()):
+            return super().forward(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        y = self._depthwise_terms(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+        width = self.in_channels // self.groups
+        return y.reshape(y.shape[0], y.shape[1], y.shape[2], width, self.in_channels).sum(3)
+
+    def _depthwise_terms(self, x):
+        """The w depth-wise convolutions of the module docstring, before their sum:
+        (B, C, H, W) -> (B, w * C, H', W'), term r in channels [r*C, (r+1)*C)."""
         channels, width = self.in_channels, self.in_channels // self.groups
         weight = self.weight.reshape(channels * width, 1, *self.kernel_size)
         weight = weight.index_select(0, self._taps)
         bias = None if self.bias is None else F.pad(self.bias, (0, (width - 1) * channels))
-        y = F.conv2d(x.index_select(1, self._sources), weight, bias, self.stride, self.padding,
-                     self.dilation, width * channels)
-        return y.reshape(y.shape[0], width, channels, y.shape[2], y.shape[3]).sum(1)
+        return F.conv2d(x.index_select(1, self._sources), weight, bias, self.stride,
+                        self.padding, self.dilation, width * channels)

@@ -4,13 +4,14 @@ ONNX Runtime runs a graph one node at a time over whole tensors, so the tap form
 :mod:`mmelsa.ops.onnx` (K*K Slice / Mul / Add nodes) streams the feature map K*K times and pays
 a node's overhead for every tap. Where the attention is shared by a head's channels (no
 multiplicative ghost, stride 1), the sum is a matrix product instead. Cut each row of the
-output into segments of ``T`` pixels; a segment's K x K neighbourhoods lie in K rows of
+output into segments of ``T`` pixels, segment s starting at column ``t = s*T`` (the last
+one moved left to end at the last column); a segment's K x K neighbourhoods lie in K rows of
 ``L = T + (K - 1) * d`` input pixels, so for head g, output row i and segment s::
 
-    out[g, i, s*T + j, :] = sum_{u < K, l < L}  A[g, i, s, j, (u, l)] * X[g, i, s, (u, l), :]
+    out[g, i, t + j, :] = sum_{u < K, l < L}  A[g, i, s, j, (u, l)] * X[g, i, s, (u, l), :]
 
-    X[g, i, s, (u, l), :] = xp[g, i + u*d, s*T + l, :]             (one Gather, channels last)
-    A[g, i, s, j, (u, l)] = attn[g, (u, v), i, s*T + j]  where l = j + v*d, else 0
+    X[g, i, s, (u, l), :] = xp[g, i + u*d, t + l, :]               (one Gather, channels last)
+    A[g, i, s, j, (u, l)] = attn[g, (u, v), i, t + j]  where l = j + v*d, else 0
 
 ``A`` is the attention placed on the band ``l = j + v*d``: a batched MatMul of the attention
 (j, u, v) with a fixed 0/1 matrix ``E[j, v, l]``. Then one MatMul (M = T, K = K*L, N = C/G)
@@ -23,12 +24,19 @@ docs/benchmarks.md, "ONNX Runtime: the band form"): 0.3-0.45x the tap form's tim
 
 The graph holds no shape arithmetic that an exporter could fix at the traced size: the paddings
 are constants, and the segment count and the index vectors are computed from the input's shape
-in the graph (Range, Div, Mod), so one export serves every batch, height and width.
+in the graph (Range, Div, Mod, Where), so one export serves every batch, height and width.
+
+The form works on channels-last maps (:func:`elsa_band_form_channels_last`, which a model's
+export calls with its MatMuls' outputs); :func:`elsa_band_form` takes the operator's NCHW
+arguments and changes their layout first.
 """
 import torch
 import torch.nn.functional as F
 
-__all__ = ['SEGMENT', 'band_form_applies', 'elsa_band_form', 'additive_ghost_conv']
+__all__ = [
+    'SEGMENT', 'band_form_applies', 'elsa_band_form', 'elsa_band_form_channels_last',
+    'additive_ghost_conv'
+]
 
 #: pixels per segment (T above)
 SEGMENT = 16
@@ -63,43 +71,83 @@ def elsa_band_form(x, attn, heads, ghost_add=None, kernel_size=7, dilation=1,
 
     x (B, C, H, W), attn (B, G, K*K, H, W) (logits when ``attn_is_logits``), ghost_add
     (C, K, K) or None; ``heads`` is G as a plain int (the exporters trace ``attn.shape``).
-    Returns (B, C, H, W), laid out channels last.
+    Returns (B, C, H, W), laid out channels last: :func:`elsa_band_form_channels_last` between
+    two layout changes.
+    """
+    B, G, KK, H, W = attn.shape
+    x = x.permute(0, 2, 3, 1)
+    attn = attn.permute(0, 3, 4, 1, 2).reshape(B, H, W, G * KK)
+    out = elsa_band_form_channels_last(x, attn, heads, ghost_add, kernel_size, dilation,
+                                       attn_is_logits)
+    return out.permute(0, 3, 1, 2)
+
+
+def elsa_band_form_channels_last(x, attn, heads, ghost_add=None, kernel_size=7, dilation=1,
+                                 attn_is_logits=False):
+    """:func:`elsa_band_form` on channels-last maps, as a model exports them: x (B, H, W, C),
+    attn (B, H, W, G*K*K) (head g's taps are channels [g*K*K, (g+1)*K*K)) -> (B, H, W, C).
+    Channels last, the attention is the output of a MatMul, its softmax is over the last axis,
+    and the result goes to the next MatMul without a transpose.
     """
     K, d, T = kernel_size, dilation, SEGMENT
-    B, C, H, W = x.shape
+    B, H, W, C = x.shape
     G, per_head = heads, C // heads
     pad = (K // 2) * d
     L = T + (K - 1) * d
     segments = (W + (T - 1)) // T
-    # x: heads apart, channels last, then zero padding (the right side one segment wider, so
-    # that the last segment's band is inside): (B, G, Hp * Wp, C/G). Padding after the
-    # transpose pads whole pixels, which ONNX Runtime does faster than rows of a plane.
+    # x: zero padding (the right side one segment wider, so that a segment of a map narrower
+    # than T has its band inside), then one row per pixel and head: (B, Hp * Wp * G, C/G)
     width = W + (2 * pad + T)
-    xp = x.reshape(B, G, per_head, H * W).transpose(2, 3).reshape(B, G, H, W, per_head)
-    xp = F.pad(xp, (0, 0, pad, pad + T, pad, pad)).reshape(B, G, (H + 2 * pad) * width,
-                                                            per_head)
-    # Gathers are index_select: one Gather node from either exporter (advanced indexing
-    # becomes Transpose, Gather / GatherND, Transpose in the dynamo exporter's graph).
+    xp = F.pad(x.reshape(B, H, W, G, per_head), (0, 0, 0, 0, pad, pad + T, pad, pad))
+    xp = xp.reshape(B, (H + 2 * pad) * width * G, per_head)
+    # Segment s covers output columns start_s .. start_s + T - 1 with start_s = s*T, except the
+    # last, which is moved left to end at column W - 1 (to 0 if W < T): the attention needs no
+    # zero padding to whole segments, and no column past W is computed when W >= T.
+    # Every rearrangement is one Gather of rows (index_select: advanced indexing becomes
+    # Transpose, Gather / GatherND, Transpose in the dynamo exporter's graph), which puts the
+    # rows in the order the next MatMul wants: no Transpose node.
     # Traced sizes: no tensor has the segment count S alone as a dimension, and no reshape
     # splits or merges one, because torch.export then guards S == 1 or S != 1 and fixes the
-    # width to the example's range. So the index is built from one Range over (s, u, l), and
-    # the reshapes below go through (.., H * S * T, ..).
-    # index[i, (s, u, l)] = (i + u*d) * width + s*T + l
-    q = torch.arange(segments * (K * L))
-    s, q = q // (K * L), q % (K * L)
-    index = (torch.arange(H) * width).reshape(H, 1) + (T * s + q // L * (d * width) + q % L)
-    X = xp.index_select(2, index.reshape(-1)).reshape(B, G, H * segments, K * L, per_head)
-    # the attention: taps last, softmaxed there, widened to whole segments with zeros (those
-    # pixels' sums are cut off below)
-    a = attn.permute(0, 1, 3, 4, 2)
+    # width to the example's range. So each index is built from one Range over all its
+    # entries, the reshapes go through (.., H * S * .., ..), and comparisons and Where stand
+    # for min / max (int64 Min is not in ONNX before opset 12).
+    columns = torch.arange(W)
+    last = columns[-1:] - (T - 1)
+    last = torch.where(last > 0, last, torch.zeros_like(last))
+
+    def start(s):  # the first output column of segment s (a tensor of segment numbers)
+        first = s * T
+        return torch.where(first < last, first, last)
+
+    # X[(i, s, g), (u, l)] = xp[((i + u*d) * Wp + start_s + l) * G + g]
+    q = torch.arange(segments * (G * K * L))
+    s, q = q // (G * K * L), q % (G * K * L)
+    g, q = q // (K * L), q % (K * L)
+    index = (torch.arange(H) * (width * G)).reshape(H, 1) + (
+        (start(s) + q // L * (d * width) + q % L) * G + g)
+    X = xp.index_select(1, index.reshape(-1)).reshape(B, H * segments * G, K * L, per_head)
+    # the attention, softmaxed over the taps: a[(i, s, g), j] = attn[i, start_s + j, g] (past
+    # W, which only a map narrower than T has, column W - 1: those sums are cut off below),
+    # then placed on the band
+    a = attn.reshape(B, H * W * G, K * K)
     if attn_is_logits:
         a = a.softmax(-1)
-    a = F.pad(a, (0, 0, 0, T)).index_select(3, torch.arange(segments * T))
-    a = a.reshape(B, G, H * segments * T, K, K).reshape(B, G, H * segments, T, K, K)
-    A = torch.matmul(a, _band_matrix(T, K, d, a.dtype)).reshape(B, G, H * segments, T, K * L)
-    out = torch.matmul(A, X).reshape(B, G, H * segments * T, per_head)
-    out = out.reshape(B, G, H, segments * T, per_head).index_select(3, torch.arange(W))
-    out = out.permute(0, 2, 3, 1, 4).reshape(B, H, W, C).permute(0, 3, 1, 2)
+    q = torch.arange(segments * (G * T))
+    s, q = q // (G * T), q % (G * T)
+    cols = start(s) + q % T
+    cols = torch.where(cols < W, cols, columns[-1:])
+    index = (torch.arange(H) * (W * G)).reshape(H, 1) + (cols * G + q // T)
+    a = a.index_select(1, index.reshape(-1)).reshape(B, H * segments * G, T, K, K)
+    A = torch.matmul(a, _band_matrix(T, K, d, a.dtype)).reshape(B, H * segments * G, T, K * L)
+    out = torch.matmul(A, X).reshape(B, H * segments * G * T, per_head)
+    # out[i, w, g] = out[(i, s, g), w - start_s] with s = w // T
+    q = torch.arange(W * G)
+    w, g = q // G, q % G
+    s = w // T
+    index = (torch.arange(H) * (segments * G * T)).reshape(H, 1) + (
+        (s * G + g) * T + w - start(s))
+    out = out.index_select(1, index.reshape(-1)).reshape(B, H, W, C)
     if ghost_add is not None:
-        out = out + additive_ghost_conv(x, ghost_add, C, K, d, 1)
+        out = out + additive_ghost_conv(x.permute(0, 3, 1, 2), ghost_add, C, K, d,
+                                        1).permute(0, 2, 3, 1)
     return out

@@ -201,6 +201,44 @@ def test_bare_export_of_the_band_form(tmp_path, fused, dynamo, opset):
                                 [(2, 12, 10), (1, 7, 5), (3, 17, 9), (1, 4, 27)], G)
 
 
+@pytest.mark.parametrize('dynamo', EXPORTERS)
+def test_elsa_module_exports_channels_last(tmp_path, dynamo):
+    """ELSAAttention exports channels last: its 1 x 1 convolutions are MatMuls, q, k and v are
+    not split from one tensor, and its only Transposes are the four around its two depth-wise
+    convolutions (which ONNX Runtime folds into its blocked-layout reorders), none around the
+    attention or the band form; the file agrees with eager at odd sizes."""
+    from mmelsa.models import ELSAAttention
+    torch.manual_seed(0)
+    module = ELSAAttention(24, num_heads=3, kernel_size=5, group_width=4).eval()
+    x = torch.randn(2, 12, 10, 24)
+    path = str(tmp_path / 'elsa_module.onnx')
+    if dynamo:
+        auto = torch.export.Dim.AUTO
+        torch.onnx.export(module, (x, ), path, dynamo=True,
+                          dynamic_shapes={'x': {0: auto, 1: auto, 2: auto}})
+    else:
+        torch.onnx.export(module, (x, ), path, dynamo=False, opset_version=17,
+                          input_names=['x'], dynamic_axes={'x': {0: 'b', 1: 'h', 2: 'w'}})
+    # the graph ONNX Runtime runs: constants folded (the weights' slices and transposes)
+    opts = onnxruntime.SessionOptions()
+    opts.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(tmp_path / 'folded.onnx')
+    onnxruntime.InferenceSession(path, opts, providers=['CPUExecutionProvider'])
+    nodes = onnx.load(opts.optimized_model_filepath).graph.node
+    ops = [n.op_type for n in nodes]
+    assert ops.count('Transpose') == 4 and 'Split' not in ops, sorted(ops)
+    # the 1 x 1 convolutions are MatMuls: the Convs left are the two depth-wise ones
+    groups = [a.i for n in nodes if n.op_type == 'Conv' for a in n.attribute if a.name == 'group']
+    assert len(groups) == ops.count('Conv') == 2 and min(groups) > 1, sorted(ops)
+    runner = OnnxRunner(path)
+    name = runner.session.get_inputs()[0].name
+    for shape in [(2, 12, 10), (1, 7, 37), (1, 1, 3)]:
+        x = torch.randn(*shape, 24)
+        got = torch.from_numpy(runner.session.run(None, {name: x.numpy()})[0])
+        with torch.no_grad():
+            assert max_rel_err(got, module(x).double()) < TOL, shape
+
+
 def small_elsa_swin():
     torch.manual_seed(0)
     # ELSA (fused op, eval mode) in the first two stages; a plain and a shifted window block

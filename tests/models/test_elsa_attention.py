@@ -102,3 +102,53 @@ def test_non_int_hyperparameters_are_refused_when_built(kwargs):
 def test_smallest_width_builds_and_runs():
     m = ELSAAttention(3, num_heads=1, kernel_size=3, group_width=1).eval()
     assert m(torch.randn(1, 5, 6, 3)).shape == (1, 5, 6, 3)  # (B, H, W, C)
+
+
+def exporting():
+    """The modules' export spellings, run eagerly (float64) as the exporters trace them."""
+    from contextlib import ExitStack
+    from unittest import mock
+
+    from mmelsa.models import elsa_attention, grouped_conv
+    stack = ExitStack()
+    for module in (elsa_attention, grouped_conv):
+        stack.enter_context(mock.patch.object(module, 'is_exporting', lambda: True))
+    return stack
+
+
+@pytest.mark.parametrize('kernel_size,dilation,shape', [(7, 1, (2, 9, 13)), (5, 2, (1, 17, 40)),
+                                                         (3, 1, (1, 1, 5))])
+@pytest.mark.parametrize('lam,gamma,_', MODES)
+def test_exported_spelling_matches_reference(kernel_size, dilation, shape, lam, gamma, _):
+    """Exported, the module is spelt channels last (1x1 convolutions as MatMuls, the band form
+    of the operator) wherever there is no multiplicative ghost; it is the same function."""
+    torch.manual_seed(0)
+    m = ELSAAttention(24, num_heads=3, kernel_size=kernel_size, dilation=dilation,
+                      group_width=4, lam=lam, gamma=gamma).double().eval()
+    sd = random_state_dict(m, seed=kernel_size)
+    m.load_state_dict(sd, strict=True)
+    x = torch.randn(*shape, 24, dtype=torch.float64)
+    calls = []
+    spelt = m._forward_channels_last
+    m._forward_channels_last = lambda x: calls.append(1) or spelt(x)
+    with exporting():
+        out = m(x)
+    assert len(calls) == (lam == 0)
+    ref = elsa_ref(x, {'attn.' + k: v for k, v in sd.items()}, 'attn', 3, kernel_size, lam,
+                   gamma, dilation=dilation)
+    torch.testing.assert_close(out, ref, rtol=1e-10, atol=1e-10)
+
+
+def test_exported_spelling_drops_the_softmaxed_attention():
+    """With a live attention dropout (training), the export spelling drops the probabilities,
+    not the logits: at p = 1 only the additive ghost's term is left."""
+    torch.manual_seed(0)
+    m = ELSAAttention(24, num_heads=3, group_width=4, attn_drop=1.0).double().train()
+    x = torch.randn(1, 9, 13, 24, dtype=torch.float64)
+    with exporting():
+        out = m(x)
+    m.eval()
+    ghost_only = m.post_proj(torch.nn.functional.conv2d(
+        m.pre_proj(x.permute(0, 3, 1, 2))[:, -24:], m.ghost_head[0].unsqueeze(1) * m.gamma,
+        padding=3, groups=24).permute(0, 2, 3, 1))
+    torch.testing.assert_close(out, ghost_only, rtol=1e-10, atol=1e-10)

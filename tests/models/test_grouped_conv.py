@@ -1,6 +1,7 @@
 """GroupedConv2d: eager it is nn.Conv2d; exported, its depth-wise spelling is the same
-convolution (float64 reference, any group width it takes, kernel, stride, dilation, padding,
-bias), and the ONNX graph holds a depth-wise Conv, not a grouped one."""
+convolution, on NCHW and channels-last maps (float64 reference, any group width it takes,
+kernel, stride, dilation, padding, bias), and the ONNX graph holds a depth-wise Conv, not a
+grouped one."""
 from unittest import mock
 
 import onnx
@@ -30,9 +31,13 @@ def test_exported_spelling_is_the_grouped_convolution(groups, width, k, stride, 
     x = torch.randn(2, C, H, W, dtype=torch.float64)
     expected = F.conv2d(x, conv.weight, conv.bias, stride, padding, dilation, groups)
     assert torch.equal(conv(x), expected)  # eager: nn.Conv2d itself
+    channels_last = expected.permute(0, 2, 3, 1)
+    assert torch.equal(conv.forward_channels_last(x.permute(0, 2, 3, 1)), channels_last)
     assert conv._exports_depthwise() == (groups > 1 and 1 < width <= MAX_EXPORTED_GROUP_WIDTH)
     with mock.patch.object(grouped_conv, 'is_exporting', lambda: True):
         assert max_rel_err(conv(x), expected) < 1e-12
+        got = conv.forward_channels_last(x.permute(0, 2, 3, 1))
+        assert got.shape == channels_last.shape and max_rel_err(got, channels_last) < 1e-12
 
 
 @pytest.mark.parametrize('dynamo,optimize', [(True, True), (True, False), (False, None)],

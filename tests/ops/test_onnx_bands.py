@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from mmelsa.ops import onnx as export_forms
 from mmelsa.ops import onnx_bands
 from mmelsa.ops.onnx import elsa_export_form
-from mmelsa.ops.onnx_bands import SEGMENT, band_form_applies, elsa_band_form
+from mmelsa.ops.onnx_bands import (SEGMENT, band_form_applies, elsa_band_form,
+                                   elsa_band_form_channels_last)
 from mmelsa.ops.reference import elsa_reference, max_rel_err
 from tests.ops._helpers import PER_SAMPLE, make_inputs
 
@@ -27,6 +28,18 @@ def test_band_form_is_the_operator(B, heads, per_head, H, W, K, d, ghost_add, lo
     expected = elsa_reference(x, attn.softmax(2) if logits else attn, None, ga, K, d, 1)
     assert got.shape == expected.shape
     assert max_rel_err(got, expected) < 1e-12
+
+
+@pytest.mark.parametrize('B,H,W', [(2, 5, 13), (1, 3, 2 * SEGMENT + 1), (1, 1, SEGMENT - 3)])
+def test_channels_last_entry_takes_the_taps_last(B, H, W):
+    """x (B, H, W, C) and the attention (B, H, W, G*K*K), head g's taps in channels
+    [g*K*K, (g+1)*K*K), as a model's MatMuls give them; the result channels last."""
+    x, attn, _, ga = make_inputs(B, 6, 3, H, W, 5, 1, 1, False, True)
+    got = elsa_band_form_channels_last(x.permute(0, 2, 3, 1),
+                                       attn.permute(0, 3, 4, 1, 2).reshape(B, H, W, 3 * 25), 3,
+                                       ga, 5, 1, attn_is_logits=True)
+    expected = elsa_reference(x, attn.softmax(2), None, ga, 5, 1, 1).permute(0, 2, 3, 1)
+    assert got.shape == expected.shape and max_rel_err(got, expected) < 1e-12
 
 
 @pytest.mark.parametrize('T', [1, 2, 5])
