@@ -14,7 +14,11 @@ and no additive ghost, which every form adds as the same depth-wise convolution.
   weights are one-hot (the multiplicative ghost folded into them), then one Mul with the
   attention and one ReduceSum over the taps;
 * ``row bands``: the same per kernel row: one 1 x K grouped convolution per row makes that
-  row's K copies, then Mul, ReduceSum and an Add per row.
+  row's K copies, then Mul, ReduceSum and an Add per row;
+* ``deform conv``: ONNX's one operator that fuses the sum, DeformConv (opset 19, so this form
+  alone is exported at 19): a depth-wise convolution whose taps are scaled per pixel by a
+  mask, one mask per group of channels (``offset_group`` = G heads), with zero offsets and
+  weights of ones (or the multiplicative ghost); the mask is the softmaxed attention.
 
     python dev/bench/onnx_export_forms.py --threads 2
 """
@@ -26,6 +30,7 @@ import time
 import onnxruntime as ort
 import torch
 import torch.nn.functional as F
+import torchvision
 
 from mmelsa.cli import positive_int
 from mmelsa.ops.onnx import elsa_export_form
@@ -92,7 +97,38 @@ class RowBands(torch.nn.Module):
         return total.reshape(B, C, H, W)
 
 
-FORMS = {'taps': Taps, 'bands': Bands, 'one-hot conv': OneHotConv, 'row bands': RowBands}
+class _DeformConvCall(torch.autograd.Function):
+    """torchvision's deform_conv2d with zero offsets; exported as one ONNX DeformConv."""
+
+    @staticmethod
+    def forward(ctx, x, weight, offset, mask):
+        return torchvision.ops.deform_conv2d(x, offset, weight, padding=K // 2, mask=mask)
+
+    @staticmethod
+    def symbolic(g, x, weight, offset, mask):
+        channels, heads = weight.type().sizes()[0], mask.type().sizes()[1] // (K * K)
+        bias = g.op('Constant', value_t=torch.zeros(channels))
+        return g.op('DeformConv', x, weight, offset, bias, mask, group_i=channels,
+                    offset_group_i=heads, kernel_shape_i=[K, K], pads_i=[K // 2] * 4)
+
+
+class DeformConv(torch.nn.Module):
+    opset = 19
+
+    def __init__(self, C, ghost_mul):
+        super().__init__()
+        ghost_mul = torch.ones(C, K, K) if ghost_mul is None else ghost_mul
+        self.register_buffer('weight', ghost_mul.reshape(C, 1, K, K).clone())
+
+    def forward(self, x, logits):
+        B, G, _, H, W = logits.shape
+        mask = logits.softmax(2).reshape(B, G * K * K, H, W)
+        offset = torch.zeros(B, 2 * G * K * K, H, W, dtype=x.dtype)
+        return _DeformConvCall.apply(x, self.weight, offset, mask)
+
+
+FORMS = {'taps': Taps, 'bands': Bands, 'one-hot conv': OneHotConv, 'row bands': RowBands,
+         'deform conv': DeformConv}
 
 
 def parse_args(argv=None):
@@ -109,10 +145,12 @@ def parse_args(argv=None):
 
 
 def session(module, inputs, names, threads):
-    """An ONNX Runtime session on ``module`` exported at ``inputs`` (TorchScript, opset 17)."""
+    """An ONNX Runtime session on ``module`` exported at ``inputs`` (TorchScript; opset 17
+    unless the module names its own ``opset``)."""
     f = io.BytesIO()
     with torch.no_grad():
-        torch.onnx.export(module, inputs, f, dynamo=False, opset_version=17, input_names=names)
+        torch.onnx.export(module, inputs, f, dynamo=False, input_names=names,
+                          opset_version=getattr(module, 'opset', 17))
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
