@@ -13,14 +13,15 @@ one moved left to end at the last column); a segment's K x K neighbourhoods lie 
     X[g, i, s, (u, l), :] = xp[g, i + u*d, t + l, :]               (one Gather, channels last)
     A[g, i, s, j, (u, l)] = attn[g, (u, v), i, t + j]  where l = j + v*d, else 0
 
-``A`` is the attention placed on the band ``l = j + v*d``: a batched MatMul of the attention
-(j, u, v) with a fixed 0/1 matrix ``E[j, v, l]``. Then one MatMul (M = T, K = K*L, N = C/G)
-does the sum. Against the tap form this trades a few nodes for (T + (K-1)d) / K times the
-multiply-adds (2x at K = 7, T = 8) and an X of K*L/T times x's size, both of which ONNX
-Runtime runs at its MatMul and Gather speeds. Measured on ELSA-Swin-T's stages (2 threads,
-docs/benchmarks.md, "ONNX Runtime: the band form"): 0.3-0.45x the tap form's time. T = 16
-(3x the multiply-adds, X 9.6x x's size) ran the whole ELSA-Swin-T 1-2% faster than T = 8 at
-224 x 224 and 512 x 512; alone, one call at the first stage at 224 favoured 8 by 3%.
+``A`` is the attention placed on the band ``l = j + v*d`` by a fixed 0/1 matrix ``E[j, v, l]``:
+one MatMul per output row i and position j over all its segments' and heads' rows (u, v), so a
+few large products rather than a tiny one per pixel, and a Gather that puts A's rows in the
+sum's order. Then one MatMul (M = T, K = K*L, N = C/G) does the sum. Against the tap form this
+trades a few nodes for (T + (K-1)d) / K times the multiply-adds and an X of K*L/T times x's
+size, both of which ONNX Runtime runs at its MatMul and Gather speeds. T = 16 (3x the
+multiply-adds at K = 7, X 9.6x x's size) ran the whole ELSA-Swin-T faster than T = 8 and T = 12
+at 512 x 512, and within the machine's noise of T = 8 at 224 x 224 (docs/benchmarks.md, "ONNX
+Runtime: channels last").
 
 The graph holds no shape arithmetic that an exporter could fix at the traced size: the paddings
 are constants, and the segment count and the index vectors are computed from the input's shape
@@ -126,19 +127,30 @@ def elsa_band_form_channels_last(x, attn, heads, ghost_add=None, kernel_size=7, 
     index = (torch.arange(H) * (width * G)).reshape(H, 1) + (
         (start(s) + q // L * (d * width) + q % L) * G + g)
     X = xp.index_select(1, index.reshape(-1)).reshape(B, H * segments * G, K * L, per_head)
-    # the attention, softmaxed over the taps: a[(i, s, g), j] = attn[i, start_s + j, g] (past
-    # W, which only a map narrower than T has, column W - 1: those sums are cut off below),
-    # then placed on the band
+    # the attention, softmaxed over the taps, in rows (i, j, s, g):
+    # a[i, j, (s, g)] = attn[i, start_s + j, g] (past W, which only a map narrower than T has,
+    # column W - 1: those sums are cut off below)
     a = attn.reshape(B, H * W * G, K * K)
     if attn_is_logits:
         a = a.softmax(-1)
-    q = torch.arange(segments * (G * T))
-    s, q = q // (G * T), q % (G * T)
-    cols = start(s) + q % T
+    q = torch.arange(T * (segments * G))
+    # S * G as a tensor: the dynamo exporter cannot divide by a symbolic Python number
+    per_j = torch.arange(segments * G)[-1:] + 1
+    j, q = q // per_j, q % per_j
+    cols = start(q // G) + j
     cols = torch.where(cols < W, cols, columns[-1:])
-    index = (torch.arange(H) * (W * G)).reshape(H, 1) + (cols * G + q // T)
-    a = a.index_select(1, index.reshape(-1)).reshape(B, H * segments * G, T, K, K)
-    A = torch.matmul(a, _band_matrix(T, K, d, a.dtype)).reshape(B, H * segments * G, T, K * L)
+    index = (torch.arange(H) * (W * G)).reshape(H, 1) + (cols * G + q % G)
+    a = a.index_select(1, index.reshape(-1)).reshape(B, H * T * segments * G * K, K)
+    # placed on the band, one matrix product per (i, j) over all its segments' and heads' rows
+    # (a few large products, not one tiny one per pixel), then the rows put in the order
+    # (i, s, g, j) of the sum by one Gather
+    a = a.reshape(B, H, T, segments * G * K, K)
+    A = torch.matmul(a, _band_matrix(T, K, d, a.dtype))
+    A = A.reshape(B, H * T * segments * G, K * L)
+    q = torch.arange(segments * G * T)
+    sg, j = q // T, q % T
+    index = (torch.arange(H) * (T * segments * G)).reshape(H, 1) + (j * (segments * G) + sg)
+    A = A.index_select(1, index.reshape(-1)).reshape(B, H * segments * G, T, K * L)
     out = torch.matmul(A, X).reshape(B, H * segments * G * T, per_head)
     # out[i, w, g] = out[(i, s, g), w - start_s] with s = w // T
     q = torch.arange(W * G)
