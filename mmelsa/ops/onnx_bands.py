@@ -23,9 +23,10 @@ multiply-adds at K = 7, X 9.6x x's size) ran the whole ELSA-Swin-T faster than T
 at 512 x 512, and within the machine's noise of T = 8 at 224 x 224 (docs/benchmarks.md, "ONNX
 Runtime: channels last").
 
-The graph holds no shape arithmetic that an exporter could fix at the traced size: the paddings
-are constants, and the segment count and the index vectors are computed from the input's shape
-in the graph (Range, Div, Mod, Where), so one export serves every batch, height and width.
+The graph holds no shape arithmetic that an exporter could fix at the traced size: the zero
+padding is one gathered zero row, and the segment count and the index vectors are computed from
+the input's shape in the graph (Range, Div, Mod, Where), so one export serves every batch,
+height and width.
 
 The form works on channels-last maps (:func:`elsa_band_form_channels_last`, which a model's
 export calls with its MatMuls' outputs); :func:`elsa_band_form` takes the operator's NCHW
@@ -96,11 +97,10 @@ def elsa_band_form_channels_last(x, attn, heads, ghost_add=None, kernel_size=7, 
     pad = (K // 2) * d
     L = T + (K - 1) * d
     segments = (W + (T - 1)) // T
-    # x: zero padding (the right side one segment wider, so that a segment of a map narrower
-    # than T has its band inside), then one row per pixel and head: (B, Hp * Wp * G, C/G)
-    width = W + (2 * pad + T)
-    xp = F.pad(x.reshape(B, H, W, G, per_head), (0, 0, 0, 0, pad, pad + T, pad, pad))
-    xp = xp.reshape(B, (H + 2 * pad) * width * G, per_head)
+    # x: one row per pixel and head, and one zero row after them, which the bands' pixels
+    # outside the map gather: (B, H * W * G + 1, C/G) (a copy of x, where padding the map
+    # copied (H + 2 pad) (W + 2 pad + T) pixels)
+    xz = F.pad(x.reshape(B, H * W * G, per_head), (0, 0, 0, 1))
     # Segment s covers output columns start_s .. start_s + T - 1 with start_s = s*T, except the
     # last, which is moved left to end at column W - 1 (to 0 if W < T): the attention needs no
     # zero padding to whole segments, and no column past W is computed when W >= T.
@@ -120,13 +120,16 @@ def elsa_band_form_channels_last(x, attn, heads, ghost_add=None, kernel_size=7, 
         first = s * T
         return torch.where(first < last, first, last)
 
-    # X[(i, s, g), (u, l)] = xp[((i + u*d) * Wp + start_s + l) * G + g]
+    # X[(i, s, g), (u, l)] = x[i + u*d - pad, start_s + l - pad, g], or the zero row
     q = torch.arange(segments * (G * K * L))
     s, q = q // (G * K * L), q % (G * K * L)
     g, q = q // (K * L), q % (K * L)
-    index = (torch.arange(H) * (width * G)).reshape(H, 1) + (
-        (start(s) + q // L * (d * width) + q % L) * G + g)
-    X = xp.index_select(1, index.reshape(-1)).reshape(B, H * segments * G, K * L, per_head)
+    rows = torch.arange(H).reshape(H, 1) + (q // L * d - pad)
+    cols = start(s) + q % L - pad
+    inside = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)
+    zero_row = torch.arange(H * W * G)[-1:] + 1
+    index = torch.where(inside, (rows * W + cols) * G + g, zero_row)
+    X = xz.index_select(1, index.reshape(-1)).reshape(B, H * segments * G, K * L, per_head)
     # the attention, softmaxed over the taps, in rows (i, j, s, g):
     # a[i, j, (s, g)] = attn[i, start_s + j, g] (past W, which only a map narrower than T has,
     # column W - 1: those sums are cut off below)
