@@ -18,9 +18,9 @@ one MatMul per output row i and position j over all its segments' and heads' row
 few large products rather than a tiny one per pixel, and a Gather that puts A's rows in the
 sum's order. Then one MatMul (M = T, K = K*L, N = C/G) does the sum. Against the tap form this
 trades a few nodes for (T + (K-1)d) / K times the multiply-adds and an X of K*L/T times x's
-size, both of which ONNX Runtime runs at its MatMul and Gather speeds. T = 16 (3x the
-multiply-adds at K = 7, X 9.6x x's size) ran the whole ELSA-Swin-T faster than T = 8 and T = 12
-at 512 x 512, and within the machine's noise of T = 8 at 224 x 224 (docs/benchmarks.md, "ONNX
+size, both of which ONNX Runtime runs at its MatMul and Gather speeds. T = 8 (2x the
+multiply-adds at K = 7, X 12.25x x's size) ran the whole ELSA-Swin-T 0-2% faster than T = 16
+(3x, 9.6x) at 224 x 224 and 512 x 512, and T = 12 slower than both (docs/benchmarks.md, "ONNX
 Runtime: channels last").
 
 The graph holds no shape arithmetic that an exporter could fix at the traced size: the zero
@@ -41,7 +41,7 @@ __all__ = [
 ]
 
 #: pixels per segment (T above)
-SEGMENT = 16
+SEGMENT = 8
 
 
 def band_form_applies(ghost_mul, ghost_add, stride):
