@@ -4,8 +4,9 @@ Both backbones (the shapes of ``tools/analysis_tools/benchmark_backbone.py``) ar
 that tool exports them (TorchScript, opset 17) and run with ONNX Runtime's profiler on (CPU);
 each node's kernel time is given to the block part its name lies in: a block's attention
 (its first norm included) or its MLP (second norm, and a following patch merging, included).
-The two sessions run in turn (``--reps`` rounds after one warm-up run each); times are means
-per run. With the profiler on they are a little higher than unprofiled latencies.
+The two sessions run in turn (``--reps`` rounds after one warm-up run each); each part's time is
+its median over the runs, and the total the sum of the parts' medians. With the profiler on
+they are a little higher than unprofiled latencies.
 docs/benchmarks.md records a run.
 
     python dev/bench/onnx_stage_profile.py --size 512 --threads 2
@@ -15,6 +16,7 @@ import collections
 import json
 import os.path as osp
 import re
+import statistics
 import sys
 import tempfile
 
@@ -70,7 +72,8 @@ def profiled_session(model, x, threads, tmp, name):
 
 def profile_interleaved(sessions, x, reps):
     """Run the sessions in turn (one warm-up run each, then ``reps`` rounds, so that a change of
-    load hits all alike) and return each one's :func:`part_times`."""
+    load hits all alike) and return each one's part times: per part, the median over the runs
+    (a run slowed by the machine moves a mean, not a median)."""
     feed = {'x': x.numpy()}
     for _ in range(1 + reps):
         for sess in sessions:
@@ -79,9 +82,13 @@ def profile_interleaved(sessions, x, reps):
     for sess in sessions:
         with open(sess.end_profiling()) as f:
             events = json.load(f)
-        runs = [e for e in events if e.get('name') == 'model_run']
-        first_end = runs[0]['ts'] + runs[0]['dur']  # ONNX Runtime writes one per run
-        times.append(part_times([e for e in events if e.get('ts', 0) >= first_end], reps))
+        # ONNX Runtime writes one 'model_run' event per run: the first is the warm-up
+        runs = [e for e in events if e.get('name') == 'model_run'][1:]
+        per_run = [part_times([e for e in events
+                               if r['ts'] <= e.get('ts', -1) <= r['ts'] + r['dur']], 1)
+                   for r in runs]
+        parts = set().union(*per_run)
+        times.append({p: statistics.median(t.get(p, 0.0) for t in per_run) for p in parts})
     return times
 
 
@@ -94,7 +101,7 @@ def main(argv=None):
                     for n, t in zip(NAMES, TYPES)]
         times = profile_interleaved(sessions, x, args.reps)
     print(f'# ONNX Runtime {ort.__version__}, {args.threads} thread(s), 1 x 3 x {args.size} x '
-          f'{args.size}, float32, profiled, ms per run (mean of {args.reps})')
+          f'{args.size}, float32, profiled, ms per run (median of {args.reps})')
     print(f'| stage | part | {NAMES[0]} | {NAMES[1]} | difference |')
     print('|---|---|---|---|---|')
     stages = sorted({p[0] for t in times for p in t if p[0] != 'stem'})
