@@ -214,8 +214,8 @@ class ELSAAttention(nn.Module):
         every map channels last: q, k and v are three MatMuls (no Split copy), the attention
         branch's 1x1 convolution is a MatMul whose output has each head's taps last (softmaxed
         there), and the band form returns the map ``post_proj`` takes. Only the two depth-wise
-        convolutions see NCHW maps, and ONNX Runtime folds those layout changes into the
-        reorders of its blocked convolution. docs/benchmarks.md, "ONNX Runtime: channels
+        convolutions see NCHW maps, and ONNX Runtime folds most of those layout changes into
+        the reorders of its blocked convolution. docs/benchmarks.md, "ONNX Runtime: channels
         last", has the measurements."""
         # slices rather than a split of the weight, at the module's own sizes (not x's traced
         # ones): exporters fold a Slice of a constant, not always a Split with several outputs

@@ -68,9 +68,9 @@ class GroupedConv2d(nn.Conv2d):
     def forward_channels_last(self, x):
         """The same convolution on a channels-last map: (B, H, W, C) -> (B, H, W, C_out).
 
-        When exporting the depth-wise spelling, the ReduceSum runs on the channels-last terms:
-        ONNX Runtime's blocked convolution writes its output channels last at no extra cost,
-        so the result needs no layout change of its own.
+        When exporting the depth-wise spelling, the convolution's input and terms change layout
+        around it and the ReduceSum runs on the channels-last terms; ONNX Runtime moves the
+        terms' layout change past the ReduceSum, onto the w times smaller map.
         """
         if not (is_exporting() and self._exports_depthwise()):
             return super().forward(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
