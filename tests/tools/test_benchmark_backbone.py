@@ -60,7 +60,15 @@ def test_shortened_run(bb, monkeypatch, capsys):
 
 
 PEAK_SCRIPT = r'''
-import sys, torch
+import ctypes, sys, torch
+# glibc's own choices made the earlier steps' leftovers vary from run to run (its mmap and trim
+# thresholds move as chunks are freed; each thread may get its own arena), so the planted probe
+# read anything from 0 to 80 MiB. Pinned, the three steps leave their memory free in one heap,
+# as a long benchmark does, and only malloc_trim tells the two probes apart.
+libc = ctypes.CDLL('libc.so.6')
+libc.mallopt(-8, 1)  # M_ARENA_MAX
+libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD, above the 8 MiB maps
 from mmelsa.utils.benchmark import CpuPeak
 torch.set_num_threads(2)
 torch.manual_seed(0)
