@@ -3,28 +3,31 @@
 ONNX Runtime runs a graph one node at a time over whole tensors, so the tap form of
 :mod:`mmelsa.ops.onnx` (K*K Slice / Mul / Add nodes) streams the feature map K*K times and pays
 a node's overhead for every tap. Where the attention is shared by a head's channels (no
-multiplicative ghost, stride 1), the sum is a matrix product instead. Cut each row of the
-output into segments of ``T`` pixels, segment s starting at column ``t = s*T`` (the last
-one moved left to end at the last column); a segment's K x K neighbourhoods lie in K rows of
-``L = T + (K - 1) * d`` input pixels, so for head g, output row i and segment s::
+multiplicative ghost, stride 1), the sum is a matrix product instead. Cut the output into
+tiles of ``R x T`` pixels, tile (p, s) starting at row ``top = p*R`` and column ``left = s*T``
+(the last row and the last column of tiles moved back to end at the map's edge); a tile's
+K x K neighbourhoods lie in a window of ``Lr x Lc = (R + (K-1)d) x (T + (K-1)d)`` input
+pixels, so for head g and the tile's pixel (r, j)::
 
-    out[g, i, t + j, :] = sum_{u < K, l < L}  A[g, i, s, j, (u, l)] * X[g, i, s, (u, l), :]
+    out[g, top + r, left + j, :] = sum_{u < Lr, l < Lc}  A[(r, j), (u, l)] * X[(u, l), :]
 
-    X[g, i, s, (u, l), :] = xp[g, i + u*d, t + l, :]               (one Gather, channels last)
-    A[g, i, s, j, (u, l)] = attn[g, (u, v), i, t + j]  where l = j + v*d, else 0
+    X[(u, l), :] = x[g, top + u - pad, left + l - pad, :]            (one Gather)
+    A[(r, j), (r + u*d, j + v*d)] = attn[g, (u, v), top + r, left + j], else 0
 
-``A`` is the attention placed on the band ``l = j + v*d`` by a fixed 0/1 matrix ``E[j, v, l]``:
-one MatMul per output row i and position j over all its segments' and heads' rows (u, v), so a
-few large products rather than a tiny one per pixel, and a Gather that puts A's rows in the
-sum's order. Then one MatMul (M = T, K = K*L, N = C/G) does the sum. Against the tap form this
-trades a few nodes for (T + (K-1)d) / K times the multiply-adds and an X of K*L/T times x's
-size, both of which ONNX Runtime runs at its MatMul and Gather speeds. T = 8 (2x the
-multiply-adds at K = 7, X 12.25x x's size) ran the whole ELSA-Swin-T 0-2% faster than T = 16
-(3x, 9.6x) at 224 x 224 and 512 x 512, and T = 12 slower than both (docs/benchmarks.md, "ONNX
-Runtime: channels last").
+(A and X of tile (p, s) and head g).
+``A`` is the attention placed on the window: its columns by a fixed 0/1 matrix
+``E[j, v, l]`` (one MatMul per j over all tiles' and rows' taps, so a few large products
+rather than a tiny one per pixel), its rows by one Gather that also puts them in the sum's
+order. Then one MatMul (M = R*T, K = Lr*Lc, N = C/G) per tile and head does the sum. Against
+the tap form this trades a few nodes for Lr*Lc / K^2 times the multiply-adds and an X of
+Lr*Lc / (R*T) times x's size, both of which ONNX Runtime runs at its MatMul and Gather speeds.
+At K = 7, R x T = 4 x 8 (2.9x the multiply-adds, X 4.4x x's size) ran the band sum of
+ELSA-Swin-T's stages at 512 x 512 in 0.64-0.65x the time of 1 x 8 tiles (2x, 12.25x), whose
+MatMuls are too small to run at speed, and 2-5% faster than 8 x 8 and 4 x 4
+(docs/benchmarks.md, "ONNX Runtime: tiles").
 
 The graph holds no shape arithmetic that an exporter could fix at the traced size: the zero
-padding is one gathered zero row, and the segment count and the index vectors are computed from
+padding is gathered zero rows, and the tile counts and the index vectors are computed from
 the input's shape in the graph (Range, Div, Mod, Where), so one export serves every batch,
 height and width.
 
@@ -36,12 +39,12 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    'SEGMENT', 'band_form_applies', 'elsa_band_form', 'elsa_band_form_channels_last',
+    'ROWS', 'SEGMENT', 'band_form_applies', 'elsa_band_form', 'elsa_band_form_channels_last',
     'additive_ghost_conv'
 ]
 
-#: pixels per segment (T above)
-SEGMENT = 8
+#: a tile's rows (R above) and columns (T above)
+ROWS, SEGMENT = 4, 8
 
 
 def band_form_applies(ghost_mul, ghost_add, stride):
@@ -91,78 +94,75 @@ def elsa_band_form_channels_last(x, attn, heads, ghost_add=None, kernel_size=7, 
     Channels last, the attention is the output of a MatMul, its softmax is over the last axis,
     and the result goes to the next MatMul without a transpose.
     """
-    K, d, T = kernel_size, dilation, SEGMENT
+    K, d, R, T = kernel_size, dilation, ROWS, SEGMENT
     B, H, W, C = x.shape
     G, per_head = heads, C // heads
     pad = (K // 2) * d
-    L = T + (K - 1) * d
-    segments = (W + (T - 1)) // T
-    # x: one row per pixel and head, and one zero row after them, which the bands' pixels
-    # outside the map gather: (B, H * W * G + 1, C/G) (a copy of x, where padding the map
-    # copied (H + 2 pad) (W + 2 pad + T) pixels)
+    Lr, Lc = R + (K - 1) * d, T + (K - 1) * d
+    P, S = (H + (R - 1)) // R, (W + (T - 1)) // T
+    # Traced sizes: no tensor has the tile counts P or S alone as a dimension, and no reshape
+    # splits or merges one, because torch.export then guards P == 1 or P != 1 and fixes the
+    # size to the example's range. So each index is built from Ranges over whole products
+    # (P * S * G * ..), divisions by P's and S's products go through tensors (the dynamo
+    # exporter cannot divide by a symbolic Python number), and comparisons and Where stand
+    # for min / max (int64 Min is not in ONNX before opset 12). Every rearrangement is one
+    # Gather of rows (index_select), which puts the rows in the order the next node wants.
+    SG = torch.arange(S * G)[-1:] + 1
+    tile = torch.arange(P * S * G)  # tile (p, s) of head g
+    p, s, g = tile // SG, tile % SG // G, tile % G
+    top, left = _starts(p, R, torch.arange(H)), _starts(s, T, torch.arange(W))
+    # X[tile, (u, l)] = x[top + u - pad, left + l - pad, g], or the zero row after x's rows
+    # (B, H * W * G + 1, C/G): (P S G, Lr Lc, C/G), Lr Lc / (R T) times x's size
     xz = F.pad(x.reshape(B, H * W * G, per_head), (0, 0, 0, 1))
-    # Segment s covers output columns start_s .. start_s + T - 1 with start_s = s*T, except the
-    # last, which is moved left to end at column W - 1 (to 0 if W < T): the attention needs no
-    # zero padding to whole segments, and no column past W is computed when W >= T.
-    # Every rearrangement is one Gather of rows (index_select: advanced indexing becomes
-    # Transpose, Gather / GatherND, Transpose in the dynamo exporter's graph), which puts the
-    # rows in the order the next MatMul wants: no Transpose node.
-    # Traced sizes: no tensor has the segment count S alone as a dimension, and no reshape
-    # splits or merges one, because torch.export then guards S == 1 or S != 1 and fixes the
-    # width to the example's range. So each index is built from one Range over all its
-    # entries, the reshapes go through (.., H * S * .., ..), and comparisons and Where stand
-    # for min / max (int64 Min is not in ONNX before opset 12).
-    columns = torch.arange(W)
-    last = columns[-1:] - (T - 1)
-    last = torch.where(last > 0, last, torch.zeros_like(last))
-
-    def start(s):  # the first output column of segment s (a tensor of segment numbers)
-        first = s * T
-        return torch.where(first < last, first, last)
-
-    # X[(i, s, g), (u, l)] = x[i + u*d - pad, start_s + l - pad, g], or the zero row
-    q = torch.arange(segments * (G * K * L))
-    s, q = q // (G * K * L), q % (G * K * L)
-    g, q = q // (K * L), q % (K * L)
-    rows = torch.arange(H).reshape(H, 1) + (q // L * d - pad)
-    cols = start(s) + q % L - pad
-    inside = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)
     zero_row = torch.arange(H * W * G)[-1:] + 1
-    index = torch.where(inside, (rows * W + cols) * G + g, zero_row)
-    X = xz.index_select(1, index.reshape(-1)).reshape(B, H * segments * G, K * L, per_head)
-    # the attention, softmaxed over the taps, in rows (i, j, s, g):
-    # a[i, j, (s, g)] = attn[i, start_s + j, g] (past W, which only a map narrower than T has,
-    # column W - 1: those sums are cut off below)
+    window = torch.arange(Lr * Lc)  # (u, l)
+    rows = top.reshape(-1, 1) + (window // Lc - pad)
+    cols = left.reshape(-1, 1) + (window % Lc - pad)
+    inside = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)
+    index = torch.where(inside, (rows * W + cols) * G + g.reshape(-1, 1), zero_row)
+    X = xz.index_select(1, index.reshape(-1)).reshape(B, P * S * G, Lr * Lc, per_head)
+    # the attention, softmaxed over the taps, in rows (tile, j, r) for output pixel
+    # (top + r, left + j) (clamped to the map where a map is smaller than one tile: those
+    # sums are cut off below), and after them R T zero rows
     a = attn.reshape(B, H * W * G, K * K)
     if attn_is_logits:
         a = a.softmax(-1)
-    q = torch.arange(T * (segments * G))
-    # S * G as a tensor: the dynamo exporter cannot divide by a symbolic Python number
-    per_j = torch.arange(segments * G)[-1:] + 1
-    j, q = q // per_j, q % per_j
-    cols = start(q // G) + j
-    cols = torch.where(cols < W, cols, columns[-1:])
-    index = (torch.arange(H) * (W * G)).reshape(H, 1) + (cols * G + q % G)
-    a = a.index_select(1, index.reshape(-1)).reshape(B, H * T * segments * G * K, K)
-    # placed on the band, one matrix product per (i, j) over all its segments' and heads' rows
-    # (a few large products, not one tiny one per pixel), then the rows put in the order
-    # (i, s, g, j) of the sum by one Gather
-    a = a.reshape(B, H, T, segments * G * K, K)
-    A = torch.matmul(a, _band_matrix(T, K, d, a.dtype))
-    A = A.reshape(B, H * T * segments * G, K * L)
-    q = torch.arange(segments * G * T)
-    sg, j = q // T, q % T
-    index = (torch.arange(H) * (T * segments * G)).reshape(H, 1) + (j * (segments * G) + sg)
-    A = A.index_select(1, index.reshape(-1)).reshape(B, H * segments * G, T, K * L)
-    out = torch.matmul(A, X).reshape(B, H * segments * G * T, per_head)
-    # out[i, w, g] = out[(i, s, g), w - start_s] with s = w // T
-    q = torch.arange(W * G)
+    a = F.pad(a, (0, 0, 0, 1))
+    jr = torch.arange(T * R)
+    i, w = top.reshape(-1, 1) + jr % R, left.reshape(-1, 1) + jr // R
+    i, w = torch.where(i < H, i, H - 1), torch.where(w < W, w, W - 1)
+    index = torch.cat([((i * W + w) * G + g.reshape(-1, 1)).reshape(-1),
+                       zero_row.expand(T * R)])
+    a = a.index_select(1, index).reshape(B, -1, T, R * K, K)
+    # tap (u, v) of pixel (r, j) placed at (r + u*d, j + v*d) of the tile's Lr x Lc window:
+    # columns by one MatMul with E per j (rows (tile, j, r, u)), rows by one Gather of those
+    # rows and of the zero rows that the zero attention rows above made
+    A = torch.matmul(a, _band_matrix(T, K, d, a.dtype)).reshape(B, -1, Lc)
+    q = torch.arange(P * S * G * T * R * Lr)
+    tjr, v = q // Lr, q % Lr - q // Lr % R
+    zero_row = (torch.arange(P * S * G * T)[-1:] + 1) * (R * K)
+    index = torch.where((v >= 0) & (v < K * d) & (v % d == 0), tjr * K + v // d, zero_row)
+    A = A.index_select(1, index).reshape(B, P * S * G, T * R, Lr * Lc)
+    out = torch.matmul(A, X).reshape(B, P * S * G * T * R, per_head)
+    # out[i, w, g] = out[(tile, j, r)] of the tile that holds it: p = i // R, s = w // T
+    i, q = torch.arange(H), torch.arange(W * G)
     w, g = q // G, q % G
-    s = w // T
-    index = (torch.arange(H) * (segments * G * T)).reshape(H, 1) + (
-        (s * G + g) * T + w - start(s))
+    p, s = i // R, w // T
+    index = ((p * SG * (T * R) + i - _starts(p, R, i)).reshape(-1, 1)
+             + ((s * G + g) * T + w - _starts(s, T, w)) * R)
     out = out.index_select(1, index.reshape(-1)).reshape(B, H, W, C)
     if ghost_add is not None:
         out = out + additive_ghost_conv(x.permute(0, 3, 1, 2), ghost_add, C, K, d,
                                         1).permute(0, 2, 3, 1)
     return out
+
+
+def _starts(n, size, positions):
+    """The first position of tile n (a tensor of tile numbers) of ``size`` positions over
+    ``positions`` (an arange of the map's side): n * size, except for the last tile, moved back
+    to end at the last position (to 0 if the side is shorter than a tile), so no position past
+    the map is computed and the attention needs no padding to whole tiles."""
+    last = positions[-1:] - (size - 1)
+    last = torch.where(last > 0, last, torch.zeros_like(last))
+    first = n * size
+    return torch.where(first < last, first, last)
