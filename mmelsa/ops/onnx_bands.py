@@ -121,27 +121,29 @@ def elsa_band_form_channels_last(x, attn, heads, ghost_add=None, kernel_size=7, 
     inside = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)
     index = torch.where(inside, (rows * W + cols) * G + g.reshape(-1, 1), zero_row)
     X = xz.index_select(1, index.reshape(-1)).reshape(B, P * S * G, Lr * Lc, per_head)
-    # the attention, softmaxed over the taps, in rows (tile, j, r) for output pixel
+    # the attention, softmaxed over the taps, in rows (j, tile, r) for output pixel
     # (top + r, left + j) (clamped to the map where a map is smaller than one tile: those
-    # sums are cut off below), and after them R T zero rows
+    # sums are cut off below), and after them, as j = T, as many rows of any value
     a = attn.reshape(B, H * W * G, K * K)
     if attn_is_logits:
         a = a.softmax(-1)
-    a = F.pad(a, (0, 0, 0, 1))
-    jr = torch.arange(T * R)
-    i, w = top.reshape(-1, 1) + jr % R, left.reshape(-1, 1) + jr // R
+    r = torch.arange(R)
+    i = (top.reshape(-1, 1) + r).reshape(1, -1)  # (1, tile r)
+    w = left.reshape(-1, 1).expand(-1, R).reshape(1, -1) + torch.arange(T).reshape(T, 1)
     i, w = torch.where(i < H, i, H - 1), torch.where(w < W, w, W - 1)
-    index = torch.cat([((i * W + w) * G + g.reshape(-1, 1)).reshape(-1),
-                       zero_row.expand(T * R)])
-    a = a.index_select(1, index).reshape(B, -1, T, R * K, K)
+    index = (i * W + w) * G + g.reshape(-1, 1).expand(-1, R).reshape(1, -1)
+    index = torch.cat([index, index[:1]]).reshape(-1)
+    a = a.index_select(1, index).reshape(B, T + 1, -1, K)
     # tap (u, v) of pixel (r, j) placed at (r + u*d, j + v*d) of the tile's Lr x Lc window:
-    # columns by one MatMul with E per j (rows (tile, j, r, u)), rows by one Gather of those
-    # rows and of the zero rows that the zero attention rows above made
-    A = torch.matmul(a, _band_matrix(T, K, d, a.dtype)).reshape(B, -1, Lc)
-    q = torch.arange(P * S * G * T * R * Lr)
-    tjr, v = q // Lr, q % Lr - q // Lr % R
-    zero_row = (torch.arange(P * S * G * T)[-1:] + 1) * (R * K)
-    index = torch.where((v >= 0) & (v < K * d) & (v % d == 0), tjr * K + v // d, zero_row)
+    # columns by one MatMul per j with E[j] (rows (tile, r, u), all tiles at once; E[T] = 0
+    # makes zero rows), rows by one Gather of those rows and zero rows
+    E = F.pad(_band_matrix(T, K, d, a.dtype), (0, 0, 0, 0, 0, 1))
+    A = torch.matmul(a, E).reshape(B, -1, Lc)
+    q = torch.arange(P * S * G * T * R * Lr)  # rows (tile, j, r, u + r*d) of the sum
+    tile, j, r, v = q // (T * R * Lr), q // (R * Lr) % T, q // Lr % R, q % Lr - q // Lr % R
+    tiles = torch.arange(P * S * G)[-1] + 1  # 0-d: its broadcast needs no guard
+    index = torch.where((v >= 0) & (v < K * d) & (v % d == 0),
+                        ((j * tiles + tile) * R + r) * K + v // d, T * tiles * (R * K))
     A = A.index_select(1, index).reshape(B, P * S * G, T * R, Lr * Lc)
     out = torch.matmul(A, X).reshape(B, P * S * G * T * R, per_head)
     # out[i, w, g] = out[(tile, j, r)] of the tile that holds it: p = i // R, s = w // T
