@@ -102,61 +102,74 @@ def elsa_band_form_channels_last(x, attn, heads, ghost_add=None, kernel_size=7, 
     P, S = (H + (R - 1)) // R, (W + (T - 1)) // T
     # Traced sizes: no tensor has the tile counts P or S alone as a dimension, and no reshape
     # splits or merges one, because torch.export then guards P == 1 or P != 1 and fixes the
-    # size to the example's range. So each index is built from Ranges over whole products
-    # (P * S * G * ..), divisions by P's and S's products go through tensors (the dynamo
-    # exporter cannot divide by a symbolic Python number), and comparisons and Where stand
-    # for min / max (int64 Min is not in ONNX before opset 12). Every rearrangement is one
+    # size to the example's range. So the tiles are numbered by one Range over P * S * G, the
+    # division by S * G goes through a tensor (the dynamo exporter cannot divide by a symbolic
+    # Python number), the other indices are grids of Ranges over fixed sizes broadcast against
+    # it, and comparisons and Where stand for min / max (int64 Min is not in ONNX before opset
+    # 12). The indices are non-negative, so truncating division and fmod serve (one ONNX node
+    # each, where floor division and remainder take several). Every rearrangement is one
     # Gather of rows (index_select), which puts the rows in the order the next node wants.
+    N = P * S * G
     SG = torch.arange(S * G)[-1:] + 1
-    tile = torch.arange(P * S * G)  # tile (p, s) of head g
-    p, s, g = tile // SG, tile % SG // G, tile % G
+    tile = torch.arange(N)  # tile (p, s) of head g
+    p, sg = _div(tile, SG), torch.fmod(tile, SG)
+    s, g = _div(sg, G), torch.fmod(sg, G)
     top, left = _starts(p, R, torch.arange(H)), _starts(s, T, torch.arange(W))
     # X[tile, (u, l)] = x[top + u - pad, left + l - pad, g], or the zero row after x's rows
-    # (B, H * W * G + 1, C/G): (P S G, Lr Lc, C/G), Lr Lc / (R T) times x's size
+    # (B, H * W * G + 1, C/G): (N, Lr Lc, C/G), Lr Lc / (R T) times x's size
     xz = F.pad(x.reshape(B, H * W * G, per_head), (0, 0, 0, 1))
     zero_row = torch.arange(H * W * G)[-1:] + 1
-    window = torch.arange(Lr * Lc)  # (u, l)
-    rows = top.reshape(-1, 1) + (window // Lc - pad)
-    cols = left.reshape(-1, 1) + (window % Lc - pad)
+    rows = top.reshape(-1, 1, 1) + (torch.arange(Lr).reshape(Lr, 1) - pad)
+    cols = left.reshape(-1, 1, 1) + (torch.arange(Lc) - pad)
     inside = (rows >= 0) & (rows < H) & (cols >= 0) & (cols < W)
-    index = torch.where(inside, (rows * W + cols) * G + g.reshape(-1, 1), zero_row)
-    X = xz.index_select(1, index.reshape(-1)).reshape(B, P * S * G, Lr * Lc, per_head)
+    index = torch.where(inside, (rows * W + cols) * G + g.reshape(-1, 1, 1), zero_row)
+    X = xz.index_select(1, index.reshape(-1)).reshape(B, N, Lr * Lc, per_head)
     # the attention, softmaxed over the taps, in rows (j, tile, r) for output pixel
     # (top + r, left + j) (clamped to the map where a map is smaller than one tile: those
     # sums are cut off below), and after them, as j = T, as many rows of any value
     a = attn.reshape(B, H * W * G, K * K)
     if attn_is_logits:
         a = a.softmax(-1)
-    r = torch.arange(R)
-    i = (top.reshape(-1, 1) + r).reshape(1, -1)  # (1, tile r)
-    w = left.reshape(-1, 1).expand(-1, R).reshape(1, -1) + torch.arange(T).reshape(T, 1)
+    i = top.reshape(1, -1, 1) + torch.arange(R)  # (1, N, R)
+    w = left.reshape(1, -1, 1) + torch.arange(T).reshape(T, 1, 1)  # (T, N, 1)
     i, w = torch.where(i < H, i, H - 1), torch.where(w < W, w, W - 1)
-    index = (i * W + w) * G + g.reshape(-1, 1).expand(-1, R).reshape(1, -1)
+    index = (i * W + w) * G + g.reshape(1, -1, 1)
     index = torch.cat([index, index[:1]]).reshape(-1)
-    a = a.index_select(1, index).reshape(B, T + 1, -1, K)
+    a = a.index_select(1, index).reshape(B * (T + 1), N * R * K, K)
     # tap (u, v) of pixel (r, j) placed at (r + u*d, j + v*d) of the tile's Lr x Lc window:
     # columns by one MatMul per j with E[j] (rows (tile, r, u), all tiles at once; E[T] = 0
-    # makes zero rows), rows by one Gather of those rows and zero rows
+    # makes zero rows), rows by one Gather of those rows and zero rows. E is repeated for each
+    # sample, not broadcast: torch.export fixes the batch size of an example of one where a
+    # broadcast operand is reshaped.
     E = F.pad(_band_matrix(T, K, d, a.dtype), (0, 0, 0, 0, 0, 1))
-    A = torch.matmul(a, E).reshape(B, -1, Lc)
-    q = torch.arange(P * S * G * T * R * Lr)  # rows (tile, j, r, u + r*d) of the sum
-    tile, j, r, v = q // (T * R * Lr), q // (R * Lr) % T, q // Lr % R, q % Lr - q // Lr % R
-    tiles = torch.arange(P * S * G)[-1] + 1  # 0-d: its broadcast needs no guard
-    index = torch.where((v >= 0) & (v < K * d) & (v % d == 0),
-                        ((j * tiles + tile) * R + r) * K + v // d, T * tiles * (R * K))
-    A = A.index_select(1, index).reshape(B, P * S * G, T * R, Lr * Lc)
-    out = torch.matmul(A, X).reshape(B, P * S * G * T * R, per_head)
+    A = torch.bmm(a, E.repeat(B, 1, 1)).reshape(B, -1, Lc)
+    # row (tile, j, r, r + v) of the sum: tap row u = v / d of pixel (j, tile, r) where
+    # v = u*d, else a zero row of j = T
+    v = torch.arange(Lr) - torch.arange(R).reshape(R, 1)  # (R, Lr)
+    tap = (v >= 0) & (v < K * d) & (torch.fmod(v, d) == 0)
+    v = torch.arange(R).reshape(R, 1) * K + _div(v, d)
+    tiles = torch.arange(N)[-1] + 1  # 0-d: its broadcast needs no guard
+    first = (torch.arange(T).reshape(1, T, 1, 1) * tiles
+             + torch.arange(N).reshape(-1, 1, 1, 1)) * (R * K)  # (N, T, 1, 1)
+    index = torch.where(tap, first + v, T * tiles * (R * K))
+    A = A.index_select(1, index.reshape(-1)).reshape(B, N, T * R, Lr * Lc)
+    out = torch.matmul(A, X).reshape(B, N * T * R, per_head)
     # out[i, w, g] = out[(tile, j, r)] of the tile that holds it: p = i // R, s = w // T
-    i, q = torch.arange(H), torch.arange(W * G)
-    w, g = q // G, q % G
-    p, s = i // R, w // T
-    index = ((p * SG * (T * R) + i - _starts(p, R, i)).reshape(-1, 1)
-             + ((s * G + g) * T + w - _starts(s, T, w)) * R)
+    i, w = torch.arange(H), torch.arange(W)
+    p, s = _div(i, R), _div(w, T)
+    index = ((p * SG * (T * R) + i - _starts(p, R, i)).reshape(-1, 1, 1)
+             + ((s.reshape(-1, 1) * G + torch.arange(G)) * T
+                + (w - _starts(s, T, w)).reshape(-1, 1)) * R)
     out = out.index_select(1, index.reshape(-1)).reshape(B, H, W, C)
     if ghost_add is not None:
         out = out + additive_ghost_conv(x.permute(0, 3, 1, 2), ghost_add, C, K, d,
                                         1).permute(0, 2, 3, 1)
     return out
+
+
+def _div(n, m):
+    """n // m for non-negative integers: one ONNX Div (floor division exports as several)."""
+    return torch.div(n, m, rounding_mode='trunc')
 
 
 def _starts(n, size, positions):

@@ -1,5 +1,5 @@
 """The band form of the export (:mod:`mmelsa.ops.onnx_bands`), eager in float64, against the
-reference: any size (segments cut short, maps narrower than one segment, one row), kernel,
+reference: any size (tiles cut short, maps narrower or lower than one tile, one row), kernel,
 dilation, heads, plain or fused, with or without the additive ghost. Its ONNX Runtime runs are
 in tests/deployment/test_plain_export.py."""
 import pytest
@@ -42,9 +42,11 @@ def test_channels_last_entry_takes_the_taps_last(B, H, W):
     assert got.shape == expected.shape and max_rel_err(got, expected) < 1e-12
 
 
-@pytest.mark.parametrize('T', [1, 2, 5])
-def test_any_segment_width_is_the_operator(monkeypatch, T):
-    """The segment width changes the graph, not the result (also below the band's halo)."""
+@pytest.mark.parametrize('R,T', [(1, 1), (1, 2), (2, 5), (3, 1), (6, 2)])
+def test_any_tile_size_is_the_operator(monkeypatch, R, T):
+    """The tile size changes the graph, not the result (also below the window's halo, and tiles
+    taller than the map)."""
+    monkeypatch.setattr(onnx_bands, 'ROWS', R)
     monkeypatch.setattr(onnx_bands, 'SEGMENT', T)
     x, attn, _, ga = make_inputs(2, 6, 3, 5, 13, 5, 2, 1, False, True)
     got = elsa_band_form(x, attn, 3, ga, 5, 2, attn_is_logits=True)
