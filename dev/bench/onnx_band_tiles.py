@@ -54,15 +54,15 @@ class BandSum(torch.nn.Module):
 
 
 def session(tile_size, heads, inputs, threads):
-    saved = onnx_bands.ROWS, onnx_bands.SEGMENT
-    onnx_bands.ROWS, onnx_bands.SEGMENT = tile_size
+    saved = onnx_bands.ROWS, onnx_bands.COLUMNS
+    onnx_bands.ROWS, onnx_bands.COLUMNS = tile_size
     try:
         f = io.BytesIO()
         with torch.no_grad():
             torch.onnx.export(BandSum(heads), inputs, f, dynamo=False, opset_version=17,
                               input_names=['x', 'logits'])
     finally:
-        onnx_bands.ROWS, onnx_bands.SEGMENT = saved
+        onnx_bands.ROWS, onnx_bands.COLUMNS = saved
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1

@@ -22,8 +22,8 @@ order. Then one MatMul (M = R*T, K = Lr*Lc, N = C/G) per tile and head does the 
 the tap form this trades a few nodes for Lr*Lc / K^2 times the multiply-adds and an X of
 Lr*Lc / (R*T) times x's size, both of which ONNX Runtime runs at its MatMul and Gather speeds.
 At K = 7, R x T = 4 x 8 (2.9x the multiply-adds, X 4.4x x's size) ran the band sum of
-ELSA-Swin-T's stages at 512 x 512 in 0.64-0.65x the time of 1 x 8 tiles (2x, 12.25x), whose
-MatMuls are too small to run at speed, and 2-5% faster than 8 x 8 and 4 x 4
+ELSA-Swin-T's stages at 512 x 512 in 0.67-0.69x the time of 1 x 8 tiles (2x, 12.25x), whose
+MatMuls are too small to run at speed, and 6-11% faster than 8 x 8 and 4 x 4
 (docs/benchmarks.md, "ONNX Runtime: tiles").
 
 The graph holds no shape arithmetic that an exporter could fix at the traced size: the zero
@@ -39,12 +39,12 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    'ROWS', 'SEGMENT', 'band_form_applies', 'elsa_band_form', 'elsa_band_form_channels_last',
+    'ROWS', 'COLUMNS', 'band_form_applies', 'elsa_band_form', 'elsa_band_form_channels_last',
     'additive_ghost_conv'
 ]
 
 #: a tile's rows (R above) and columns (T above)
-ROWS, SEGMENT = 4, 8
+ROWS, COLUMNS = 4, 8
 
 
 def band_form_applies(ghost_mul, ghost_add, stride):
@@ -94,7 +94,7 @@ def elsa_band_form_channels_last(x, attn, heads, ghost_add=None, kernel_size=7, 
     Channels last, the attention is the output of a MatMul, its softmax is over the last axis,
     and the result goes to the next MatMul without a transpose.
     """
-    K, d, R, T = kernel_size, dilation, ROWS, SEGMENT
+    K, d, R, T = kernel_size, dilation, ROWS, COLUMNS
     B, H, W, C = x.shape
     G, per_head = heads, C // heads
     pad = (K // 2) * d

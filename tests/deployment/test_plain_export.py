@@ -187,8 +187,8 @@ def test_bare_export_of_the_operator(tmp_path, monkeypatch, chunked, fused, dyna
 @pytest.mark.parametrize('fused', [False, True], ids=['plain', 'fused'])
 def test_bare_export_of_the_band_form(tmp_path, fused, dynamo, opset):
     """Without a multiplicative ghost, at stride 1, the graph is the band form (two MatMuls, no
-    product per tap, Gather nodes) and runs at sizes narrower than a segment, cut mid-segment
-    and longer, and lower than one tile."""
+    product per tap, Gather nodes) and runs at sizes narrower and lower than a tile, cut
+    mid-tile, and longer."""
     C, G, K, d = 8, 2, 3, 2
     module = ElsaOp(C, K, d, 1, attn_is_logits=fused, ghost_mul=False).eval()
     x, attn, _, _ = make_inputs(2, C, G, 12, 10, K, d, 1, False, False, dtype=torch.float32)

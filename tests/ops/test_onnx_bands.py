@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from mmelsa.ops import onnx as export_forms
 from mmelsa.ops import onnx_bands
 from mmelsa.ops.onnx import elsa_export_form
-from mmelsa.ops.onnx_bands import (SEGMENT, band_form_applies, elsa_band_form,
+from mmelsa.ops.onnx_bands import (COLUMNS, band_form_applies, elsa_band_form,
                                    elsa_band_form_channels_last)
 from mmelsa.ops.reference import elsa_reference, max_rel_err
 from tests.ops._helpers import PER_SAMPLE, make_inputs
@@ -18,7 +18,7 @@ from tests.ops._helpers import PER_SAMPLE, make_inputs
 
 @settings(max_examples=60, deadline=None)
 @given(B=st.integers(1, 2), heads=st.integers(1, 3), per_head=st.integers(1, 4),
-       H=st.integers(1, 11), W=st.integers(1, 3 * SEGMENT + 3),
+       H=st.integers(1, 11), W=st.integers(1, 3 * COLUMNS + 3),
        K=st.sampled_from([1, 3, 5, 7]), d=st.integers(1, 3), ghost_add=st.booleans(),
        logits=st.booleans(), seed=st.integers(0, 2**16))
 def test_band_form_is_the_operator(B, heads, per_head, H, W, K, d, ghost_add, logits, seed):
@@ -30,7 +30,7 @@ def test_band_form_is_the_operator(B, heads, per_head, H, W, K, d, ghost_add, lo
     assert max_rel_err(got, expected) < 1e-12
 
 
-@pytest.mark.parametrize('B,H,W', [(2, 5, 13), (1, 3, 2 * SEGMENT + 1), (1, 1, SEGMENT - 3)])
+@pytest.mark.parametrize('B,H,W', [(2, 5, 13), (1, 3, 2 * COLUMNS + 1), (1, 1, COLUMNS - 3)])
 def test_channels_last_entry_takes_the_taps_last(B, H, W):
     """x (B, H, W, C) and the attention (B, H, W, G*K*K), head g's taps in channels
     [g*K*K, (g+1)*K*K), as a model's MatMuls give them; the result channels last."""
@@ -47,7 +47,7 @@ def test_any_tile_size_is_the_operator(monkeypatch, R, T):
     """The tile size changes the graph, not the result (also below the window's halo, and tiles
     taller than the map)."""
     monkeypatch.setattr(onnx_bands, 'ROWS', R)
-    monkeypatch.setattr(onnx_bands, 'SEGMENT', T)
+    monkeypatch.setattr(onnx_bands, 'COLUMNS', T)
     x, attn, _, ga = make_inputs(2, 6, 3, 5, 13, 5, 2, 1, False, True)
     got = elsa_band_form(x, attn, 3, ga, 5, 2, attn_is_logits=True)
     assert max_rel_err(got, elsa_reference(x, attn.softmax(2), None, ga, 5, 2, 1)) < 1e-12

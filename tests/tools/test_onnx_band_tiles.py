@@ -13,7 +13,7 @@ import onnx_band_tiles as tiles  # noqa: E402
 
 
 def test_shortened_run_times_every_tile_and_each_agrees(capsys):
-    default = onnx_bands.ROWS, onnx_bands.SEGMENT
+    default = onnx_bands.ROWS, onnx_bands.COLUMNS
     # 13 = one whole tile and a last one moved back, either way round
     tiles.main(['--shape', '8', '2', '13', '--reps', '1', '--tiles', '1x8', '4x8', '8x4'])
     rows = [r.strip('| ').split(' | ') for r in capsys.readouterr().out.splitlines()
@@ -22,7 +22,7 @@ def test_shortened_run_times_every_tile_and_each_agrees(capsys):
     assert rows[0][4] == '1.00'
     for row in rows:
         assert float(row[3]) > 0 and float(row[5]) < 1e-5
-    assert (onnx_bands.ROWS, onnx_bands.SEGMENT) == default  # restored
+    assert (onnx_bands.ROWS, onnx_bands.COLUMNS) == default  # restored
 
 
 def test_a_tile_that_disagrees_is_refused(monkeypatch):
