@@ -143,15 +143,15 @@ def elsa_band_form_channels_last(x, attn, heads, ghost_add=None, kernel_size=7, 
     # broadcast operand is reshaped.
     E = F.pad(_band_matrix(T, K, d, a.dtype), (0, 0, 0, 0, 0, 1))
     A = torch.bmm(a, E.repeat(B, 1, 1)).reshape(B, -1, Lc)
-    # row (tile, j, r, r + v) of the sum: tap row u = v / d of pixel (j, tile, r) where
-    # v = u*d, else a zero row of j = T
+    # window row r + v of pixel (r, j) of a tile: its tap row u where v = u*d (u < K), else
+    # a zero row of j = T (negative v fail the test, so truncation serves)
     v = torch.arange(Lr) - torch.arange(R).reshape(R, 1)  # (R, Lr)
     tap = (v >= 0) & (v < K * d) & (torch.fmod(v, d) == 0)
-    v = torch.arange(R).reshape(R, 1) * K + _div(v, d)
+    row = torch.arange(R).reshape(R, 1) * K + _div(v, d)  # in the block of pixel (j, tile)
     tiles = torch.arange(N)[-1] + 1  # 0-d: its broadcast needs no guard
-    first = (torch.arange(T).reshape(1, T, 1, 1) * tiles
+    block = (torch.arange(T).reshape(1, T, 1, 1) * tiles
              + torch.arange(N).reshape(-1, 1, 1, 1)) * (R * K)  # (N, T, 1, 1)
-    index = torch.where(tap, first + v, T * tiles * (R * K))
+    index = torch.where(tap, block + row, T * tiles * (R * K))
     A = A.index_select(1, index.reshape(-1)).reshape(B, N, T * R, Lr * Lc)
     out = torch.matmul(A, X).reshape(B, N * T * R, per_head)
     # out[i, w, g] = out[(tile, j, r)] of the tile that holds it: p = i // R, s = w // T
