@@ -4,8 +4,8 @@ softmax + ELSA operator (``torch.ops.mmelsa.elsa_softmax_forward``).
 ONNX Runtime has no ELSA kernel, so an exported graph must spell the operator in standard ops.
 Two forms do:
 
-* the band form (:mod:`mmelsa.ops.onnx_bands`): the neighbourhood sum as one Gather and two
-  batched MatMuls. It needs the attention shared by a head's channels, so it serves every call
+* the band form (:mod:`mmelsa.ops.onnx_bands`): the neighbourhood sum over tiles of the map as
+  Gathers and two batched MatMuls. It needs the attention shared by a head's channels, so it serves every call
   without a multiplicative ghost at stride 1 (all of ELSA-Swin's), and is then the default:
   ELSA-Swin-T's graph has a few nodes per call instead of hundreds, ONNX Runtime runs it
   several times faster and the dynamo exporter traces it in seconds (docs/benchmarks.md,
@@ -138,7 +138,7 @@ def elsa_export_form(x, attn, ghost_mul=None, ghost_add=None, kernel_size=7, dil
     """The ELSA operator in plain torch ops; same arguments and result as
     :func:`mmelsa.ops.elsa_attention` (inputs already validated). Used when exporting.
 
-    ``form``: 'bands' (:mod:`mmelsa.ops.onnx_bands`: one Gather and two MatMuls; only without a
+    ``form``: 'bands' (:mod:`mmelsa.ops.onnx_bands`: Gathers and two MatMuls; only without a
     multiplicative ghost, at stride 1, with no per-sample additive ghost), 'taps' (Pad,
     strided slices, Mul / Add, one depth-wise conv, as the module docstring writes it; every
     call), or None: the bands where they apply and no ``chunk_channels`` is given (a chunk
