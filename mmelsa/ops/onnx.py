@@ -5,11 +5,11 @@ ONNX Runtime has no ELSA kernel, so an exported graph must spell the operator in
 Two forms do:
 
 * the band form (:mod:`mmelsa.ops.onnx_bands`): the neighbourhood sum over tiles of the map as
-  Gathers and two batched MatMuls. It needs the attention shared by a head's channels, so it serves every call
-  without a multiplicative ghost at stride 1 (all of ELSA-Swin's), and is then the default:
-  ELSA-Swin-T's graph has a few nodes per call instead of hundreds, ONNX Runtime runs it
-  several times faster and the dynamo exporter traces it in seconds (docs/benchmarks.md,
-  "ONNX Runtime: the band form").
+  Gathers and two batched MatMuls. It needs the attention shared by a head's channels, so it
+  serves every call without a multiplicative ghost at stride 1 (all of ELSA-Swin's), and is
+  then the default: ELSA-Swin-T's graph has a few nodes per call instead of hundreds, ONNX
+  Runtime runs it several times faster and the dynamo exporter traces it in seconds
+  (docs/benchmarks.md, "ONNX Runtime: the band form" and "ONNX Runtime: tiles").
 * the tap form, for every call (and the only one for a multiplicative ghost, DDF's per-sample
   channel filter, or a stride). For zero padding p = (K // 2) * d the graph is
 
