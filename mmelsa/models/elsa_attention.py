@@ -191,10 +191,7 @@ class ELSAAttention(nn.Module):
         attn = self.attn((q * k).mul_(self.qk_scale))
         kk = self.kernel_size * self.kernel_size
         attn = attn.reshape(B, self.num_heads, kk, H, W)
-        # With the dropout inactive the softmax goes into the operator (attn_is_logits): the
-        # probabilities are never stored, and under AMP no fp32 copy of the map is made. A live
-        # dropout acts between the softmax and the aggregation, so it needs them separately.
-        fused = self.attn_drop.p == 0 or not self.training
+        fused = self._softmax_fused()
         if not fused:
             attn = self.attn_drop(attn.softmax(dim=2))
         ghost_mul, ghost_add = self.ghosts()
@@ -208,6 +205,13 @@ class ELSAAttention(nn.Module):
             dilation=self.dilation, stride=1, attn_is_logits=fused)
         out = self.post_proj(out.permute(0, 2, 3, 1))
         return self.proj_drop(out)
+
+    def _softmax_fused(self):
+        """Whether the softmax goes into the operator (attn_is_logits): with the dropout
+        inactive, the probabilities are never stored, and under AMP no fp32 copy of the map is
+        made. A live dropout acts between the softmax and the aggregation, so it needs them
+        separately."""
+        return self.attn_drop.p == 0 or not self.training
 
     def _forward_channels_last(self, x):
         """The forward as exported where the band form applies (no multiplicative ghost), with
@@ -225,7 +229,7 @@ class ELSAAttention(nn.Module):
                    for a, b in zip(ends, ends[1:]))
         attn = self.attn[1](self.attn[0].forward_channels_last((q * k) * self.qk_scale))
         attn = F.linear(attn, self.attn[2].weight.flatten(1), self.attn[2].bias)
-        fused = self.attn_drop.p == 0 or not self.training
+        fused = self._softmax_fused()
         if not fused:
             shape = attn.shape
             attn = attn.reshape(shape[:3] + (self.num_heads, -1)).softmax(-1)

@@ -43,7 +43,7 @@ class GroupedConv2d(nn.Conv2d):
         # (not saved) so that an export holds them as constants: ONNX Runtime then folds the
         # weight's Gather into an initializer, which its blocked depth-wise kernel needs (a
         # computed weight runs through the generic convolution, several times slower).
-        channels, width = self.in_channels, self.in_channels // self.groups
+        channels, width = self.in_channels, self.group_width
         c = torch.arange(channels)
         o = c % width
         rotations = range(width)
@@ -52,18 +52,22 @@ class GroupedConv2d(nn.Conv2d):
         self.register_buffer('_taps', torch.cat([c * width + (o + r) % width for r in rotations]),
                              persistent=False)
 
+    @property
+    def group_width(self):
+        """w: input channels per group."""
+        return self.in_channels // self.groups
+
     def _exports_depthwise(self):
-        width = self.in_channels // self.groups
         return (self.groups > 1 and self.out_channels == self.in_channels
-                and 1 < width <= MAX_EXPORTED_GROUP_WIDTH and self.padding_mode == 'zeros'
-                and not isinstance(self.padding, str))
+                and 1 < self.group_width <= MAX_EXPORTED_GROUP_WIDTH
+                and self.padding_mode == 'zeros' and not isinstance(self.padding, str))
 
     def forward(self, x):
         if not (is_exporting() and self._exports_depthwise()):
             return super().forward(x)
         y = self._depthwise_terms(x)
-        width = self.in_channels // self.groups
-        return y.reshape(y.shape[0], width, self.in_channels, y.shape[2], y.shape[3]).sum(1)
+        return y.reshape(y.shape[0], self.group_width, self.in_channels, y.shape[2],
+                         y.shape[3]).sum(1)
 
     def forward_channels_last(self, x):
         """The same convolution on a channels-last map: (B, H, W, C) -> (B, H, W, C_out).
@@ -75,13 +79,13 @@ class GroupedConv2d(nn.Conv2d):
         if not (is_exporting() and self._exports_depthwise()):
             return super().forward(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
         y = self._depthwise_terms(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
-        width = self.in_channels // self.groups
-        return y.reshape(y.shape[0], y.shape[1], y.shape[2], width, self.in_channels).sum(3)
+        return y.reshape(y.shape[0], y.shape[1], y.shape[2], self.group_width,
+                         self.in_channels).sum(3)
 
     def _depthwise_terms(self, x):
         """The w depth-wise convolutions of the module docstring, before their sum:
         (B, C, H, W) -> (B, w * C, H', W'), term r in channels [r*C, (r+1)*C)."""
-        channels, width = self.in_channels, self.in_channels // self.groups
+        channels, width = self.in_channels, self.group_width
         weight = self.weight.reshape(channels * width, 1, *self.kernel_size)
         weight = weight.index_select(0, self._taps)
         bias = None if self.bias is None else F.pad(self.bias, (0, (width - 1) * channels))
