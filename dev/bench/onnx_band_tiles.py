@@ -9,7 +9,6 @@ on a machine of few cores moved a session's time by half). docs/benchmarks.md re
     python dev/bench/onnx_band_tiles.py --threads 2
 """
 import argparse
-import io
 import statistics
 import time
 
@@ -19,6 +18,7 @@ import torch
 from mmelsa.cli import positive_int
 from mmelsa.ops import onnx_bands
 from mmelsa.ops.reference import elsa_reference
+from onnx_export_forms import session  # dev/bench, beside this script
 
 K = 7
 #: name: (channels C, heads G, map side) of ELSA-Swin-T's first three stages at 512 x 512
@@ -53,21 +53,14 @@ class BandSum(torch.nn.Module):
                                                        attn_is_logits=True)
 
 
-def session(tile_size, heads, inputs, threads):
+def tile_session(tile_size, heads, inputs, threads):
+    """A session on the band sum exported with ``tile_size`` (R, T) tiles, spinning off."""
     saved = onnx_bands.ROWS, onnx_bands.COLUMNS
     onnx_bands.ROWS, onnx_bands.COLUMNS = tile_size
     try:
-        f = io.BytesIO()
-        with torch.no_grad():
-            torch.onnx.export(BandSum(heads), inputs, f, dynamo=False, opset_version=17,
-                              input_names=['x', 'logits'])
+        return session(BandSum(heads), inputs, ['x', 'logits'], threads, spinning=False)
     finally:
         onnx_bands.ROWS, onnx_bands.COLUMNS = saved
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
-    return ort.InferenceSession(f.getvalue(), opts, providers=['CPUExecutionProvider'])
 
 
 def main(argv=None):
@@ -88,7 +81,7 @@ def main(argv=None):
         feed = {'x': x.numpy(), 'logits': logits.numpy()}
         sessions, errors = {}, {}
         for size in args.tiles:
-            sess = session(size, G, (x, logits), args.threads)
+            sess = tile_session(size, G, (x, logits), args.threads)
             err = (torch.from_numpy(sess.run(None, feed)[0]).double() - ref).abs().max().item()
             if err > 1e-4 * max(1.0, ref.abs().max().item()):
                 raise SystemExit(f'tile {size} disagrees with the reference at {name}: {err:.2e}')

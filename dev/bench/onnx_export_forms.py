@@ -144,9 +144,10 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def session(module, inputs, names, threads):
+def session(module, inputs, names, threads, spinning=True):
     """An ONNX Runtime session on ``module`` exported at ``inputs`` (TorchScript; opset 17
-    unless the module names its own ``opset``)."""
+    unless the module names its own ``opset``); ``spinning=False`` turns off its worker
+    threads' spinning, for sessions run in turn in one process."""
     f = io.BytesIO()
     with torch.no_grad():
         torch.onnx.export(module, inputs, f, dynamo=False, input_names=names,
@@ -154,6 +155,8 @@ def session(module, inputs, names, threads):
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    if not spinning:
+        opts.add_session_config_entry('session.intra_op.allow_spinning', '0')
     return ort.InferenceSession(f.getvalue(), opts, providers=['CPUExecutionProvider'])
 
 

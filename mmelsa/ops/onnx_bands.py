@@ -15,6 +15,7 @@ pixels, so for head g and the tile's pixel (r, j)::
     A[(r, j), (r + u*d, j + v*d)] = attn[g, (u, v), top + r, left + j], else 0
 
 (A and X of tile (p, s) and head g).
+
 ``A`` is the attention placed on the window: its columns by a fixed 0/1 matrix
 ``E[j, v, l]`` (one MatMul per j over all tiles' and rows' taps, so a few large products
 rather than a tiny one per pixel), its rows by one Gather that also puts them in the sum's
@@ -114,7 +115,8 @@ def elsa_band_form_channels_last(x, attn, heads, ghost_add=None, kernel_size=7, 
     tile = torch.arange(N)  # tile (p, s) of head g
     p, sg = _div(tile, SG), torch.fmod(tile, SG)
     s, g = _div(sg, G), torch.fmod(sg, G)
-    top, left = _starts(p, R, torch.arange(H)), _starts(s, T, torch.arange(W))
+    ys, xs = torch.arange(H), torch.arange(W)
+    top, left = _starts(p, R, ys), _starts(s, T, xs)
     # X[tile, (u, l)] = x[top + u - pad, left + l - pad, g], or the zero row after x's rows
     # (B, H * W * G + 1, C/G): (N, Lr Lc, C/G), Lr Lc / (R T) times x's size
     xz = F.pad(x.reshape(B, H * W * G, per_head), (0, 0, 0, 1))
@@ -155,7 +157,7 @@ def elsa_band_form_channels_last(x, attn, heads, ghost_add=None, kernel_size=7, 
     A = A.index_select(1, index.reshape(-1)).reshape(B, N, T * R, Lr * Lc)
     out = torch.matmul(A, X).reshape(B, N * T * R, per_head)
     # out[i, w, g] = out[(tile, j, r)] of the tile that holds it: p = i // R, s = w // T
-    i, w = torch.arange(H), torch.arange(W)
+    i, w = ys, xs
     p, s = _div(i, R), _div(w, T)
     index = ((p * SG * (T * R) + i - _starts(p, R, i)).reshape(-1, 1, 1)
              + ((s.reshape(-1, 1) * G + torch.arange(G)) * T
